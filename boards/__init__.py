@@ -1,0 +1,1 @@
+"""Board tops, UART link, bitstream builds and reports, host client."""

@@ -1,0 +1,1 @@
+"""Amaranth HDL: the pipelined, event-driven iLIF accelerator."""

@@ -1,0 +1,1 @@
+"""The golden numpy model and the cocotb + Verilator sign-off."""

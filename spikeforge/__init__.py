@@ -1,0 +1,24 @@
+"""spikeforge: trained PyTorch networks -> pipelined iLIF spiking accelerators for FPGAs.
+
+The public Python API::
+
+    import spikeforge
+    net = spikeforge.convert(model, calibration_data, timesteps=8, weight_bits=8)
+    net.save("build/net")
+    net = spikeforge.load("build/net")
+    result = net.run(samples)            # golden model: result.labels, result.scores
+"""
+
+__version__ = "0.1.0"
+
+from .converter.network import DenseLayer, Network, NetworkFormatError, load  # noqa: E402
+
+__all__ = ["__version__", "DenseLayer", "Network", "NetworkFormatError", "load", "convert", "ConversionError"]
+
+
+def __getattr__(name):
+    # The converter imports torch (slow): only load it when asked for.
+    if name in ("convert", "ConversionError"):
+        from .converter import convert as _convert
+        return getattr(_convert, name)
+    raise AttributeError(f"module 'spikeforge' has no attribute {name!r}")
