@@ -12,7 +12,8 @@ def _write_idx(path, array, compress):
     codes = {np.dtype(np.uint8): 0x08}
     header = bytes([0, 0, codes[array.dtype], array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
     data = header + array.tobytes()
-    (gzip.open if compress else open)(path, "wb").write(data)
+    with (gzip.open if compress else open)(path, "wb") as f:
+        f.write(data)
 
 
 @pytest.mark.parametrize("compress", [False, True])
