@@ -1,0 +1,130 @@
+"""The input encoder: raw bytes in, spike events out, bit-plane by bit-plane, MSB first.
+
+Two halves share a ping-pong sample buffer (one memory, two banks of ``chunks`` words of
+``lanes × T`` bits, written with a ``T``-bit granularity):
+
+* the **loader** takes one ``pixels`` beat per cycle, looks its byte up in the 256-entry LUT ROM
+  (synchronous read) and writes the code into the loading bank one cycle later. A sample ends at its
+  ``in_features``-th value or at ``last``, whichever comes first (a short sample keeps stale codes in
+  the positions it did not send; the stream is in step again from the next beat). It then waits
+  until the emitter is idle and hands the bank over (one bubble cycle per sample), and goes on
+  loading the next sample into the other bank while the emitter sweeps this one;
+* the **emitter** sweeps the bank ``T`` times (step ``t = 0..T-1``), ``lanes`` codes per cycle, and
+  emits one :func:`~spikeforge.hdl.layouts.spike_event_layout` beat per chunk with a spike (bit
+  ``T-1-t`` of each code) plus the sample's ``last`` beat. Per sample it is busy ``T × chunks`` cycles
+  (plus stalls from ``events.ready``).
+"""
+
+from __future__ import annotations
+
+import math
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from .layouts import pixel_layout, spike_event_layout
+from .sweep import SweepSequencer
+
+__all__ = ["SpikeEncoder"]
+
+
+class SpikeEncoder(wiring.Component):
+    """Raw input bytes -> spike events (DESIGN.md §3, input encoder).
+
+    Parameters
+    ----------
+    in_features : int
+        Values per sample.
+    timesteps : int
+        T; codes are T bits.
+    lut : list of int
+        256 codes, raw byte -> T-bit code.
+    lanes : int
+        Codes read per emitter cycle (1..in_features); the events' ``group``.
+
+    Members
+    -------
+    pixels : In(stream.Signature(pixel_layout()))
+        One raw byte per beat, ``last`` on a sample's final byte.
+    events : Out(stream.Signature(spike_event_layout(lanes, chunks, T)))
+        The sample's spike events, step 0 first.
+    """
+
+    def __init__(self, *, in_features: int, timesteps: int, lut, lanes: int):
+        if not 1 <= lanes <= in_features:
+            raise ValueError(f"encoder lanes {lanes} is not in 1..{in_features}")
+        self.in_features, self.timesteps, self.lanes = in_features, timesteps, lanes
+        self.chunks = math.ceil(in_features / lanes)
+        self.lut = [int(v) for v in lut]
+        if len(self.lut) != 256 or min(self.lut) < 0 or max(self.lut) >= 1 << timesteps:
+            raise ValueError(f"the LUT needs 256 codes in 0..{(1 << timesteps) - 1}")
+        super().__init__({
+            "pixels": In(stream.Signature(pixel_layout())),
+            "events": Out(stream.Signature(spike_event_layout(lanes, self.chunks, timesteps))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        T, G, C = self.timesteps, self.lanes, self.chunks
+        last_word, last_lane = (self.in_features - 1) // G, (self.in_features - 1) % G
+
+        m.submodules.lut = lut = Memory(shape=unsigned(T), depth=256, init=self.lut)
+        m.submodules.buffer = buffer = Memory(shape=unsigned(G * T), depth=2 * C, init=[])
+        lut_rd = lut.read_port()
+        buf_wr = buffer.write_port(granularity=T)
+        buf_rd = buffer.read_port()
+        m.submodules.sweep = sweep = SweepSequencer(T, C)
+
+        # -- loader ------------------------------------------------------------------------------
+        load_bank, load_full = Signal(), Signal()
+        load_word, load_lane = Signal(range(C)), Signal(range(G))
+        w_valid, w_word, w_lane = Signal(), Signal(range(C)), Signal(range(G))
+        emit_bank = Signal()
+        handover = Signal()
+        accept = Signal()
+        m.d.comb += [
+            handover.eq(load_full & ~w_valid & sweep.idle),
+            self.pixels.ready.eq(~load_full | handover),
+            accept.eq(self.pixels.valid & self.pixels.ready),
+            lut_rd.addr.eq(self.pixels.payload.data),
+            buf_wr.addr.eq(Mux(load_bank, C + w_word, w_word)),
+            buf_wr.data.eq(lut_rd.data.replicate(G)),
+            buf_wr.en.bit_select(w_lane, 1).eq(w_valid),
+            sweep.start.eq(handover),
+        ]
+        with m.If(handover):
+            m.d.sync += [load_full.eq(0), load_bank.eq(~load_bank), emit_bank.eq(load_bank)]
+        m.d.sync += w_valid.eq(accept)
+        with m.If(accept):
+            m.d.sync += [w_word.eq(load_word), w_lane.eq(load_lane)]
+            end = self.pixels.payload.last | ((load_word == last_word) & (load_lane == last_lane))
+            with m.If(end):
+                m.d.sync += [load_word.eq(0), load_lane.eq(0), load_full.eq(1)]
+            with m.Elif(load_lane == G - 1):
+                m.d.sync += [load_lane.eq(0), load_word.eq(load_word + 1)]
+            with m.Else():
+                m.d.sync += load_lane.eq(load_lane + 1)
+
+        # -- emitter -----------------------------------------------------------------------------
+        m.d.comb += [buf_rd.addr.eq(Mux(emit_bank, C + sweep.chunk, sweep.chunk)), buf_rd.en.eq(sweep.issue)]
+        codes = data.ArrayLayout(unsigned(T), G)(buf_rd.data)
+        bit = Signal(range(T))
+        m.d.comb += bit.eq(T - 1 - sweep.s2_step)
+        spikes = Signal(G)
+        m.d.comb += spikes.eq(Cat(codes[k].bit_select(bit, 1) for k in range(G)))
+        valid_lanes = Mux(sweep.s2_chunk == C - 1, Const((1 << (last_lane + 1)) - 1, G), Const((1 << G) - 1, G))
+        mask = Signal(G)
+        m.d.comb += mask.eq(spikes & valid_lanes)
+        emit = Signal()
+        m.d.comb += [
+            emit.eq((mask != 0) | sweep.s2_final),
+            self.events.valid.eq(sweep.s2_valid & emit),
+            self.events.payload.mask.eq(mask),
+            self.events.payload.chunk.eq(sweep.s2_chunk),
+            self.events.payload.step.eq(sweep.s2_step),
+            self.events.payload.last.eq(sweep.s2_final),
+            sweep.advance.eq(~emit | self.events.ready),
+        ]
+        return m

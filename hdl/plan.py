@@ -1,0 +1,169 @@
+"""The hardware plan: every width, depth and ROM image the RTL, the report and the cycle model share.
+
+:func:`plan_network` turns a :class:`~spikeforge.converter.network.Network` and a
+:class:`~spikeforge.hdl.folding.Folding` into an :class:`AcceleratorPlan`. Widths come from worst-case
+bounds (DESIGN.md §1), so no register can overflow:
+
+* ``accumulator_bound = max_j Σ_i |W[j,i]|·(2^T - 1) + |b_j| + |v0_j|`` bounds ``|V|`` at every point
+  of the accumulate and fire phases (partial sums are sums over a subset of the same terms; the fire
+  phase only subtracts while ``V >= θ·2^k > 0``, so ``V`` stays in ``[0, V_before]``);
+* ``membrane_bits = bit_length(bound) + 1`` (signed); the output layer's membrane is the score, so
+  ``score_bits`` is the output layer's ``membrane_bits`` and ``-2^(score_bits-1)`` is below every
+  possible score (the argmax uses it as "no best yet").
+
+ROM images (one integer per word, lane 0 in the least significant bits):
+
+* ``weight``: depth ``in_features × chunks``, word ``lanes × weight_bits``; address
+  ``in_index × chunks + chunk`` holds ``W[chunk·lanes + k, in_index]`` in lane ``k`` (0 for padding);
+* ``bias``: depth ``chunks``, word ``lanes × membrane_bits``: ``b + v0`` per neuron — a membrane bank
+  is cleared *to* this value, so the accumulate phase starts from it;
+* ``threshold`` (firing layers): depth ``chunks``, word ``lanes × threshold_bits``; padding neurons
+  get θ = 1 so their constant zero potential never fires.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .folding import Folding
+
+__all__ = ["LayerPlan", "AcceleratorPlan", "plan_network", "signed_bits", "ENCODER_MAX_LANES"]
+
+#: The input encoder reads this many codes per cycle (fewer when the input is smaller).
+ENCODER_MAX_LANES = 16
+
+
+def signed_bits(bound: int) -> int:
+    """Two's-complement bits that hold every integer in ``-bound..bound``."""
+    return int(bound).bit_length() + 1
+
+
+def _pack(rows: np.ndarray, bits: int) -> list:
+    """rows: (depth, lanes) ints -> one int per row, lane 0 in the LSBs, each field two's complement."""
+    mask = (1 << bits) - 1
+    words = []
+    for row in rows:
+        word = 0
+        for k, value in enumerate(row):
+            word |= (int(value) & mask) << (k * bits)
+        words.append(word)
+    return words
+
+
+@dataclass(frozen=True, eq=False)
+class LayerPlan:
+    """One dense layer's hardware parameters.
+
+    Attributes
+    ----------
+    name, in_features, out_features, weight_bits, fires, timesteps
+        From the network.
+    lanes, chunks
+        Neurons per cycle and ``ceil(out_features / lanes)``.
+    in_group, in_chunks
+        The producer's lanes and chunks: an input event carries ``in_group`` spike bits of chunk
+        ``0..in_chunks-1``.
+    accumulator_bound, membrane_bits, threshold_bits
+        See the module docstring.
+    weight_words, bias_words, threshold_words
+        ROM images (lists of ints).
+    """
+
+    name: str
+    in_features: int
+    out_features: int
+    weight_bits: int
+    fires: bool
+    timesteps: int
+    lanes: int
+    chunks: int
+    in_group: int
+    in_chunks: int
+    accumulator_bound: int
+    membrane_bits: int
+    threshold_bits: int
+    weight_words: list
+    bias_words: list
+    threshold_words: list
+
+    @property
+    def padded_features(self) -> int:
+        return self.lanes * self.chunks
+
+    @property
+    def weight_rom_bits(self) -> int:
+        return len(self.weight_words) * self.lanes * self.weight_bits
+
+    @property
+    def rom_bits(self) -> int:
+        """All ROM bits of the layer: weights, biases, thresholds."""
+        return (self.weight_rom_bits + self.chunks * self.lanes * self.membrane_bits
+                + (self.chunks * self.lanes * self.threshold_bits if self.fires else 0))
+
+    @property
+    def membrane_memory_bits(self) -> int:
+        """Both membrane banks."""
+        return 2 * self.chunks * self.lanes * self.membrane_bits
+
+
+@dataclass(frozen=True, eq=False)
+class AcceleratorPlan:
+    """The whole accelerator: encoder parameters, one :class:`LayerPlan` per layer, I/O widths."""
+
+    timesteps: int
+    in_features: int
+    input_lut: list
+    encoder_lanes: int
+    encoder_chunks: int
+    layers: list
+    classes: int
+    folding: Folding
+
+    @property
+    def output(self) -> LayerPlan:
+        return self.layers[-1]
+
+    @property
+    def score_bits(self) -> int:
+        return self.output.membrane_bits
+
+    @property
+    def label_bits(self) -> int:
+        """``ceil(log2 C)``, at least 1 (one and two classes both need a 1-bit label)."""
+        return max(1, (self.classes - 1).bit_length())
+
+
+def plan_network(net, folding: Folding) -> AcceleratorPlan:
+    """Derive every width, depth and ROM image of the accelerator for ``net`` folded by ``folding``."""
+    T = net.timesteps
+    encoder_lanes = min(net.in_features, ENCODER_MAX_LANES)
+    group, group_chunks = encoder_lanes, math.ceil(net.in_features / encoder_lanes)
+    layers = []
+    for layer in net.layers:
+        lanes = folding[layer.name]
+        chunks = math.ceil(layer.out_features / lanes)
+        padded = lanes * chunks
+        pad = padded - layer.out_features
+        weight = np.pad(layer.weight, ((0, pad), (0, 0)))                      # (padded, in)
+        weight_rows = weight.T.reshape(layer.in_features * chunks, lanes)      # address = i*chunks + c
+        bound = layer.accumulator_bound(T)
+        membrane_bits = signed_bits(bound)
+        bias = np.pad(layer.bias + layer.v0, (0, pad)).reshape(chunks, lanes)
+        threshold = np.pad(layer.threshold, (0, pad), constant_values=1).reshape(chunks, lanes)
+        threshold_bits = max(1, int(layer.threshold.max()).bit_length())
+        layers.append(LayerPlan(
+            name=layer.name, in_features=layer.in_features, out_features=layer.out_features,
+            weight_bits=layer.weight_bits, fires=layer.fires, timesteps=T, lanes=lanes, chunks=chunks,
+            in_group=group, in_chunks=group_chunks, accumulator_bound=bound, membrane_bits=membrane_bits,
+            threshold_bits=threshold_bits,
+            weight_words=_pack(weight_rows, layer.weight_bits),
+            bias_words=_pack(bias, membrane_bits),
+            threshold_words=_pack(threshold, threshold_bits) if layer.fires else [],
+        ))
+        group, group_chunks = lanes, chunks
+    return AcceleratorPlan(timesteps=T, in_features=net.in_features, input_lut=[int(v) for v in net.input_lut],
+                           encoder_lanes=encoder_lanes, encoder_chunks=math.ceil(net.in_features / encoder_lanes),
+                           layers=layers, classes=net.num_classes, folding=folding)

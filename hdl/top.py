@@ -1,0 +1,93 @@
+"""The top level: encoder -> FIFO -> dense iLIF layers (FIFOs between) -> output layer -> results.
+
+Every stage works on a different sample at once: the encoder loads sample n+1 while it emits
+sample n; layer l fires sample n (its events flow through a FIFO straight into layer l+1's
+accumulate phase) while it accumulates sample n+1. Steady-state throughput is set by the slowest
+stage (see :mod:`spikeforge.hdl.cycle_model`).
+
+Ports (DESIGN.md §3, fixed): ``pixels`` in, ``results`` out; in Verilog ``clk``, ``rst``,
+``pixels__valid/ready/payload``, ``results__valid/ready/payload``.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .encoder import SpikeEncoder
+from .fifo import StreamFIFO
+from .folding import resolve_folding
+from .layer import DenseILIF, OutputLayer
+from .layouts import pixel_layout, result_layout
+from .plan import plan_network
+
+__all__ = ["Accelerator", "DEFAULT_FIFO_DEPTH"]
+
+#: Events buffered between stages: absorbs the burst of a fire sweep step that the next layer
+#: takes longer to accumulate.
+DEFAULT_FIFO_DEPTH = 16
+
+
+class Accelerator(wiring.Component):
+    """The pipelined iLIF accelerator for one network.
+
+    Parameters
+    ----------
+    net : Network
+    folding : dict of str -> int, Folding, or None
+        Lanes per layer; a partial dict balances the rest; ``None`` chooses all automatically
+        (:func:`spikeforge.hdl.folding.auto_folding`).
+    fifo_depth : int
+        Entries of each inter-stage event FIFO.
+
+    Members
+    -------
+    pixels : In(stream.Signature(pixel_layout()))
+        Raw input bytes, ``last`` on a sample's final byte.
+    results : Out(stream.Signature(result_layout(C, S)))
+        One beat per sample: ``label`` (lowest index on ties) and ``scores``.
+
+    Attributes
+    ----------
+    plan : AcceleratorPlan
+        Widths, folding and ROM images.
+
+    Raises
+    ------
+    FoldingError
+        For a bad folding (unknown layer, lanes outside ``1..out_features``).
+    """
+
+    def __init__(self, net, folding=None, *, fifo_depth: int = DEFAULT_FIFO_DEPTH):
+        self.net = net
+        self.folding = resolve_folding(net, folding)
+        self.plan = plan_network(net, self.folding)
+        self.fifo_depth = fifo_depth
+        super().__init__({
+            "pixels": In(stream.Signature(pixel_layout())),
+            "results": Out(stream.Signature(result_layout(self.plan.classes, self.plan.score_bits))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        plan = self.plan
+        m.submodules.encoder = encoder = SpikeEncoder(in_features=plan.in_features, timesteps=plan.timesteps,
+                                                      lut=plan.input_lut, lanes=plan.encoder_lanes)
+        wiring.connect(m, wiring.flipped(self.pixels), encoder.pixels)
+        producer = encoder.events
+        for layer_plan in plan.layers:
+            fifo = StreamFIFO(producer.payload.shape(), self.fifo_depth)
+            m.submodules[f"{layer_plan.name}_fifo"] = fifo
+            wiring.connect(m, producer, fifo.w)
+            if layer_plan.fires:
+                core = DenseILIF(layer_plan)
+                m.submodules[layer_plan.name] = core
+                wiring.connect(m, fifo.r, core.events)
+                producer = core.spikes
+            else:
+                core = OutputLayer(layer_plan)
+                m.submodules[layer_plan.name] = core
+                wiring.connect(m, fifo.r, core.events)
+                wiring.connect(m, core.results, wiring.flipped(self.results))
+        return m

@@ -1,0 +1,143 @@
+"""Amaranth-simulator drivers and checkers shared by the HDL unit tests.
+
+Two async testbenches per stream test: a driver that puts beats (with optional random gaps) and a
+checker that takes them (with optional random back-pressure) and asserts the stream rules: once
+``valid`` is high it stays high with the same payload until ``ready`` takes it.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+import numpy as np
+from amaranth.hdl import Shape
+from amaranth.sim import Simulator
+
+
+def event_sequence(codes, group: int, timesteps: int) -> list:
+    """The beats a producer (encoder or fire sweep) emits for one sample: ``(mask, chunk, step, last)``.
+
+    ``codes`` are the producer's T-bit output codes (one per neuron), ``group`` its lanes.
+    """
+    codes = [int(c) for c in codes]
+    chunks = -(-len(codes) // group)
+    beats = []
+    for t in range(timesteps):
+        for c in range(chunks):
+            mask = 0
+            for k in range(group):
+                i = c * group + k
+                if i < len(codes) and (codes[i] >> (timesteps - 1 - t)) & 1:
+                    mask |= 1 << k
+            final = t == timesteps - 1 and c == chunks - 1
+            if mask or final:
+                beats.append((mask, c, t, int(final)))
+    return beats
+
+
+def codes_from_events(beats, group: int, features: int, timesteps: int) -> list:
+    """Inverse of :func:`event_sequence` for a sample's beats -> codes."""
+    codes = [0] * features
+    for mask, chunk, step, _last in beats:
+        for k in range(group):
+            if (mask >> k) & 1:
+                index = chunk * group + k
+                assert index < features, f"spike for padding neuron {index}"
+                codes[index] |= 1 << (timesteps - 1 - step)
+    return codes
+
+
+def as_event(view) -> tuple:
+    return (int(view.mask), int(view.chunk), int(view.step), int(view.last))
+
+
+async def put_stream(ctx, port, beats, *, gap=0.0, rng=None, encode=lambda b: b):
+    """Drive ``beats`` into ``port`` (a stream interface); with probability ``gap`` idle a cycle first."""
+    rng = rng or random.Random(0)
+    for beat in beats:
+        while gap and rng.random() < gap:
+            ctx.set(port.valid, 0)
+            await ctx.tick()
+        ctx.set(port.payload, encode(beat))
+        ctx.set(port.valid, 1)
+        await ctx.tick().until(port.ready)
+    ctx.set(port.valid, 0)
+
+
+async def take_stream(ctx, port, count, *, stall=0.0, rng=None, decode=lambda v: v, on_cycle=None):
+    """Take ``count`` beats from ``port``; with probability ``stall`` hold ``ready`` low a cycle.
+
+    Checks the stream rule on every cycle. Returns ``[(cycle, decoded payload)]``.
+    """
+    rng = rng or random.Random(1)
+    taken = []
+    cycle = 0
+    pending = None        # payload bits shown with valid and not yet taken
+    ready = 1
+    ctx.set(port.ready, ready)
+    async for _clk, _rst, valid, payload in ctx.tick().sample(port.valid, port.payload):
+        bits = Shape.cast(port.payload.shape()).width and int(payload.as_value().value
+                                                              if hasattr(payload, "as_value") else payload)
+        if pending is not None:
+            assert valid, f"cycle {cycle}: valid dropped before the beat was taken"
+            assert bits == pending, f"cycle {cycle}: payload changed while valid and not ready"
+        if valid and ready:
+            taken.append((cycle, decode(payload)))
+            pending = None
+            if len(taken) == count:
+                break
+        elif valid:
+            pending = bits
+        cycle += 1
+        ready = 0 if (stall and rng.random() < stall) else 1
+        ctx.set(port.ready, ready)
+    ctx.set(port.ready, 0)
+    return taken
+
+
+def pixel_beats(samples) -> list:
+    beats = []
+    for sample in samples:
+        flat = [int(v) for v in np.asarray(sample).reshape(-1)]
+        for i, value in enumerate(flat):
+            beats.append({"data": value, "last": int(i == len(flat) - 1)})
+    return beats
+
+
+@dataclass
+class AcceleratorRun:
+    labels: np.ndarray
+    scores: np.ndarray
+    result_cycles: list = field(default_factory=list)
+
+
+def simulate_accelerator(dut, samples, *, gap=0.0, stall=0.0, seed=0, deadline=None) -> AcceleratorRun:
+    """Stream ``samples`` (raw bytes, (N, in_features)) through an Accelerator; collect every result."""
+    samples = np.asarray(samples)
+    n = len(samples)
+    classes = dut.plan.classes
+    out = {}
+
+    async def driver(ctx):
+        await put_stream(ctx, dut.pixels, pixel_beats(samples), gap=gap, rng=random.Random(seed))
+
+    async def checker(ctx):
+        def decode(view):
+            return int(view.label), [int(view.scores[i]) for i in range(classes)]
+        out["taken"] = await take_stream(ctx, dut.results, n, stall=stall, rng=random.Random(seed + 1),
+                                         decode=decode)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(driver)
+    sim.add_testbench(checker)
+    if deadline is not None:
+        sim.run_until(deadline * 1e-8)
+        assert "taken" in out, f"no complete result set within {deadline} cycles"
+    else:
+        sim.run()
+    taken = out["taken"]
+    return AcceleratorRun(labels=np.array([t[1][0] for t in taken]),
+                          scores=np.array([t[1][1] for t in taken]).reshape(n, classes),
+                          result_cycles=[t[0] for t in taken])
