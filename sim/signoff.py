@@ -1,0 +1,493 @@
+"""Sign-off of emitted Verilog against the golden model: cocotb + Verilator, bit-exact, with cycle counts.
+
+:func:`verify` is what ``spikeforge verify`` and the demo call::
+
+    report = verify(net, "build/rtl", dataset.samples, dataset.labels, stalls="random")
+    print(format_report(report))
+
+It builds the design (once per design, :mod:`.verilator`), then runs one simulation of several
+*phases* (:mod:`.cocotb_signoff`):
+
+* ``alone`` — sample 0 into the idle pipeline: the latency of one sample;
+* ``stream`` — every sample back to back, no stalls: exactness, cycles per sample, throughput;
+* with ``stalls="random"``, ``stalls-25``, ``stalls-50``, ``stalls-90`` — every sample again with
+  seeded random input gaps *and* output back-pressure of that density.
+
+Every ``results`` beat (label and all scores) is compared with the golden model's; the report counts
+mismatches (with the first one decoded), the RTL's accuracy, cycles per sample (min/mean/max, from
+the spacing of result beats in the ``stream`` phase), the latency, the steady-state throughput, and
+the analytical cycle model's predictions beside them.
+
+Payloads are encoded and decoded only through the layouts of :mod:`spikeforge.hdl.layouts`, sized
+from the ``design.json`` written next to the Verilog.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..converter.network import Network
+from . import golden, verilator
+
+__all__ = ["SignoffError", "Design", "PayloadCodec", "STALL_DENSITIES", "stall_phases", "run_phases",
+           "verify", "format_report", "worst_case_cycles"]
+
+TEST_MODULE = "spikeforge.sim.cocotb_signoff"
+JOB_ENV = "SPIKEFORGE_SIGNOFF_JOB"
+#: The pause densities of ``stalls="random"``: the fraction of cycles with no input beat offered,
+#: and (independently) the fraction of cycles ``results`` is not ready while a beat is offered.
+STALL_DENSITIES = (0.25, 0.5, 0.9)
+CLOCK_PERIOD_NS = 10
+
+
+class SignoffError(ValueError):
+    """The design, the network and the samples do not fit together (a user error, not a mismatch)."""
+
+
+# -- the design next to the Verilog ----------------------------------------------------------------
+
+@dataclass
+class Design:
+    """What ``design.json`` in an RTL directory says about the emitted Verilog.
+
+    Attributes
+    ----------
+    directory : Path
+    top : str
+        The Verilog top module.
+    verilog : Path
+    timesteps, classes, label_bits, score_bits, pixels_payload_bits, results_payload_bits, in_features
+        As emitted by :func:`spikeforge.hdl.generate.generate`.
+    info : dict
+        The whole ``design.json``.
+    """
+
+    directory: Path
+    top: str
+    verilog: Path
+    timesteps: int
+    classes: list
+    label_bits: int
+    score_bits: int
+    pixels_payload_bits: int
+    results_payload_bits: int
+    in_features: int
+    info: dict = field(repr=False)
+
+    @classmethod
+    def load(cls, directory) -> "Design":
+        directory = Path(directory)
+        path = directory / "design.json"
+        if not path.is_file():
+            raise SignoffError(f"{directory} has no design.json: give the directory written by "
+                               f"`spikeforge generate` (the Verilog and design.json)")
+        try:
+            info = json.loads(path.read_text())
+        except ValueError as error:
+            raise SignoffError(f"{path} is not valid JSON: {error}") from None
+        missing = [k for k in ("top", "verilog", "timesteps", "classes", "label_bits", "score_bits",
+                               "pixels_payload_bits", "results_payload_bits", "in_features") if k not in info]
+        if missing:
+            raise SignoffError(f"{path} lacks {', '.join(missing)}")
+        verilog = directory / info["verilog"]
+        if not verilog.is_file():
+            raise SignoffError(f"{path} names Verilog {info['verilog']!r}, which does not exist in {directory}")
+        classes = info["classes"]
+        if isinstance(classes, int):
+            classes = [str(i) for i in range(classes)]
+        return cls(directory=directory, top=info["top"], verilog=verilog, timesteps=int(info["timesteps"]),
+                   classes=list(classes), label_bits=int(info["label_bits"]), score_bits=int(info["score_bits"]),
+                   pixels_payload_bits=int(info["pixels_payload_bits"]),
+                   results_payload_bits=int(info["results_payload_bits"]), in_features=int(info["in_features"]),
+                   info=info)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def check_network(self, net: Network):
+        """The network must be the one the design was generated from (shape, T, classes, score range)."""
+        problems = []
+        if net.timesteps != self.timesteps:
+            problems.append(f"T = {net.timesteps} vs the design's {self.timesteps}")
+        if net.in_features != self.in_features:
+            problems.append(f"{net.in_features} inputs vs the design's {self.in_features}")
+        if net.num_classes != self.num_classes:
+            problems.append(f"{net.num_classes} classes vs the design's {self.num_classes}")
+        bound = net.score_bound()
+        if bound > (1 << (self.score_bits - 1)) - 1:
+            problems.append(f"scores up to ±{bound} do not fit the design's {self.score_bits}-bit scores")
+        if problems:
+            raise SignoffError(f"the network does not match the design in {self.directory}: " + "; ".join(problems))
+
+
+class PayloadCodec:
+    """Encode ``pixels`` beats and encode/decode ``results`` beats through the HDL's payload layouts."""
+
+    def __init__(self, design: Design):
+        from ..hdl.layouts import pixel_layout, result_layout
+        self.pixels = pixel_layout()
+        self.results = result_layout(design.num_classes, design.score_bits)
+        if self.pixels.size != design.pixels_payload_bits:
+            raise SignoffError(f"design.json says pixels payloads are {design.pixels_payload_bits} bits, the "
+                               f"layout has {self.pixels.size}")
+        if self.results.size != design.results_payload_bits:
+            raise SignoffError(f"design.json says results payloads are {design.results_payload_bits} bits, the "
+                               f"layout for {design.num_classes} classes of {design.score_bits}-bit scores has "
+                               f"{self.results.size}")
+        if self.results["label"].shape.width != design.label_bits:
+            raise SignoffError(f"design.json says labels are {design.label_bits} bits, the layout has "
+                               f"{self.results['label'].shape.width}")
+        # 512 possible pixel beats: encode each once.
+        self._pixel_table = np.array([[self.pixels.const({"data": d, "last": last}).as_bits() for d in range(256)]
+                                      for last in (0, 1)], dtype=np.int64)
+
+    def encode_pixels(self, samples: np.ndarray) -> np.ndarray:
+        """Raw samples (N, F) -> payloads (N, F), ``last`` on each sample's final beat."""
+        samples = np.asarray(samples)
+        last = np.zeros(samples.shape, dtype=np.int64)
+        last[:, -1] = 1
+        return self._pixel_table[last, samples.astype(np.int64)]
+
+    def encode_result(self, label: int, scores) -> int:
+        return self.results.const({"label": int(label), "scores": [int(s) for s in scores]}).as_bits()
+
+    def decode_result(self, raw: int) -> dict:
+        view = self.results.from_bits(int(raw))
+        return {"label": int(view.label), "scores": [int(s) for s in view.scores]}
+
+
+# -- one simulation of several phases --------------------------------------------------------------
+
+def worst_case_cycles(net: Network) -> int:
+    """Cycles one sample can take in the slowest folding (one lane): every input bit a spike."""
+    T = net.timesteps
+    return sum(layer.in_features * T * layer.out_features + T * layer.out_features for layer in net.layers)
+
+
+def stall_phases(count: int, densities=STALL_DENSITIES, seed: int = 1, start: int = 0) -> list:
+    """``stalls-<percent>`` phases over samples ``start .. start+count-1``, seeded per density."""
+    phases = []
+    for k, density in enumerate(densities):
+        spec_in = {"density": float(density), "seed": int(seed) * 1000 + 2 * k}
+        spec_out = {"density": float(density), "seed": int(seed) * 1000 + 2 * k + 1}
+        phases.append({"name": f"stalls-{round(density * 100)}", "samples": list(range(start, start + count)),
+                       "input_pauses": spec_in, "output_pauses": spec_out})
+    return phases
+
+
+def run_phases(built: verilator.Build, codec: PayloadCodec, samples: np.ndarray, expected: list, phases: list, *,
+               idle_limit: int, work_dir=None, waves: bool = False, waves_file=None,
+               tail_cycles: int = 200) -> dict:
+    """Run ``phases`` in one simulation of ``built``; returns the raw result of :mod:`.cocotb_signoff`.
+
+    ``samples`` are raw (N, F) bytes, ``expected`` the N results payloads (ints). A failed cocotb test
+    (mismatches, a deadlock) still returns its result file, with ``simulator_error`` set; a simulator
+    that crashed before writing one raises :class:`~.verilator.SimulatorError`.
+    """
+    own_dir = work_dir is None
+    work_dir = Path(tempfile.mkdtemp(prefix="signoff-", dir=built.build_dir) if own_dir else work_dir).resolve()
+    work_dir.mkdir(parents=True, exist_ok=True)
+    pixels = work_dir / "pixels.npz"
+    np.savez(pixels, payloads=codec.encode_pixels(samples))
+    result_path = work_dir / "result.json"
+    if result_path.exists():
+        result_path.unlink()
+    job = {"period_ns": CLOCK_PERIOD_NS, "reset_cycles": 4, "idle_limit": int(idle_limit),
+           "tail_cycles": int(tail_cycles), "pixels": str(pixels),
+           "expected": [f"{int(p):x}" for p in expected], "phases": phases, "result": str(result_path)}
+    job_path = work_dir / "job.json"
+    job_path.write_text(json.dumps(job))
+    started = time.perf_counter()
+    error = None
+    try:
+        verilator.test(built, TEST_MODULE, test_dir=work_dir, env={JOB_ENV: str(job_path)}, waves=waves,
+                       waves_file=waves_file)
+    except verilator.SimulatorError as failure:
+        if not result_path.is_file():
+            raise
+        error = str(failure)
+    result = json.loads(result_path.read_text())
+    result["simulator_error"] = error
+    result["process_seconds"] = time.perf_counter() - started
+    result["work_dir"] = str(work_dir)
+    if own_dir and error is None and not waves:
+        shutil.rmtree(work_dir, ignore_errors=True)
+    return result
+
+
+# -- the report ------------------------------------------------------------------------------------
+
+def _stats(values) -> dict | None:
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    return {"min": int(min(values)), "mean": float(np.mean(values)), "max": int(max(values))}
+
+
+def _predict(net: Network, design: Design, samples) -> dict | None:
+    """The analytical cycle model's numbers, if the HDL package provides it."""
+    try:
+        from ..hdl import cycle_model
+        from ..hdl.folding import Folding
+    except ImportError:
+        return None
+    folding_info = design.info.get("folding")
+    lanes = folding_info.get("lanes", folding_info) if isinstance(folding_info, dict) else None
+    if not isinstance(lanes, dict):
+        return None
+    folding = Folding.for_network(net, lanes)
+    prediction = cycle_model.predict(net, folding, samples)
+    return _plain_prediction(prediction)
+
+
+def _plain_prediction(prediction) -> dict:
+    if hasattr(prediction, "to_dict"):
+        return prediction.to_dict()
+    if hasattr(prediction, "__dataclass_fields__"):
+        from dataclasses import asdict
+        return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in asdict(prediction).items()}
+    return dict(prediction)
+
+
+def _phase_summary(phase: dict, expected: list, codec: PayloadCodec, labels) -> dict:
+    samples = phase["samples"]
+    got = phase["got"]
+    received = sum(g is not None for g in got)
+    wrong = [i for i, g in enumerate(got) if g is not None and int(g, 16) != expected[samples[i]]]
+    missing = [samples[i] for i, g in enumerate(got) if g is None and samples[i] not in phase["dropped"]]
+    summary = {"name": phase["name"], "samples": len(samples), "checked": received, "mismatches": len(wrong),
+               "missing": len(missing), "stray": len(phase["stray"]),
+               "cycles": (phase.get("end_cycle") or phase["start_cycle"]) - phase["start_cycle"]}
+    if phase.get("reset_at") is not None:
+        summary["reset_at"] = phase["reset_at"]
+        summary["dropped"] = phase["dropped"]
+    if wrong:
+        i = wrong[0]
+        summary["first_mismatch"] = {"sample": samples[i], "cycle": phase["result_cycle"][i],
+                                     "expected": codec.decode_result(expected[samples[i]]),
+                                     "got": codec.decode_result(int(got[i], 16))}
+    if phase["stray"]:
+        summary["first_stray"] = {"cycle": phase["stray"][0]["cycle"],
+                                  "got": codec.decode_result(int(phase["stray"][0]["got"], 16))}
+    if labels is not None and received:
+        rtl = [codec.decode_result(int(g, 16))["label"] for g in got if g is not None]
+        truth = [labels[samples[i]] for i, g in enumerate(got) if g is not None]
+        summary["accuracy"] = float(np.mean(np.asarray(rtl) == np.asarray(truth)))
+    return summary
+
+
+def _timing(stream: dict, alone: dict | None) -> dict:
+    """Latency, cycles per sample and throughput from the ``alone`` and ``stream`` phases."""
+    timing = {}
+    if alone and alone["result_cycle"][0] is not None:
+        timing["latency_cycles"] = alone["result_cycle"][0] - alone["first_beat"][0]
+    results = stream["result_cycle"]
+    if results and all(r is not None for r in results):
+        intervals = [b - a for a, b in zip(results, results[1:])]
+        timing["cycles_per_sample"] = _stats(intervals) if intervals else None
+        timing["per_sample_cycles"] = intervals
+        span = results[-1] - stream["first_beat"][0]
+        timing["stream_cycles"] = span
+        if len(results) > 1:
+            timing["steady_cycles_per_sample"] = (results[-1] - results[0]) / (len(results) - 1)
+        else:
+            timing["steady_cycles_per_sample"] = float(span)
+    return timing
+
+
+def verify(net: Network, rtl_dir, samples, labels=None, *, stalls: str = "none", waves: bool = False,
+           build_root=None, seed: int = 1, report_path=None, clock_mhz: float = 100.0,
+           extra_phases=(), progress=None) -> dict:
+    """Sign off the Verilog in ``rtl_dir`` against the golden model of ``net`` on ``samples``.
+
+    Parameters
+    ----------
+    net : Network
+        The network the design was generated from.
+    rtl_dir : path
+        The directory holding the Verilog and ``design.json`` (``spikeforge generate``).
+    samples : uint8 array (N, *input_shape)
+        Raw samples; every one is streamed through ``pixels``.
+    labels : int array (N,), optional
+        Ground truth, for the RTL's accuracy.
+    stalls : ``"none"`` or ``"random"``
+        ``"random"`` adds a phase per density of :data:`STALL_DENSITIES` over all samples.
+    waves : bool
+        Keep an FST waveform (``<rtl_dir>/signoff.fst``); builds a separate, traced model.
+    build_root : path, optional
+        Where Verilator builds go, one folder per design (default ``<rtl_dir>/sim_build``).
+    report_path : path, optional
+        Where the JSON report goes (default ``<rtl_dir>/verify.json``); ``False`` for none.
+    clock_mhz : float
+        Clock for the samples/s figure of the throughput.
+    progress : callable, optional
+        Called with one-line progress messages.
+
+    Returns
+    -------
+    dict
+        The report (see :func:`format_report`); ``report["ok"]`` is False on any mismatch, missing
+        or stray beat, or simulator error.
+    """
+    say = progress or (lambda message: None)
+    if stalls not in ("none", "random"):
+        raise SignoffError(f"stalls {stalls!r} is not supported; supported: 'none', 'random'")
+    design = Design.load(rtl_dir)
+    design.check_network(net)
+    codec = PayloadCodec(design)
+    samples = np.asarray(samples)
+    if samples.ndim < 2 or len(samples) == 0:
+        raise SignoffError(f"samples must be a non-empty (N, ...) array, got shape {samples.shape}")
+    samples = samples.reshape(len(samples), -1)
+    if samples.shape[1] != net.in_features:
+        raise SignoffError(f"samples have {samples.shape[1]} values each, the network takes {net.in_features}")
+    if samples.min() < 0 or samples.max() > 255:
+        raise SignoffError(f"samples span {samples.min()}..{samples.max()}; raw samples are bytes 0..255")
+    samples = samples.astype(np.uint8)
+    if labels is not None:
+        labels = np.asarray(labels).astype(np.int64).tolist()
+        if len(labels) != len(samples):
+            raise SignoffError(f"{len(labels)} labels for {len(samples)} samples")
+
+    reference = golden.run(net, samples)
+    expected = [codec.encode_result(l, s) for l, s in zip(reference.labels, reference.scores)]
+
+    build_root = Path(build_root) if build_root else Path(rtl_dir) / "sim_build"
+    sources = [design.verilog]
+    build_dir = verilator.build_dir_for(build_root, sources, design.top, waves=waves)
+    say(f"building {design.top} with Verilator in {build_dir}")
+    built = verilator.build(sources, design.top, build_dir, waves=waves)
+    say(f"  {'reused the existing build' if built.reused else f'built in {built.seconds:.1f} s'}")
+
+    n = len(samples)
+    phases = [{"name": "alone", "samples": [0]},
+              {"name": "stream", "samples": list(range(n))}]
+    if stalls == "random":
+        phases += stall_phases(n, seed=seed)
+    phases += list(extra_phases)
+    idle_limit = 2 * worst_case_cycles(net) + 4096
+    waves_file = Path(rtl_dir).resolve() / "signoff.fst" if waves else None
+    say(f"simulating {n} samples ({', '.join(p['name'] for p in phases)})")
+    raw = run_phases(built, codec, samples, expected, phases, idle_limit=idle_limit, waves=waves,
+                     waves_file=waves_file)
+
+    summaries = [_phase_summary(p, expected, codec, labels) for p in raw["phases"]]
+    by_name = {p["name"]: p for p in raw["phases"]}
+    timing = _timing(by_name["stream"], by_name.get("alone")) if "stream" in by_name else {}
+    mismatches = sum(s["mismatches"] for s in summaries)
+    missing = sum(s["missing"] for s in summaries)
+    stray = sum(s["stray"] for s in summaries) + len((raw.get("tail") or {}).get("stray", []))
+    first = next((dict(s["first_mismatch"], phase=s["name"]) for s in summaries if "first_mismatch" in s), None)
+    stream_summary = next((s for s in summaries if s["name"] == "stream"), None)
+    report = {
+        "ok": mismatches == 0 and missing == 0 and stray == 0 and raw["error"] is None
+              and raw["simulator_error"] is None,
+        "design": {"top": design.top, "verilog": str(design.verilog), "timesteps": design.timesteps,
+                   "classes": design.num_classes, "score_bits": design.score_bits,
+                   "folding": design.info.get("folding")},
+        "samples": n,
+        "checked": sum(s["checked"] for s in summaries),
+        "mismatches": mismatches, "missing": missing, "stray": stray,
+        "first_mismatch": first,
+        # A failed cocotb test is already explained by the counts above; say it only when nothing else does.
+        "error": raw["error"] or (raw["simulator_error"] if not (mismatches or missing or stray) else None),
+        "accuracy": stream_summary.get("accuracy") if stream_summary else None,
+        "golden_accuracy": (float(np.mean(reference.labels == np.asarray(labels))) if labels is not None else None),
+        "timing": {k: v for k, v in timing.items() if k != "per_sample_cycles"},
+        "clock_mhz": clock_mhz,
+        "phases": summaries,
+        "simulation": {"cycles": raw["cycles"], "seconds": raw["wall_seconds"],
+                       "cycles_per_second": raw["cycles"] / raw["wall_seconds"] if raw["wall_seconds"] else None,
+                       "process_seconds": raw["process_seconds"], "build_seconds": built.seconds,
+                       "build_reused": built.reused, "build_dir": str(built.build_dir)},
+        "waves": str(waves_file) if waves else None,
+    }
+    if "steady_cycles_per_sample" in timing:
+        report["timing"]["samples_per_second"] = clock_mhz * 1e6 / timing["steady_cycles_per_sample"]
+    try:
+        report["model"] = _predict(net, design, samples)
+    except Exception as error:  # the model is reported beside the measurement, never blocks it
+        report["model"] = {"error": f"{type(error).__name__}: {error}"}
+    report["per_sample_cycles"] = timing.get("per_sample_cycles")
+    if report_path is not False:
+        from ..jsonio import write_json
+        path = Path(report_path) if report_path else Path(rtl_dir) / "verify.json"
+        write_json(path, report)
+        report["report_path"] = str(path)
+    return report
+
+
+def format_report(report: dict) -> str:
+    """The human summary ``spikeforge verify`` prints."""
+    lines = []
+    sim = report["simulation"]
+    lines.append(f"design      {report['design']['top']} (T = {report['design']['timesteps']}, "
+                 f"{report['design']['classes']} classes, {report['design']['score_bits']}-bit scores)")
+    for s in report["phases"]:
+        extra = f", reset at cycle {s['reset_at']}" if "reset_at" in s else ""
+        lines.append(f"  phase {s['name']:<10} {s['checked']:>5}/{s['samples']:<5} checked, {s['mismatches']} "
+                     f"mismatches, {s['cycles']} cycles{extra}")
+    lines.append(f"samples     {report['samples']} ({report['checked']} results beats checked over all phases)")
+    lines.append(f"mismatches  {report['mismatches']}" + (f" (+{report['missing']} missing results)" if report["missing"] else "")
+                 + (f" (+{report['stray']} stray beats)" if report["stray"] else ""))
+    first = report.get("first_mismatch")
+    if first:
+        lines.append(f"  first: sample {first['sample']} (phase {first['phase']}, cycle {first['cycle']})")
+        lines.append(f"    expected label {first['expected']['label']} scores {first['expected']['scores']}")
+        lines.append(f"    got      label {first['got']['label']} scores {first['got']['scores']}")
+    if report.get("error"):
+        lines.append(f"error       {report['error'].splitlines()[0]}")
+    if report.get("accuracy") is not None:
+        lines.append(f"accuracy    {report['accuracy']:.4f} RTL, {report['golden_accuracy']:.4f} golden model")
+    timing = report["timing"]
+    model = report.get("model") or {}
+    predicted = _model_figures(model)
+    cps = timing.get("cycles_per_sample")
+    if cps:
+        beside = f"   (model: mean {predicted['mean']:.1f})" if predicted.get("mean") is not None else ""
+        lines.append(f"cycles/sample min {cps['min']} / mean {cps['mean']:.1f} / max {cps['max']}{beside}")
+    if "latency_cycles" in timing:
+        beside = f"   (model: {predicted['latency']:.0f})" if predicted.get("latency") is not None else ""
+        lines.append(f"latency     {timing['latency_cycles']} cycles for one sample alone{beside}")
+    if "steady_cycles_per_sample" in timing:
+        beside = f"   (model: {predicted['steady']:.1f})" if predicted.get("steady") is not None else ""
+        lines.append(f"throughput  {timing['steady_cycles_per_sample']:.1f} cycles/sample = "
+                     f"{timing['samples_per_second']:,.0f} samples/s at {report['clock_mhz']:g} MHz{beside}")
+    if "error" in model:
+        lines.append(f"model       unavailable: {model['error']}")
+    elif not model:
+        lines.append("model       unavailable (no cycle model in spikeforge.hdl)")
+    lines.append(f"simulation  {sim['cycles']:,} cycles in {sim['seconds']:.1f} s "
+                 f"({sim['cycles_per_second']:,.0f} cycles/s); build "
+                 + ("reused" if sim["build_reused"] else f"{sim['build_seconds']:.1f} s"))
+    if report.get("waves"):
+        lines.append(f"waves       {report['waves']}")
+    if report.get("report_path"):
+        lines.append(f"report      {report['report_path']}")
+    lines.append("PASS: bit-exact" if report["ok"] else "FAIL")
+    return "\n".join(lines)
+
+
+def _model_figures(model: dict) -> dict:
+    """Pick the model's mean cycles/sample, latency and steady-state figure, whatever it names them."""
+    figures = {}
+    for key, names in {"mean": ("mean_cycles_per_sample", "cycles_per_sample", "mean"),
+                       "latency": ("latency_cycles", "latency"),
+                       "steady": ("steady_cycles_per_sample", "throughput_cycles_per_sample",
+                                  "mean_cycles_per_sample", "cycles_per_sample")}.items():
+        for name in names:
+            value = model.get(name)
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                figures[key] = float(value)
+                break
+    return figures
