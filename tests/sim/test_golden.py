@@ -101,3 +101,13 @@ def test_spike_driven_additions_counts_events_times_fanout():
     spikes = result.input_spikes()
     assert spikes[0][0] == 4
     assert golden.spike_driven_additions(net, spikes)[0] == 4 * 3 + spikes[1][0] * 2
+
+
+@pytest.mark.parametrize("dtype", [None, np.float64, np.float32])
+def test_every_arithmetic_path_of_the_closed_form_is_exact(monkeypatch, dtype):
+    """float32 / float64 BLAS and the int64 fallback give identical results."""
+    net = random_network(11, sizes=(30, 20, 10, 6), timesteps=6, weight_bits=6, threshold_range=(1, 300))
+    samples = np.random.default_rng(4).integers(0, 256, size=(300, 30)).astype(np.uint8)
+    reference = golden.run_timesteps(net, samples)
+    monkeypatch.setattr(golden, "_float_dtype", lambda net: dtype)
+    _assert_same(golden.run(net, samples), reference)
