@@ -1,0 +1,204 @@
+"""The analytical cycle model of the accelerator: per-layer cycles, latency and throughput from spike counts.
+
+Notation: ``T`` timesteps, ``in`` input values per sample, ``Ce`` encoder chunks (``ceil(in / lanes_enc)``),
+``C_l = ceil(out_l / lanes_l)``, ``S_l(n)`` the input spikes layer ``l`` receives for sample ``n``
+(the encoder's spikes for the first layer). The RTL's stage costs (cycles, back-to-back input,
+results always taken) are:
+
+========================  ===============================  ============================================
+stage                     cycles per sample                why
+========================  ===============================  ============================================
+encoder load              ``in + 1``                       one byte per cycle, one hand-over bubble
+encoder emit              ``T·Ce + 2``                     one chunk per cycle per step, pipeline + idle
+layer accumulate          ``S_l·C_l + 2``                  a spike reads ``C_l`` words; write + hand-over
+hidden layer fire         ``T·C_l + 2``                    one chunk per cycle per step
+output score sweep        ``C_L + 3``                      one chunk per cycle, result beat, release
+========================  ===============================  ============================================
+
+Stages are joined as in the RTL (a max-plus recurrence, evaluated per sample): node ``l``'s
+hand-over ``h_l(n)`` (its readout starts on sample ``n``) waits for its accumulate to finish ``n``
+and its readout to finish ``n-1``; the accumulate of ``n`` starts at ``max(h_l(n-1),
+h_{l-1}(n) + 4)`` (4 = the producer's first beat through its pipeline and the buffered FIFO) and
+cannot end before the producer's last beat arrives::
+
+    h_0(n)   = max(h_0(n-1) + in + 1, e_0(n-1))                      h_0(-1) = 0, e(-1) = 0
+    a_l(n)   = max(max(h_l(n-1), h_{l-1}(n) + 4) + S_l(n)·C_l, e_{l-1}(n) + 1) + 2
+    h_l(n)   = max(a_l(n), e_l(n-1))
+    e_l(n)   = h_l(n) + R_l                    R = T·Ce+2 (encoder), T·C_l+2 (hidden), C_L+3 (output)
+    e_{l-1}(n) = max(e_{l-1}(n), a_l(n) - D·c̄)  when the producer's beats for n exceed the FIFO depth D
+    result(n) = h_L(n) + C_L + 2
+
+(``c̄`` is the consumer's mean cycles per beat.) Steady-state cycles per sample is the mean spacing
+of ``result(n)``; the per-stage means show the bottleneck. For a constant workload this reduces to
+``max(in + 1, T·Ce + 2, max_l max(S_l·C_l + 2, T·C_l + 2), C_L + 3)``: the slowest stage, not the sum.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .folding import resolve_folding
+from .plan import ENCODER_MAX_LANES
+from .top import DEFAULT_FIFO_DEPTH
+
+__all__ = ["CyclePrediction", "predict", "spike_counts_per_layer", "FIFO_LATENCY"]
+
+#: Cycles from a producer's hand-over to its first beat being taken by the consumer.
+FIFO_LATENCY = 4
+
+
+@dataclass
+class CyclePrediction:
+    """What :func:`predict` returns.
+
+    Attributes
+    ----------
+    cycles_per_sample : float
+        Steady-state cycles per sample of a back-to-back stream (mean result spacing; for one sample,
+        the slowest stage).
+    latency : float
+        Mean cycles from a sample's first byte being taken to its result beat.
+    slowest_stage_cycles : float
+        The largest per-stage mean cycles per sample (what the pipeline should run at).
+    sum_of_stages : float
+        What an unpipelined design would need: the sum of the per-layer times.
+    stages : dict of str -> float
+        Mean cycles per sample of every stage (``encoder.load``, ``fc1.accumulate``, ``fc1.fire``...).
+    layers : list of dict
+        Per layer: ``name, lanes, chunks, spikes_in, accumulate_cycles, fire_cycles,
+        useful_additions`` (means per sample).
+    useful_additions : float
+        Mean ``Σ_l S_l · out_l`` per sample.
+    adder_utilisation : float
+        ``useful_additions / (total lanes × cycles_per_sample)``.
+    result_cycles : ndarray
+        Predicted cycle of every result beat.
+    """
+
+    cycles_per_sample: float
+    latency: float
+    slowest_stage_cycles: float
+    sum_of_stages: float
+    stages: dict
+    layers: list
+    useful_additions: float
+    adder_utilisation: float
+    result_cycles: np.ndarray = field(repr=False)
+
+    def as_dict(self) -> dict:
+        return {"cycles_per_sample": self.cycles_per_sample, "latency": self.latency,
+                "slowest_stage_cycles": self.slowest_stage_cycles, "sum_of_stages": self.sum_of_stages,
+                "stages": self.stages, "layers": self.layers, "useful_additions": self.useful_additions,
+                "adder_utilisation": self.adder_utilisation}
+
+
+def spike_counts_per_layer(net, counts) -> tuple:
+    """Normalise spike counts to ``(S, steps)``: S (N, L) input spikes per sample and layer, steps a
+    list of (N, T) arrays or None.
+
+    ``counts`` may be raw samples (uint8 array, run through :func:`spikeforge.sim.golden.run_timesteps`),
+    a golden ``TimestepResult`` (its ``spike_counts``) or ``GoldenResult`` (``input_spikes()``), a list of
+    one (N,) or (N, T) array per layer, or a list of one number per layer (one typical sample).
+    """
+    from ..sim import golden
+    L = len(net.layers)
+    if isinstance(counts, np.ndarray) and counts.dtype.kind in "iu" \
+            and counts.shape[1:] in (net.input_shape, (net.in_features,)):
+        counts = golden.run_timesteps(net, counts)
+    if isinstance(counts, golden.TimestepResult):
+        counts = counts.spike_counts
+    elif isinstance(counts, golden.GoldenResult):
+        counts = counts.input_spikes()
+    counts = list(counts)
+    if len(counts) != L:
+        raise ValueError(f"spike counts for {len(counts)} layers; the network has {L} "
+                         f"({', '.join(l.name for l in net.layers)})")
+    if all(np.ndim(c) == 0 for c in counts):
+        return np.array([[float(c) for c in counts]]), None
+    arrays = [np.asarray(c, dtype=np.float64) for c in counts]
+    if all(a.ndim == 2 for a in arrays):
+        return np.stack([a.sum(axis=1) for a in arrays], axis=1), arrays
+    if all(a.ndim == 1 for a in arrays):
+        return np.stack(arrays, axis=1), None
+    raise ValueError("spike counts must be one (N,) or (N, T) array per layer, all of the same kind")
+
+
+def _beats(steps_row, S, T, chunks):
+    """Beats a producer with ``chunks`` chunks sends for one sample (upper estimate per step)."""
+    if steps_row is None:
+        return min(T * chunks, S) + 1
+    return float(np.minimum(steps_row, chunks).sum()) + 1
+
+
+def predict(net, folding=None, spike_counts_or_samples=None, *, fifo_depth: int = DEFAULT_FIFO_DEPTH,
+            repeat: int = 8) -> CyclePrediction:
+    """Predict cycles for a back-to-back stream of samples with the given spike counts.
+
+    Parameters
+    ----------
+    net : Network
+    folding : dict, Folding or None
+        As for :class:`~spikeforge.hdl.Accelerator` (``None``: the automatic default).
+    spike_counts_or_samples
+        See :func:`spike_counts_per_layer`. A single typical sample is streamed ``repeat`` times.
+    """
+    folding = resolve_folding(net, folding)
+    S, steps = spike_counts_per_layer(net, spike_counts_or_samples)
+    if len(S) == 1:
+        S = np.repeat(S, repeat, axis=0)
+        steps = None if steps is None else [np.repeat(s, repeat, axis=0) for s in steps]
+    N, L, T = len(S), len(net.layers), net.timesteps
+    n_in = net.in_features
+    enc_lanes = min(n_in, ENCODER_MAX_LANES)
+    enc_chunks = math.ceil(n_in / enc_lanes)
+    chunks = [math.ceil(layer.out_features / folding[layer.name]) for layer in net.layers]
+    producer_chunks = [enc_chunks] + chunks[:-1]
+    readout = [T * enc_chunks + 2] + [T * c + 2 for c in chunks[:-1]] + [chunks[-1] + 3]
+
+    h = np.zeros(L + 1)          # hand-over of node j (0 = encoder) for the previous sample
+    e = np.zeros(L + 1)          # end of node j's readout for the previous sample
+    first_byte = np.zeros(N)
+    results = np.zeros(N)
+    acc_time = np.zeros((N, L))
+    for n in range(N):
+        first_byte[n] = h[0]
+        h_new, e_new = np.zeros(L + 1), np.zeros(L + 1)
+        h_new[0] = max(h[0] + n_in + 1, e[0])
+        e_new[0] = h_new[0] + readout[0]
+        for l in range(L):
+            j = l + 1
+            work = S[n, l] * chunks[l]
+            acc_time[n, l] = work + 2
+            start = max(h[j], h_new[j - 1] + FIFO_LATENCY)
+            a = max(start + work, e_new[j - 1] + 1) + 2
+            beats = _beats(None if steps is None else steps[l][n], S[n, l], T, producer_chunks[l])
+            if beats > fifo_depth:
+                # The producer's sweep stalls on the full FIFO until the consumer has D beats left.
+                e_new[j - 1] = max(e_new[j - 1], a - fifo_depth * work / beats)
+            h_new[j] = max(a, e[j])
+            e_new[j] = h_new[j] + readout[j]
+        results[n] = h_new[L] + chunks[-1] + 2
+        h, e = h_new, e_new
+
+    stages = {"encoder.load": float(n_in + 1), "encoder.emit": float(readout[0])}
+    layers = []
+    for l, layer in enumerate(net.layers):
+        stages[f"{layer.name}.accumulate"] = float(acc_time[:, l].mean())
+        stages[f"{layer.name}.{'fire' if layer.fires else 'score'}"] = float(readout[l + 1])
+        layers.append({"name": layer.name, "lanes": folding[layer.name], "chunks": chunks[l],
+                       "spikes_in": float(S[:, l].mean()), "accumulate_cycles": float(acc_time[:, l].mean()),
+                       "fire_cycles": float(readout[l + 1]),
+                       "useful_additions": float(S[:, l].mean() * layer.out_features)})
+    cycles = float((results[-1] - results[0]) / (N - 1)) if N > 1 else max(stages.values())
+    useful = sum(layer["useful_additions"] for layer in layers)
+    total_lanes = folding.total_lanes()
+    slowest = max(stages.values())
+    sum_of_stages = float(sum(acc_time.mean(axis=0)) + sum(readout[1:]) + n_in + 1)
+    return CyclePrediction(cycles_per_sample=cycles, latency=float((results - first_byte).mean()),
+                           slowest_stage_cycles=slowest, sum_of_stages=sum_of_stages, stages=stages,
+                           layers=layers, useful_additions=useful,
+                           adder_utilisation=useful / (total_lanes * cycles) if cycles else 0.0,
+                           result_cycles=results)
