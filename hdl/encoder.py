@@ -24,7 +24,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .layouts import pixel_layout, spike_event_layout
+from .layouts import index_shape, pixel_layout, spike_event_layout
 from .sweep import SweepSequencer
 
 __all__ = ["SpikeEncoder"]
@@ -79,8 +79,8 @@ class SpikeEncoder(wiring.Component):
 
         # -- loader ------------------------------------------------------------------------------
         load_bank, load_full = Signal(), Signal()
-        load_word, load_lane = Signal(range(C)), Signal(range(G))
-        w_valid, w_word, w_lane = Signal(), Signal(range(C)), Signal(range(G))
+        load_word, load_lane = Signal(index_shape(C)), Signal(index_shape(G))
+        w_valid, w_word, w_lane = Signal(), Signal(index_shape(C)), Signal(index_shape(G))
         emit_bank = Signal()
         handover = Signal()
         accept = Signal()
@@ -110,7 +110,7 @@ class SpikeEncoder(wiring.Component):
         # -- emitter -----------------------------------------------------------------------------
         m.d.comb += [buf_rd.addr.eq(Mux(emit_bank, C + sweep.chunk, sweep.chunk)), buf_rd.en.eq(sweep.issue)]
         codes = data.ArrayLayout(unsigned(T), G)(buf_rd.data)
-        bit = Signal(range(T))
+        bit = Signal(index_shape(T))
         m.d.comb += bit.eq(T - 1 - sweep.s2_step)
         spikes = Signal(G)
         m.d.comb += spikes.eq(Cat(codes[k].bit_select(bit, 1) for k in range(G)))

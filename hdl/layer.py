@@ -47,7 +47,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .layouts import result_layout, spike_event_layout
+from .layouts import index_shape, result_layout, spike_event_layout
 from .plan import LayerPlan
 from .sweep import SweepSequencer
 
@@ -91,12 +91,12 @@ class _AccumulatingLayer(wiring.Component):
 
         # The two halves' view of the banks; acc_bank routes them.
         acc_bank = Signal()
-        self._acc = acc = {"rd_addr": Signal(range(C)), "wr_addr": Signal(range(C)), "wr_data": Signal(L * MB),
+        acc = {"rd_addr": Signal(index_shape(C)), "wr_addr": Signal(index_shape(C)), "wr_data": Signal(L * MB),
                            "wr_en": Signal(), "rd_data": Signal(L * MB)}
-        self._ro = ro = {"rd_addr": Signal(range(C)), "rd_en": Signal(), "wr_addr": Signal(range(C)),
+        ro = {"rd_addr": Signal(index_shape(C)), "rd_en": Signal(), "wr_addr": Signal(index_shape(C)),
                          "wr_data": Signal(L * MB), "wr_en": Signal(), "rd_data": Signal(L * MB)}
         clearing = Signal(init=1)                   # after reset: write b + v0 into both banks
-        clear_addr, clear_wr, clear_wr_addr = Signal(range(C)), Signal(), Signal(range(C))
+        clear_addr, clear_wr, clear_wr_addr = Signal(index_shape(C)), Signal(), Signal(index_shape(C))
         for index, (rd, wr) in enumerate(banks):
             mine = acc_bank == index
             m.d.comb += [
@@ -120,8 +120,8 @@ class _AccumulatingLayer(wiring.Component):
 
         # -- accumulate ----------------------------------------------------------------------------
         cur_valid, cur_last = Signal(), Signal()
-        cur_mask, cur_chunk, cur_step = Signal(G), Signal(range(p.in_chunks)), Signal(range(T))
-        count = Signal(range(C))
+        cur_mask, cur_chunk, cur_step = Signal(G), Signal(index_shape(p.in_chunks)), Signal(index_shape(T))
+        count = Signal(index_shape(C))
         low = _lowest_set_bit(m, cur_mask)
         spike = Signal()
         mask_after = Signal(G)
@@ -133,7 +133,7 @@ class _AccumulatingLayer(wiring.Component):
         ]
         with m.If(spike):
             m.d.sync += [count.eq(Mux(count == C - 1, 0, count + 1)), cur_mask.eq(mask_after)]
-        s2_valid, s2_chunk, s2_shift = Signal(), Signal(range(C)), Signal(range(T))
+        s2_valid, s2_chunk, s2_shift = Signal(), Signal(index_shape(C)), Signal(index_shape(T))
         m.d.sync += [s2_valid.eq(spike), s2_chunk.eq(count), s2_shift.eq(T - 1 - cur_step)]
         weight = data.ArrayLayout(signed(p.weight_bits), L)(weight_rd.data)
         potential = membrane(acc["rd_data"])
@@ -209,7 +209,7 @@ class DenseILIF(_AccumulatingLayer):
         potential = data.ArrayLayout(signed(MB), L)(ro["rd_data"])
         threshold = data.ArrayLayout(unsigned(p.threshold_bits), L)(threshold_rd.data)
         bias = data.ArrayLayout(signed(MB), L)(bias_rd.data)
-        shift = Signal(range(T))
+        shift = Signal(index_shape(T))
         m.d.comb += shift.eq(T - 1 - sweep.s2_step)
         fired, updated = [], []
         for k in range(L):
@@ -274,7 +274,7 @@ class OutputLayer(_AccumulatingLayer):
             self.results.valid.eq(result_valid),
         ]
         score = data.ArrayLayout(signed(S), L)(ro["rd_data"])
-        best_score, best_label = Signal(signed(S)), Signal(range(max(2, N)))
+        best_score, best_label = Signal(signed(S)), Signal(index_shape(max(2, N)))
         first = sweep.s2_chunk == 0
         running_score = Mux(first, Const(-(1 << (S - 1)), signed(S)), best_score)
         running_label = Mux(first, 0, best_label)

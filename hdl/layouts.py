@@ -27,7 +27,12 @@ from amaranth.hdl import signed, unsigned
 from amaranth.lib import data
 from amaranth.utils import ceil_log2
 
-__all__ = ["pixel_layout", "result_layout", "spike_event_layout"]
+__all__ = ["pixel_layout", "result_layout", "spike_event_layout", "index_shape"]
+
+
+def index_shape(count: int):
+    """An unsigned shape for indices ``0..count-1``, at least 1 bit (no zero-width wires in the Verilog)."""
+    return unsigned(max(1, ceil_log2(count)))
 
 
 def pixel_layout() -> data.StructLayout:
@@ -43,7 +48,7 @@ def result_layout(classes: int, score_bits: int) -> data.StructLayout:
 def spike_event_layout(group: int, chunks: int, timesteps: int) -> data.StructLayout:
     return data.StructLayout({
         "mask": unsigned(group),
-        "chunk": unsigned(max(1, ceil_log2(chunks))),
-        "step": unsigned(max(1, ceil_log2(timesteps))),
+        "chunk": index_shape(chunks),
+        "step": index_shape(timesteps),
         "last": unsigned(1),
     })

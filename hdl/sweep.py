@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from amaranth.hdl import Elaboratable, Module, Signal
 
+from .layouts import index_shape
+
 __all__ = ["SweepSequencer"]
 
 
@@ -51,11 +53,11 @@ class SweepSequencer(Elaboratable):
         self.start = Signal()
         self.advance = Signal()
         self.issue = Signal()
-        self.step = Signal(range(steps))
-        self.chunk = Signal(range(chunks))
+        self.step = Signal(index_shape(steps))
+        self.chunk = Signal(index_shape(chunks))
         self.s2_valid = Signal()
-        self.s2_step = Signal(range(steps))
-        self.s2_chunk = Signal(range(chunks))
+        self.s2_step = Signal(index_shape(steps))
+        self.s2_chunk = Signal(index_shape(chunks))
         self.s2_first_step = Signal()
         self.s2_last_step = Signal()
         self.s2_final = Signal()

@@ -11,7 +11,6 @@ import random
 from dataclasses import dataclass, field
 
 import numpy as np
-from amaranth.hdl import Shape
 from amaranth.sim import Simulator
 
 
@@ -77,8 +76,7 @@ async def take_stream(ctx, port, count, *, stall=0.0, rng=None, decode=lambda v:
     ready = 1
     ctx.set(port.ready, ready)
     async for _clk, _rst, valid, payload in ctx.tick().sample(port.valid, port.payload):
-        bits = Shape.cast(port.payload.shape()).width and int(payload.as_value().value
-                                                              if hasattr(payload, "as_value") else payload)
+        bits = payload.as_bits() if hasattr(payload, "as_bits") else int(payload)
         if pending is not None:
             assert valid, f"cycle {cycle}: valid dropped before the beat was taken"
             assert bits == pending, f"cycle {cycle}: payload changed while valid and not ready"

@@ -1,0 +1,225 @@
+"""Write an accelerator: Verilog, the packed ROM images it uses, and ``design.json``.
+
+:func:`generate` is what ``spikeforge generate`` runs. The output directory is written atomically
+(a temporary sibling, then a rename), so it is never half-written; the Verilog is
+``verilog.convert(..., emit_src=False)`` and byte-for-byte reproducible.
+
+``rom/*.hex`` are ``$readmemh`` images of the memories *as the hardware packs them* (one word per
+line, lane 0 in the least significant bits; see :mod:`spikeforge.hdl.plan`): ``input_lut.hex``,
+``<layer>.weight.hex``, ``<layer>.bias.hex`` and, for firing layers, ``<layer>.threshold.hex``. The
+same contents are in the Verilog's ``initial`` blocks; the images are for inspection and for flows
+that load memories themselves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from amaranth.back import verilog
+from amaranth.hdl import Shape
+
+from ..converter.network import Network, load
+from .cycle_model import predict
+from .folding import estimate_spikes_in, resolve_folding
+from .layouts import pixel_layout, result_layout, spike_event_layout
+from .top import DEFAULT_FIFO_DEPTH, Accelerator
+
+__all__ = ["generate", "design_report", "network_fingerprint", "summary", "DESIGN_FORMAT"]
+
+DESIGN_FORMAT = "spikeforge-design"
+
+
+def network_fingerprint(net: Network) -> dict:
+    """Hashes that identify a network: of its manifest (canonical JSON) and of its integer arrays."""
+    manifest = json.dumps(net.manifest(), sort_keys=True, separators=(",", ":")).encode()
+    arrays = hashlib.sha256()
+    for key, value in sorted(net.arrays().items()):
+        arrays.update(key.encode() + b"\0")
+        arrays.update(np.ascontiguousarray(value, dtype="<i8").tobytes())
+    return {"manifest_sha256": hashlib.sha256(manifest).hexdigest(), "arrays_sha256": arrays.hexdigest()}
+
+
+def _hex_image(words, bits: int) -> str:
+    digits = max(1, (bits + 3) // 4)
+    return "".join(f"{int(w):0{digits}x}\n" for w in words)
+
+
+def _rom_images(plan) -> dict:
+    images = {"input_lut.hex": _hex_image(plan.input_lut, plan.timesteps)}
+    for layer in plan.layers:
+        images[f"{layer.name}.weight.hex"] = _hex_image(layer.weight_words, layer.lanes * layer.weight_bits)
+        images[f"{layer.name}.bias.hex"] = _hex_image(layer.bias_words, layer.lanes * layer.membrane_bits)
+        if layer.fires:
+            images[f"{layer.name}.threshold.hex"] = _hex_image(layer.threshold_words,
+                                                               layer.lanes * layer.threshold_bits)
+    return images
+
+
+def design_report(accelerator: Accelerator, *, name: str = "spikeforge_top", spikes_in=None,
+                  network_path=None) -> dict:
+    """The ``design.json`` dict of an :class:`Accelerator` (nothing is written)."""
+    net, plan = accelerator.net, accelerator.plan
+    estimated = spikes_in is None
+    spikes = estimate_spikes_in(net, spikes_in)
+    prediction = predict(net, plan.folding, spikes, fifo_depth=accelerator.fifo_depth)
+    layers = []
+    producer_group, producer_chunks = plan.encoder_lanes, plan.encoder_chunks
+    for layer, source in zip(plan.layers, net.layers):
+        event_bits = Shape.cast(spike_event_layout(producer_group, producer_chunks, plan.timesteps)).width
+        layers.append({
+            "name": layer.name, "kind": "dense", "fires": layer.fires,
+            "in_features": layer.in_features, "out_features": layer.out_features,
+            "lanes": layer.lanes, "chunks": layer.chunks, "padded_features": layer.padded_features,
+            "weight_bits": layer.weight_bits,
+            "accumulator_bits": layer.membrane_bits, "membrane_bits": layer.membrane_bits,
+            "accumulator_bound": layer.accumulator_bound,
+            "score_bits": None if layer.fires else layer.membrane_bits,
+            "threshold_bits": layer.threshold_bits if layer.fires else None,
+            "weight_rom_bits": layer.weight_rom_bits, "rom_bits": layer.rom_bits,
+            "membrane_memory_bits": layer.membrane_memory_bits,
+            "input_event_bits": event_bits, "input_fifo_depth": accelerator.fifo_depth,
+            "cycles_per_input_spike": layer.chunks,
+            "cycles_per_fire_step": layer.chunks if layer.fires else None,
+            "cycles_per_score_sweep": None if layer.fires else layer.chunks,
+            "roms": {"weight": f"rom/{layer.name}.weight.hex", "bias": f"rom/{layer.name}.bias.hex",
+                     **({"threshold": f"rom/{layer.name}.threshold.hex"} if layer.fires else {})},
+            "threshold_range": [int(source.threshold.min()), int(source.threshold.max())],
+        })
+        producer_group, producer_chunks = layer.lanes, layer.chunks
+    network = {"timesteps": net.timesteps, "input_shape": list(net.input_shape), **network_fingerprint(net)}
+    if network_path is not None:
+        network["path"] = str(network_path)
+    return {
+        "format": DESIGN_FORMAT, "version": 1,
+        "top": name, "verilog": f"{name}.v",
+        "timesteps": plan.timesteps, "in_features": plan.in_features,
+        "classes": plan.classes, "class_names": list(net.classes),
+        "label_bits": plan.label_bits, "score_bits": plan.score_bits,
+        "pixels_payload_bits": Shape.cast(pixel_layout()).width,
+        "results_payload_bits": Shape.cast(result_layout(plan.classes, plan.score_bits)).width,
+        "ports": {"clock": "clk", "reset": "rst (synchronous, active high)",
+                  "pixels": "pixels__valid/ready/payload: {data: u8, last: u1} from the LSB",
+                  "results": f"results__valid/ready/payload: {{label: u{plan.label_bits}, "
+                             f"scores: {plan.classes} x s{plan.score_bits}}} from the LSB"},
+        "encoder": {"lanes": plan.encoder_lanes, "chunks": plan.encoder_chunks, "lut_rom": "rom/input_lut.hex",
+                    "buffer_bits": 2 * plan.encoder_chunks * plan.encoder_lanes * plan.timesteps},
+        "fifo_depth": accelerator.fifo_depth,
+        "layers": layers,
+        "folding": dict(plan.folding.lanes),
+        "total_lanes": plan.folding.total_lanes(),
+        "network": network,
+        "cycle_model": {
+            "module": "spikeforge.hdl.cycle_model",
+            "stage_cycles": {"encoder load": "in + 1", "encoder emit": "T*Ce + 2",
+                             "accumulate": "S_l*C_l + 2", "fire": "T*C_l + 2", "score": "C_L + 3"},
+            "steady_state": "max over stages (constant workload); predict() runs the per-sample recurrence",
+        },
+        "prediction": {
+            "spikes_in": [float(s) for s in spikes],
+            "spikes_basis": "estimate: T/2 ones per input code" if estimated else "given",
+            "cycles_per_sample": prediction.cycles_per_sample,
+            "latency": prediction.latency,
+            "stages": prediction.stages,
+            "bottleneck": max(prediction.stages, key=prediction.stages.get),
+            "adder_utilisation": prediction.adder_utilisation,
+        },
+    }
+
+
+def summary(design: dict) -> str:
+    """The design as a table for people: per layer lanes, widths, ROM bits, cycles; then the prediction."""
+    rows = [("layer", "in->out", "lanes", "chunks", "w bits", "acc bits", "bound", "ROM bits",
+             "cyc/spike", "cyc/step", "est. cyc")]
+    stages = design["prediction"]["stages"]
+    for layer in design["layers"]:
+        rows.append((layer["name"], f"{layer['in_features']}->{layer['out_features']}", str(layer["lanes"]),
+                     str(layer["chunks"]), str(layer["weight_bits"]), str(layer["accumulator_bits"]),
+                     str(layer["accumulator_bound"]), str(layer["rom_bits"]), str(layer["cycles_per_input_spike"]),
+                     str(layer["cycles_per_fire_step"] or "-"),
+                     f"{stages[layer['name'] + '.accumulate']:.0f}"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+             for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    pred = design["prediction"]
+    lines += [
+        "",
+        f"T = {design['timesteps']}, {design['in_features']} inputs, {design['classes']} classes; "
+        f"label {design['label_bits']} bits, scores {design['score_bits']} bits; "
+        f"{design['total_lanes']} lanes in total",
+        f"predicted: {pred['cycles_per_sample']:.0f} cycles/sample (bottleneck {pred['bottleneck']}), "
+        f"latency {pred['latency']:.0f} cycles, adder utilisation {100 * pred['adder_utilisation']:.0f} % "
+        f"[{pred['spikes_basis']}]",
+    ]
+    return "\n".join(lines)
+
+
+def generate(net, out_dir, *, lanes=None, target_cycles=None, lanes_budget=None, name: str = "spikeforge_top",
+             spikes_in=None, fifo_depth: int = DEFAULT_FIFO_DEPTH) -> dict:
+    """Write ``<out_dir>/<name>.v``, ``<out_dir>/rom/*.hex`` and ``<out_dir>/design.json``; return the design.
+
+    Parameters
+    ----------
+    net : Network or path
+        The integer network (or its directory).
+    lanes : dict of str -> int, optional
+        Lanes per layer (partial: the rest are balanced to the slowest named layer).
+    target_cycles, lanes_budget : int, optional
+        Automatic folding for a cycle target or a total lanes budget (see
+        :func:`~spikeforge.hdl.folding.auto_folding`).
+    name : str
+        The Verilog module name (an identifier).
+    spikes_in : list of float, optional
+        Mean input spikes per sample and layer, for the balance and the prediction (default: an
+        estimate of T/2 ones per code).
+
+    Raises
+    ------
+    FoldingError
+        For a bad folding.
+    FileExistsError
+        When ``out_dir`` exists and is not an earlier output of this function (or empty).
+    """
+    network_path = None
+    if not isinstance(net, Network):
+        network_path = Path(net)
+        net = load(network_path)
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"module name {name!r} is not an identifier")
+    folding = resolve_folding(net, lanes, lanes_budget=lanes_budget, target_cycles=target_cycles,
+                              spikes_in=spikes_in)
+    accelerator = Accelerator(net, folding, fifo_depth=fifo_depth)
+    text = verilog.convert(accelerator, name=name, emit_src=False)
+    design = design_report(accelerator, name=name, spikes_in=spikes_in, network_path=network_path)
+
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not (out_dir / "design.json").is_file():
+        if not out_dir.is_dir() or any(out_dir.iterdir()):
+            raise FileExistsError(f"{out_dir} exists and is not a spikeforge design directory; refusing to "
+                                  f"overwrite it")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    os.chmod(staging, 0o755)   # mkdtemp makes it private; a design directory is an ordinary one
+    try:
+        (staging / "rom").mkdir()
+        for file_name, image in _rom_images(accelerator.plan).items():
+            (staging / "rom" / file_name).write_text(image)
+        (staging / f"{name}.v").write_text(text)
+        (staging / "design.json").write_text(json.dumps(design, indent=2) + "\n")
+        if out_dir.exists():
+            retired = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old.", dir=out_dir.parent))
+            os.replace(out_dir, retired / "design")
+            os.replace(staging, out_dir)
+            shutil.rmtree(retired)
+        else:
+            os.replace(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return design
