@@ -25,8 +25,6 @@ from the ``design.json`` written next to the Verilog.
 from __future__ import annotations
 
 import json
-import math
-import os
 import shutil
 import tempfile
 import time
@@ -234,29 +232,59 @@ def _stats(values) -> dict | None:
     return {"min": int(min(values)), "mean": float(np.mean(values)), "max": int(max(values))}
 
 
-def _predict(net: Network, design: Design, samples) -> dict | None:
-    """The analytical cycle model's numbers, if the HDL package provides it."""
+def _design_lanes(design: Design):
+    """``{layer: lanes}`` from design.json's ``folding`` (a mapping, or one holding ``lanes``)."""
+    folding = design.info.get("folding")
+    if isinstance(folding, dict):
+        lanes = folding.get("lanes", folding)
+        if isinstance(lanes, dict) and all(isinstance(v, int) for v in lanes.values()):
+            return lanes
+    return None
+
+
+def predict_cycles(net: Network, design: Design, samples) -> dict | None:
+    """The analytical cycle model (:mod:`spikeforge.hdl.cycle_model`) for the ``stream`` phase.
+
+    Returns ``None`` when the HDL package has no cycle model or design.json records no folding.
+    The model's result cycles count from the first pixel beat of the stream, like the measurement.
+    """
     try:
         from ..hdl import cycle_model
-        from ..hdl.folding import Folding
     except ImportError:
         return None
-    folding_info = design.info.get("folding")
-    lanes = folding_info.get("lanes", folding_info) if isinstance(folding_info, dict) else None
-    if not isinstance(lanes, dict):
+    lanes = _design_lanes(design)
+    if lanes is None:
         return None
-    folding = Folding.for_network(net, lanes)
-    prediction = cycle_model.predict(net, folding, samples)
-    return _plain_prediction(prediction)
+    prediction = cycle_model.predict(net, lanes, samples)
+    results = np.asarray(prediction.result_cycles, dtype=np.float64)
+    intervals = np.diff(results)
+    return {"latency_cycles": float(results[0]), "stream_cycles": float(results[-1]),
+            "cycles_per_sample": ({"min": float(intervals.min()), "mean": float(intervals.mean()),
+                                   "max": float(intervals.max())} if len(intervals) else None),
+            "steady_cycles_per_sample": float(prediction.cycles_per_sample),
+            "slowest_stage_cycles": float(prediction.slowest_stage_cycles),
+            "sum_of_stages": float(prediction.sum_of_stages), "stages": dict(prediction.stages),
+            "result_cycles": results.tolist()}
 
 
-def _plain_prediction(prediction) -> dict:
-    if hasattr(prediction, "to_dict"):
-        return prediction.to_dict()
-    if hasattr(prediction, "__dataclass_fields__"):
-        from dataclasses import asdict
-        return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in asdict(prediction).items()}
-    return dict(prediction)
+def _relative_error(model: float, measured: float) -> float | None:
+    return None if not measured else (model - measured) / measured
+
+
+def model_agreement(timing: dict, model: dict, stream_result_cycles=None) -> dict:
+    """Relative errors of the model against the measurement (``(model - measured) / measured``)."""
+    agreement = {}
+    for key in ("latency_cycles", "stream_cycles", "steady_cycles_per_sample"):
+        if key in timing and model.get(key) is not None:
+            agreement[key] = _relative_error(model[key], timing[key])
+    if stream_result_cycles is not None and model.get("result_cycles") is not None:
+        measured = np.asarray(stream_result_cycles, dtype=np.float64)
+        predicted = np.asarray(model["result_cycles"], dtype=np.float64)
+        if len(measured) == len(predicted) and len(measured):
+            # Per sample: predicted vs measured completion time, relative to the measured time.
+            errors = np.abs(predicted - measured) / np.maximum(measured, 1.0)
+            agreement["per_result_max"] = float(errors.max())
+    return agreement
 
 
 def _phase_summary(phase: dict, expected: list, codec: PayloadCodec, labels) -> dict:
@@ -287,6 +315,7 @@ def _phase_summary(phase: dict, expected: list, codec: PayloadCodec, labels) -> 
 
 
 def _timing(stream: dict, alone: dict | None) -> dict:
+    # Cycles are counted from the stream's first pixel beat (the model's origin).
     """Latency, cycles per sample and throughput from the ``alone`` and ``stream`` phases."""
     timing = {}
     if alone and alone["result_cycle"][0] is not None:
@@ -415,9 +444,18 @@ def verify(net: Network, rtl_dir, samples, labels=None, *, stalls: str = "none",
     if "steady_cycles_per_sample" in timing:
         report["timing"]["samples_per_second"] = clock_mhz * 1e6 / timing["steady_cycles_per_sample"]
     try:
-        report["model"] = _predict(net, design, samples)
+        model = predict_cycles(net, design, samples)
     except Exception as error:  # the model is reported beside the measurement, never blocks it
-        report["model"] = {"error": f"{type(error).__name__}: {error}"}
+        model = {"error": f"{type(error).__name__}: {error}"}
+    stream = by_name.get("stream")
+    measured_results = None
+    if stream and all(r is not None for r in stream["result_cycle"]):
+        origin = stream["first_beat"][0]
+        measured_results = [r - origin for r in stream["result_cycle"]]
+    if model and "error" not in model:
+        report["model_agreement"] = model_agreement(report["timing"], model, measured_results)
+        model = {k: v for k, v in model.items() if k != "result_cycles"}
+    report["model"] = model
     report["per_sample_cycles"] = timing.get("per_sample_cycles")
     if report_path is not False:
         from ..jsonio import write_json
@@ -451,22 +489,30 @@ def format_report(report: dict) -> str:
         lines.append(f"accuracy    {report['accuracy']:.4f} RTL, {report['golden_accuracy']:.4f} golden model")
     timing = report["timing"]
     model = report.get("model") or {}
-    predicted = _model_figures(model)
-    cps = timing.get("cycles_per_sample")
+    usable = model and "error" not in model
+    cps, model_cps = timing.get("cycles_per_sample"), model.get("cycles_per_sample") if usable else None
     if cps:
-        beside = f"   (model: mean {predicted['mean']:.1f})" if predicted.get("mean") is not None else ""
+        beside = (f"   (model {model_cps['min']:.0f} / {model_cps['mean']:.1f} / {model_cps['max']:.0f})"
+                  if model_cps else "")
         lines.append(f"cycles/sample min {cps['min']} / mean {cps['mean']:.1f} / max {cps['max']}{beside}")
     if "latency_cycles" in timing:
-        beside = f"   (model: {predicted['latency']:.0f})" if predicted.get("latency") is not None else ""
-        lines.append(f"latency     {timing['latency_cycles']} cycles for one sample alone{beside}")
+        beside = f"   (model {model['latency_cycles']:.0f})" if usable else ""
+        lines.append(f"latency     {timing['latency_cycles']} cycles, one sample alone (first pixel to result)"
+                     f"{beside}")
     if "steady_cycles_per_sample" in timing:
-        beside = f"   (model: {predicted['steady']:.1f})" if predicted.get("steady") is not None else ""
-        lines.append(f"throughput  {timing['steady_cycles_per_sample']:.1f} cycles/sample = "
+        beside = f"   (model {model['steady_cycles_per_sample']:.1f})" if usable else ""
+        lines.append(f"throughput  {timing['steady_cycles_per_sample']:.1f} cycles/sample in steady state = "
                      f"{timing['samples_per_second']:,.0f} samples/s at {report['clock_mhz']:g} MHz{beside}")
-    if "error" in model:
+    agreement = report.get("model_agreement")
+    if agreement:
+        parts = [f"{name} {value * 100:+.2f} %" for name, value in
+                 (("stream cycles", agreement.get("stream_cycles")), ("latency", agreement.get("latency_cycles")),
+                  ("worst result time", agreement.get("per_result_max"))) if value is not None]
+        lines.append("model error " + ", ".join(parts))
+    if model and "error" in model:
         lines.append(f"model       unavailable: {model['error']}")
     elif not model:
-        lines.append("model       unavailable (no cycle model in spikeforge.hdl)")
+        lines.append("model       unavailable (no cycle model or no folding in design.json)")
     lines.append(f"simulation  {sim['cycles']:,} cycles in {sim['seconds']:.1f} s "
                  f"({sim['cycles_per_second']:,.0f} cycles/s); build "
                  + ("reused" if sim["build_reused"] else f"{sim['build_seconds']:.1f} s"))
@@ -476,18 +522,3 @@ def format_report(report: dict) -> str:
         lines.append(f"report      {report['report_path']}")
     lines.append("PASS: bit-exact" if report["ok"] else "FAIL")
     return "\n".join(lines)
-
-
-def _model_figures(model: dict) -> dict:
-    """Pick the model's mean cycles/sample, latency and steady-state figure, whatever it names them."""
-    figures = {}
-    for key, names in {"mean": ("mean_cycles_per_sample", "cycles_per_sample", "mean"),
-                       "latency": ("latency_cycles", "latency"),
-                       "steady": ("steady_cycles_per_sample", "throughput_cycles_per_sample",
-                                  "mean_cycles_per_sample", "cycles_per_sample")}.items():
-        for name in names:
-            value = model.get(name)
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-                figures[key] = float(value)
-                break
-    return figures

@@ -259,6 +259,50 @@ def _log_tail(path: Path, lines: int = 40) -> str:
     return "\n".join(text[-lines:])
 
 
+# Verilator's runtime (verilated.cpp and friends) takes most of a small design's build time and does
+# not depend on the design, only on the tool versions and build options: cache its objects beside
+# the per-design build directories and drop them into each new build after verilating.
+_RUNTIME_OBJECTS = ("verilated", "verilated_dpi", "verilated_vpi", "verilated_threads")
+
+
+def _runtime_cache(build_dir: Path, install: VerilatorInstall, args, waves: bool) -> Path:
+    import cocotb
+    key = json.dumps({"root": str(install.root), "version": list(install.version), "cocotb": cocotb.__version__,
+                      "args": list(args), "waves": bool(waves),
+                      "env": {k: os.environ.get(k, "") for k in ("CXX", "CXXFLAGS", "CPPFLAGS", "MAKEFLAGS")}},
+                     sort_keys=True)
+    return build_dir.parent / f".verilator-runtime-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+
+
+def _make_runner(cache: Path):
+    from cocotb_tools.runner import Verilator
+
+    class CachingVerilator(Verilator):
+        def _build_command(self):
+            verilate, make = super()._build_command()
+            cached = [cache / f"{name}{suffix}" for name in _RUNTIME_OBJECTS for suffix in (".o", ".d")]
+            if not all(path.is_file() for path in cached):
+                return [verilate, make]
+            # Copied after verilating, so they are newer than Vtop.mk and make keeps them.
+            return [verilate, ["cp", *map(str, cached), str(self.build_dir)], make]
+
+    return CachingVerilator()
+
+
+def _save_runtime(build_dir: Path, cache: Path):
+    files = [build_dir / f"{name}{suffix}" for name in _RUNTIME_OBJECTS for suffix in (".o", ".d")]
+    if cache.is_dir() or not all(path.is_file() for path in files):
+        return
+    staging = Path(f"{cache}.{os.getpid()}.tmp")
+    try:
+        staging.mkdir(parents=True, exist_ok=True)
+        for path in files:
+            shutil.copy2(path, staging / path.name)
+        os.replace(staging, cache)
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def build(sources, toplevel: str, build_dir, *, waves: bool = False, extra_args=(), includes=(),
           defines=None, parameters=None, force: bool = False) -> Build:
     """Verilate and compile ``sources`` into ``build_dir``, or reuse an up-to-date build there.
@@ -284,7 +328,6 @@ def build(sources, toplevel: str, build_dir, *, waves: bool = False, extra_args=
         Missing toolchain (with what to install), or a failed build (with the end of its log).
     """
     install = check_toolchain()
-    from cocotb_tools.runner import get_runner
 
     sources = [Path(s).resolve() for s in sources]
     for source in sources:
@@ -294,8 +337,9 @@ def build(sources, toplevel: str, build_dir, *, waves: bool = False, extra_args=
     args = list(DEFAULT_ARGS) + list(extra_args) + (["--trace-fst", "--trace-structs"] if waves else [])
     key = _design_hash(sources, toplevel, waves, args, includes, defines or {}, parameters or {})
     stamp = build_dir / _STAMP
+    cache = _runtime_cache(build_dir, install, args, waves)
     with _environment(install.environment()):
-        runner = get_runner("verilator")
+        runner = _make_runner(cache)
         reused = False
         started = time.monotonic()
         if not force and stamp.is_file() and (build_dir / toplevel).is_file():
@@ -326,6 +370,7 @@ def build(sources, toplevel: str, build_dir, *, waves: bool = False, extra_args=
             if not (build_dir / toplevel).is_file():
                 raise SimulatorError(f"Verilator build of {toplevel} produced no executable; end of {log}:\n"
                                      f"{_log_tail(log)}")
+            _save_runtime(build_dir, cache)
             stamp.write_text(json.dumps({"hash": key, "toplevel": toplevel,
                                          "sources": [str(s) for s in sources], "args": args}, indent=2) + "\n")
         seconds = 0.0 if reused else time.monotonic() - started

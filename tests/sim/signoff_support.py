@@ -141,3 +141,33 @@ def write_reference_design(net: Network, out_dir, *, name: str = "reference_top"
             "network": None}
     (out_dir / "design.json").write_text(json.dumps(info, indent=2) + "\n")
     return out_dir
+
+
+def write_accelerator_design(net: Network, out_dir, *, folding=None, name: str = "spikeforge_top") -> Path:
+    """The real accelerator's RTL directory: :func:`spikeforge.hdl.generate.generate` when it exists.
+
+    Until the generator lands, a stand-in writes the Verilog and the ``design.json`` keys the sign-off
+    reads from the same :class:`~spikeforge.hdl.Accelerator`.
+    """
+    out_dir = Path(out_dir)
+    try:
+        from spikeforge.hdl.generate import generate
+    except ImportError:
+        generate = None
+    if generate is not None:
+        generate(net, out_dir, lanes=folding, name=name)
+        return out_dir
+    from spikeforge.hdl import Accelerator
+    out_dir.mkdir(parents=True, exist_ok=True)
+    top = Accelerator(net, folding)
+    text = verilog.convert(top, name=name, emit_src=False)
+    (out_dir / f"{name}.v").write_text(text)
+    plan = top.plan
+    info = {"top": name, "verilog": f"{name}.v", "timesteps": net.timesteps, "classes": list(net.classes),
+            "label_bits": plan.label_bits, "score_bits": plan.score_bits,
+            "pixels_payload_bits": pixel_layout().size,
+            "results_payload_bits": result_layout(plan.classes, plan.score_bits).size,
+            "in_features": net.in_features, "layers": [l.name for l in net.layers],
+            "folding": {"lanes": dict(top.folding.lanes)}, "network": None}
+    (out_dir / "design.json").write_text(json.dumps(info, indent=2) + "\n")
+    return out_dir

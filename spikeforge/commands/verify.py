@@ -1,0 +1,52 @@
+"""`spikeforge verify`: sign off the emitted Verilog against the golden model with cocotb + Verilator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+NAME = "verify"
+HELP = "simulate the generated Verilog (cocotb + Verilator) on a dataset and compare every result bit-exactly"
+
+
+def add_arguments(parser):
+    parser.add_argument("network", type=Path, help="network directory written by `spikeforge convert`")
+    parser.add_argument("--rtl", type=Path, required=True,
+                        help="directory written by `spikeforge generate` (Verilog and design.json)")
+    parser.add_argument("--dataset", default="digits", help="dataset name or MNIST-format directory (digits)")
+    parser.add_argument("--split", choices=["test", "train"], default="test")
+    parser.add_argument("--samples", type=int, default=None, help="only the first N samples (default: all)")
+    parser.add_argument("--stalls", choices=["none", "random"], default="none",
+                        help="random: stream the samples again under seeded random input gaps and output "
+                             "back-pressure of 25%%, 50%% and 90%% (default: none)")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the random stalls (1)")
+    parser.add_argument("--waves", action="store_true", help="keep an FST waveform (<rtl>/signoff.fst)")
+    parser.add_argument("--report", type=Path, default=None, help="JSON report path (default <rtl>/verify.json)")
+    parser.add_argument("--build-dir", type=Path, default=None,
+                        help="where Verilator builds go, one folder per design (default <rtl>/sim_build)")
+    parser.add_argument("--clock-mhz", type=float, default=100.0,
+                        help="clock for the samples/s figure of the throughput (100)")
+
+
+def run(args) -> int:
+    from ..cli import CommandError
+    from ..converter.network import load
+    from ..datasets import load as load_dataset
+    from ..sim.signoff import format_report, verify
+    from ..sim.verilator import SimulatorError
+
+    if args.samples is not None and args.samples < 1:
+        raise CommandError(f"--samples {args.samples} must be >= 1")
+    if args.clock_mhz <= 0:
+        raise CommandError(f"--clock-mhz {args.clock_mhz} must be > 0")
+    net = load(args.network)
+    dataset = load_dataset(args.dataset, args.split).head(args.samples)
+    print(f"network {args.network}, RTL {args.rtl}, {len(dataset.samples)} samples of {args.dataset} "
+          f"({args.split}), stalls: {args.stalls}", flush=True)
+    try:
+        report = verify(net, args.rtl, dataset.samples, dataset.labels, stalls=args.stalls, seed=args.seed,
+                        waves=args.waves, build_root=args.build_dir, report_path=args.report,
+                        clock_mhz=args.clock_mhz, progress=lambda message: print(message, flush=True))
+    except SimulatorError as error:
+        raise CommandError(str(error)) from None
+    print(format_report(report))
+    return 0 if report["ok"] else 1
