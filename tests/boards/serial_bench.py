@@ -15,16 +15,12 @@ async def uart_send(ctx, line, payload, bit_cycles, *, gap_bits=0):
             await ctx.tick().repeat(cycles)
 
 
-async def uart_receive(ctx, line, bit_cycles, count, *, timeout_cycles=None):
+async def uart_receive(ctx, line, bit_cycles, count):
     """Sample ``count`` bytes from ``line``; a stop bit that is low raises AssertionError."""
     received = bytearray()
     for _ in range(count):
-        waited = 0
-        while ctx.get(line):
-            await ctx.tick()
-            waited += 1
-            if timeout_cycles is not None and waited > timeout_cycles:
-                return bytes(received)
+        if ctx.get(line):
+            await ctx.tick().until(line == 0)
         await ctx.tick().repeat(round(bit_cycles * 1.5))
         byte = 0
         for i in range(8):
