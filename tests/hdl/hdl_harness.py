@@ -51,29 +51,43 @@ def as_event(view) -> tuple:
     return (int(view.mask), int(view.chunk), int(view.step), int(view.last))
 
 
-async def put_stream(ctx, port, beats, *, gap=0.0, rng=None, encode=lambda b: b):
-    """Drive ``beats`` into ``port`` (a stream interface); with probability ``gap`` idle a cycle first."""
+async def put_stream(ctx, port, beats, *, gap=0.0, rng=None, encode=lambda b: b, cycles=None):
+    """Drive ``beats`` into ``port`` (a stream interface); with probability ``gap`` idle a cycle first.
+
+    Appends the cycle (clock edges since the start, 0-based) of every transfer to ``cycles``.
+    """
     rng = rng or random.Random(0)
+    cycle = 0
     for beat in beats:
         while gap and rng.random() < gap:
             ctx.set(port.valid, 0)
             await ctx.tick()
+            cycle += 1
         ctx.set(port.payload, encode(beat))
         ctx.set(port.valid, 1)
-        await ctx.tick().until(port.ready)
+        while True:
+            _clk, _rst, ready = await ctx.tick().sample(port.ready)
+            cycle += 1
+            if ready:
+                break
+        if cycles is not None:
+            cycles.append(cycle - 1)
     ctx.set(port.valid, 0)
 
 
-async def take_stream(ctx, port, count, *, stall=0.0, rng=None, decode=lambda v: v, on_cycle=None):
-    """Take ``count`` beats from ``port``; with probability ``stall`` hold ``ready`` low a cycle.
+async def take_stream(ctx, port, count=None, *, until=None, stall=0.0, rng=None, decode=lambda v: v):
+    """Take beats from ``port`` until ``count`` are taken (or ``until(taken)`` is true); with probability
+    ``stall`` hold ``ready`` low a cycle.
 
-    Checks the stream rule on every cycle. Returns ``[(cycle, decoded payload)]``.
+    Checks the stream rule on every cycle: once ``valid`` is high it stays high, with the same payload,
+    until the beat is taken. Returns ``[(cycle, decoded payload)]``.
     """
     rng = rng or random.Random(1)
+    done = until or (lambda taken: len(taken) == count)
     taken = []
     cycle = 0
     pending = None        # payload bits shown with valid and not yet taken
-    ready = 1
+    ready = 0 if (stall and rng.random() < stall) else 1
     ctx.set(port.ready, ready)
     async for _clk, _rst, valid, payload in ctx.tick().sample(port.valid, port.payload):
         bits = payload.as_bits() if hasattr(payload, "as_bits") else int(payload)
@@ -83,7 +97,7 @@ async def take_stream(ctx, port, count, *, stall=0.0, rng=None, decode=lambda v:
         if valid and ready:
             taken.append((cycle, decode(payload)))
             pending = None
-            if len(taken) == count:
+            if done(taken):
                 break
         elif valid:
             pending = bits

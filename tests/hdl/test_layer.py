@@ -1,0 +1,148 @@
+# amaranth: UnusedElaboratable=no
+"""DenseILIF and OutputLayer on their own: bit-exact codes/scores, ping-pong hand-over, stream rules."""
+
+import random
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from hdl_harness import as_event, codes_from_events, event_sequence, put_stream, take_stream
+from spikeforge.converter.network import DenseLayer, Network
+from spikeforge.converter.random_network import random_network
+from spikeforge.hdl.folding import Folding
+from spikeforge.hdl.layer import DenseILIF, OutputLayer
+from spikeforge.hdl.plan import plan_network
+from spikeforge.sim import golden
+
+
+def _input_beats(codes, group, timesteps):
+    beats = []
+    for row in codes:
+        for mask, chunk, step, last in event_sequence(row, group, timesteps):
+            beats.append({"mask": mask, "chunk": chunk, "step": step, "last": last})
+    return beats
+
+
+def _run_hidden(net, lanes, codes, *, gap=0.0, stall=0.0, seed=0):
+    plan = plan_network(net, Folding.for_network(net, {"fc1": lanes, "fc2": 1}))
+    layer = plan.layers[0]
+    dut = DenseILIF(layer)
+    beats = _input_beats(codes, layer.in_group, net.timesteps)
+    out, accepted = {}, []
+
+    async def driver(ctx):
+        await put_stream(ctx, dut.events, beats, gap=gap, rng=random.Random(seed), cycles=accepted)
+
+    async def checker(ctx):
+        out["spikes"] = await take_stream(ctx, dut.spikes, stall=stall, rng=random.Random(seed + 1),
+                                          until=lambda taken: sum(t[1][3] for t in taken) == len(codes),
+                                          decode=as_event)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(driver)
+    sim.add_testbench(checker)
+    sim.run()
+    samples, current = [], []
+    for cycle, beat in out["spikes"]:
+        current.append(beat)
+        if beat[3]:
+            samples.append(current)
+            current = []
+    got = np.array([codes_from_events(s, layer.lanes, layer.out_features, net.timesteps) for s in samples])
+    return got, samples, out["spikes"], accepted, beats
+
+
+@pytest.mark.parametrize("lanes", [1, 3, 7])
+@pytest.mark.parametrize("timesteps,weight_bits", [(1, 2), (4, 8), (6, 12)])
+def test_hidden_layer_codes_are_exact(lanes, timesteps, weight_bits):
+    net = random_network(timesteps * 10 + weight_bits, sizes=(9, 7, 3), timesteps=timesteps,
+                         weight_bits=weight_bits, threshold_range=(1, 40 << weight_bits))
+    rng = np.random.default_rng(lanes)
+    codes = rng.integers(0, 1 << timesteps, size=(5, 9))
+    codes[0] = 0
+    codes[1] = (1 << timesteps) - 1
+    got, samples, _, _, _ = _run_hidden(net, lanes, codes)
+    expected = golden.run_codes(net, codes).codes[1]
+    np.testing.assert_array_equal(got, expected)
+    # The beats themselves are the canonical sequence (step order, one beat per chunk with spikes).
+    for beats, row in zip(samples, expected):
+        assert beats == event_sequence(row, lanes, timesteps)
+
+
+def test_hidden_layer_stream_rules_under_stalls():
+    net = random_network(11, sizes=(12, 10, 2), timesteps=5, weight_bits=6, threshold_range=(1, 300))
+    codes = np.random.default_rng(0).integers(0, 32, size=(6, 12))
+    got, _, _, _, _ = _run_hidden(net, 4, codes, gap=0.4, stall=0.6, seed=3)
+    np.testing.assert_array_equal(got, golden.run_codes(net, codes).codes[1])
+
+
+def test_ping_pong_accumulates_next_sample_while_firing():
+    """Sample n+1's input events go in while sample n's spikes are still coming out."""
+    net = random_network(2, sizes=(4, 8, 2), timesteps=8, weight_bits=8, threshold_range=(1, 30), bias_range=(0, 0))
+    codes = np.full((3, 4), 255)
+    got, _, spikes, accepted, beats = _run_hidden(net, 1, codes)        # fire: 8 steps x 8 chunks
+    np.testing.assert_array_equal(got, golden.run_codes(net, codes).codes[1])
+    sample_ends = [i for i, b in enumerate(beats) if b["last"]]
+    first_out_of_sample0 = spikes[0][0]
+    last_out_of_sample0 = next(cycle for cycle, beat in spikes if beat[3])
+    in_sample1 = accepted[sample_ends[0] + 1: sample_ends[1] + 1]
+    assert any(first_out_of_sample0 <= c <= last_out_of_sample0 for c in in_sample1)
+
+
+def _output_net(weight, bias, timesteps=4, weight_bits=8):
+    weight = np.asarray(weight)
+    n_out, n_in = weight.shape
+    hidden = DenseLayer("fc1", np.eye(n_in, dtype=np.int64), np.zeros(n_in, dtype=np.int64), 1, 0, weight_bits)
+    out = DenseLayer("fc2", weight, bias, 1, 0, weight_bits, fires=False)
+    return Network(timesteps=timesteps, input_shape=(n_in,), input_lut=np.minimum(np.arange(256), (1 << timesteps) - 1),
+                   layers=[hidden, out], classes=[str(i) for i in range(n_out)])
+
+
+def _run_output(net, lanes, codes, *, stall=0.0):
+    plan = plan_network(net, Folding.for_network(net, {"fc1": 1, "fc2": lanes}))
+    layer = plan.layers[1]
+    dut = OutputLayer(layer)
+    beats = _input_beats(codes, layer.in_group, net.timesteps)
+    out = {}
+
+    async def driver(ctx):
+        await put_stream(ctx, dut.events, beats)
+
+    async def checker(ctx):
+        out["results"] = await take_stream(
+            ctx, dut.results, len(codes), stall=stall,
+            decode=lambda v: (int(v.label), [int(v.scores[i]) for i in range(layer.out_features)]))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(driver)
+    sim.add_testbench(checker)
+    sim.run()
+    return [r[1] for r in out["results"]]
+
+
+@pytest.mark.parametrize("lanes", [1, 3, 5])
+def test_output_scores_argmax_ties_and_negative(lanes):
+    weight = np.array([[3, -2, 0], [3, -2, 0], [-8, 7, 1], [0, 0, 0], [-128, -128, -128]])
+    bias = np.array([0, 0, -5, 0, 100])
+    net = _output_net(weight, bias)
+    plan = plan_network(net, Folding.for_network(net, {"fc1": 1, "fc2": 5}))
+    codes = np.array([[0, 0, 0], [15, 0, 0], [0, 15, 3], [15, 15, 15], [1, 2, 3]])
+    # For input codes straight into the output layer, fc1 is skipped: scores = W·q + b.
+    results = _run_output(net, lanes, codes, stall=0.3)
+    for (label, scores), row in zip(results, codes):
+        expected = weight @ row + bias
+        assert scores == list(expected)
+        assert label == int(np.argmax(expected))            # numpy: lowest index on ties
+    assert results[0][0] == 4                                # bias wins on zero input
+    assert results[1][0] == 0                                # rows 0 and 1 tie: the lower index
+    assert min(min(s) for _, s in results) < 0
+    assert plan.score_bits == plan.output.membrane_bits
+
+
+def test_single_class_has_a_one_bit_label():
+    net = _output_net([[5, -5]], [7])
+    results = _run_output(net, 1, np.array([[3, 1], [0, 15]]))
+    assert results == [(0, [17]), (0, [-68])]
