@@ -63,6 +63,7 @@ class _Bench:
         self.sink = None
         self.record = None          # the phase being recorded
         self.phases = []
+        self.models = []
         self.error = None
         self.beats_taken = 0        # all pixel beats, all phases (watchdog progress)
         self.results_seen = 0
@@ -73,6 +74,7 @@ class _Bench:
     def start_models(self, phase):
         self.source = StreamSource(self.dut, "pixels", self.clocking, _pauses(phase.get("input_pauses")))
         self.sink = StreamSink(self.dut, "results", self.clocking, _pauses(phase.get("output_pauses")), keep=False)
+        self.models += [self.source, self.sink]
         if "results" in self.scoreboard.expected:
             queue = self.scoreboard.expected["results"]
             self.scoreboard.add_interface(self.sink, queue)
@@ -211,11 +213,14 @@ async def signoff(dut):
         for index, phase in enumerate(job["phases"]):
             await bench.run_phase(index, phase)
         tail_record = await bench.tail(int(job.get("tail_cycles", 200)))
-    except Deadlock as error:
-        bench.error = str(error)
+    except Exception as error:
+        bench.error = f"{type(error).__name__}: {error}" if not isinstance(error, Deadlock) else str(error)
         raise
     finally:
         wall = time.perf_counter() - wall_start
+        failures = [model.failure for model in bench.models if model.failure]
+        if failures and bench.error is None:
+            bench.error = failures[0]
         phases = [{k: v for k, v in record.items() if not k.startswith("_")} for record in bench.phases]
         mismatches = [{**m, "expected": None if m["expected"] is None else f"{m['expected']:x}",
                        "got": f"{m['got']:x}"} for m in bench.scoreboard.mismatches]

@@ -101,6 +101,40 @@ class Transfer:
         return f"Transfer(payload={self.payload:#x}, cycle={self.cycle}, tag={self.tag!r})"
 
 
+def _high(signal, clocking) -> bool:
+    """A 1-bit control signal's value; X or Z on a handshake is a design error, reported as such."""
+    value = signal.value
+    try:
+        return bool(value)
+    except ValueError:
+        raise AssertionError(f"{signal._name} is {value} at cycle {clocking.now()} (a handshake signal must be "
+                             f"0 or 1)") from None
+
+
+class _Model:
+    """Start/stop bookkeeping shared by the models; a model that fails keeps its error in ``failure``."""
+
+    _task = None
+    failure = None
+
+    def start(self):
+        if self._task is None or self._task.done():
+            self._task = cocotb.start_soon(self._guarded())
+        return self
+
+    def _cancel(self):
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    async def _guarded(self):
+        try:
+            await self._run()
+        except Exception as error:
+            self.failure = f"{type(self).__name__}({self.name!r}): {error}"
+            raise
+
+
 def _signals(dut, name: str):
     try:
         return (getattr(dut, f"{name}__valid"), getattr(dut, f"{name}__ready"), getattr(dut, f"{name}__payload"))
@@ -111,7 +145,7 @@ def _signals(dut, name: str):
 
 # -- source ------------------------------------------------------------------------------------------
 
-class StreamSource:
+class StreamSource(_Model):
     """Drives a stream the design consumes.
 
     Parameters
@@ -142,7 +176,6 @@ class StreamSource:
         self._not_empty = Event()
         self._idle = Event()
         self._idle.set()
-        self._task = None
         self.valid.value = 0
 
     def send_nowait(self, payload: int, tag=None):
@@ -158,16 +191,9 @@ class StreamSource:
     def idle(self) -> bool:
         return self._idle.is_set()
 
-    def start(self):
-        if self._task is None or self._task.done():
-            self._task = cocotb.start_soon(self._run())
-        return self
-
     def stop(self):
         """Stop driving (``valid`` low); queued beats are dropped. For resets."""
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
+        self._cancel()
         self.queue.clear()
         self._idle.set()
         self._not_empty.clear()
@@ -192,7 +218,7 @@ class StreamSource:
             self.payload.value = payload
             self.valid.value = 1
             await ReadOnly()
-            while not self.ready.value:
+            while not _high(self.ready, clocking):
                 # ready can only change at a clock edge: sleep until it rises, then look again.
                 await RisingEdge(self.ready)
                 await FallingEdge(clocking.clock)
@@ -207,7 +233,7 @@ class StreamSource:
 
 # -- monitor and sink --------------------------------------------------------------------------------
 
-class StreamMonitor:
+class StreamMonitor(_Model):
     """Observes a stream passively; every transfer goes to ``callbacks`` and, if kept, to ``queue``.
 
     Parameters
@@ -224,17 +250,9 @@ class StreamMonitor:
         self.queue: deque = deque()
         self.callbacks: list[Callable[[Transfer], None]] = []
         self.received = 0
-        self._task = None
-
-    def start(self):
-        if self._task is None or self._task.done():
-            self._task = cocotb.start_soon(self._run())
-        return self
 
     def stop(self):
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
+        self._cancel()
 
     def _observe(self):
         transfer = Transfer(int(self.payload.value), self.clocking.next_edge())
@@ -249,10 +267,11 @@ class StreamMonitor:
         await FallingEdge(clocking.clock)
         while True:
             await ReadOnly()
-            if self.valid.value and self.ready.value:
+            valid = _high(self.valid, clocking)
+            if valid and _high(self.ready, clocking):
                 self._observe()
                 await FallingEdge(clocking.clock)
-            elif not self.valid.value:
+            elif not valid:
                 await RisingEdge(self.valid)
                 await FallingEdge(clocking.clock)
             else:
@@ -289,7 +308,7 @@ class StreamSink(StreamMonitor):
                 await clocking.cycles(stall)
             self.ready.value = 1
             await ReadOnly()
-            if self.valid.value:
+            if _high(self.valid, clocking):
                 self._observe()
             else:
                 await RisingEdge(self.valid)

@@ -336,7 +336,7 @@ def _timing(stream: dict, alone: dict | None) -> dict:
 
 def verify(net: Network, rtl_dir, samples, labels=None, *, stalls: str = "none", waves: bool = False,
            build_root=None, seed: int = 1, report_path=None, clock_mhz: float = 100.0,
-           extra_phases=(), progress=None) -> dict:
+           phases=None, simulator: str = "verilator", progress=None) -> dict:
     """Sign off the Verilog in ``rtl_dir`` against the golden model of ``net`` on ``samples``.
 
     Parameters
@@ -359,6 +359,10 @@ def verify(net: Network, rtl_dir, samples, labels=None, *, stalls: str = "none",
         Where the JSON report goes (default ``<rtl_dir>/verify.json``); ``False`` for none.
     clock_mhz : float
         Clock for the samples/s figure of the throughput.
+    phases : list of dict, optional
+        Replace the phases above (see :mod:`.cocotb_signoff` for their keys; reset phases, subsets).
+        Timing figures come from phases named ``alone`` and ``stream`` when present.
+    simulator : ``"verilator"`` or ``"icarus"``
     progress : callable, optional
         Called with one-line progress messages.
 
@@ -393,17 +397,23 @@ def verify(net: Network, rtl_dir, samples, labels=None, *, stalls: str = "none",
 
     build_root = Path(build_root) if build_root else Path(rtl_dir) / "sim_build"
     sources = [design.verilog]
-    build_dir = verilator.build_dir_for(build_root, sources, design.top, waves=waves)
-    say(f"building {design.top} with Verilator in {build_dir}")
-    built = verilator.build(sources, design.top, build_dir, waves=waves)
+    build_dir = verilator.build_dir_for(build_root, sources, design.top, waves=waves, simulator=simulator)
+    say(f"building {design.top} with {simulator.capitalize()} in {build_dir}")
+    built = verilator.build(sources, design.top, build_dir, waves=waves, simulator=simulator)
     say(f"  {'reused the existing build' if built.reused else f'built in {built.seconds:.1f} s'}")
 
     n = len(samples)
-    phases = [{"name": "alone", "samples": [0]},
-              {"name": "stream", "samples": list(range(n))}]
-    if stalls == "random":
-        phases += stall_phases(n, seed=seed)
-    phases += list(extra_phases)
+    if phases is None:
+        phases = [{"name": "alone", "samples": [0]},
+                  {"name": "stream", "samples": list(range(n))}]
+        if stalls == "random":
+            phases += stall_phases(n, seed=seed)
+    else:
+        phases = [dict(p) for p in phases]
+        for p in phases:
+            bad = [s for s in p.get("samples", []) if not 0 <= int(s) < n]
+            if not p.get("samples") or bad:
+                raise SignoffError(f"phase {p.get('name')!r} names no samples or samples outside 0..{n - 1}")
     idle_limit = 2 * worst_case_cycles(net) + 4096
     waves_file = Path(rtl_dir).resolve() / "signoff.fst" if waves else None
     say(f"simulating {n} samples ({', '.join(p['name'] for p in phases)})")
@@ -435,7 +445,7 @@ def verify(net: Network, rtl_dir, samples, labels=None, *, stalls: str = "none",
         "timing": {k: v for k, v in timing.items() if k != "per_sample_cycles"},
         "clock_mhz": clock_mhz,
         "phases": summaries,
-        "simulation": {"cycles": raw["cycles"], "seconds": raw["wall_seconds"],
+        "simulation": {"simulator": simulator, "cycles": raw["cycles"], "seconds": raw["wall_seconds"],
                        "cycles_per_second": raw["cycles"] / raw["wall_seconds"] if raw["wall_seconds"] else None,
                        "process_seconds": raw["process_seconds"], "build_seconds": built.seconds,
                        "build_reused": built.reused, "build_dir": str(built.build_dir)},
@@ -513,7 +523,7 @@ def format_report(report: dict) -> str:
         lines.append(f"model       unavailable: {model['error']}")
     elif not model:
         lines.append("model       unavailable (no cycle model or no folding in design.json)")
-    lines.append(f"simulation  {sim['cycles']:,} cycles in {sim['seconds']:.1f} s "
+    lines.append(f"simulation  {sim['simulator']}: {sim['cycles']:,} cycles in {sim['seconds']:.1f} s "
                  f"({sim['cycles_per_second']:,.0f} cycles/s); build "
                  + ("reused" if sim["build_reused"] else f"{sim['build_seconds']:.1f} s"))
     if report.get("waves"):

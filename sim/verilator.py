@@ -33,7 +33,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["SimulatorError", "VerilatorInstall", "Build", "find_verilator", "check_toolchain",
+__all__ = ["SimulatorError", "VerilatorInstall", "Build", "find_verilator", "check_toolchain", "check_icarus",
            "build_dir_for", "build", "test", "MIN_VERSION"]
 
 #: cocotb 2.x needs Verilator 5.036 or newer.
@@ -192,15 +192,16 @@ def _environment(overrides: dict):
                 os.environ[key] = value
 
 
-def _design_hash(sources, toplevel: str, waves: bool, extra_args, includes, defines, parameters) -> str:
+def _design_hash(sources, toplevel: str, waves: bool, extra_args, includes, defines, parameters,
+                 simulator: str = "verilator") -> str:
     import cocotb
-    install = find_verilator()
+    version = list(find_verilator().version) if simulator == "verilator" else None
     digest = hashlib.sha256()
-    header = {"toplevel": toplevel, "waves": bool(waves), "args": list(extra_args),
+    header = {"toplevel": toplevel, "simulator": simulator, "waves": bool(waves), "args": list(extra_args),
               "includes": [str(Path(i).resolve()) for i in includes],
               "defines": {str(k): str(v) for k, v in dict(defines).items()},
               "parameters": {str(k): str(v) for k, v in dict(parameters).items()},
-              "verilator": list(install.version), "cocotb": cocotb.__version__}
+              "verilator": version, "cocotb": cocotb.__version__}
     digest.update(json.dumps(header, sort_keys=True).encode())
     for source in sources:
         data = Path(source).read_bytes()
@@ -210,10 +211,11 @@ def _design_hash(sources, toplevel: str, waves: bool, extra_args, includes, defi
 
 
 def build_dir_for(root, sources, toplevel: str, *, waves: bool = False, extra_args=(), includes=(),
-                  defines=None, parameters=None) -> Path:
-    """A build directory under ``root`` unique to this design: ``<root>/<toplevel>-<hash12>``."""
-    key = _design_hash(sources, toplevel, waves, extra_args, includes, defines or {}, parameters or {})
-    return Path(root) / f"{toplevel}-{key[:12]}"
+                  defines=None, parameters=None, simulator: str = "verilator") -> Path:
+    """A build directory under ``root`` unique to this design: ``<root>/<toplevel>-<hash12>``
+    (``<toplevel>-icarus-<hash12>`` for Icarus)."""
+    key = _design_hash(sources, toplevel, waves, extra_args, includes, defines or {}, parameters or {}, simulator)
+    return Path(root) / (f"{toplevel}-{key[:12]}" if simulator == "verilator" else f"{toplevel}-{simulator}-{key[:12]}")
 
 
 @dataclass
@@ -230,7 +232,9 @@ class Build:
     seconds : float
         Wall time of the build, ``0.0`` when an up-to-date build was reused.
     reused : bool
-    install : VerilatorInstall
+    install : VerilatorInstall or None
+        ``None`` for Icarus.
+    simulator : ``"verilator"`` or ``"icarus"``
     """
 
     runner: object
@@ -239,11 +243,15 @@ class Build:
     waves: bool
     seconds: float
     reused: bool
-    install: VerilatorInstall = field(repr=False)
+    install: VerilatorInstall | None = field(repr=False)
+    simulator: str = "verilator"
 
     @property
     def executable(self) -> Path:
-        return self.build_dir / self.toplevel
+        return self.build_dir / (self.toplevel if self.simulator == "verilator" else "sim.vvp")
+
+    def environment(self) -> dict:
+        return self.install.environment() if self.install is not None else {}
 
 
 # Amaranth's Verilog trips a few lint warnings that are not errors (unused debug wires, widths of
@@ -303,8 +311,64 @@ def _save_runtime(build_dir: Path, cache: Path):
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def check_icarus():
+    """Icarus Verilog (``iverilog`` and ``vvp``) on PATH, or a :class:`SimulatorError` saying what to install."""
+    missing = [tool for tool in ("iverilog", "vvp") if shutil.which(tool) is None]
+    if missing:
+        raise SimulatorError(f"Icarus Verilog not found ({' and '.join(missing)} not on PATH); install it "
+                             f"(Debian/Ubuntu: `apt-get install iverilog`)")
+
+
+# Yosys (so Amaranth) makes combinational ``always @*`` blocks run at time 0 by reading a register
+# declared ``reg \$auto$verilog_backend...$1 = 0;``. Icarus 11 gives a declaration initialiser no
+# event, so a block whose inputs never change stays X (e.g. a ``valid`` decoded from an FSM state
+# that reset keeps at its initial value). Toggling that register once, after the blocks wait, is the
+# event the backend meant to give them.
+_YOSYS_INIT_TRIGGER = re.compile(r"^(\s*)reg (\\\$auto\$verilog_backend\S*) += 0;$", re.MULTILINE)
+
+
+def _icarus_sources(sources, build_dir: Path) -> list:
+    out_dir = build_dir / "icarus_src"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    prepared = []
+    for index, source in enumerate(sources):
+        text = Path(source).read_text()
+        patched = _YOSYS_INIT_TRIGGER.sub(lambda m: f"{m.group(0)}\n{m.group(1)}initial #0 {m.group(2)} = 1'h1;", text)
+        if patched == text:
+            prepared.append(Path(source))
+            continue
+        target = out_dir / f"{index}_{Path(source).name}"
+        if not target.is_file() or target.read_text() != patched:
+            target.write_text(patched)
+        prepared.append(target)
+    return prepared
+
+
+def _build_icarus(sources, toplevel, build_dir: Path, includes, defines, parameters, force) -> Build:
+    check_icarus()
+    from cocotb_tools.runner import get_runner
+    build_dir.mkdir(parents=True, exist_ok=True)
+    sources = _icarus_sources([Path(s).resolve() for s in sources], build_dir)
+    runner = get_runner("icarus")
+    started = time.monotonic()
+    sim_file = build_dir / "sim.vvp"
+    reused = (not force and sim_file.is_file()
+              and all(sim_file.stat().st_mtime >= Path(s).stat().st_mtime for s in sources))
+    build_dir.mkdir(parents=True, exist_ok=True)
+    log = build_dir / "build.log"
+    try:
+        runner.build(sources=sources, hdl_toplevel=toplevel, build_dir=build_dir, includes=list(includes),
+                     defines=dict(defines or {}), parameters=dict(parameters or {}), timescale=("1ns", "1ps"),
+                     always=not reused, log_file=log)
+    except (RuntimeError, SystemExit) as error:
+        raise SimulatorError(f"Icarus build of {toplevel} failed ({error}); end of {log}:\n{_log_tail(log)}") from None
+    return Build(runner=runner, build_dir=build_dir, toplevel=toplevel, waves=False,
+                 seconds=0.0 if reused else time.monotonic() - started, reused=reused, install=None,
+                 simulator="icarus")
+
+
 def build(sources, toplevel: str, build_dir, *, waves: bool = False, extra_args=(), includes=(),
-          defines=None, parameters=None, force: bool = False) -> Build:
+          defines=None, parameters=None, force: bool = False, simulator: str = "verilator") -> Build:
     """Verilate and compile ``sources`` into ``build_dir``, or reuse an up-to-date build there.
 
     Parameters
@@ -321,12 +385,21 @@ def build(sources, toplevel: str, build_dir, *, waves: bool = False, extra_args=
         Build with FST tracing (slower simulation; a separate build from the untraced one).
     extra_args : sequence of str
         More Verilator arguments (after :data:`DEFAULT_ARGS`).
+    simulator : ``"verilator"`` (default) or ``"icarus"``
+        Icarus Verilog (``iverilog``, a Debian package) runs the same cocotb tests, slower; it is the
+        second opinion, without waves or ``extra_args``.
 
     Raises
     ------
     SimulatorError
         Missing toolchain (with what to install), or a failed build (with the end of its log).
     """
+    if simulator == "icarus":
+        if waves or extra_args:
+            raise SimulatorError("the Icarus build takes neither waves nor extra_args")
+        return _build_icarus(sources, toplevel, Path(build_dir).resolve(), includes, defines, parameters, force)
+    if simulator != "verilator":
+        raise SimulatorError(f"simulator {simulator!r} is not supported; supported: 'verilator', 'icarus'")
     install = check_toolchain()
 
     sources = [Path(s).resolve() for s in sources]
@@ -417,12 +490,14 @@ def test(built: Build, test_module: str, *, test_dir=None, env=None, testcase=No
     results = test_dir / "results.xml"
     test_args = []
     if waves:
+        if built.simulator != "verilator":
+            raise SimulatorError("waves are only recorded with Verilator")
         test_args += ["--trace-file", str(Path(waves_file or test_dir / "dump.fst").resolve())]
     extra_env = {str(k): str(v) for k, v in (env or {}).items()}
     extra_env.setdefault("COCOTB_ANSI_OUTPUT", "0")
     # The runner changes its behaviour under pytest (and calls sys.exit on failures); make it behave
     # the same everywhere and judge the results file ourselves.
-    overrides = {**built.install.environment(), "PYTEST_CURRENT_TEST": ""}
+    overrides = {**built.environment(), "PYTEST_CURRENT_TEST": ""}
     with _environment(overrides):
         os.environ.pop("PYTEST_CURRENT_TEST", None)
         try:
