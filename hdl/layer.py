@@ -77,14 +77,15 @@ class _AccumulatingLayer(wiring.Component):
         T, C, G, L, MB = p.timesteps, p.chunks, p.in_group, p.lanes, p.membrane_bits
         membrane = data.ArrayLayout(signed(MB), L)
 
-        m.submodules.weights = weights = Memory(shape=unsigned(L * p.weight_bits), depth=len(p.weight_words),
-                                                init=p.weight_words)
-        m.submodules.biases = biases = Memory(shape=unsigned(L * MB), depth=C, init=p.bias_words)
+        # Depths are at least 2: a one-word memory would have a zero-width address port in Verilog.
+        m.submodules.weights = weights = Memory(shape=unsigned(L * p.weight_bits),
+                                                depth=max(2, len(p.weight_words)), init=p.weight_words)
+        m.submodules.biases = biases = Memory(shape=unsigned(L * MB), depth=max(2, C), init=p.bias_words)
         weight_rd = weights.read_port()
         bias_rd = biases.read_port()
         banks = []
         for index in range(2):
-            bank = Memory(shape=unsigned(L * MB), depth=C, init=p.bias_words)
+            bank = Memory(shape=unsigned(L * MB), depth=max(2, C), init=p.bias_words)
             m.submodules[f"membrane{index}"] = bank
             wr = bank.write_port()
             banks.append((bank.read_port(transparent_for=(wr,)), wr))
@@ -196,7 +197,7 @@ class DenseILIF(_AccumulatingLayer):
     def _elaborate_readout(self, m, *, start, idle, ro, bias_rd, bias_issue):
         p = self.plan
         T, C, L, MB = p.timesteps, p.chunks, p.lanes, p.membrane_bits
-        m.submodules.thresholds = thresholds = Memory(shape=unsigned(L * p.threshold_bits), depth=C,
+        m.submodules.thresholds = thresholds = Memory(shape=unsigned(L * p.threshold_bits), depth=max(2, C),
                                                       init=p.threshold_words)
         threshold_rd = thresholds.read_port()
         m.submodules.sweep = sweep = SweepSequencer(T, C)

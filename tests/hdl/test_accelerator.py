@@ -162,3 +162,10 @@ def test_demo_network_digits_samples():
     assert abs(measured / model.cycles_per_sample - 1) < 0.05
     assert measured <= 1.10 * model.slowest_stage_cycles
     assert measured < 0.5 * model.sum_of_stages
+
+
+@pytest.mark.parametrize("sizes", [(1, 1, 2), (3, 1), (2, 5, 1)])
+def test_tiny_networks(sizes):
+    """One input, one class, a single layer: every memory and counter at its smallest."""
+    net = random_network(len(sizes), sizes=sizes, timesteps=3, weight_bits=4)
+    _check(net, _samples(2, 5, sizes[0]), None)

@@ -1,0 +1,75 @@
+"""Folding configs: validation messages, parsing, automatic balance."""
+
+import math
+
+import pytest
+
+from spikeforge.converter.random_network import random_network
+from spikeforge.hdl.folding import (DEFAULT_LANES_BUDGET, Folding, FoldingError, auto_folding, parse_lanes,
+                                    resolve_folding)
+
+
+@pytest.fixture
+def net():
+    return random_network(0, sizes=(20, 16, 9, 5))
+
+
+def test_unknown_layer_is_named(net):
+    with pytest.raises(FoldingError, match=r"folding names layer 'fc9', which does not exist; layers: fc1, fc2, fc3"):
+        resolve_folding(net, {"fc9": 2})
+
+
+@pytest.mark.parametrize("lanes", [0, 10, -1, 2.5, True])
+def test_lanes_out_of_range_names_layer_and_range(net, lanes):
+    with pytest.raises(FoldingError, match=rf"layer 'fc2': lanes {lanes!r} is not in 1..9 \(its out_features\)"):
+        resolve_folding(net, {"fc1": 1, "fc2": lanes, "fc3": 1})
+
+
+def test_missing_layer_in_full_folding(net):
+    with pytest.raises(FoldingError, match="does not give lanes for layer"):
+        Folding.for_network(net, {"fc1": 1})
+
+
+def test_parse_lanes():
+    assert parse_lanes("fc1=8, fc2=4") == {"fc1": 8, "fc2": 4}
+    with pytest.raises(FoldingError, match=r"lanes entry 'fc1:8' is not NAME=INTEGER"):
+        parse_lanes("fc1:8")
+    with pytest.raises(FoldingError, match="given twice"):
+        parse_lanes("fc1=1,fc1=2")
+
+
+def test_budget_is_respected_and_balanced(net):
+    for budget in (3, 7, 12, 30):
+        folding = auto_folding(net, lanes_budget=budget)
+        assert len(folding.lanes) == 3 and folding.total_lanes() <= budget
+        for layer in net.layers:     # only the fewest lanes for a chunk count are chosen
+            lanes = folding[layer.name]
+            assert lanes == math.ceil(layer.out_features / math.ceil(layer.out_features / lanes))
+    # More lanes never make the slowest estimated layer slower.
+    costs = []
+    for budget in (3, 7, 12, 30):
+        folding = auto_folding(net, lanes_budget=budget)
+        costs.append(max(layer.in_features * 2 * math.ceil(layer.out_features / folding[layer.name])
+                         for layer in net.layers))
+    assert costs == sorted(costs, reverse=True)
+    with pytest.raises(FoldingError, match="lanes budget 2 is too small: it needs at least 3"):
+        auto_folding(net, lanes_budget=2)
+
+
+def test_target_cycles(net):
+    folding = auto_folding(net, target_cycles=100, spikes_in=[40, 30, 20])
+    assert folding.lanes == {"fc1": 8, "fc2": 3, "fc3": 1}       # 40*2=80, 30*3=90, 20*5=100
+    with pytest.raises(FoldingError, match=r"target 10 cycles per sample is not reachable: layer 'fc1' needs "
+                                           r"about 40 cycles"):
+        auto_folding(net, target_cycles=10, spikes_in=[40, 30, 20])
+
+
+def test_partial_config_balances_the_rest(net):
+    folding = resolve_folding(net, {"fc1": 16}, spikes_in=[40, 30, 20])      # fc1: 40 cycles
+    assert folding["fc1"] == 16
+    assert folding["fc2"] == 9 and folding["fc3"] == 3                        # 30*1, 20*2 <= 40
+
+
+def test_default_is_a_budget(net):
+    folding = resolve_folding(net, None)
+    assert folding.total_lanes() <= min(DEFAULT_LANES_BUDGET, 30)

