@@ -1,0 +1,140 @@
+"""HDL cycle benchmark: RTL simulation (Amaranth) vs the analytical cycle model, pipelining, utilisation.
+
+    python -m benchmarks.hdl_cycles [--samples 100] [-o build/bench/hdl_cycles.json]
+
+Measures, on back-to-back streams in Amaranth's simulator (results always taken):
+
+* the digits demo network (64-64-32-10, T = 8) with lanes chosen automatically for <= 48 lanes in
+  total (balanced on measured spike counts): cycles per sample, adder utilisation
+  (useful additions / (lanes × cycles)), the slowest stage and the sum of stages (pipelining);
+* measured vs predicted cycles per sample for the demo and for random networks and foldings
+  (including non-divisible out/lanes);
+* the time to generate the digits design (Amaranth elaboration + Verilog conversion).
+
+Bit-exactness is asserted on every simulated sample (a wrong result aborts the benchmark).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from spikeforge.converter.random_network import random_network
+from spikeforge.hdl import Accelerator
+from spikeforge.hdl.cycle_model import predict
+from spikeforge.hdl.folding import auto_folding, resolve_folding
+from spikeforge.hdl.generate import generate
+from spikeforge.sim import golden
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "hdl"))
+from hdl_harness import simulate_accelerator  # noqa: E402
+
+
+def _measure(net, folding, samples) -> dict:
+    dut = Accelerator(net, folding)
+    started = time.perf_counter()
+    run = simulate_accelerator(dut, samples)
+    sim_seconds = time.perf_counter() - started
+    expected = golden.run(net, samples)
+    if not (np.array_equal(run.scores, expected.scores) and np.array_equal(run.labels, expected.labels)):
+        raise AssertionError("RTL simulation disagrees with the golden model")
+    measured = (run.result_cycles[-1] - run.result_cycles[0]) / (len(samples) - 1)
+    model = predict(net, dut.plan.folding, samples)
+    useful = float(np.mean(golden.spike_driven_additions(net, expected.input_spikes())))
+    lanes = dut.plan.folding.total_lanes()
+    return {
+        "folding": dict(dut.plan.folding.lanes), "total_lanes": lanes, "samples": len(samples),
+        "measured_cycles_per_sample": measured, "predicted_cycles_per_sample": model.cycles_per_sample,
+        "model_error": measured / model.cycles_per_sample - 1,
+        "max_result_time_error_cycles": float(np.max(np.abs(np.array(run.result_cycles) - model.result_cycles))),
+        "slowest_stage_cycles": model.slowest_stage_cycles, "slowest_stage": max(model.stages, key=model.stages.get),
+        "sum_of_stages_cycles": model.sum_of_stages,
+        "measured_over_slowest_stage": measured / model.slowest_stage_cycles,
+        "latency_cycles_predicted": model.latency,
+        "useful_additions_per_sample": useful,
+        "adder_utilisation": useful / (lanes * measured),
+        "stages": model.stages, "simulation_seconds": sim_seconds,
+    }
+
+
+def run(n_samples: int = 100) -> dict:
+    from spikeforge import datasets
+    from spikeforge.demo import demo_network
+
+    results = {}
+    net = demo_network()
+    data = datasets.load("digits", "test")
+    samples = data.samples[:n_samples].reshape(n_samples, -1)
+    spikes = [float(s.mean()) for s in golden.run(net, data.samples[:512]).input_spikes()]
+    folding = auto_folding(net, lanes_budget=48, spikes_in=spikes)
+    results["digits"] = {"network": "demo digits MLP 64-64-32-10, T = 8", "spikes_in_mean": spikes,
+                         **_measure(net, folding, samples)}
+    with tempfile.TemporaryDirectory() as tmp:
+        times = []
+        for _ in range(3):
+            started = time.perf_counter()
+            generate(net, Path(tmp) / "rtl", lanes=dict(folding.lanes))
+            times.append(time.perf_counter() - started)
+        verilog_bytes = (Path(tmp) / "rtl" / "spikeforge_top.v").stat().st_size
+    results["digits"]["generate_seconds"] = min(times)
+    results["digits"]["verilog_bytes"] = verilog_bytes
+
+    rows = []
+    cases = [((20, 16, 12, 5), 6, {"fc1": 3, "fc2": 5, "fc3": 5}),
+             ((20, 16, 12, 5), 6, {"fc1": 16, "fc2": 1, "fc3": 2}),
+             ((32, 24, 10), 4, {"fc1": 7, "fc2": 3}),
+             ((16, 40, 8, 4), 8, None)]
+    for index, (sizes, T, lanes) in enumerate(cases):
+        rnet = random_network(40 + index, sizes=sizes, timesteps=T, weight_bits=8)
+        rsamples = np.random.default_rng(index).integers(0, 256, size=(24, sizes[0]))
+        row = _measure(rnet, resolve_folding(rnet, lanes), rsamples)
+        rows.append({"sizes": list(sizes), "timesteps": T, **row})
+    results["random"] = rows
+    return results
+
+
+def render(results: dict) -> str:
+    d = results["digits"]
+    lines = [
+        f"digits demo (64-64-32-10, T = 8), folding {d['folding']} ({d['total_lanes']} lanes), {d['samples']} samples:",
+        f"  measured {d['measured_cycles_per_sample']:.1f} cycles/sample, model {d['predicted_cycles_per_sample']:.1f} "
+        f"({100 * d['model_error']:+.2f} %)",
+        f"  slowest stage {d['slowest_stage']} {d['slowest_stage_cycles']:.1f} cycles "
+        f"(measured / slowest = {d['measured_over_slowest_stage']:.3f}); sum of stages {d['sum_of_stages_cycles']:.0f}",
+        f"  adder utilisation {100 * d['adder_utilisation']:.1f} % "
+        f"({d['useful_additions_per_sample']:.0f} useful additions / ({d['total_lanes']} lanes x "
+        f"{d['measured_cycles_per_sample']:.1f} cycles))",
+        f"  generate (elaborate + Verilog): {d['generate_seconds']:.2f} s, {d['verilog_bytes'] / 1024:.0f} KiB",
+        "",
+        f"{'network':<16}{'T':>3}  {'folding':<28}{'measured':>9}{'model':>9}{'error':>8}{'slowest':>9}{'util.':>7}",
+    ]
+    for row in [{"sizes": [64, 64, 32, 10], "timesteps": 8, **d}] + results["random"]:
+        name = "-".join(map(str, row["sizes"]))
+        folding = ",".join(f"{k}={v}" for k, v in row["folding"].items())
+        lines.append(f"{name:<16}{row['timesteps']:>3}  {folding:<28}{row['measured_cycles_per_sample']:>9.1f}"
+                     f"{row['predicted_cycles_per_sample']:>9.1f}{100 * row['model_error']:>7.2f}%"
+                     f"{row['slowest_stage_cycles']:>9.1f}{100 * row['adder_utilisation']:>6.0f}%")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.hdl_cycles", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--samples", type=int, default=100, help="digits test samples to simulate (100)")
+    parser.add_argument("-o", "--output", type=Path, default=Path("build/bench/hdl_cycles.json"))
+    args = parser.parse_args(argv)
+    results = run(args.samples)
+    print(render(results))
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
