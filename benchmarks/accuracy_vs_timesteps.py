@@ -1,0 +1,280 @@
+"""Timesteps and work to ANN parity: iLIF (k = 2) vs. the classic rate-coded IF conversion.
+
+For each benchmark network (digits MLP, Fashion-MNIST 784-128-10, deep Fashion-MNIST 784-256-256-256-10):
+
+* the float ANN's test accuracy (torch, float32);
+* iLIF k = 2: convert at every T (8-bit weights, percentile calibration, ``v0 = θ//2``) and run the
+  golden closed form on the test split; the literal timestep model is checked against it;
+* the rate-coded IF baseline (:func:`spikeforge.sim.golden.run_rate_coded`, via the checkpointed
+  :func:`benchmarks.rate_coded.rate_coded_curve`) on the same integer weights for T = 1..256, with
+  inputs as Bernoulli spikes and as a constant current, each with the classic ``V(0) = 0`` and with
+  ``V(0) = θ/2`` (the same rounding offset the iLIF network uses);
+* per method: the smallest T whose accuracy is within 0.5 and within 1 point of the float ANN, and
+  the spike-driven additions per sample there (events × fan-out, ``golden.spike_driven_additions``).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .common import NETWORKS, dataset, float_accuracy, float_model, log
+from .rate_coded import rate_coded_curve
+
+__all__ = ["measure", "render", "converted", "METHODS", "parity_point"]
+
+#: (key, label, input_mode, initial potential) of the rate-coded baselines.
+BASELINES = (
+    ("rate-spikes", "rate IF, spike input, V0 = 0 (classic)", "spikes", 0.0),
+    ("rate-spikes-half", "rate IF, spike input, V0 = θ/2", "spikes", 0.5),
+    ("rate-current", "rate IF, current input, V0 = 0 (classic)", "current", 0.0),
+    ("rate-current-half", "rate IF, current input, V0 = θ/2", "current", 0.5),
+)
+METHODS = {"ilif": "iLIF k = 2 (SpikeConverter)", **{key: label for key, label, _, _ in BASELINES}}
+TOLERANCES = (0.5, 1.0)     # accuracy points below the float ANN
+
+_CONVERTED = {}
+
+
+def converted(ctx, key: str, timesteps: int):
+    """``spikeforge.convert(model, dataset, timesteps=T, weight_bits=8)`` for a benchmark network, cached."""
+    import spikeforge
+
+    if (ctx.quick, key, timesteps) not in _CONVERTED:
+        spec = NETWORKS[key]
+        model = float_model(ctx, spec)
+        start = time.perf_counter()
+        net = spikeforge.convert(model, spec.dataset, timesteps=timesteps, weight_bits=8)
+        _CONVERTED[ctx.quick, key, timesteps] = (net, time.perf_counter() - start)
+    return _CONVERTED[ctx.quick, key, timesteps][0]
+
+
+def conversion_seconds(ctx, key: str, timesteps: int) -> float:
+    converted(ctx, key, timesteps)
+    return _CONVERTED[ctx.quick, key, timesteps][1]
+
+
+def parity_point(curve: list, float_acc: float, tolerance_points: float):
+    """The first point of ``curve`` (ascending T) with accuracy >= float - tolerance, or None."""
+    bound = float_acc - tolerance_points / 100.0 - 1e-12
+    for point in curve:
+        if point["accuracy"] >= bound:
+            return point
+    return None
+
+
+def _ilif_curve(ctx, key: str, test, timesteps) -> list:
+    from spikeforge.sim import golden
+
+    curve = []
+    for T in timesteps:
+        net = converted(ctx, key, T)
+        result = golden.run(net, test.samples)
+        spikes = result.input_spikes()
+        additions = golden.spike_driven_additions(net, spikes)
+        curve.append({"timesteps": T, "accuracy": float(np.mean(result.labels == test.labels)),
+                      "additions_per_sample": float(additions.mean()),
+                      "spikes_per_sample": [float(s.mean()) for s in spikes]})
+    return curve
+
+
+def _literal_check(ctx, key: str, test, timesteps) -> dict:
+    """The literal timestep iLIF model must give the closed form's labels and scores exactly."""
+    from spikeforge.sim import golden
+
+    count = min(len(test), 500)
+    checked = {}
+    for T in timesteps:
+        net = converted(ctx, key, T)
+        closed = golden.run(net, test.samples[:count])
+        literal = golden.run_timesteps(net, test.samples[:count])
+        checked[T] = bool(np.array_equal(closed.scores, literal.scores)
+                          and all(np.array_equal(a, b) for a, b in zip(closed.codes, literal.codes)))
+    return {"samples": count, "agree": checked}
+
+
+def _baseline_curves(ctx, net, test, max_timesteps: int) -> dict:
+    curves = {}
+    out_features = np.array([layer.out_features for layer in net.layers], dtype=np.float64)
+    for key, _, mode, v0 in BASELINES:
+        start = time.perf_counter()
+        run = rate_coded_curve(net, test.samples, max_timesteps, input_mode=mode, seed=ctx.seed,
+                               initial_potential=v0)
+        accuracy = (run.labels == test.labels[None, :]).mean(axis=1)
+        mean_spikes = run.spike_counts.mean(axis=2)                   # (T, layers)
+        additions = mean_spikes @ out_features
+        curves[key] = {"seconds": time.perf_counter() - start,
+                       "points": [{"timesteps": t + 1, "accuracy": float(accuracy[t]),
+                                   "additions_per_sample": float(additions[t]),
+                                   "spikes_per_sample": mean_spikes[t].tolist()}
+                                  for t in range(max_timesteps)]}
+    return curves
+
+
+def measure(ctx, networks=("digits", "fmnist", "fmnist-deep")) -> dict:
+    ilif_timesteps = (1, 2, 3, 4, 6, 8) if ctx.quick else tuple(range(1, 17))
+    rate_max = 48 if ctx.quick else 256
+    results = {"ilif_timesteps": list(ilif_timesteps), "rate_max_timesteps": rate_max,
+               "tolerances": list(TOLERANCES), "methods": METHODS, "networks": {}}
+    for key in networks:
+        spec = NETWORKS[key]
+        start = time.perf_counter()
+        model = float_model(ctx, spec)
+        test = dataset(spec.dataset, "test").head(ctx.test_samples(key))
+        float_acc = float_accuracy(model, test)
+        log(f"accuracy: {key} float {100 * float_acc:.2f} %, iLIF T = {ilif_timesteps[0]}..{ilif_timesteps[-1]}")
+        curves = {"ilif": {"points": _ilif_curve(ctx, key, test, ilif_timesteps)}}
+        literal = _literal_check(ctx, key, test, (4, 8) if not ctx.quick else (4,))
+        # The baseline runs on the finest-quantised network of the sweep (its biases lose least).
+        baseline_net = converted(ctx, key, max(ilif_timesteps))
+        log(f"accuracy: {key} rate-coded baselines, T = 1..{rate_max}")
+        curves.update(_baseline_curves(ctx, baseline_net, test, rate_max))
+        parity = {}
+        for method, curve in curves.items():
+            parity[method] = {}
+            for tolerance in TOLERANCES:
+                point = parity_point(curve["points"], float_acc, tolerance)
+                parity[method][str(tolerance)] = None if point is None else {
+                    "timesteps": point["timesteps"], "accuracy": point["accuracy"],
+                    "additions_per_sample": point["additions_per_sample"]}
+            best = max(curve["points"], key=lambda p: p["accuracy"])
+            parity[method]["best"] = {"timesteps": best["timesteps"], "accuracy": best["accuracy"]}
+        layers = [{"name": l.name, "in": l.in_features, "out": l.out_features} for l in baseline_net.layers]
+        results["networks"][key] = {
+            "title": spec.title, "sizes": spec.sizes, "dataset": f"{spec.dataset}/test", "samples": len(test),
+            "float_accuracy": float_acc, "layers": layers, "curves": curves, "parity": parity,
+            "literal_check": literal, "baseline_network_timesteps": baseline_net.timesteps,
+            "first_layer_dense_macs": layers[0]["in"] * layers[0]["out"],
+            "seconds": time.perf_counter() - start}
+    return results
+
+
+# --- rendering ---------------------------------------------------------------------------------------
+
+
+def _ratio(baseline, ilif):
+    if baseline is None or ilif is None or not ilif:
+        return None
+    return baseline / ilif
+
+
+def _parity_rows(net: dict, tolerance: str) -> list:
+    from spikeforge.reporting import fmt
+
+    ilif = net["parity"]["ilif"][tolerance]
+    rows = []
+    for method, label in METHODS.items():
+        point = net["parity"][method][tolerance]
+        best = net["parity"][method]["best"]
+        if point is None:
+            rows.append([label, f"not reached (best {100 * best['accuracy']:.2f} % at T = {best['timesteps']})",
+                         "—", "—", "—", "—"])
+            continue
+        t_ratio = _ratio(point["timesteps"], ilif["timesteps"] if ilif else None)
+        add_ratio = _ratio(point["additions_per_sample"], ilif["additions_per_sample"] if ilif else None)
+        rows.append([label, point["timesteps"], f"{100 * point['accuracy']:.2f} %",
+                     fmt(point["additions_per_sample"], 0),
+                     "1" if method == "ilif" else (f"{t_ratio:.1f}×" if t_ratio else "—"),
+                     "1" if method == "ilif" else (f"{add_ratio:.1f}×" if add_ratio else "—")])
+    return rows
+
+
+def headline(result: dict) -> dict:
+    """Per network: the iLIF advantage in additions at 1 point, against spike-input baselines."""
+    summary = {}
+    for key, net in result["networks"].items():
+        ilif = net["parity"]["ilif"]["1.0"]
+        ratios = {}
+        for method in ("rate-spikes", "rate-spikes-half"):
+            point = net["parity"][method]["1.0"]
+            ratios[method] = None if (point is None or ilif is None) else \
+                point["additions_per_sample"] / ilif["additions_per_sample"]
+        summary[key] = {"ilif": ilif, "ratios": ratios}
+    return summary
+
+
+def _plot_network(net: dict, path, title: str):
+    from spikeforge.reporting import new_figure, save_figure
+
+    figure, (left, right) = new_figure(10, 3.8, ncols=2)
+    styles = {"ilif": dict(color="tab:red", marker="o", linewidth=2),
+              "rate-spikes": dict(color="tab:blue"), "rate-spikes-half": dict(color="tab:blue", linestyle="--"),
+              "rate-current": dict(color="tab:green"), "rate-current-half": dict(color="tab:green", linestyle="--")}
+    float_acc = 100 * net["float_accuracy"]
+    for method, curve in net["curves"].items():
+        t = [p["timesteps"] for p in curve["points"]]
+        acc = [100 * p["accuracy"] for p in curve["points"]]
+        add = [p["additions_per_sample"] for p in curve["points"]]
+        left.plot(t, acc, label=METHODS[method], markersize=3, **styles[method])
+        if method == "ilif" or "spikes" in method:
+            right.plot(add, acc, label=METHODS[method], markersize=3, **styles[method])
+    for axes in (left, right):
+        axes.axhline(float_acc, color="grey", linestyle=":", label="float ANN")
+        axes.axhspan(float_acc - 1.0, float_acc, color="grey", alpha=0.12)
+        axes.set_xscale("log")
+        axes.set_ylim(max(0, float_acc - 15), min(100, float_acc + 2))
+        axes.grid(alpha=0.3, which="both")
+    left.set_xlabel("timesteps T (log)")
+    left.set_ylabel("test accuracy (%)")
+    left.set_title(f"{title}: accuracy vs. T")
+    right.set_xlabel("spike-driven additions per sample (log)")
+    right.set_title("accuracy vs. work (spike-input methods)")
+    left.legend(fontsize=7, loc="lower right")
+    return save_figure(figure, path)
+
+
+def render(result: dict, ctx, commands: str = "") -> str:
+    from spikeforge.reporting import markdown_table
+
+    lines = ["## 1. Timesteps and work to ANN parity", ""]
+    lines += [
+        "Side by side in one run, on the same 8-bit integer weights: the iLIF network (k = 2, temporal "
+        "separation) converted at each T and run by the golden closed form, and the classic rate-coded "
+        "integrate-and-fire conversion (soft reset, accumulate and fire in the same timestep) run by "
+        "`golden.run_rate_coded` for T = 1.."
+        f"{result['rate_max_timesteps']} on the network converted at T = {max(result['ilif_timesteps'])} "
+        "(rates = codes / (2^T - 1), weights W/θ). \"Within x points\" is the first T whose test accuracy "
+        "is at least float − x. Additions are spike-driven: every spike a layer receives costs one addition "
+        "per output neuron (events × fan-out). The rate baselines with current input receive no input "
+        "spikes; their first layer instead adds a constant current every step (one dense "
+        "in × out multiply-accumulate pass, not counted as spike-driven additions). Ratios are baseline / iLIF.",
+        ""]
+    for key, net in result["networks"].items():
+        lines += [f"### {net['title']} ({net['sizes']}), {net['dataset']}, {net['samples']} samples", ""]
+        lines += [f"Float ANN: **{100 * net['float_accuracy']:.2f} %**. Literal timestep iLIF = closed form on "
+                  f"the first {net['literal_check']['samples']} samples at T = "
+                  + ", ".join(f"{t} ({'agree' if ok else 'DISAGREE'})" for t, ok in net['literal_check']['agree'].items())
+                  + ".", ""]
+        plot = _plot_network(net, ctx.plots / f"accuracy_{key}.png", net["title"])
+        lines += [f"![accuracy vs T, {key}](plots/{plot.name})", ""]
+        for tolerance in ("0.5", "1.0"):
+            lines += [f"Within {tolerance} point{'s' if tolerance != '1.0' else ''} of the float ANN:", ""]
+            lines.append(markdown_table(["method", "smallest T", "accuracy", "additions / sample", "T ratio",
+                                         "additions ratio"], _parity_rows(net, tolerance)))
+            lines.append("")
+        ilif_points = {p["timesteps"]: p for p in net["curves"]["ilif"]["points"]}
+        lines.append("iLIF accuracy by T: " + ", ".join(
+            f"T={t}: {100 * p['accuracy']:.2f} %" for t, p in ilif_points.items()) + ".")
+        rate = net["curves"]["rate-spikes"]["points"]
+        marks = [t for t in (8, 16, 32, 64, 128, 256) if t <= len(rate)]
+        lines.append("Classic rate IF (spike input) by T: " + ", ".join(
+            f"T={t}: {100 * rate[t - 1]['accuracy']:.2f} %" for t in marks) + ".")
+        lines.append("")
+    summary = headline(result)
+    lines += ["### Summary: iLIF vs. rate coding with spike inputs, within 1 point of the float ANN", ""]
+    rows = []
+    for key, item in summary.items():
+        ilif = item["ilif"]
+        ratios = item["ratios"]
+        goal = [r for r in ratios.values() if r is not None]
+        verdict = "—" if not goal else ("yes" if min(goal) >= 4 else "no")
+        rows.append([result["networks"][key]["title"],
+                     "—" if ilif is None else f"T = {ilif['timesteps']}, {ilif['additions_per_sample']:,.0f}",
+                     "—" if ratios["rate-spikes"] is None else f"{ratios['rate-spikes']:.1f}×",
+                     "—" if ratios["rate-spikes-half"] is None else f"{ratios['rate-spikes-half']:.1f}×",
+                     verdict])
+    lines.append(markdown_table(["network", "iLIF at parity (additions)", "classic rate IF / iLIF",
+                                 "rate IF V0 = θ/2 / iLIF", "≥ 4× fewer (both baselines)"], rows))
+    lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,202 @@
+"""The benchmark command line: run the sections, merge with earlier results, write the report.
+
+    python -m benchmarks [--quick] [-o build/bench] [--only accuracy,k_sweep] [--publish DIR | --no-publish]
+    spikeforge bench ...        (the same options)
+
+Every section's numbers go to ``<out>/results.json``; ``<out>/RESULTS.md`` and ``<out>/plots/*.png``
+are rendered from it. ``--only`` reruns some sections and keeps the others' earlier results (same
+mode). A full (not ``--quick``) run also publishes ``RESULTS.md``, ``results.json`` and the plots into
+``benchmarks/`` (the committed copy) unless ``--no-publish``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from .common import Context, log, machine, repo_root
+
+__all__ = ["SECTIONS", "main", "build_parser", "run"]
+
+#: Section name -> (module, one-line description), in report order.
+SECTIONS = {
+    "accuracy": ("accuracy_vs_timesteps", "timesteps and spike-driven additions to ANN parity, iLIF vs. rate coding"),
+    "k_sweep": ("amplification_sweep", "conversion error vs. amplification factor k"),
+    "hardware": ("hardware", "cycles, latency, throughput, resources; published designs beside them"),
+    "golden_speed": ("golden_speed", "golden model samples/s"),
+    "tool_speed": ("tool_speed", "convert, generate, Verilator and bitstream times"),
+    "scaling": ("scaling", "cycles, ROM bits and LUTs vs. layer width and T"),
+}
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    parser = parser or argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="small subsets and short sweeps: a smoke test that finishes in under a minute")
+    parser.add_argument("-o", "--output", type=Path, default=Path("build/bench"),
+                        help="folder for results.json, RESULTS.md, plots, trained models (build/bench)")
+    parser.add_argument("--only", default=None,
+                        help=f"comma-separated sections to (re)run: {', '.join(SECTIONS)} (default: all)")
+    parser.add_argument("--publish", type=Path, default=None,
+                        help="also copy RESULTS.md, results.json and plots here (default for a full run: benchmarks/)")
+    parser.add_argument("--no-publish", action="store_true", help="do not copy the report into benchmarks/")
+    parser.add_argument("--seed", type=int, default=0, help="seed of training and random spikes (0)")
+    return parser
+
+
+def _selected(only: str | None) -> list:
+    if not only:
+        return list(SECTIONS)
+    names = [name.strip() for name in only.split(",") if name.strip()]
+    unknown = [name for name in names if name not in SECTIONS]
+    if unknown:
+        raise ValueError(f"unknown section(s) {', '.join(map(repr, unknown))}; sections: {', '.join(SECTIONS)}")
+    return names
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo_root(), capture_output=True,
+                             text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo_root(),
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
+
+
+def _module(name: str):
+    return importlib.import_module(f"benchmarks.{SECTIONS[name][0]}")
+
+
+def _load_previous(path: Path, quick: bool) -> dict:
+    if not path.is_file():
+        return {}
+    try:
+        previous = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return previous if previous.get("quick") == quick else {}
+
+
+def render_report(results: dict, ctx: Context) -> str:
+    """RESULTS.md from the merged results."""
+    from spikeforge.reporting import markdown_table
+
+    info = results["machine"]
+    mode = "quick smoke test (small subsets — not the reported numbers)" if results["quick"] else "full run"
+    lines = ["# spikeforge benchmark results", "",
+             f"*{mode}; generated {results['date']} by `{results['command']}` "
+             f"at commit {results.get('commit') or 'unknown'}. Numbers below are measured by that command on "
+             "the machine below, unless a cell says otherwise; nothing here is an estimate presented as a "
+             "measurement.*", "",
+             "Machine: " + f"{info['cpu']}, {info['cores']} cores, {info['memory']} RAM, Python {info['python']}, "
+             f"numpy {info['numpy']}, torch {info['torch']} ({info['torch_threads']} threads). Shared with other "
+             "jobs while measuring: speed numbers are lower bounds of what an idle machine does.", "",
+             "To reproduce one section: `python -m benchmarks --only SECTION` (it keeps the other sections' "
+             "results). Sections:", ""]
+    rows = []
+    for name, (_, description) in SECTIONS.items():
+        section = results["sections"].get(name)
+        state = "not run" if section is None else ("FAILED" if section.get("error") else
+                                                    f"{section['seconds']:.0f} s, {section['date']}")
+        rows.append([f"`{name}`", description, state])
+    lines += [markdown_table(["section", "what", "measured"], rows), ""]
+    for name in SECTIONS:
+        section = results["sections"].get(name)
+        if section is None:
+            continue
+        if section.get("error"):
+            lines += [f"## {name}: FAILED", "", "```", section["error"].rstrip(), "```", ""]
+            continue
+        try:
+            lines.append(_module(name).render(section["result"], ctx))
+        except Exception:  # a renderer bug must not hide the other sections
+            lines += [f"## {name}: rendering failed", "", "```", traceback.format_exc().rstrip(), "```", ""]
+    return "\n".join(lines)
+
+
+def run(args) -> int:
+    sections = _selected(args.only)
+    ctx = Context(quick=args.quick, out_dir=args.output, seed=args.seed)
+    results_path = ctx.out_dir / "results.json"
+    results = _load_previous(results_path, ctx.quick)
+    results.setdefault("sections", {})
+    command = getattr(args, "command_prefix", "python -m benchmarks") + " " + " ".join(shlex.quote(a) for a in getattr(args, "argv", []) or [])
+    results.update({"quick": ctx.quick, "command": command.strip(), "machine": machine(),
+                    "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+                    "commit": _git_commit(), "seed": ctx.seed})
+    failed = []
+    start_all = time.perf_counter()
+    for name in sections:
+        log(f"section {name}: {SECTIONS[name][1]}")
+        start = time.perf_counter()
+        entry = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
+        try:
+            entry["result"] = _module(name).measure(ctx)
+        except Exception:
+            entry["error"] = traceback.format_exc()
+            failed.append(name)
+            log(f"section {name} FAILED:\n{entry['error']}")
+        entry["seconds"] = time.perf_counter() - start
+        results["sections"][name] = entry
+        from spikeforge.reporting import write_json
+        write_json(results_path, results)            # keep what is done if a later section dies
+    markdown = ctx.out_dir / "RESULTS.md"
+    markdown.write_text(render_report(results, ctx))
+    log(f"wrote {markdown} and {results_path} ({time.perf_counter() - start_all:.0f} s)")
+    publish = args.publish if args.publish is not None else (None if (ctx.quick or args.no_publish)
+                                                             else repo_root() / "benchmarks")
+    if publish is not None and not args.no_publish:
+        publish = Path(publish)
+        (publish / "plots").mkdir(parents=True, exist_ok=True)
+        if publish.resolve() != ctx.out_dir.resolve():
+            shutil.copyfile(markdown, publish / "RESULTS.md")
+            shutil.copyfile(results_path, publish / "results.json")
+            for png in sorted(ctx.plots.glob("*.png")):
+                shutil.copyfile(png, publish / "plots" / png.name)
+        log(f"published RESULTS.md, results.json and plots into {publish}")
+    print(markdown.read_text() if ctx.quick else _summary(results))
+    if failed:
+        print(f"sections that failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _summary(results: dict) -> str:
+    """A few headline lines for the terminal after a full run."""
+    lines = ["", "headline numbers (see RESULTS.md for all):"]
+    for name in SECTIONS:
+        section = results["sections"].get(name)
+        if section is None or section.get("error"):
+            continue
+        module = _module(name)
+        if hasattr(module, "summary_lines"):
+            try:
+                lines += [f"  {line}" for line in module.summary_lines(section["result"])]
+            except Exception as error:  # the summary is a convenience
+                lines.append(f"  {name}: summary failed ({error})")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.argv = argv
+    try:
+        return run(args)
+    except ValueError as error:
+        print(f"python -m benchmarks: error: {error}", file=sys.stderr)
+        return 2

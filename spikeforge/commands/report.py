@@ -1,0 +1,81 @@
+"""`spikeforge report`: a report for people on one integer network (Markdown + PNG plots + JSON)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+NAME = "report"
+HELP = ("render a report for an integer network: spike density per layer and timestep, accuracy vs. T "
+        "(with --dataset), cycles per layer (hardware cycle model) and resource use (with a generated design)")
+
+
+def add_arguments(parser):
+    parser.add_argument("network", type=Path, help="network directory (written by `spikeforge convert`)")
+    parser.add_argument("--dataset", default=None,
+                        help="dataset for accuracy vs. T and spike statistics: digits, fashion-mnist or an "
+                             "MNIST-format IDX directory (default: none; random bytes drive the spike statistics)")
+    parser.add_argument("--split", choices=["test", "train"], default="test")
+    parser.add_argument("--samples", type=int, default=1000, help="samples to use (default 1000; 0 = all)")
+    parser.add_argument("--timesteps", default=None, metavar="T,T,...",
+                        help="timesteps of the accuracy sweep (default 1,2,3,4,5,6,8,10,12,16)")
+    parser.add_argument("--design", type=Path, default=None,
+                        help="a `spikeforge generate` output folder: its folding drives the cycle model and its "
+                             "design.json / board report.json are summarised (default: look in the network folder)")
+    parser.add_argument("--lanes", metavar="NAME=N,...", default=None,
+                        help="folding for the cycle model, e.g. fc1=8,fc2=4 (default: the design's, else automatic)")
+    parser.add_argument("-o", "--output", type=Path, default=None,
+                        help="folder for REPORT.md, report.json and the plots (default: NETWORK/report)")
+
+
+def _parse_timesteps(text: str) -> tuple:
+    from ..converter.network import MAX_TIMESTEPS
+
+    values = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        if not item.isdigit() or not 1 <= int(item) <= MAX_TIMESTEPS:
+            raise ValueError(f"--timesteps entry {item!r} is not an integer in 1..{MAX_TIMESTEPS}")
+        values.append(int(item))
+    if not values:
+        raise ValueError("--timesteps names no timesteps")
+    return tuple(sorted(set(values)))
+
+
+def run(args) -> int:
+    from ..converter.network import load
+    from ..reporting import REPORT_TIMESTEPS, network_report, write_network_report
+
+    net = load(args.network)
+    if args.samples is not None and args.samples < 0:
+        raise ValueError(f"--samples {args.samples} must be >= 0 (0 = all)")
+    data = None
+    if args.dataset:
+        from ..datasets import load as load_dataset
+        data = load_dataset(args.dataset, args.split)
+    lanes = None
+    if args.lanes:
+        from ..hdl.folding import parse_lanes
+        lanes = parse_lanes(args.lanes)
+    timesteps = _parse_timesteps(args.timesteps) if args.timesteps else REPORT_TIMESTEPS
+    report = network_report(net, dataset=data, samples=args.samples or None, network_dir=args.network,
+                            design_dir=args.design, timesteps=timesteps, lanes=lanes)
+    out_dir = args.output or args.network / "report"
+    written = write_network_report(report, out_dir)
+    print(net.describe())
+    print()
+    spikes = ", ".join(f"{name} {value:.1f}" for name, value in report["spikes"]["spikes_per_sample"].items())
+    print(f"spikes per sample ({report['stimulus']}): {spikes}")
+    print(f"spike-driven additions per sample: {report['spikes']['additions_per_sample']:.0f}")
+    if "accuracy" in report:
+        acc = report["accuracy"]
+        print(f"accuracy on {acc['dataset']} ({acc['samples']} samples): {100 * acc['accuracy']:.2f} % at "
+              f"T = {net.timesteps}; vs. T: " + ", ".join(f"{p['timesteps']}: {100 * p['accuracy']:.1f} %"
+                                                          for p in acc["points"]))
+    cycles = report["cycles"]
+    if cycles.get("available"):
+        print(f"cycle model: {cycles['cycles_per_sample']:.0f} cycles/sample, latency {cycles['latency']:.0f} "
+              f"cycles, adder utilisation {100 * cycles['adder_utilisation']:.0f} %")
+    else:
+        print(f"cycles: not available ({cycles.get('why')})")
+    print(f"wrote {written['markdown']}, {written['json'].name} and "
+          f"{len(written) - 2} plot{'s' if len(written) != 3 else ''} in {out_dir}/")
+    return 0
