@@ -99,7 +99,7 @@ class Design:
         verilog = directory / info["verilog"]
         if not verilog.is_file():
             raise SignoffError(f"{path} names Verilog {info['verilog']!r}, which does not exist in {directory}")
-        classes = info["classes"]
+        classes = info.get("class_names") or info["classes"]
         if isinstance(classes, int):
             classes = [str(i) for i in range(classes)]
         return cls(directory=directory, top=info["top"], verilog=verilog, timesteps=int(info["timesteps"]),
@@ -255,7 +255,8 @@ def predict_cycles(net: Network, design: Design, samples) -> dict | None:
     lanes = _design_lanes(design)
     if lanes is None:
         return None
-    prediction = cycle_model.predict(net, lanes, samples)
+    kwargs = {"fifo_depth": int(design.info["fifo_depth"])} if "fifo_depth" in design.info else {}
+    prediction = cycle_model.predict(net, lanes, samples, **kwargs)
     results = np.asarray(prediction.result_cycles, dtype=np.float64)
     intervals = np.diff(results)
     return {"latency_cycles": float(results[0]), "stream_cycles": float(results[-1]),
@@ -352,7 +353,8 @@ def verify(net: Network, rtl_dir, samples, labels=None, *, stalls: str = "none",
     stalls : ``"none"`` or ``"random"``
         ``"random"`` adds a phase per density of :data:`STALL_DENSITIES` over all samples.
     waves : bool
-        Keep an FST waveform (``<rtl_dir>/signoff.fst``); builds a separate, traced model.
+        Keep a waveform, ``<rtl_dir>/signoff.fst`` (``signoff.vcd`` where Verilator's FST writer
+        cannot be built: it needs the lz4 headers, Debian ``liblz4-dev``); builds a separate, traced model.
     build_root : path, optional
         Where Verilator builds go, one folder per design (default ``<rtl_dir>/sim_build``).
     report_path : path, optional
@@ -415,7 +417,7 @@ def verify(net: Network, rtl_dir, samples, labels=None, *, stalls: str = "none",
             if not p.get("samples") or bad:
                 raise SignoffError(f"phase {p.get('name')!r} names no samples or samples outside 0..{n - 1}")
     idle_limit = 2 * worst_case_cycles(net) + 4096
-    waves_file = Path(rtl_dir).resolve() / "signoff.fst" if waves else None
+    waves_file = Path(rtl_dir).resolve() / f"signoff.{built.wave_format}" if waves else None
     say(f"simulating {n} samples ({', '.join(p['name'] for p in phases)})")
     raw = run_phases(built, codec, samples, expected, phases, idle_limit=idle_limit, waves=waves,
                      waves_file=waves_file)
@@ -527,7 +529,9 @@ def format_report(report: dict) -> str:
                  f"({sim['cycles_per_second']:,.0f} cycles/s); build "
                  + ("reused" if sim["build_reused"] else f"{sim['build_seconds']:.1f} s"))
     if report.get("waves"):
-        lines.append(f"waves       {report['waves']}")
+        note = ("" if report["waves"].endswith(".fst")
+                else "   (VCD: FST needs the lz4 headers, `apt-get install liblz4-dev`)")
+        lines.append(f"waves       {report['waves']}{note}")
     if report.get("report_path"):
         lines.append(f"report      {report['report_path']}")
     lines.append("PASS: bit-exact" if report["ok"] else "FAIL")

@@ -235,6 +235,8 @@ class Build:
     install : VerilatorInstall or None
         ``None`` for Icarus.
     simulator : ``"verilator"`` or ``"icarus"``
+    wave_format : ``"fst"``, ``"vcd"`` or None
+        How a traced build records waves: FST, or VCD where the FST writer cannot be compiled.
     """
 
     runner: object
@@ -245,6 +247,7 @@ class Build:
     reused: bool
     install: VerilatorInstall | None = field(repr=False)
     simulator: str = "verilator"
+    wave_format: str | None = None
 
     @property
     def executable(self) -> Path:
@@ -257,6 +260,23 @@ class Build:
 # Amaranth's Verilog trips a few lint warnings that are not errors (unused debug wires, widths of
 # constant folds); the design's correctness is what the tests check, not its lint.
 DEFAULT_ARGS = ("-Wno-fatal", "-Wno-lint", "-Wno-style")
+
+
+_lz4_available = None
+
+
+def fst_supported() -> bool:
+    """Whether Verilator's FST writer compiles here: it needs the lz4 headers (Debian: liblz4-dev)."""
+    global _lz4_available
+    if _lz4_available is None:
+        compiler = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++") or "c++"
+        try:
+            probe = subprocess.run([compiler, "-E", "-x", "c++", "-"], input="#include <lz4.h>\n",
+                                   capture_output=True, text=True, timeout=60)
+            _lz4_available = probe.returncode == 0
+        except (OSError, subprocess.TimeoutExpired):
+            _lz4_available = False
+    return _lz4_available
 
 
 def _log_tail(path: Path, lines: int = 40) -> str:
@@ -382,7 +402,8 @@ def build(sources, toplevel: str, build_dir, *, waves: bool = False, extra_args=
         existing executable mean the build is reused. Use :func:`build_dir_for` to get one directory
         per design.
     waves : bool
-        Build with FST tracing (slower simulation; a separate build from the untraced one).
+        Build with tracing (slower simulation; a separate build from the untraced one): FST, or VCD
+        where the lz4 headers FST needs are missing (:func:`fst_supported`; Debian: ``liblz4-dev``).
     extra_args : sequence of str
         More Verilator arguments (after :data:`DEFAULT_ARGS`).
     simulator : ``"verilator"`` (default) or ``"icarus"``
@@ -407,7 +428,9 @@ def build(sources, toplevel: str, build_dir, *, waves: bool = False, extra_args=
         if not source.is_file():
             raise SimulatorError(f"Verilog source {source} does not exist")
     build_dir = Path(build_dir).resolve()
-    args = list(DEFAULT_ARGS) + list(extra_args) + (["--trace-fst", "--trace-structs"] if waves else [])
+    wave_format = ("fst" if fst_supported() else "vcd") if waves else None
+    args = list(DEFAULT_ARGS) + list(extra_args) + (["--trace-structs"] if waves else []) \
+        + (["--trace-fst"] if wave_format == "fst" else [])
     key = _design_hash(sources, toplevel, waves, args, includes, defines or {}, parameters or {})
     stamp = build_dir / _STAMP
     cache = _runtime_cache(build_dir, install, args, waves)
@@ -448,7 +471,7 @@ def build(sources, toplevel: str, build_dir, *, waves: bool = False, extra_args=
                                          "sources": [str(s) for s in sources], "args": args}, indent=2) + "\n")
         seconds = 0.0 if reused else time.monotonic() - started
     return Build(runner=runner, build_dir=build_dir, toplevel=toplevel, waves=waves, seconds=seconds,
-                 reused=reused, install=install)
+                 reused=reused, install=install, wave_format=wave_format)
 
 
 def test(built: Build, test_module: str, *, test_dir=None, env=None, testcase=None, waves: bool = False,
@@ -464,8 +487,8 @@ def test(built: Build, test_module: str, *, test_dir=None, env=None, testcase=No
     testcase : str or list of str, optional
         Only these tests of the module.
     waves : bool
-        Record an FST waveform (the build must have ``waves=True``) into ``waves_file``
-        (default ``<test_dir>/dump.fst``).
+        Record a waveform (the build must have ``waves=True``) into ``waves_file`` (default
+        ``<test_dir>/dump.fst``, ``dump.vcd`` for a VCD build; see :attr:`Build.wave_format`).
     log_file : path, optional
         Where the simulator's output goes (default ``<test_dir>/sim.log``).
 
@@ -492,7 +515,7 @@ def test(built: Build, test_module: str, *, test_dir=None, env=None, testcase=No
     if waves:
         if built.simulator != "verilator":
             raise SimulatorError("waves are only recorded with Verilator")
-        test_args += ["--trace-file", str(Path(waves_file or test_dir / "dump.fst").resolve())]
+        test_args += ["--trace-file", str(Path(waves_file or test_dir / f"dump.{built.wave_format}").resolve())]
     extra_env = {str(k): str(v) for k, v in (env or {}).items()}
     extra_env.setdefault("COCOTB_ANSI_OUTPUT", "0")
     # The runner changes its behaviour under pytest (and calls sys.exit on failures); make it behave

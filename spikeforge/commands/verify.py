@@ -19,7 +19,7 @@ def add_arguments(parser):
                         help="random: stream the samples again under seeded random input gaps and output "
                              "back-pressure of 25%%, 50%% and 90%% (default: none)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the random stalls (1)")
-    parser.add_argument("--waves", action="store_true", help="keep an FST waveform (<rtl>/signoff.fst)")
+    parser.add_argument("--waves", action="store_true", help="keep a waveform: <rtl>/signoff.fst (signoff.vcd where the lz4 headers FST needs are missing)")
     parser.add_argument("--report", type=Path, default=None, help="JSON report path (default <rtl>/verify.json)")
     parser.add_argument("--build-dir", type=Path, default=None,
                         help="where Verilator builds go, one folder per design (default <rtl>/sim_build)")

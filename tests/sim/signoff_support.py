@@ -35,6 +35,11 @@ def one_layer_network(seed: int, in_features: int = 16, classes: int = 4, timest
                    classes=[f"c{i}" for i in range(classes)])
 
 
+def BUG_PIXEL(in_features: int) -> int:
+    """The pixel whose parity triggers the ``"score"`` bug (a central pixel: digits' corners are 0)."""
+    return min(in_features - 1, in_features // 2 + 4)
+
+
 def score_bits(net: Network) -> int:
     return net.score_bound().bit_length() + 1
 
@@ -49,7 +54,7 @@ class ReferenceAccelerator(wiring.Component):
     argmax_cycles : int
         Idle cycles between the last pixel and the result (so the input stalls meanwhile).
     bug : str or None
-        ``"score"``: score 0 is off by one whenever the first pixel is odd; ``"deadlock"``:
+        ``"score"``: score 0 is off by one whenever pixel ``in_features // 2 + 4`` is odd; ``"deadlock"``:
         ``pixels.ready`` never rises again after the third sample.
 
     Members
@@ -83,11 +88,12 @@ class ReferenceAccelerator(wiring.Component):
         scores = [Signal(signed(S), name=f"score{j}") for j in range(net.num_classes)]
         label = Signal(self.results.payload.label.shape())
         countdown = Signal(range(self.argmax_cycles + 2))
-        first_odd = Signal()
+        first_odd = Signal()       # the "score" bug's trigger: pixel BUG_PIXEL was odd
         samples_done = Signal(8)
 
         for j in range(net.num_classes):
-            m.d.comb += scores[j].eq(sums[j] + int(layer.bias[j]) + (first_odd if (self.bug == "score" and j == 0) else 0))
+            wrong = first_odd if (self.bug == "score" and j == 0) else 0
+            m.d.comb += scores[j].eq(sums[j] + int(layer.bias[j]) + wrong)
         # argmax, lowest index on ties: a later score must be strictly greater to win.
         best_value, best_index = scores[0], Const(0, label.shape())
         for j in range(1, net.num_classes):
@@ -104,7 +110,7 @@ class ReferenceAccelerator(wiring.Component):
                     for j in range(net.num_classes):
                         m.d.sync += sums[j].eq(sums[j] + weights[j][index] * code)
                     m.d.sync += index.eq(index + 1)
-                    with m.If(index == 0):
+                    with m.If(index == BUG_PIXEL(layer.in_features)):
                         m.d.sync += first_odd.eq(self.pixels.payload.data[0])
                     with m.If(self.pixels.payload.last):
                         m.d.sync += [index.eq(0), countdown.eq(self.argmax_cycles)]
@@ -143,31 +149,8 @@ def write_reference_design(net: Network, out_dir, *, name: str = "reference_top"
     return out_dir
 
 
-def write_accelerator_design(net: Network, out_dir, *, folding=None, name: str = "spikeforge_top") -> Path:
-    """The real accelerator's RTL directory: :func:`spikeforge.hdl.generate.generate` when it exists.
-
-    Until the generator lands, a stand-in writes the Verilog and the ``design.json`` keys the sign-off
-    reads from the same :class:`~spikeforge.hdl.Accelerator`.
-    """
-    out_dir = Path(out_dir)
-    try:
-        from spikeforge.hdl.generate import generate
-    except ImportError:
-        generate = None
-    if generate is not None:
-        generate(net, out_dir, lanes=folding, name=name)
-        return out_dir
-    from spikeforge.hdl import Accelerator
-    out_dir.mkdir(parents=True, exist_ok=True)
-    top = Accelerator(net, folding)
-    text = verilog.convert(top, name=name, emit_src=False)
-    (out_dir / f"{name}.v").write_text(text)
-    plan = top.plan
-    info = {"top": name, "verilog": f"{name}.v", "timesteps": net.timesteps, "classes": list(net.classes),
-            "label_bits": plan.label_bits, "score_bits": plan.score_bits,
-            "pixels_payload_bits": pixel_layout().size,
-            "results_payload_bits": result_layout(plan.classes, plan.score_bits).size,
-            "in_features": net.in_features, "layers": [l.name for l in net.layers],
-            "folding": {"lanes": dict(top.folding.lanes)}, "network": None}
-    (out_dir / "design.json").write_text(json.dumps(info, indent=2) + "\n")
-    return out_dir
+def write_accelerator_design(net: Network, out_dir, **kwargs) -> Path:
+    """The real accelerator's RTL directory, written by :func:`spikeforge.hdl.generate.generate`."""
+    from spikeforge.hdl.generate import generate
+    generate(net, out_dir, **kwargs)
+    return Path(out_dir)

@@ -1,0 +1,48 @@
+"""Fixtures of the cocotb + Verilator sign-off tests: one build root per session, designs built once."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))   # signoff_support, beside this file
+
+
+@pytest.fixture(scope="session")
+def signoff_build_root(tmp_path_factory):
+    """Every Verilator build of the session goes under here, one folder per design (keyed by hash)."""
+    return tmp_path_factory.mktemp("verilator")
+
+
+@pytest.fixture(scope="session")
+def digits_test():
+    from spikeforge.datasets import load
+    return load("digits", "test")
+
+
+@pytest.fixture(scope="session")
+def demo_net():
+    from spikeforge.demo import demo_network
+    return demo_network()
+
+
+@pytest.fixture(scope="session")
+def demo_rtl(demo_net, digits_test, tmp_path_factory):
+    """The demo design: the demo network generated as `spikeforge demo` does (lanes budget, spike counts)."""
+    from spikeforge.demo_hardware import DEMO_LANES_BUDGET
+    from spikeforge.hdl.generate import generate
+    from spikeforge.sim import golden
+    spikes_in = [float(s.mean()) for s in golden.run(demo_net, digits_test.samples).input_spikes()]
+    rtl = tmp_path_factory.mktemp("demo") / "rtl"
+    generate(demo_net, rtl, lanes_budget=DEMO_LANES_BUDGET, spikes_in=spikes_in)
+    return rtl
+
+
+@pytest.fixture(scope="session")
+def demo_signoff(demo_net, demo_rtl, digits_test, signoff_build_root):
+    """Scenario 1's run, shared with the cycle-model check: the whole digits test split, no stalls."""
+    from spikeforge.sim.signoff import format_report, verify
+    report = verify(demo_net, demo_rtl, digits_test.samples, digits_test.labels, build_root=signoff_build_root,
+                    report_path=False)
+    print(format_report(report))
+    return report
