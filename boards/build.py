@@ -214,6 +214,9 @@ def parse_nextpnr_report(report: dict) -> dict:
 
 
 _MEMORY_RE = re.compile(r"^\s*memory width (\d+) size (\d+) \\(\S+)")
+#: ROMs (by their name in the accelerator) this shallow become LUT logic in yosys without being told.
+_ROM_NAMES = ("biases", "thresholds")
+YOSYS_LOGIC_ROM_DEPTH = 64
 #: Memories of at most this many bits may go to flip-flops when block RAM runs short.
 SMALL_MEMORY_BITS = 1024
 
@@ -249,6 +252,9 @@ def place_memories(build_dir: Path, family: str, patched_layers, block_rams: int
         if name == "weights" and module.rsplit(".", 1)[-1] in patched_layers:
             entry["placement"] = "block RAM (patchable)"
             commands.append(f"setattr -set ram_block 1 {module}/m:{name}")
+        elif name in _ROM_NAMES and depth <= YOSYS_LOGIC_ROM_DEPTH:
+            entry["placement"] = "logic (yosys)"     # yosys builds shallow ROMs from LUTs by itself
+            continue
         elif bits <= SMALL_MEMORY_BITS and family == "ice40":
             movable.append((bits / ebrs, module, name, full))
         total += ebrs

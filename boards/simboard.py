@@ -11,8 +11,6 @@ real ones.
         ...                        # BoardClient(board.port), or `spikeforge run --port /dev/pts/N`
 """
 
-# amaranth: UnusedElaboratable=no
-
 import os
 import threading
 import time

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from amaranth.build import ResourceError
 from amaranth.hdl import Elaboratable, Module, Signal
-from amaranth.lib import data, fifo, wiring
+from amaranth.lib import data, fifo, io, wiring
 from amaranth.lib.wiring import In, Out
 
 from .link import LinkConfig, LinkReceiver, LinkTransmitter, SlipDecoder, SlipEncoder, TagLayout
@@ -155,14 +155,17 @@ class BoardTop(Elaboratable):
     def elaborate(self, platform):
         m = Module()
         m.submodules.serial = serial = self.serial
-        uart = platform.request("uart", 0)
-        m.d.comb += [serial.rx.eq(uart.rx.i), uart.tx.o.eq(serial.tx)]
+        uart = platform.request("uart", 0, dir={"rx": "-", "tx": "-"})
+        m.submodules.uart_rx_buffer = rx_buffer = io.Buffer("i", uart.rx)
+        m.submodules.uart_tx_buffer = tx_buffer = io.Buffer("o", uart.tx)
+        m.d.comb += [serial.rx.eq(rx_buffer.i), tx_buffer.o.eq(serial.tx)]
         for index in range(serial.led_count):
             try:
-                led = platform.request("led", index)
+                led = platform.request("led", index, dir="-")
             except ResourceError:
                 break
-            m.d.comb += led.o.eq(serial.leds[index])
+            m.submodules[f"led{index}_buffer"] = led_buffer = io.Buffer("o", led)
+            m.d.comb += led_buffer.o.eq(serial.leds[index])
         return m
 
 
