@@ -112,7 +112,8 @@ def _baseline_curves(ctx, net, test, max_timesteps: int) -> dict:
     return curves
 
 
-def measure(ctx, networks=("digits", "fmnist", "fmnist-deep")) -> dict:
+def measure(ctx, networks=None) -> dict:
+    networks = networks or ctx.networks
     ilif_timesteps = (1, 2, 3, 4, 6, 8) if ctx.quick else tuple(range(1, 17))
     rate_max = 48 if ctx.quick else 256
     results = {"ilif_timesteps": list(ilif_timesteps), "rate_max_timesteps": rate_max,
@@ -278,3 +279,15 @@ def render(result: dict, ctx, commands: str = "") -> str:
                                  "rate IF V0 = θ/2 / iLIF", "≥ 4× fewer (both baselines)"], rows))
     lines.append("")
     return "\n".join(lines)
+
+
+def summary_lines(result: dict) -> list:
+    lines = []
+    for key, item in headline(result).items():
+        net = result["networks"][key]
+        ilif = item["ilif"]
+        ratios = ", ".join(f"{m}: {r:.1f}×" if r is not None else f"{m}: not reached"
+                           for m, r in item["ratios"].items())
+        lines.append(f"{key}: float {100 * net['float_accuracy']:.2f} %; iLIF within 1 point at "
+                     f"T = {ilif['timesteps'] if ilif else '—'}; additions ratio vs. rate coding ({ratios})")
+    return lines

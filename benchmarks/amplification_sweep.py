@@ -39,9 +39,10 @@ def _float_activations(model, net, samples) -> list:
     return activations
 
 
-def measure(ctx, networks=("digits", "fmnist", "fmnist-deep")) -> dict:
+def measure(ctx, networks=None) -> dict:
     from spikeforge.sim import amplification
 
+    networks = networks or ctx.networks
     results = {"amplifications": list(AMPLIFICATIONS), "timesteps": list(TIMESTEPS), "encoding_error": {},
                "networks": {}}
     for T in TIMESTEPS:
@@ -138,3 +139,10 @@ def render(result: dict, ctx, commands: str = "") -> str:
            ". k = 2 is not best everywhere (see the table)."))
     lines.append("")
     return "\n".join(lines)
+
+
+def summary_lines(result: dict) -> list:
+    best = best_k(result)
+    winners = sorted({float(k) for per_t in best.values() for k in per_t.values()})
+    return [f"k-sweep: smallest conversion error at k = {', '.join(f'{k:g}' for k in winners)} "
+            f"(over {len(best) - 1} networks and T = {', '.join(map(str, result['timesteps']))})"]

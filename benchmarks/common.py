@@ -45,6 +45,10 @@ class Context:
     seed: int = 0
     plots: Path = field(init=False)
     models: Path = field(init=False)
+    #: Benchmark networks to measure (keys of NETWORKS); sections skip the others.
+    networks: tuple = ("digits", "fmnist", "fmnist-deep")
+    #: Results of the sections already in results.json (name -> {"result": ...}), set by the runner.
+    previous: dict = field(default_factory=dict)
 
     def __post_init__(self):
         self.out_dir = Path(self.out_dir)

@@ -50,6 +50,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
                         help="also copy RESULTS.md, results.json and plots here (default for a full run: benchmarks/)")
     parser.add_argument("--no-publish", action="store_true", help="do not copy the report into benchmarks/")
     parser.add_argument("--seed", type=int, default=0, help="seed of training and random spikes (0)")
+    parser.add_argument("--networks", default="digits,fmnist,fmnist-deep",
+                        help="benchmark networks to measure (digits,fmnist,fmnist-deep); the scaling section "
+                             "always uses its own Fashion-MNIST MLPs")
     return parser
 
 
@@ -129,7 +132,12 @@ def render_report(results: dict, ctx: Context) -> str:
 
 def run(args) -> int:
     sections = _selected(args.only)
-    ctx = Context(quick=args.quick, out_dir=args.output, seed=args.seed)
+    from .common import NETWORKS
+    networks = tuple(n.strip() for n in args.networks.split(",") if n.strip())
+    unknown = [n for n in networks if n not in NETWORKS]
+    if unknown or not networks:
+        raise ValueError(f"unknown network(s) {', '.join(map(repr, unknown))}; networks: {', '.join(NETWORKS)}")
+    ctx = Context(quick=args.quick, out_dir=args.output, seed=args.seed, networks=networks)
     results_path = ctx.out_dir / "results.json"
     results = _load_previous(results_path, ctx.quick)
     results.setdefault("sections", {})
@@ -137,6 +145,8 @@ def run(args) -> int:
     results.update({"quick": ctx.quick, "command": command.strip(), "machine": machine(),
                     "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
                     "commit": _git_commit(), "seed": ctx.seed})
+    # Sections may use earlier ones' results (the hardware section takes the accuracy section's T).
+    ctx.previous = results["sections"]
     failed = []
     start_all = time.perf_counter()
     for name in sections:

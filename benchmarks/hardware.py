@@ -1,0 +1,381 @@
+"""Hardware speed and cost of generated accelerators, beside published FPGA SNN/BNN designs.
+
+For the digits network on iCEBreaker (iCE40UP5K) and the Fashion-MNIST 784-128-10 network on
+ULX3S-85F (ECP5-85F), at T = 8 and at the smallest T within 0.5 points of the float ANN:
+
+* golden accuracy on the whole test split, and the folding (lanes per layer) chosen automatically;
+* ``spikeforge.hdl.generate.generate`` → Verilog; ``spikeforge.sim.signoff.verify`` → Verilator
+  cycles per sample (steady state of a back-to-back stream), latency of one sample alone, bit-exact
+  agreement with the golden model and the RTL's accuracy on the simulated samples;
+* ``spikeforge.boards.build.build`` → LUTs, FFs, block RAMs, DSPs and the achieved Fmax (nextpnr);
+* derived: µs per sample and samples/s at the achieved Fmax, adder utilisation (useful additions /
+  (lanes × cycles)) and the lower bound the adders set (spike-driven additions / lanes).
+
+Each step that cannot run (a package not there yet, a tool failing) is reported as not measured,
+with the reason; nothing is filled in from a model where a measurement is asked for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+from .accuracy_vs_timesteps import converted, parity_point
+from .common import NETWORKS, dataset, float_accuracy, float_model, log
+from .published import PUBLISHED
+
+__all__ = ["measure", "render", "CASES", "SPIKER_PLUS_US", "summary_lines"]
+
+#: Which network goes on which board, and how its lanes are chosen.
+CASES = (
+    {"network": "digits", "board": "icebreaker", "folding": {"lanes_budget": 48}, "verify_samples": None},
+    {"network": "fmnist", "board": "ulx3s-85f", "folding": {"target_cycles": 1600}, "verify_samples": 1000},
+)
+#: Spiker+'s MNIST latency (arXiv 2401.01141); the goal is 10× faster on Fashion-MNIST 784-128-10.
+SPIKER_PLUS_US = 780.0
+SPIKER_PLUS_LOGIC = 7612
+
+
+def _error(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}".strip()
+
+
+def _smallest_t(ctx, key: str, tolerance: float = 0.5):
+    """The smallest T within ``tolerance`` points of the float ANN: from the accuracy section if it ran."""
+    previous = (getattr(ctx, "previous", {}) or {}).get("accuracy") or {}
+    result = previous.get("result") or {}
+    net = result.get("networks", {}).get(key)
+    if net and net["parity"]["ilif"].get(str(tolerance)):
+        return net["parity"]["ilif"][str(tolerance)]["timesteps"], "from the accuracy section"
+    from spikeforge.sim import golden
+
+    spec = NETWORKS[key]
+    test = dataset(spec.dataset, "test").head(ctx.test_samples(key))
+    float_acc = float_accuracy(float_model(ctx, spec), test)
+    curve = []
+    for T in range(1, 17):
+        result = golden.run(converted(ctx, key, T), test.samples)
+        curve.append({"timesteps": T, "accuracy": float(np.mean(result.labels == test.labels))})
+        point = parity_point(curve, float_acc, tolerance)
+        if point:
+            return point["timesteps"], "measured here (golden model)"
+    return None, "never within tolerance up to T = 16"
+
+
+def _folding(net, spikes_in, how: dict) -> dict:
+    from spikeforge.hdl.folding import auto_folding
+
+    return dict(auto_folding(net, spikes_in=spikes_in, **how).lanes)
+
+
+def _board_cache_key(net, board: str, lanes: dict) -> str:
+    from spikeforge.hdl.generate import network_fingerprint
+
+    text = json.dumps({"net": network_fingerprint(net), "board": board, "lanes": lanes}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _board_build(ctx, net, board: str, lanes: dict, folder: Path) -> dict:
+    """Synthesis + place and route, reusing an earlier build of exactly this design."""
+    from spikeforge.boards.build import BuildOptions, build
+
+    key = _board_cache_key(net, board, lanes)
+    stamp = folder / "bench-cache.json"
+    report_path = folder / "report.json"
+    if stamp.is_file() and report_path.is_file():
+        try:
+            if json.loads(stamp.read_text()).get("key") == key:
+                report = json.loads(report_path.read_text())
+                if report.get("status") == "built":
+                    report["reused"] = True
+                    return report
+        except ValueError:
+            pass
+    messages = []
+    report = build(net, board, folder, options=BuildOptions(lanes=lanes), log=messages.append)
+    report["reused"] = False
+    stamp.write_text(json.dumps({"key": key}) + "\n")
+    return report
+
+
+def _resources(board: dict) -> dict:
+    synthesis = board.get("synthesis") or {}
+    utilisation = (board.get("place_and_route") or {}).get("utilisation") or {}
+    logic = None
+    for kind in ("ICESTORM_LC", "TRELLIS_COMB"):
+        if kind in utilisation:
+            logic = {"kind": kind, **utilisation[kind]}
+    return {"luts": synthesis.get("luts"), "ffs": synthesis.get("ffs"), "block_rams": synthesis.get("block_rams"),
+            "dsps": synthesis.get("dsps"), "placed_logic": logic, "fmax_mhz": board.get("fmax_mhz"),
+            "clock_mhz": board.get("clock_mhz"), "timing_met": board.get("timing_met"),
+            "build_seconds": board.get("seconds"), "reused": board.get("reused"),
+            "synthesis_seconds": synthesis.get("seconds"),
+            "pnr_seconds": (board.get("place_and_route") or {}).get("seconds"),
+            "device": board.get("device"), "board": board.get("board")}
+
+
+def _case(ctx, case: dict, T: int, why: str) -> dict:
+    from spikeforge.sim import golden
+
+    key, board = case["network"], case["board"]
+    spec = NETWORKS[key]
+    net = converted(ctx, key, T)
+    test = dataset(spec.dataset, "test").head(ctx.test_samples(key))
+    entry = {"network": key, "sizes": spec.sizes, "board": board, "timesteps": T, "why": why,
+             "float_accuracy": float_accuracy(float_model(ctx, spec), test), "test_samples": len(test)}
+    result = golden.run(net, test.samples)
+    spikes = result.input_spikes()
+    entry["golden_accuracy"] = float(np.mean(result.labels == test.labels))
+    entry["spikes_in"] = [float(s.mean()) for s in spikes]
+    entry["additions_per_sample"] = float(golden.spike_driven_additions(net, spikes).mean())
+    folder = ctx.out_dir / "hardware" / f"{key}-T{T}"
+    try:
+        lanes = _folding(net, entry["spikes_in"], case["folding"])
+    except ImportError as error:
+        entry["generate"] = {"error": f"spikeforge.hdl is not there yet ({error})"}
+        return entry
+    entry["folding"] = lanes
+    entry["folding_rule"] = case["folding"]
+    entry["total_lanes"] = int(sum(lanes.values()))
+    entry["adder_bound_cycles"] = entry["additions_per_sample"] / entry["total_lanes"]
+    try:
+        from spikeforge.hdl.cycle_model import predict
+        prediction = predict(net, lanes, [s for s in golden.run_timesteps(net, test.samples[:2000]).spike_counts])
+        entry["prediction"] = {"cycles_per_sample": prediction.cycles_per_sample,
+                               "slowest_stage": max(prediction.stages, key=prediction.stages.get),
+                               "slowest_stage_cycles": prediction.slowest_stage_cycles,
+                               "sum_of_stages": prediction.sum_of_stages, "stages": prediction.stages,
+                               "adder_utilisation": prediction.adder_utilisation,
+                               "samples": min(len(test), 2000)}
+    except Exception as error:  # reported, never blocks the measurement
+        entry["prediction"] = {"error": _error(error)}
+    # Generate the Verilog.
+    rtl = folder / "rtl"
+    try:
+        from spikeforge.hdl.generate import generate
+        start = time.perf_counter()
+        design = generate(net, rtl, lanes=lanes, spikes_in=entry["spikes_in"])
+        entry["generate"] = {"seconds": time.perf_counter() - start, "verilog_bytes": (rtl / design["verilog"]).stat().st_size,
+                             "rom_bits": int(sum(layer["rom_bits"] for layer in design["layers"])),
+                             "weight_rom_bits": int(sum(layer["weight_rom_bits"] for layer in design["layers"]))}
+    except Exception as error:
+        entry["generate"] = {"error": _error(error)}
+        return entry
+    # Verilator sign-off: measured cycles, bit-exactness.
+    if ctx.quick:
+        entry["verify"] = {"skipped": "not run with --quick (Verilator builds take tens of seconds)"}
+    else:
+        count = case["verify_samples"] or len(test)
+        count = min(count, len(test))
+        try:
+            from spikeforge.sim.signoff import verify
+            start = time.perf_counter()
+            report = verify(net, rtl, test.samples[:count], test.labels[:count], report_path=folder / "verify.json",
+                            build_root=ctx.out_dir / "sim_build")
+            timing = report.get("timing") or {}
+            simulation = report.get("simulation") or {}
+            entry["verify"] = {
+                "samples": count, "ok": report["ok"], "mismatches": report["mismatches"],
+                "missing": report["missing"], "rtl_accuracy": report.get("accuracy"),
+                "golden_accuracy": report.get("golden_accuracy"),
+                "steady_cycles_per_sample": timing.get("steady_cycles_per_sample"),
+                "cycles_per_sample": timing.get("cycles_per_sample"),
+                "latency_cycles": timing.get("latency_cycles"),
+                "simulated_cycles": simulation.get("cycles"), "simulation_seconds": simulation.get("seconds"),
+                "simulated_cycles_per_second": simulation.get("cycles_per_second"),
+                "verilator_build_seconds": simulation.get("build_seconds"),
+                "verilator_build_reused": simulation.get("build_reused"),
+                "wall_seconds": time.perf_counter() - start}
+            subset = golden.run(net, test.samples[:count])
+            entry["verify"]["additions_per_sample"] = float(
+                golden.spike_driven_additions(net, subset.input_spikes()).mean())
+        except Exception as error:
+            entry["verify"] = {"error": _error(error), "traceback": traceback.format_exc(limit=3)}
+    # Bitstream: resources and Fmax.
+    if ctx.quick:
+        entry["board_build"] = {"skipped": "not run with --quick (synthesis and place and route take minutes)"}
+    else:
+        try:
+            log(f"hardware: {key} T={T}: bitstream for {board} (lanes {lanes})")
+            entry["board_build"] = _resources(_board_build(ctx, net, board, lanes, folder / "board"))
+        except ImportError as error:
+            entry["board_build"] = {"error": f"spikeforge.boards.build is not there yet ({error})"}
+        except Exception as error:
+            entry["board_build"] = {"error": _error(error)}
+    entry["derived"] = _derived(entry)
+    return entry
+
+
+def _derived(entry: dict) -> dict:
+    """Figures computed from the measurements above (each names what it comes from)."""
+    derived = {}
+    verify = entry.get("verify") or {}
+    board = entry.get("board_build") or {}
+    cycles = verify.get("steady_cycles_per_sample")
+    if cycles:
+        additions = verify.get("additions_per_sample", entry["additions_per_sample"])
+        derived["adder_utilisation"] = additions / (entry["total_lanes"] * cycles)
+        derived["cycles_over_adder_bound"] = cycles / (additions / entry["total_lanes"])
+    fmax = board.get("fmax_mhz")
+    if cycles and fmax:
+        derived["us_per_sample_at_fmax"] = cycles / fmax
+        derived["samples_per_second_at_fmax"] = fmax * 1e6 / cycles
+    if cycles and board.get("clock_mhz"):
+        derived["us_per_sample_at_board_clock"] = cycles / board["clock_mhz"]
+    if verify.get("latency_cycles") and fmax:
+        derived["latency_us_at_fmax"] = verify["latency_cycles"] / fmax
+    return derived
+
+
+def measure(ctx) -> dict:
+    cases = [case for case in (CASES[:1] if ctx.quick else CASES) if case["network"] in ctx.networks]
+    results = {"cases": [], "published": list(PUBLISHED), "spiker_plus_us": SPIKER_PLUS_US,
+               "spiker_plus_logic": SPIKER_PLUS_LOGIC}
+    for case in cases:
+        smallest, source = _smallest_t(ctx, case["network"])
+        timesteps = [(8, "T = 8")]
+        if smallest is not None and smallest != 8:
+            timesteps.insert(0, (smallest, f"smallest T within 0.5 points ({source})"))
+        elif smallest == 8:
+            timesteps = [(8, "T = 8, also the smallest T within 0.5 points")]
+        if ctx.quick:
+            timesteps = timesteps[-1:]
+        for T, why in timesteps:
+            log(f"hardware: {case['network']} on {case['board']}, T = {T} ({why})")
+            results["cases"].append(_case(ctx, case, T, why))
+    return results
+
+
+# --- rendering ---------------------------------------------------------------------------------------
+
+
+def _cell(step: dict, key: str, digits: int = 1, scale: float = 1.0, unit: str = ""):
+    from spikeforge.reporting import fmt
+
+    if not step:
+        return "not measured"
+    if "error" in step or "skipped" in step:
+        return "not measured"
+    value = step.get(key)
+    return "—" if value is None else fmt(value * scale, digits, unit)
+
+
+def _why_missing(entry: dict) -> list:
+    notes = []
+    for step, name in (("generate", "generate"), ("verify", "Verilator sign-off"), ("board_build", "bitstream")):
+        info = entry.get(step) or {}
+        if "error" in info:
+            notes.append(f"{name}: not measured ({info['error'].splitlines()[0][:300]})")
+        elif "skipped" in info:
+            notes.append(f"{name}: {info['skipped']}")
+    return notes
+
+
+def headline(result: dict) -> dict | None:
+    """The Fashion-MNIST 784-128-10 goal on ECP5-85F: <= 78 µs/sample at Fmax and < 7,612 LUTs."""
+    best = None
+    for entry in result["cases"]:
+        if entry["network"] != "fmnist":
+            continue
+        us = entry.get("derived", {}).get("us_per_sample_at_fmax")
+        luts = (entry.get("board_build") or {}).get("luts")
+        within = entry["golden_accuracy"] >= entry["float_accuracy"] - 0.005
+        candidate = {"timesteps": entry["timesteps"], "us": us, "luts": luts, "within_half_point": within,
+                     "rtl_agrees": (entry.get("verify") or {}).get("ok")}
+        if best is None or (us is not None and (best["us"] is None or us < best["us"])):
+            best = candidate
+    return best
+
+
+def summary_lines(result: dict) -> list:
+    lines = []
+    for entry in result["cases"]:
+        d = entry.get("derived", {})
+        v = entry.get("verify") or {}
+        b = entry.get("board_build") or {}
+        lines.append(f"hardware {entry['network']} T={entry['timesteps']} on {entry['board']}: "
+                     f"{v.get('steady_cycles_per_sample', 'n/a')} cycles/sample (Verilator), "
+                     f"Fmax {b.get('fmax_mhz', 'n/a')} MHz, {d.get('us_per_sample_at_fmax', 'n/a')} µs/sample, "
+                     f"{b.get('luts', 'n/a')} LUTs")
+    return lines
+
+
+def render(result: dict, ctx, commands: str = "") -> str:
+    from spikeforge.reporting import fmt, markdown_table
+
+    lines = ["## 2. Hardware speed and cost", "",
+             "Generated accelerators (Amaranth → Verilog), simulated cycle-accurately with Verilator over the test "
+             "split (Fashion-MNIST: the first 1,000 test samples, to keep the run short) with every result checked "
+             "against the golden model, then synthesised and placed and routed with YoWASP yosys/nextpnr inside the "
+             "board top (UART link included). Lanes are chosen automatically (iCEBreaker: ≤ 48 lanes in total; "
+             "ULX3S: the fewest lanes that keep every stage within 1,600 cycles per sample, on measured spike counts). "
+             "Times at the achieved Fmax assume the accelerator is clocked at its Fmax (a PLL); the boards' own "
+             "oscillators are 12 MHz (iCEBreaker) and 25 MHz (ULX3S), and µs at that clock are given too. "
+             "Adder bound = spike-driven additions per sample / lanes: no folding of these lanes can beat it.", ""]
+    rows = []
+    for e in result["cases"]:
+        v, b, d = e.get("verify") or {}, e.get("board_build") or {}, e.get("derived") or {}
+        agree = "—" if not v or "ok" not in v else ("yes" if v["ok"] else "NO")
+        rows.append([f"{e['network']} ({e['sizes']}) on {e['board']}", e["timesteps"], e["why"],
+                     f"{100 * e['float_accuracy']:.2f} / {100 * e['golden_accuracy']:.2f} %",
+                     f"{agree} ({v.get('samples', 0)})" if v and "ok" in v else "not measured",
+                     fmt(e.get("total_lanes")), _cell(v, "steady_cycles_per_sample", 1),
+                     fmt(e.get("adder_bound_cycles"), 1), _cell(v, "latency_cycles", 0)])
+    lines.append(markdown_table(["design", "T", "why this T", "float / golden acc.", "RTL = golden (samples)",
+                                 "lanes", "cycles / sample (Verilator)", "adder bound (cycles)",
+                                 "latency alone (cycles)"], rows))
+    lines.append("")
+    rows = []
+    for e in result["cases"]:
+        b, d = e.get("board_build") or {}, e.get("derived") or {}
+        util = d.get("adder_utilisation")
+        rows.append([f"{e['network']} T={e['timesteps']}", _cell(b, "luts", 0), _cell(b, "ffs", 0),
+                     _cell(b, "block_rams", 0), _cell(b, "dsps", 0), _cell(b, "fmax_mhz", 1),
+                     fmt(d.get("us_per_sample_at_fmax"), 2), fmt(d.get("samples_per_second_at_fmax"), 0),
+                     fmt(d.get("latency_us_at_fmax"), 2), fmt(d.get("us_per_sample_at_board_clock"), 2),
+                     "—" if util is None else f"{100 * util:.0f} %"])
+    lines.append(markdown_table(["design", "LUT4", "FF", "BRAM", "DSP", "Fmax (MHz)", "µs / sample @ Fmax",
+                                 "samples/s @ Fmax", "latency µs @ Fmax", "µs / sample @ board clock",
+                                 "adder utilisation"], rows))
+    lines.append("")
+    notes = [f"* {e['network']} T={e['timesteps']}: {note}" for e in result["cases"] for note in _why_missing(e)]
+    if notes:
+        lines += ["Not measured:", "", *notes, ""]
+    goal = headline(result)
+    if goal is not None:
+        lines += ["### The Fashion-MNIST goal (784-128-10 on ECP5-85F: ≤ 78 µs per sample at Fmax, < 7,612 LUTs)", ""]
+        if goal["us"] is None or goal["luts"] is None:
+            lines.append("Not measured yet: needs the Verilator cycle count and the ECP5 bitstream build above.")
+        else:
+            speedup = SPIKER_PLUS_US / goal["us"]
+            ok = goal["us"] <= SPIKER_PLUS_US / 10 and goal["luts"] < SPIKER_PLUS_LOGIC
+            lines.append(f"Best: T = {goal['timesteps']}, **{goal['us']:.1f} µs per sample** at the achieved Fmax "
+                         f"({speedup:.1f}× faster than Spiker+'s 780 µs), **{goal['luts']:,} LUT4** "
+                         f"({'fewer' if goal['luts'] < SPIKER_PLUS_LOGIC else 'more'} than Spiker+'s 7,612 logic "
+                         f"cells); golden accuracy within 0.5 points: {'yes' if goal['within_half_point'] else 'no'}; "
+                         f"RTL = golden: {goal['rtl_agrees']}. Goal {'met' if ok else 'NOT met'}.")
+            if not ok:
+                short = []
+                if goal["us"] > SPIKER_PLUS_US / 10:
+                    short.append(f"{goal['us'] / (SPIKER_PLUS_US / 10):.2f}× too slow")
+                if goal["luts"] >= SPIKER_PLUS_LOGIC:
+                    short.append(f"{goal['luts'] - SPIKER_PLUS_LOGIC:,} LUTs over")
+                lines.append(f"Short by: {', '.join(short)}.")
+        lines.append("")
+    lines += ["### Published designs (numbers as their papers state them)", ""]
+    rows = [[p["name"], p["cite"], p["network"], p["dataset"], "—" if p["accuracy"] is None else f"{p['accuracy']} %",
+             fmt(p["us_per_sample"], 2), p["logic"], p["bram"], p["power"] or "—", p["device"]]
+            for p in result["published"]]
+    lines.append(markdown_table(["design", "source", "network", "data", "accuracy", "µs / sample", "logic", "BRAM",
+                                 "power", "device / clock"], rows))
+    lines += ["", "What differs from our rows:", ""]
+    lines += [f"* **{p['name']}**: {p['differs']}." for p in result["published"]]
+    lines += ["* **ours**: Lattice LUT4s (an ECP5/iCE40 LUT4 is smaller than a Xilinx 6-input LUT or \"logic "
+              "cell\"), the UART board top is included in the counts, no power was measured, and our Fashion-MNIST "
+              "network is measured on Fashion-MNIST, not MNIST.", ""]
+    return "\n".join(lines)
