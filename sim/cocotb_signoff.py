@@ -152,6 +152,7 @@ class _Bench:
                   "result_cycle": [None] * len(samples), "got": [None] * len(samples),
                   "beats_taken": 0, "stray": [], "start_cycle": self.clocking.now(), "reset_at": None,
                   "dropped": []}
+        started = time.perf_counter()
         self.record = record
         self.phases.append(record)
         reset_after = phase.get("reset_after_beats")
@@ -180,6 +181,7 @@ class _Bench:
         record["end_cycle"] = self.clocking.now()
         await FallingEdge(self.dut.clk)     # (out of the ReadOnly phase the last beat was seen in)
         self.stop_models()
+        record["wall_seconds"] = time.perf_counter() - started
 
     async def tail(self, cycles: int):
         """Watch for stray result beats after the last phase."""

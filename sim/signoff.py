@@ -150,8 +150,9 @@ class PayloadCodec:
                                       for last in (0, 1)], dtype=np.int64)
 
     def encode_pixels(self, samples: np.ndarray) -> np.ndarray:
-        """Raw samples (N, F) -> payloads (N, F), ``last`` on each sample's final beat."""
+        """Raw samples (N, F) or (N, *shape) -> payloads (N, F), ``last`` on each sample's final beat."""
         samples = np.asarray(samples)
+        samples = samples.reshape(len(samples), -1)
         last = np.zeros(samples.shape, dtype=np.int64)
         last[:, -1] = 1
         return self._pixel_table[last, samples.astype(np.int64)]
