@@ -98,12 +98,13 @@ def test_deadlock_fails_loudly_and_quickly(reference_net, samples, tmp_path_fact
 
 @pytest.mark.slow     # a traced build of its own
 def test_build_is_reused_and_waves_are_kept_on_request(reference_net, samples, tmp_path_factory, signoff_build_root):
-    rtl = _rtl(tmp_path_factory, reference_net, argmax_cycles=1)
+    rtl = _rtl(tmp_path_factory, reference_net)        # the same Verilog as the first test's: reused
     source = rtl / "reference_top.v"
     first = verilator.build([source], "reference_top", verilator.build_dir_for(signoff_build_root, [source],
                                                                                  "reference_top"))
     again = verilator.build([source], "reference_top", first.build_dir)
     assert again.reused and again.seconds == 0.0 and again.build_dir == first.build_dir
+    assert (first.build_dir / "spikeforge-build.json").is_file()
 
     report = verify(reference_net, rtl, samples[:5], waves=True, build_root=signoff_build_root, report_path=False)
     assert report["ok"], format_report(report)
