@@ -145,6 +145,9 @@ def run(args) -> int:
     results.update({"quick": ctx.quick, "command": command.strip(), "machine": machine(),
                     "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
                     "commit": _git_commit(), "seed": ctx.seed})
+    # Import every section now: a long run then uses the code it started with.
+    for name in SECTIONS:
+        _module(name)
     # Sections may use earlier ones' results (the hardware section takes the accuracy section's T).
     ctx.previous = results["sections"]
     failed = []
