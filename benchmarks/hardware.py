@@ -86,20 +86,30 @@ def _board_build(ctx, net, board: str, lanes: dict, folder: Path) -> dict:
     """Synthesis + place and route, reusing an earlier build of exactly this design."""
     from spikeforge.boards.build import BuildOptions, build
 
+    from spikeforge.boards.build import FitError
+
     key = _board_cache_key(net, board, lanes)
     stamp = folder / "bench-cache.json"
     report_path = folder / "report.json"
-    if stamp.is_file() and report_path.is_file():
+    if stamp.is_file():
         try:
-            if json.loads(stamp.read_text()).get("key") == key:
-                report = json.loads(report_path.read_text())
-                if report.get("status") == "built":
-                    report["reused"] = True
-                    return report
+            cached = json.loads(stamp.read_text())
         except ValueError:
-            pass
+            cached = {}
+        if cached.get("key") == key and cached.get("fit_error"):
+            raise FitError(f"{cached['fit_error']} (from an earlier run of this exact design)")
+        if cached.get("key") == key and report_path.is_file():
+            report = json.loads(report_path.read_text())
+            if report.get("status") == "built":
+                report["reused"] = True
+                return report
     messages = []
-    report = build(net, board, folder, options=BuildOptions(lanes=lanes), log=messages.append)
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        report = build(net, board, folder, options=BuildOptions(lanes=lanes), log=messages.append)
+    except FitError as error:
+        stamp.write_text(json.dumps({"key": key, "fit_error": str(error)}) + "\n")
+        raise
     report["reused"] = False
     stamp.write_text(json.dumps({"key": key}) + "\n")
     return report
@@ -199,8 +209,8 @@ def _attempt(ctx, case: dict, net, test, entry: dict, how: dict) -> dict:
             attempt["board_build"] = {"error": f"spikeforge.boards.build is not there yet ({error})"}
         except Exception as error:
             attempt["board_build"] = {"error": _error(error), "fit_error": type(error).__name__ == "FitError"}
-            if attempt["board_build"]["fit_error"]:
-                return attempt
+            if attempt["board_build"]["fit_error"] and how is not case["foldings"][-1]:
+                return attempt          # a smaller folding comes next; only the one reported is simulated
     # Verilator sign-off: measured cycles, bit-exactness.
     if ctx.quick:
         attempt["verify"] = {"skipped": "not run with --quick (Verilator builds take tens of seconds)"}

@@ -200,7 +200,7 @@ def network_report(net, *, dataset=None, samples: int | None = 1000, network_dir
     designs = _design_files(Path(network_dir) if network_dir else None, Path(design_dir) if design_dir else None)
     if lanes is None:
         for design in designs.values():
-            if design.get("format") == "spikeforge-design" and design.get("folding"):
+            if design.get("format") in ("spikeforge-design", "spikeforge-board-build") and design.get("folding"):
                 lanes = design["folding"]
                 break
     report["stimulus"] = source
@@ -310,14 +310,32 @@ def render_network_report(report: dict, plots: dict) -> str:
     lines += ["", "## Resources", ""]
     if report["design"]:
         for path, design in report["design"].items():
-            resources = design.get("resources") or design.get("utilisation") or design.get("utilization")
-            lines.append(f"* `{path}`: " + (json.dumps(resources) if resources else
-                                            "no resource figures in this file (run a board build for LUTs/BRAMs)"))
+            lines.append(f"* `{path}`: {_describe_design(design)}")
     else:
         lines.append("No `design.json` or board `report.json` beside the network: run `spikeforge generate` / a "
                      "board build and pass `--design DIR` to include resource use.")
     lines.append("")
     return "\n".join(lines)
+
+
+def _describe_design(design: dict) -> str:
+    """One line for a generated ``design.json`` or a board ``report.json``."""
+    if design.get("format") == "spikeforge-board-build":
+        if design.get("status") != "built":
+            return design.get("message") or f"board build status {design.get('status')!r}"
+        syn = design.get("synthesis") or {}
+        fmax = design.get("fmax_mhz")
+        return (f"{design.get('board')} ({design.get('device')}): {fmt(syn.get('luts'))} LUT4, {fmt(syn.get('ffs'))} FF, "
+                f"{fmt(syn.get('block_rams'))} block RAM, {fmt(syn.get('dsps'))} DSP; Fmax "
+                f"{fmt(fmax, 1, ' MHz')} (board clock {fmt(design.get('clock_mhz'), 1, ' MHz')}); lanes "
+                f"{design.get('folding')}")
+    if design.get("format") == "spikeforge-design":
+        rom = sum(layer.get("rom_bits", 0) for layer in design.get("layers", []))
+        prediction = design.get("prediction") or {}
+        return (f"generated design, lanes {design.get('folding')} ({design.get('total_lanes')} in total), "
+                f"{fmt(rom)} ROM bits, predicted {fmt(prediction.get('cycles_per_sample'), 0)} cycles/sample "
+                f"[{prediction.get('spikes_basis', '')}]; LUTs need a board build (`spikeforge build`)")
+    return "not a spikeforge design or board report"
 
 
 def write_network_report(report: dict, out_dir) -> dict:

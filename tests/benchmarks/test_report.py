@@ -75,3 +75,20 @@ def test_markdown_table_checks_its_shape():
     assert markdown_table(["a", "b"], [[1, "x|y"]]).splitlines() == ["| a | b |", "|:--|--:|", "| 1 | x\\|y |"]
     with pytest.raises(ValueError, match="row \\[1\\] has 1 cells, the table 2 columns"):
         markdown_table(["a", "b"], [[1]])
+
+
+def test_report_summarises_a_board_build_beside_the_network(network_dir, tmp_path):
+    design = tmp_path / "design"
+    (design / "board").mkdir(parents=True)
+    (design / "board" / "report.json").write_text(json.dumps({
+        "format": "spikeforge-board-build", "status": "built", "board": "ULX3S_85F_Platform", "device": "LFE5U-85F",
+        "synthesis": {"luts": 9286, "ffs": 2158, "block_rams": 55, "dsps": 2}, "fmax_mhz": 50.2, "clock_mhz": 25.0,
+        "folding": {"fc1": 16, "fc2": 8, "fc3": 2}}))
+    out = tmp_path / "report"
+    assert cli.main(["report", str(network_dir), "--design", str(design), "-o", str(out)]) == 0
+    markdown = (out / "REPORT.md").read_text()
+    assert "9,286 LUT4, 2,158 FF, 55 block RAM, 2 DSP; Fmax 50.2 MHz" in markdown
+    report = json.loads((out / "report.json").read_text())
+    if report["cycles"]["available"]:
+        # The board's folding drives the cycle model.
+        assert [layer["lanes"] for layer in report["cycles"]["layers"]] == [16, 8, 2]
