@@ -63,7 +63,7 @@ def _selected(only: str | None) -> list:
     unknown = [name for name in names if name not in SECTIONS]
     if unknown:
         raise ValueError(f"unknown section(s) {', '.join(map(repr, unknown))}; sections: {', '.join(SECTIONS)}")
-    return names
+    return [name for name in SECTIONS if name in names]      # report order: later sections use earlier ones
 
 
 def _git_commit() -> str | None:
