@@ -41,13 +41,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .folding import resolve_folding
-from .plan import ENCODER_MAX_LANES
+from .plan import encoder_lanes_for
 from .top import DEFAULT_FIFO_DEPTH
 
 __all__ = ["CyclePrediction", "predict", "spike_counts_per_layer", "FIFO_LATENCY"]
 
 #: Cycles from a producer's hand-over to its first beat being taken by the consumer.
 FIFO_LATENCY = 4
+#: Cycles from the output layer's bank being free to its next readout (the result register).
+RESULT_RELEASE = 1
 
 
 @dataclass
@@ -152,11 +154,11 @@ def predict(net, folding=None, spike_counts_or_samples=None, *, fifo_depth: int 
         steps = None if steps is None else [np.repeat(s, repeat, axis=0) for s in steps]
     N, L, T = len(S), len(net.layers), net.timesteps
     n_in = net.in_features
-    enc_lanes = min(n_in, ENCODER_MAX_LANES)
+    enc_lanes = encoder_lanes_for(net, folding)
     enc_chunks = math.ceil(n_in / enc_lanes)
     chunks = [math.ceil(layer.out_features / folding[layer.name]) for layer in net.layers]
     producer_chunks = [enc_chunks] + chunks[:-1]
-    readout = [T * enc_chunks + 2] + [T * c + 2 for c in chunks[:-1]] + [chunks[-1] + 3]
+    readout = [T * enc_chunks + 2] + [T * c + 2 for c in chunks[:-1]] + [chunks[-1] + 2]
 
     h = np.zeros(L + 1)          # hand-over of node j (0 = encoder) for the previous sample
     e = np.zeros(L + 1)          # end of node j's readout for the previous sample
@@ -172,15 +174,15 @@ def predict(net, folding=None, spike_counts_or_samples=None, *, fifo_depth: int 
             j = l + 1
             work = S[n, l] * chunks[l]
             acc_time[n, l] = work + 2
-            start = max(h[j], h_new[j - 1] + FIFO_LATENCY)
+            start = max(e[j], h_new[j - 1] + FIFO_LATENCY)
             a = max(start + work, e_new[j - 1] + 1) + 2
             beats = _beats(None if steps is None else steps[l][n], S[n, l], T, producer_chunks[l])
             if beats > fifo_depth:
                 # The producer's sweep stalls on the full FIFO until the consumer has D beats left.
-                e_new[j - 1] = max(e_new[j - 1], a - fifo_depth * work / beats)
-            h_new[j] = max(a, e[j])
+                e_new[j - 1] = max(e_new[j - 1], start + (beats - fifo_depth) * work / beats)
+            h_new[j] = max(a, e[j] + (RESULT_RELEASE if j == L else 0))
             e_new[j] = h_new[j] + readout[j]
-        results[n] = h_new[L] + chunks[-1] + 2
+        results[n] = h_new[L] + chunks[-1] + 3
         h, e = h_new, e_new
 
     stages = {"encoder.load": float(n_in + 1), "encoder.emit": float(readout[0])}

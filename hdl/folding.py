@@ -6,8 +6,8 @@ One input spike then costs ``chunks`` accumulate cycles and one fire step costs 
 cycles (see :mod:`spikeforge.hdl.cycle_model`).
 
 Automatic folding balances the pipeline: it picks, per layer, the fewest lanes whose estimated
-per-sample time (``spikes_in × chunks``, or the fire sweep ``T × chunks`` of the layer if that is
-larger) stays within a cycle target. With a lanes budget instead of a target it binary-searches the
+per-sample time (``spikes_in × chunks`` to accumulate plus the fire sweep ``T × chunks``: one membrane bank
+per layer, the sweep follows the accumulate phase) stays within a cycle target. With a lanes budget instead of a target it binary-searches the
 smallest target that fits the budget. Only lane counts that are the smallest for their chunk count
 (``lanes = ceil(out / chunks)``) are ever chosen: any more lanes would only add padding.
 
@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass
 
 __all__ = ["FoldingError", "Folding", "parse_lanes", "estimate_spikes_in", "auto_folding",
-           "resolve_folding", "DEFAULT_LANES_BUDGET"]
+           "resolve_folding", "DEFAULT_LANES_BUDGET", "layer_cycles"]
 
 #: Lanes budget of the automatic default (``Accelerator(net)`` / ``spikeforge generate`` without options).
 DEFAULT_LANES_BUDGET = 64
@@ -100,11 +100,17 @@ def estimate_spikes_in(net, spikes_in=None) -> list:
     return spikes_in
 
 
-def _layer_cost(net, index: int, lanes: int, spikes_in: list) -> float:
-    """Estimated cycles per sample of layer ``index`` with ``lanes``: max(accumulate, fire sweep)."""
+def layer_cycles(net, index: int, lanes: int, spikes_in: list) -> float:
+    """Estimated cycles per sample of layer ``index`` with ``lanes``: accumulate plus fire (or score) sweep.
+
+    The layer has one membrane bank, so its readout sweep follows its accumulate phase.
+    """
     layer = net.layers[index]
     chunks = math.ceil(layer.out_features / lanes)
-    return max(spikes_in[index] * chunks, net.timesteps * chunks if layer.fires else chunks)
+    return spikes_in[index] * chunks + (net.timesteps * chunks if layer.fires else chunks)
+
+
+_layer_cost = layer_cycles
 
 
 def _lanes_for(net, index: int, target: float, spikes_in: list):

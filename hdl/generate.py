@@ -54,7 +54,7 @@ def _rom_images(plan) -> dict:
     images = {"input_lut.hex": _hex_image(plan.input_lut, plan.timesteps)}
     for layer in plan.layers:
         images[f"{layer.name}.weight.hex"] = _hex_image(layer.weight_words, layer.lanes * layer.weight_bits)
-        images[f"{layer.name}.bias.hex"] = _hex_image(layer.bias_words, layer.lanes * layer.membrane_bits)
+        images[f"{layer.name}.bias.hex"] = _hex_image(layer.bias_words, layer.lanes * layer.bias_bits)
         if layer.fires:
             images[f"{layer.name}.threshold.hex"] = _hex_image(layer.threshold_words,
                                                                layer.lanes * layer.threshold_bits)

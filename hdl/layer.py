@@ -1,43 +1,51 @@
-"""The dense layer cores: event-driven accumulate into ping-pong membrane banks, then fire or score.
+"""The dense layer cores: event-driven accumulate into a membrane bank, then fire or score.
 
 Both :class:`DenseILIF` (hidden layers) and :class:`OutputLayer` (scores + argmax) share the
-accumulate half and the membrane banks (:class:`_AccumulatingLayer`); they differ in the *readout*
-that sweeps the other bank.
+accumulate half and the membrane bank (:class:`_AccumulatingLayer`); they differ in the *readout*
+that sweeps the bank after a sample's last event.
 
-Membrane banks
-    Two memories of ``chunks`` words, ``lanes × membrane_bits`` wide (lane ``k`` of word ``c`` is
-    neuron ``c·lanes + k``), each with one synchronous read port (transparent for its write port)
-    and one write port. ``acc_bank`` says which bank the accumulate half owns; the readout owns the
-    other. A bank is *cleared to* ``b + v0`` (the bias ROM) by the readout as it finishes with it,
-    and both banks are cleared after reset (``chunks`` cycles during which no event is accepted), so a
+Membrane bank
+    One memory of ``chunks`` words, ``lanes × membrane_bits`` wide (lane ``k`` of word ``c`` is
+    neuron ``c·lanes + k``) with one synchronous read port (transparent for its write port) and one
+    write port. The accumulate half owns it until a sample's ``last`` event has been accumulated; the
+    readout then sweeps it (``T × chunks`` cycles to fire, ``chunks`` to score) and writes every word
+    back as ``b + v0`` (the bias ROM, stored only as wide as the biases need and sign-extended) for the
+    next sample. One bank instead of two ping-pong banks costs the readout sweep once per sample
+    (small next to the accumulate phase whenever there are more input spikes than timesteps) and
+    saves a bank, the per-bit routing muxes between two banks and their read-data muxes. After reset
+    the readout's write path clears the bank (``chunks`` cycles during which no event is taken), so a
     reset in the middle of a sample leaves no stale potential behind.
 
 Accumulate (event-driven)
     An input event (:func:`~spikeforge.hdl.layouts.spike_event_layout`) carries up to ``in_group``
     spikes of step ``t``. For each set bit, lowest first, the core reads ``chunks`` weight-ROM words
-    (address ``in_index × chunks + chunk``) and adds ``W << (T-1-t)`` to ``lanes`` potentials per
-    cycle: read at cycle n, add and write back at n+1 (the transparent read port forwards a write to
-    a read of the same word in the same cycle). So an input spike costs exactly ``chunks`` cycles, a
-    zero bit costs nothing, and the next event is taken in the cycle the previous one issues its last
-    word. An event without spikes (the ``last`` marker) costs one cycle.
+    (address ``in_index × chunks + chunk``) and adds ``W · 2^(T-1-t)`` to ``lanes`` potentials per
+    cycle (a multiply by a shared one-hot scale register: a DSP where the device has them, no
+    per-lane barrel shifter): read at cycle n, add and write back at n+1 (the transparent read port
+    forwards a write to a read of the same word in the same cycle). So an input spike costs exactly
+    ``chunks`` cycles, a zero bit costs nothing, and the next event is taken in the cycle the
+    previous one issues its last word. An event without spikes (the ``last`` marker) costs one cycle.
 
-Hand-over (ping-pong)
-    When the ``last`` event has been accumulated, its final write has landed and the readout is
-    idle, ``acc_bank`` flips in one cycle: the readout starts on the full bank and the accumulate half
-    takes the next event into the cleared one in the same cycle (2 cycles per sample in all).
+Hand-over
+    When the ``last`` event has been accumulated, its final write has landed and the readout may
+    start, the readout starts in one cycle; the next sample's events are taken once it is done.
 
 Fire (:class:`DenseILIF`)
     A :class:`~spikeforge.hdl.sweep.SweepSequencer` visits step ``t = 0..T-1``, chunk ``0..chunks-1``:
-    ``spike_k = V_k >= θ_k << (T-1-t)``, ``V_k -= spike_k·(θ_k << (T-1-t))`` (soft reset; restoring
-    division), and on the last step the word is written back as ``b + v0`` for the sample after
-    next. A chunk with any spike (and the final chunk, with ``last``) becomes one event carrying the
-    whole lane mask, so several lanes spiking in one cycle cost nothing extra here; the consumer
-    walks the bits. The sweep takes ``T × chunks`` cycles plus stalls from ``events.ready``.
+    with ``level = θ · 2^(T-1-t)``, ``d = V - level`` is computed once per lane, ``spike = d >= 0``,
+    ``V ← spike ? d : V`` (soft reset; restoring division), and on the last step the word is written
+    back as ``b + v0``. When the layer's θ are all equal (the converter's default) ``level`` is one
+    register shared by all lanes (no threshold ROM, no shifter); otherwise θ comes from the threshold
+    ROM and each lane shifts its own. A chunk with any spike (and the final chunk, with ``last``)
+    becomes one event carrying the whole lane mask; the consumer walks the bits. The sweep takes
+    ``T × chunks`` cycles plus stalls from ``spikes.ready`` (the FIFO's registered ready: the sweep
+    stalls on it even for a beat it would not send, which keeps the bank data off the ready path).
 
 Score (:class:`OutputLayer`)
-    One sweep over the chunks: scores into the result register, running argmax (strict ``>``, so
-    the lowest index wins ties), bank cleared to ``b``. The result is offered on ``results`` and the
-    next sweep waits until it is taken.
+    One sweep over the chunks: scores into the result register; each chunk's winner (a balanced tree
+    over its lanes, lower index on ties) is registered, then compared with the running best (strict
+    ``>``, so the lowest index wins ties); bank cleared to ``b``. The result is offered on
+    ``results`` one cycle after the sweep, and the next sample's readout waits until it is taken.
 """
 
 from __future__ import annotations
@@ -54,16 +62,27 @@ from .sweep import SweepSequencer
 __all__ = ["DenseILIF", "OutputLayer"]
 
 
-def _lowest_set_bit(m: Module, mask) -> Signal:
-    index = Signal(range(max(2, len(mask))))
-    for k in reversed(range(len(mask))):      # the last assignment that applies wins: the lowest bit
-        with m.If(mask[k]):
-            m.d.comb += index.eq(k)
+def _lowest_set_bit(mask) -> tuple:
+    """(index, any) of the lowest set bit of ``mask``: a log-depth tree (lower half wins)."""
+    def tree(lo, hi):
+        if hi - lo == 1:
+            return Const(0, 1), mask[lo]
+        mid = lo + (1 << ((hi - lo - 1).bit_length() - 1))
+        low_index, low_any = tree(lo, mid)
+        high_index, high_any = tree(mid, hi)
+        width = (hi - lo - 1).bit_length()
+        high_index = high_index + (mid - lo)
+        return Mux(low_any, low_index, high_index)[:width], low_any | high_any
+    index, _ = tree(0, len(mask))
     return index
 
 
+def _sign_extend(value, width: int):
+    return Cat(value, value[-1].replicate(width - len(value)))
+
+
 class _AccumulatingLayer(wiring.Component):
-    """The accumulate half and the membrane banks; subclasses add ``_elaborate_readout``."""
+    """The accumulate half and the membrane bank; subclasses add ``_elaborate_readout``."""
 
     def __init__(self, plan: LayerPlan, members: dict):
         self.plan = plan
@@ -74,43 +93,24 @@ class _AccumulatingLayer(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         p = self.plan
-        T, C, G, L, MB = p.timesteps, p.chunks, p.in_group, p.lanes, p.membrane_bits
+        T, C, G, L, MB, BB = p.timesteps, p.chunks, p.in_group, p.lanes, p.membrane_bits, p.bias_bits
         membrane = data.ArrayLayout(signed(MB), L)
 
         # Depths are at least 2: a one-word memory would have a zero-width address port in Verilog.
         m.submodules.weights = weights = Memory(shape=unsigned(L * p.weight_bits),
                                                 depth=max(2, len(p.weight_words)), init=p.weight_words)
-        m.submodules.biases = biases = Memory(shape=unsigned(L * MB), depth=max(2, C), init=p.bias_words)
+        m.submodules.biases = biases = Memory(shape=unsigned(L * BB), depth=max(2, C), init=p.bias_words)
         weight_rd = weights.read_port()
         bias_rd = biases.read_port()
-        banks = []
-        for index in range(2):
-            bank = Memory(shape=unsigned(L * MB), depth=max(2, C), init=p.bias_words)
-            m.submodules[f"membrane{index}"] = bank
-            wr = bank.write_port()
-            banks.append((bank.read_port(transparent_for=(wr,)), wr))
+        m.submodules.membrane = bank = Memory(shape=unsigned(L * MB), depth=max(2, C), init=[])
+        bank_wr = bank.write_port()
+        bank_rd = bank.read_port(transparent_for=(bank_wr,))
 
-        # The two halves' view of the banks; acc_bank routes them.
-        acc_bank = Signal()
-        acc = {"rd_addr": Signal(index_shape(C)), "wr_addr": Signal(index_shape(C)), "wr_data": Signal(L * MB),
-                           "wr_en": Signal(), "rd_data": Signal(L * MB)}
+        # The readout's view of the bank; it owns the bank while ``bank_busy``.
         ro = {"rd_addr": Signal(index_shape(C)), "rd_en": Signal(), "wr_addr": Signal(index_shape(C)),
-                         "wr_data": Signal(L * MB), "wr_en": Signal(), "rd_data": Signal(L * MB)}
-        clearing = Signal(init=1)                   # after reset: write b + v0 into both banks
+              "wr_data": Signal(L * MB), "wr_en": Signal()}
+        clearing = Signal(init=1)                   # after reset: write b + v0 into the bank
         clear_addr, clear_wr, clear_wr_addr = Signal(index_shape(C)), Signal(), Signal(index_shape(C))
-        for index, (rd, wr) in enumerate(banks):
-            mine = acc_bank == index
-            m.d.comb += [
-                rd.addr.eq(Mux(mine, acc["rd_addr"], ro["rd_addr"])),
-                rd.en.eq(mine | ro["rd_en"]),
-                wr.addr.eq(Mux(clear_wr, clear_wr_addr, Mux(mine, acc["wr_addr"], ro["wr_addr"]))),
-                wr.data.eq(Mux(clear_wr, bias_rd.data, Mux(mine, acc["wr_data"], ro["wr_data"]))),
-                wr.en.eq(clear_wr | Mux(mine, acc["wr_en"], ro["wr_en"])),
-            ]
-        m.d.comb += [
-            acc["rd_data"].eq(Mux(acc_bank, banks[1][0].data, banks[0][0].data)),
-            ro["rd_data"].eq(Mux(acc_bank, banks[0][0].data, banks[1][0].data)),
-        ]
         m.d.sync += clear_wr.eq(clearing)
         with m.If(clearing):
             m.d.sync += clear_wr_addr.eq(clear_addr)
@@ -120,55 +120,72 @@ class _AccumulatingLayer(wiring.Component):
                 m.d.sync += clear_addr.eq(clear_addr + 1)
 
         # -- accumulate ----------------------------------------------------------------------------
+        # ``low`` (the spike being issued) is registered: it is computed from the mask the cycle before,
+        # so the weight address does not wait for a priority encoder.
         cur_valid, cur_last = Signal(), Signal()
-        cur_mask, cur_chunk, cur_step = Signal(G), Signal(index_shape(p.in_chunks)), Signal(index_shape(T))
+        cur_mask, cur_chunk, cur_scale = Signal(G), Signal(index_shape(p.in_chunks)), Signal(T)
         count = Signal(index_shape(C))
-        low = _lowest_set_bit(m, cur_mask)
+        low = Signal(index_shape(G))
+        mask_empty, mask_single = Signal(init=1), Signal()  # of cur_mask, registered with it
         spike = Signal()
-        mask_after = Signal(G)
+        last_word = Signal()
+        next_mask = Signal(G)
         m.d.comb += [
-            spike.eq(cur_valid & (cur_mask != 0)),
-            mask_after.eq(Mux(spike & (count == C - 1), cur_mask & (cur_mask - 1), cur_mask)),
-            weight_rd.addr.eq(cur_chunk * (G * C) + low * C + count),
-            acc["rd_addr"].eq(count),
+            spike.eq(cur_valid & ~mask_empty),
+            last_word.eq(count == C - 1),
+            weight_rd.addr.eq((cur_chunk * G + low) * C + count),
         ]
-        with m.If(spike):
-            m.d.sync += [count.eq(Mux(count == C - 1, 0, count + 1)), cur_mask.eq(mask_after)]
-        s2_valid, s2_chunk, s2_shift = Signal(), Signal(index_shape(C)), Signal(index_shape(T))
-        m.d.sync += [s2_valid.eq(spike), s2_chunk.eq(count), s2_shift.eq(T - 1 - cur_step)]
+        s2_valid, s2_chunk, s2_scale = Signal(), Signal(index_shape(C)), Signal(T)
+        m.d.sync += [s2_valid.eq(spike), s2_chunk.eq(count), s2_scale.eq(cur_scale)]
         weight = data.ArrayLayout(signed(p.weight_bits), L)(weight_rd.data)
-        potential = membrane(acc["rd_data"])
-        m.d.comb += [
-            acc["wr_en"].eq(s2_valid),
-            acc["wr_addr"].eq(s2_chunk),
-            acc["wr_data"].eq(Cat((potential[k] + (weight[k] << s2_shift))[:MB] for k in range(L))),
-        ]
+        potential = membrane(bank_rd.data)
+        acc_sum = Signal(L * MB)
+        m.d.comb += acc_sum.eq(Cat((potential[k] + weight[k] * s2_scale)[:MB] for k in range(L)))
 
-        readout_idle, readout_start = Signal(), Signal()
+        readout_may_start, readout_start, bank_busy = Signal(), Signal(), Signal()
         handover = Signal()
+        done_with_event = Signal()          # the current event issues its last word (or has none)
         m.d.comb += [
-            handover.eq(cur_valid & cur_last & (cur_mask == 0) & ~s2_valid & readout_idle & ~clearing),
+            done_with_event.eq(mask_empty | (mask_single & last_word)),
+            handover.eq(cur_valid & cur_last & mask_empty & ~s2_valid & readout_may_start & ~clearing),
             readout_start.eq(handover),
-            self.events.ready.eq(~clearing & (~cur_valid | ((mask_after == 0) & ~cur_last) | handover)),
+            self.events.ready.eq(~clearing & ~bank_busy & (~cur_valid | (done_with_event & ~cur_last))),
         ]
-        with m.If(handover):
-            m.d.sync += acc_bank.eq(~acc_bank)
         with m.If(self.events.valid & self.events.ready):
-            m.d.sync += [cur_valid.eq(1), cur_mask.eq(self.events.payload.mask),
-                         cur_chunk.eq(self.events.payload.chunk), cur_step.eq(self.events.payload.step),
-                         cur_last.eq(self.events.payload.last)]
-        with m.Elif(cur_valid & (mask_after == 0) & ~cur_last | handover):
-            m.d.sync += cur_valid.eq(0)
+            m.d.comb += next_mask.eq(self.events.payload.mask)
+            m.d.sync += [cur_valid.eq(1), cur_chunk.eq(self.events.payload.chunk),
+                         cur_last.eq(self.events.payload.last),
+                         cur_scale.eq(Const(1 << (T - 1), T) >> self.events.payload.step)]
+        with m.Else():
+            m.d.comb += next_mask.eq(Mux(spike & last_word, cur_mask & (cur_mask - 1), cur_mask))
+            with m.If(cur_valid & done_with_event & ~cur_last | handover):
+                m.d.sync += cur_valid.eq(0)
+        with m.If(spike):
+            m.d.sync += count.eq(Mux(last_word, 0, count + 1))
+        m.d.sync += [cur_mask.eq(next_mask), low.eq(_lowest_set_bit(next_mask)),
+                     mask_empty.eq(next_mask == 0), mask_single.eq((next_mask & (next_mask - 1)) == 0)]
+
+        # The bank: the readout (or the clear after reset) writes through the same path.
+        ro_writes = Signal()
+        m.d.comb += [
+            ro_writes.eq(ro["wr_en"] | clear_wr),
+            bank_rd.addr.eq(Mux(bank_busy, ro["rd_addr"], count)),
+            bank_rd.en.eq(~bank_busy | ro["rd_en"]),
+            bank_wr.addr.eq(Mux(clear_wr, clear_wr_addr, Mux(ro["wr_en"], ro["wr_addr"], s2_chunk))),
+            bank_wr.data.eq(Mux(ro_writes, ro["wr_data"], acc_sum)),
+            bank_wr.en.eq(ro_writes | s2_valid),
+        ]
 
         # -- readout -------------------------------------------------------------------------------
         bias_issue = Signal()
         m.d.comb += [bias_rd.addr.eq(Mux(clearing, clear_addr, ro["rd_addr"])),
                      bias_rd.en.eq(clearing | bias_issue)]
-        self._elaborate_readout(m, start=readout_start, idle=readout_idle, ro=ro, bias_rd=bias_rd,
-                                bias_issue=bias_issue)
+        bias = data.ArrayLayout(signed(BB), L)(bias_rd.data)
+        self._elaborate_readout(m, start=readout_start, may_start=readout_may_start, busy=bank_busy, ro=ro,
+                                potential=potential, bias=bias, bias_issue=bias_issue, clear_wr=clear_wr)
         return m
 
-    def _elaborate_readout(self, m, *, start, idle, ro, bias_rd, bias_issue):
+    def _elaborate_readout(self, m, *, start, may_start, busy, ro, potential, bias, bias_issue, clear_wr):
         raise NotImplementedError
 
 
@@ -194,32 +211,45 @@ class DenseILIF(_AccumulatingLayer):
         super().__init__(plan, {"spikes": Out(stream.Signature(spike_event_layout(plan.lanes, plan.chunks,
                                                                                     plan.timesteps)))})
 
-    def _elaborate_readout(self, m, *, start, idle, ro, bias_rd, bias_issue):
+    def _elaborate_readout(self, m, *, start, may_start, busy, ro, potential, bias, bias_issue, clear_wr):
         p = self.plan
         T, C, L, MB = p.timesteps, p.chunks, p.lanes, p.membrane_bits
-        m.submodules.thresholds = thresholds = Memory(shape=unsigned(L * p.threshold_bits), depth=max(2, C),
-                                                      init=p.threshold_words)
-        threshold_rd = thresholds.read_port()
         m.submodules.sweep = sweep = SweepSequencer(T, C)
         m.d.comb += [
-            sweep.start.eq(start), idle.eq(sweep.idle),
+            sweep.start.eq(start), may_start.eq(sweep.idle), busy.eq(~sweep.idle),
             ro["rd_addr"].eq(sweep.chunk), ro["rd_en"].eq(sweep.issue),
-            threshold_rd.addr.eq(sweep.chunk), threshold_rd.en.eq(sweep.issue),
             bias_issue.eq(sweep.issue),
         ]
-        potential = data.ArrayLayout(signed(MB), L)(ro["rd_data"])
-        threshold = data.ArrayLayout(unsigned(p.threshold_bits), L)(threshold_rd.data)
-        bias = data.ArrayLayout(signed(MB), L)(bias_rd.data)
-        shift = Signal(index_shape(T))
-        m.d.comb += shift.eq(T - 1 - sweep.s2_step)
+        if p.uniform_threshold is not None:
+            # One level for all lanes, registered with stage 2's step: θ · 2^(T-1-t).
+            theta = p.uniform_threshold
+            level = Signal(range((theta << (T - 1)) + 1))
+            with m.If(sweep.issue):
+                with m.Switch(sweep.step):
+                    for t in range(T):
+                        with m.Case(t):
+                            m.d.sync += level.eq(theta << (T - 1 - t))
+            levels = [level] * L
+        else:
+            m.submodules.thresholds = thresholds = Memory(shape=unsigned(L * p.threshold_bits), depth=max(2, C),
+                                                          init=p.threshold_words)
+            threshold_rd = thresholds.read_port()
+            m.d.comb += [threshold_rd.addr.eq(sweep.chunk), threshold_rd.en.eq(sweep.issue)]
+            threshold = data.ArrayLayout(unsigned(p.threshold_bits), L)(threshold_rd.data)
+            shift = Signal(range(T))
+            m.d.comb += shift.eq(T - 1 - sweep.s2_step)
+            levels = [threshold[k] << shift for k in range(L)]
         fired, updated = [], []
+        write_bias = Signal()
+        m.d.comb += write_bias.eq(sweep.s2_last_step | clear_wr)
         for k in range(L):
-            level = threshold[k] << shift
+            difference = Signal(signed(max(MB, len(levels[k])) + 1), name=f"difference{k}")
+            m.d.comb += difference.eq(potential[k] - levels[k])
             spike = Signal(name=f"spike{k}")
-            m.d.comb += spike.eq(potential[k] >= level)
+            m.d.comb += spike.eq(~difference[-1])
             fired.append(spike)
-            after = Mux(spike, potential[k] - level, potential[k])
-            updated.append(Mux(sweep.s2_last_step, bias[k], after)[:MB])
+            after = Mux(spike, difference, potential[k])
+            updated.append(Mux(write_bias, bias[k], after)[:MB])
         mask, emit = Signal(L), Signal()
         m.d.comb += [
             mask.eq(Cat(fired)),
@@ -229,7 +259,7 @@ class DenseILIF(_AccumulatingLayer):
             self.spikes.payload.chunk.eq(sweep.s2_chunk),
             self.spikes.payload.step.eq(sweep.s2_step),
             self.spikes.payload.last.eq(sweep.s2_final),
-            sweep.advance.eq(~emit | self.spikes.ready),
+            sweep.advance.eq(self.spikes.ready),
             ro["wr_en"].eq(sweep.s2_valid & sweep.advance),
             ro["wr_addr"].eq(sweep.s2_chunk),
             ro["wr_data"].eq(Cat(updated)),
@@ -259,42 +289,59 @@ class OutputLayer(_AccumulatingLayer):
         super().__init__(plan, {"results": Out(stream.Signature(result_layout(plan.out_features,
                                                                                 plan.membrane_bits)))})
 
-    def _elaborate_readout(self, m, *, start, idle, ro, bias_rd, bias_issue):
+    def _elaborate_readout(self, m, *, start, may_start, busy, ro, potential, bias, bias_issue, clear_wr):
         p = self.plan
         C, L, S, N = p.chunks, p.lanes, p.membrane_bits, p.out_features
         m.submodules.sweep = sweep = SweepSequencer(1, C)
         result_valid = Signal()
         m.d.comb += [
-            sweep.start.eq(start), idle.eq(sweep.idle & ~result_valid),
+            sweep.start.eq(start), busy.eq(~sweep.idle),
             ro["rd_addr"].eq(sweep.chunk), ro["rd_en"].eq(sweep.issue),
             bias_issue.eq(sweep.issue),
             sweep.advance.eq(1),
             ro["wr_en"].eq(sweep.s2_valid),
             ro["wr_addr"].eq(sweep.s2_chunk),
-            ro["wr_data"].eq(bias_rd.data),
+            ro["wr_data"].eq(Cat(_sign_extend(bias[k], S) for k in range(L))),
             self.results.valid.eq(result_valid),
         ]
-        score = data.ArrayLayout(signed(S), L)(ro["rd_data"])
-        best_score, best_label = Signal(signed(S)), Signal(index_shape(max(2, N)))
-        first = sweep.s2_chunk == 0
-        running_score = Mux(first, Const(-(1 << (S - 1)), signed(S)), best_score)
-        running_label = Mux(first, 0, best_label)
+        score = potential
+        label_shape = index_shape(max(2, N))
         last_lanes = N - (C - 1) * L                 # real neurons in the final chunk
+
+        # Stage 2: each chunk's winner by a balanced tree (lower index wins ties), registered.
+        def winner(lanes):
+            if len(lanes) == 1:
+                return lanes[0]
+            half = len(lanes) // 2
+            (ls, li, lp), (hs, hi, hp) = winner(lanes[:half]), winner(lanes[half:])
+            take_high = hp & (~lp | (hs > ls))
+            return Mux(take_high, hs, ls), Mux(take_high, hi, li), lp | hp
+        candidates = []
         for k in range(L):
-            index = sweep.s2_chunk * L + k
             present = (sweep.s2_chunk != C - 1) | Const(k < last_lanes)
-            better = present & (score[k] > running_score)
-            running_score = Mux(better, score[k], running_score)
-            running_label = Mux(better, index, running_label)
+            candidates.append((score[k], Const(k, label_shape), present))
+        chunk_score, chunk_lane, chunk_present = winner(candidates)
+        s3_valid, s3_final, s3_first = Signal(), Signal(), Signal()
+        s3_score, s3_label, s3_present = Signal(signed(S)), Signal(label_shape), Signal()
+        m.d.sync += [s3_valid.eq(sweep.s2_valid), s3_final.eq(sweep.s2_valid & sweep.s2_final),
+                     s3_first.eq(sweep.s2_chunk == 0), s3_score.eq(chunk_score),
+                     s3_label.eq(sweep.s2_chunk * L + chunk_lane), s3_present.eq(chunk_present)]
+        # Stage 3: against the running best (strict >: the earlier chunk wins ties).
+        best_score, best_label = Signal(signed(S)), Signal(label_shape)
+        m.d.comb += may_start.eq(sweep.idle & ~s3_valid & ~result_valid)
+        better = s3_present & (s3_first | (s3_score > best_score))
+        running_score = Mux(better, s3_score, best_score)
+        running_label = Mux(better, s3_label, best_label)
         with m.If(self.results.valid & self.results.ready):
             m.d.sync += result_valid.eq(0)
-        with m.If(sweep.s2_valid):
+        with m.If(s3_valid):
             m.d.sync += [best_score.eq(running_score), best_label.eq(running_label)]
+            with m.If(s3_final):
+                m.d.sync += [result_valid.eq(1), self.results.payload.label.eq(running_label)]
+        with m.If(sweep.s2_valid):
             with m.Switch(sweep.s2_chunk):
                 for c in range(C):
                     with m.Case(c):
                         for k in range(L):
                             if c * L + k < N:
                                 m.d.sync += self.results.payload.scores[c * L + k].eq(score[k])
-            with m.If(sweep.s2_final):
-                m.d.sync += [result_valid.eq(1), self.results.payload.label.eq(running_label)]

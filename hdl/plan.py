@@ -15,10 +15,17 @@ ROM images (one integer per word, lane 0 in the least significant bits):
 
 * ``weight``: depth ``in_features × chunks``, word ``lanes × weight_bits``; address
   ``in_index × chunks + chunk`` holds ``W[chunk·lanes + k, in_index]`` in lane ``k`` (0 for padding);
-* ``bias``: depth ``chunks``, word ``lanes × membrane_bits``: ``b + v0`` per neuron — a membrane bank
-  is cleared *to* this value, so the accumulate phase starts from it;
+* ``bias``: depth ``chunks``, word ``lanes × bias_bits``: ``b + v0`` per neuron, as narrow as the
+  biases need (``bias_bits = signed_bits(max |b + v0|)``, sign-extended to the membrane in the RTL) —
+  the membrane bank is cleared *to* this value, so the accumulate phase starts from it;
 * ``threshold`` (firing layers): depth ``chunks``, word ``lanes × threshold_bits``; padding neurons
-  get θ = 1 so their constant zero potential never fires.
+  get θ = 1 so their constant zero potential never fires. When every θ of a layer is the same
+  (the converter's default) ``uniform_threshold`` holds it and the RTL uses a constant instead of the
+  ROM (no ROM, no per-lane shifter).
+
+Encoder lanes (:func:`encoder_lanes_for`): the fewest that keep the encoder's emit sweep
+(``T·ceil(in / lanes) + 2`` cycles) within the slowest other stage's estimate, at most
+:data:`ENCODER_MAX_LANES`; the first layer's event group is that many bits wide.
 """
 
 from __future__ import annotations
@@ -30,10 +37,29 @@ import numpy as np
 
 from .folding import Folding
 
-__all__ = ["LayerPlan", "AcceleratorPlan", "plan_network", "signed_bits", "ENCODER_MAX_LANES"]
+__all__ = ["LayerPlan", "AcceleratorPlan", "plan_network", "signed_bits", "ENCODER_MAX_LANES",
+           "encoder_lanes_for"]
 
-#: The input encoder reads this many codes per cycle (fewer when the input is smaller).
+#: The input encoder reads at most this many codes per cycle.
 ENCODER_MAX_LANES = 16
+
+
+def encoder_lanes_for(net, folding, spikes_in=None) -> int:
+    """The fewest encoder lanes whose emit sweep stays within the slowest other stage (estimated).
+
+    The estimate is the one automatic folding uses (:func:`~spikeforge.hdl.folding.layer_cycles`,
+    ``spikes_in`` default ``in_features × T / 2`` per layer); the encoder's load (``in + 1`` cycles)
+    is a stage too. The cycle model calls this same function.
+    """
+    from .folding import estimate_spikes_in, layer_cycles
+    T, n_in = net.timesteps, net.in_features
+    spikes = estimate_spikes_in(net, spikes_in)
+    slowest = max([n_in + 1] + [layer_cycles(net, i, folding[layer.name], spikes)
+                                for i, layer in enumerate(net.layers)])
+    for lanes in range(1, min(n_in, ENCODER_MAX_LANES) + 1):
+        if T * math.ceil(n_in / lanes) + 2 <= slowest:
+            return lanes
+    return min(n_in, ENCODER_MAX_LANES)
 
 
 def signed_bits(bound: int) -> int:
@@ -66,8 +92,10 @@ class LayerPlan:
     in_group, in_chunks
         The producer's lanes and chunks: an input event carries ``in_group`` spike bits of chunk
         ``0..in_chunks-1``.
-    accumulator_bound, membrane_bits, threshold_bits
+    accumulator_bound, membrane_bits, threshold_bits, bias_bits
         See the module docstring.
+    uniform_threshold
+        θ when every neuron of the layer has the same one (firing layers), else None.
     weight_words, bias_words, threshold_words
         ROM images (lists of ints).
     """
@@ -88,6 +116,8 @@ class LayerPlan:
     weight_words: list
     bias_words: list
     threshold_words: list
+    bias_bits: int = 0
+    uniform_threshold: int | None = None
 
     @property
     def padded_features(self) -> int:
@@ -100,13 +130,18 @@ class LayerPlan:
     @property
     def rom_bits(self) -> int:
         """All ROM bits of the layer: weights, biases, thresholds."""
-        return (self.weight_rom_bits + self.chunks * self.lanes * self.membrane_bits
-                + (self.chunks * self.lanes * self.threshold_bits if self.fires else 0))
+        return (self.weight_rom_bits + self.chunks * self.lanes * self.bias_bits
+                + (self.chunks * self.lanes * self.threshold_bits if self.threshold_rom else 0))
+
+    @property
+    def threshold_rom(self) -> bool:
+        """The layer reads θ from a ROM (it fires and its neurons' θ differ)."""
+        return self.fires and self.uniform_threshold is None
 
     @property
     def membrane_memory_bits(self) -> int:
-        """Both membrane banks."""
-        return 2 * self.chunks * self.lanes * self.membrane_bits
+        """The membrane bank."""
+        return self.chunks * self.lanes * self.membrane_bits
 
 
 @dataclass(frozen=True, eq=False)
@@ -139,7 +174,7 @@ class AcceleratorPlan:
 def plan_network(net, folding: Folding) -> AcceleratorPlan:
     """Derive every width, depth and ROM image of the accelerator for ``net`` folded by ``folding``."""
     T = net.timesteps
-    encoder_lanes = min(net.in_features, ENCODER_MAX_LANES)
+    encoder_lanes = encoder_lanes_for(net, folding)
     group, group_chunks = encoder_lanes, math.ceil(net.in_features / encoder_lanes)
     layers = []
     for layer in net.layers:
@@ -154,13 +189,16 @@ def plan_network(net, folding: Folding) -> AcceleratorPlan:
         bias = np.pad(layer.bias + layer.v0, (0, pad)).reshape(chunks, lanes)
         threshold = np.pad(layer.threshold, (0, pad), constant_values=1).reshape(chunks, lanes)
         threshold_bits = max(1, int(layer.threshold.max()).bit_length())
+        bias_bits = signed_bits(int(np.abs(bias).max()) if bias.size else 0)
+        thresholds = np.unique(np.asarray(layer.threshold).reshape(-1))
+        uniform = int(thresholds[0]) if layer.fires and len(thresholds) == 1 else None
         layers.append(LayerPlan(
             name=layer.name, in_features=layer.in_features, out_features=layer.out_features,
             weight_bits=layer.weight_bits, fires=layer.fires, timesteps=T, lanes=lanes, chunks=chunks,
             in_group=group, in_chunks=group_chunks, accumulator_bound=bound, membrane_bits=membrane_bits,
             threshold_bits=threshold_bits,
             weight_words=_pack(weight_rows, layer.weight_bits),
-            bias_words=_pack(bias, membrane_bits),
+            bias_words=_pack(bias, bias_bits), bias_bits=bias_bits, uniform_threshold=uniform,
             threshold_words=_pack(threshold, threshold_bits) if layer.fires else [],
         ))
         group, group_chunks = lanes, chunks

@@ -78,8 +78,8 @@ def test_hidden_layer_stream_rules_under_stalls():
     np.testing.assert_array_equal(got, golden.run_codes(net, codes).codes[1])
 
 
-def test_ping_pong_accumulates_next_sample_while_firing():
-    """Sample n+1's input events go in while sample n's spikes are still coming out."""
+def test_one_bank_takes_the_next_sample_after_the_fire_sweep():
+    """One membrane bank: sample n+1's input events go in only after sample n's fire sweep."""
     net = random_network(2, sizes=(4, 8, 2), timesteps=8, weight_bits=8, threshold_range=(1, 30), bias_range=(0, 0))
     codes = np.full((3, 4), 255)
     got, _, spikes, accepted, beats = _run_hidden(net, 1, codes)        # fire: 8 steps x 8 chunks
@@ -88,7 +88,8 @@ def test_ping_pong_accumulates_next_sample_while_firing():
     first_out_of_sample0 = spikes[0][0]
     last_out_of_sample0 = next(cycle for cycle, beat in spikes if beat[3])
     in_sample1 = accepted[sample_ends[0] + 1: sample_ends[1] + 1]
-    assert any(first_out_of_sample0 <= c <= last_out_of_sample0 for c in in_sample1)
+    assert in_sample1 and all(c > last_out_of_sample0 for c in in_sample1)
+    assert first_out_of_sample0 < last_out_of_sample0
 
 
 def _output_net(weight, bias, timesteps=4, weight_bits=8):
