@@ -21,8 +21,7 @@ Accumulate (event-driven)
     spikes of step ``t``. For each set bit, lowest first, the core reads ``chunks`` weight-ROM words
     (address ``in_index × chunks + chunk``) and adds ``W · 2^(T-1-t)`` to ``lanes`` potentials per
     cycle (a multiply by a shared one-hot scale register: a DSP where the device has them, no
-    per-lane barrel shifter): read at cycle n, add and write back at n+1 (the transparent read port
-    forwards a write to a read of the same word in the same cycle). So an input spike costs exactly
+    per-lane barrel shifter): read at cycle n, add and write back at n+1. So an input spike costs exactly
     ``chunks`` cycles, a zero bit costs nothing, and the next event is taken in the cycle the
     previous one issues its last word. An event without spikes (the ``last`` marker) costs one cycle.
 
@@ -104,7 +103,10 @@ class _AccumulatingLayer(wiring.Component):
         bias_rd = biases.read_port()
         m.submodules.membrane = bank = Memory(shape=unsigned(L * MB), depth=max(2, C), init=[])
         bank_wr = bank.write_port()
-        bank_rd = bank.read_port(transparent_for=(bank_wr,))
+        # With two or more chunks a word is never read in the cycle after it was read (a spike or a
+        # sweep step walks all chunks first), so its write has landed: transparency (a bypass mux per
+        # bit) is only needed for a one-chunk layer.
+        bank_rd = bank.read_port(transparent_for=(bank_wr,) if C == 1 else ())
 
         # The readout's view of the bank; it owns the bank while ``bank_busy``.
         ro = {"rd_addr": Signal(index_shape(C)), "rd_en": Signal(), "wr_addr": Signal(index_shape(C)),
