@@ -111,10 +111,9 @@ def _memories(plan):
     for layer in plan.layers:
         L, C, MB = layer.lanes, layer.chunks, layer.membrane_bits
         memories += [(f"{layer.name}.weights", L * layer.weight_bits, len(layer.weight_words), "rom"),
-                     (f"{layer.name}.biases", L * MB, C, "rom"),
-                     (f"{layer.name}.membrane0", L * MB, C, "ram"),
-                     (f"{layer.name}.membrane1", L * MB, C, "ram")]
-        if layer.fires:
+                     (f"{layer.name}.biases", L * layer.bias_bits, C, "rom"),
+                     (f"{layer.name}.membrane", L * MB, C, "ram")]
+        if layer.threshold_rom:
             memories.append((f"{layer.name}.thresholds", L * layer.threshold_bits, C, "rom"))
     return memories
 
@@ -124,8 +123,9 @@ def estimate_resources(plan, device) -> dict:
     memories = _memories(plan)
     rom_bits = sum(w * d for _, w, d, kind in memories if kind == "rom")
     weight_ebrs = sum(ebrs_for(w, d, device.family) for name, w, d, _ in memories if name.endswith(".weights"))
-    # Each lane adds (accumulate) and compares/subtracts (fire) a membrane-wide word, and muxes the
-    # banks: about 3 LUTs per membrane bit. This is a lower bound, for refusing hopeless designs early.
+    # Each lane adds (accumulate), subtracts (fire) and selects the write-back (accumulate sum, fire
+    # residual or bias) of a membrane-wide word: about 3 LUTs per membrane bit. This is a lower bound,
+    # for refusing hopeless designs early (control, ROM read muxes and the link come on top).
     logic = sum(3 * layer.lanes * layer.membrane_bits for layer in plan.layers)
     return {"rom_bits": rom_bits, "block_ram_bits": device.block_rams * device.block_ram_bits,
             "weight_rom_block_rams": weight_ebrs, "block_rams": device.block_rams,
