@@ -14,7 +14,7 @@ from spikeforge.cli import main
 from spikeforge.converter.network import DenseLayer, Network
 from spikeforge.converter.random_network import random_network
 
-#: Small enough for the iCE40UP5K with this HDL (the digits network is not yet: see the report).
+#: A small network for the quick (no-tool) tests; the real iCEBreaker bitstream is the digits demo.
 SIZES = (16, 12, 8, 4)
 UP5K_BITSTREAM_BYTES = 104090
 
@@ -87,8 +87,10 @@ def same_ram(unpacked, written):
 
 @pytest.mark.synth
 def test_icebreaker_bitstream_report_and_patch_weights(tmp_path, monkeypatch, capsys):
+    """The digits demo network (64-64-32-10, T = 8) on the iCE40UP5K, lanes chosen by the build."""
+    from spikeforge.demo import demo_network
     monkeypatch.chdir(tmp_path)            # YoWASP: build directories relative to the working directory
-    net = random_network(4, sizes=SIZES, timesteps=4)
+    net = demo_network()
     net_dir = net.save(tmp_path / "net")
     assert main(["build", str(net_dir), "--board", "icebreaker", "-o", "ib"]) == 0
     table = capsys.readouterr().out
@@ -101,7 +103,7 @@ def test_icebreaker_bitstream_report_and_patch_weights(tmp_path, monkeypatch, ca
     assert report["place_and_route"]["utilisation"]["ICESTORM_RAM"]["used"] <= 30
     assert report["timing_met"] and report["fmax_mhz"] >= 12.0
     assert report["samples_per_second"]["accelerator_at_board_clock"] > 0
-    assert report["patchable_layers"] == ["fc1", "fc2"]
+    assert report["patchable_layers"] == ["fc1", "fc2", "fc3"]
 
     # New weights, no place and route.
     net2 = shuffled_weights(net, 9)
@@ -110,26 +112,8 @@ def test_icebreaker_bitstream_report_and_patch_weights(tmp_path, monkeypatch, ca
     assert main(["patch-weights", "ib/top.bin", str(net2_dir), "-o", "patched.bin"]) == 0
     assert "patched weight ROMs of fc1, fc2" in capsys.readouterr().out
 
-    # Unpack the patched bitstream: swapping net2's weights back for the placeholders gives exactly
-    # the placeholder image nextpnr wrote, so net2's weights sit where the placeholders were.
-    from spikeforge.boards.build import _script, hex_image
-    from spikeforge.hdl.plan import plan_network
-    from spikeforge.hdl.folding import Folding
-    plan2 = plan_network(net2, Folding.for_network(net2, report["folding"]))
-    roms = tmp_path / "ib" / "build" / "roms"
-    subprocess.run([_script("yowasp-iceunpack"), "patched.bin", "patched.asc"], check=True, cwd=tmp_path)
-    current = "patched.asc"
-    for layer in plan2.layers[:2]:
-        (tmp_path / f"{layer.name}.net2.hex").write_text(hex_image(layer.weight_words, layer.lanes * layer.weight_bits))
-        placeholder = roms / f"{layer.name}.placeholder.hex"
-        with open(tmp_path / current) as src, open(tmp_path / f"back.{layer.name}.asc", "w") as dst:
-            subprocess.run([_script("yowasp-icebram"), f"{layer.name}.net2.hex", str(placeholder.relative_to(tmp_path))],
-                           stdin=src, stdout=dst, check=True, cwd=tmp_path)
-        current = f"back.{layer.name}.asc"
-    placeholder_ram = _asc_ram(tmp_path / "ib" / "build" / "top.asc")
-    assert same_ram(_asc_ram(tmp_path / current), placeholder_ram)
-    assert not same_ram(_asc_ram(tmp_path / "patched.asc"), placeholder_ram)
-
+    # (Swapping net2's weights back with icebram is not possible here: icebram needs a "from" image
+    # without repeated bit columns, which trained weights have; the rebuild below is the stronger check.)
     # A design built from net2 is the patched bitstream, bit for bit.
     assert main(["build", str(net2_dir), "--board", "icebreaker", "-o", "ib2"]) == 0
     assert (tmp_path / "ib2" / "top.bin").read_bytes() == (tmp_path / "patched.bin").read_bytes()
