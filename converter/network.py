@@ -15,13 +15,12 @@ images, address = ``in_index * out_features + out_index``).
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from .staging import staged_directory
 
 __all__ = [
     "FORMAT", "VERSION", "AMPLIFICATION", "MAX_TIMESTEPS", "NetworkFormatError",
@@ -296,25 +295,13 @@ class Network:
             if not path.is_dir() or any(path.iterdir()):
                 raise FileExistsError(f"{path} exists and is not a spikeforge network directory; refusing to "
                                       f"overwrite it")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-        try:
+        with staged_directory(path) as staging:
             (staging / "rom").mkdir()
             with open(staging / "weights.npz", "wb") as f:
                 np.savez(f, **self.arrays())
             for layer in self.layers:
                 (staging / "rom" / f"{layer.name}.weight.hex").write_text(layer.rom_hex())
             (staging / "network.json").write_text(json.dumps(self.manifest(), indent=2) + "\n")
-            if path.exists():
-                retired = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
-                os.replace(path, retired / "net")
-                os.replace(staging, path)
-                shutil.rmtree(retired)
-            else:
-                os.replace(staging, path)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
         return path
 
     def __eq__(self, other):
