@@ -12,25 +12,30 @@ encoder load              ``in + 1``                       one byte per cycle, o
 encoder emit              ``T·Ce + 2``                     one chunk per cycle per step, pipeline + idle
 layer accumulate          ``S_l·C_l + 2``                  a spike reads ``C_l`` words; write + hand-over
 hidden layer fire         ``T·C_l + 2``                    one chunk per cycle per step
-output score sweep        ``C_L + 3``                      one chunk per cycle, result beat, release
+output score sweep        ``C_L + 3``                      one chunk per cycle, winner, result release
 ========================  ===============================  ============================================
 
 Stages are joined as in the RTL (a max-plus recurrence, evaluated per sample): node ``l``'s
 hand-over ``h_l(n)`` (its readout starts on sample ``n``) waits for its accumulate to finish ``n``
-and its readout to finish ``n-1``; the accumulate of ``n`` starts at ``max(h_l(n-1),
-h_{l-1}(n) + 4)`` (4 = the producer's first beat through its pipeline and the buffered FIFO) and
-cannot end before the producer's last beat arrives::
+and its readout to finish ``n-1`` (the output layer: and its result register to be released, one
+more cycle). The accumulate of ``n`` starts once its membrane bank is free — with two (ping-pong)
+banks, the default, at the hand-over of ``n-1`` (``B_l(n) = h_l(n-1)``); with one bank
+(``membrane_banks=1``) only after the readout of ``n-1`` (``B_l(n) = e_l(n-1)``) — and the producer's
+first beat is through (4 = its pipeline and the buffered FIFO); it cannot end before the producer's
+last beat arrives::
 
     h_0(n)   = max(h_0(n-1) + in + 1, e_0(n-1))                      h_0(-1) = 0, e(-1) = 0
-    a_l(n)   = max(max(h_l(n-1), h_{l-1}(n) + 4) + S_l(n)·C_l, e_{l-1}(n) + 1) + 2
-    h_l(n)   = max(a_l(n), e_l(n-1))
-    e_l(n)   = h_l(n) + R_l                    R = T·Ce+2 (encoder), T·C_l+2 (hidden), C_L+3 (output)
-    e_{l-1}(n) = max(e_{l-1}(n), a_l(n) - D·c̄)  when the producer's beats for n exceed the FIFO depth D
-    result(n) = h_L(n) + C_L + 2
+    s_l(n)   = max(B_l(n), h_{l-1}(n) + 4)
+    a_l(n)   = max(s_l(n) + S_l(n)·C_l, e_{l-1}(n) + 1) + 2
+    h_l(n)   = max(a_l(n), e_l(n-1) [+ 1 for the output layer])
+    e_l(n)   = h_l(n) + R_l                    R = T·Ce+2 (encoder), T·C_l+2 (hidden), C_L+2 (output)
+    e_{l-1}(n) = max(e_{l-1}(n), s_l(n) + (beats - D)·c̄)  when the producer's beats for n exceed the FIFO depth D
+    result(n) = h_L(n) + C_L + 3
 
 (``c̄`` is the consumer's mean cycles per beat.) Steady-state cycles per sample is the mean spacing
-of ``result(n)``; the per-stage means show the bottleneck. For a constant workload this reduces to
-``max(in + 1, T·Ce + 2, max_l max(S_l·C_l + 2, T·C_l + 2), C_L + 3)``: the slowest stage, not the sum.
+of ``result(n)``; the per-stage means show the bottleneck. For a constant workload and two banks this
+reduces to ``max(in + 1, T·Ce + 2, max_l max(S_l·C_l + 2, T·C_l + 2), C_L + 3)``: the slowest stage,
+not the sum; with one bank a layer's accumulate and readout add up (``S_l·C_l + T·C_l + 4``).
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .folding import resolve_folding
+from .folding import check_membrane_banks, resolve_folding
 from .plan import encoder_lanes_for
 from .top import DEFAULT_FIFO_DEPTH
 
@@ -64,7 +69,8 @@ class CyclePrediction:
     latency : float
         Mean cycles from a sample's first byte being taken to its result beat.
     slowest_stage_cycles : float
-        The largest per-stage mean cycles per sample (what the pipeline should run at).
+        The largest per-stage mean cycles per sample (what the pipeline should run at); with one
+        membrane bank a layer's accumulate and readout count as one stage (their sum).
     sum_of_stages : float
         What an unpipelined design would need: the sum of the per-layer times.
     stages : dict of str -> float
@@ -136,7 +142,7 @@ def _beats(steps_row, S, T, chunks):
 
 
 def predict(net, folding=None, spike_counts_or_samples=None, *, fifo_depth: int = DEFAULT_FIFO_DEPTH,
-            repeat: int = 8) -> CyclePrediction:
+            repeat: int = 8, membrane_banks: int = 2) -> CyclePrediction:
     """Predict cycles for a back-to-back stream of samples with the given spike counts.
 
     Parameters
@@ -146,15 +152,18 @@ def predict(net, folding=None, spike_counts_or_samples=None, *, fifo_depth: int 
         As for :class:`~spikeforge.hdl.Accelerator` (``None``: the automatic default).
     spike_counts_or_samples
         See :func:`spike_counts_per_layer`. A single typical sample is streamed ``repeat`` times.
+    membrane_banks : int
+        As for :class:`~spikeforge.hdl.Accelerator`: 2 (ping-pong) or 1.
     """
-    folding = resolve_folding(net, folding)
+    banks = check_membrane_banks(membrane_banks)
+    folding = resolve_folding(net, folding, membrane_banks=banks)
     S, steps = spike_counts_per_layer(net, spike_counts_or_samples)
     if len(S) == 1:
         S = np.repeat(S, repeat, axis=0)
         steps = None if steps is None else [np.repeat(s, repeat, axis=0) for s in steps]
     N, L, T = len(S), len(net.layers), net.timesteps
     n_in = net.in_features
-    enc_lanes = encoder_lanes_for(net, folding)
+    enc_lanes = encoder_lanes_for(net, folding, membrane_banks=banks)
     enc_chunks = math.ceil(n_in / enc_lanes)
     chunks = [math.ceil(layer.out_features / folding[layer.name]) for layer in net.layers]
     producer_chunks = [enc_chunks] + chunks[:-1]
@@ -174,7 +183,9 @@ def predict(net, folding=None, spike_counts_or_samples=None, *, fifo_depth: int 
             j = l + 1
             work = S[n, l] * chunks[l]
             acc_time[n, l] = work + 2
-            start = max(e[j], h_new[j - 1] + FIFO_LATENCY)
+            # Two banks: the hand-over of n-1 frees the other bank at once; one bank: the readout of
+            # n-1 must be done.
+            start = max(h[j] if banks == 2 else e[j], h_new[j - 1] + FIFO_LATENCY)
             a = max(start + work, e_new[j - 1] + 1) + 2
             beats = _beats(None if steps is None else steps[l][n], S[n, l], T, producer_chunks[l])
             if beats > fifo_depth:
@@ -198,6 +209,9 @@ def predict(net, folding=None, spike_counts_or_samples=None, *, fifo_depth: int 
     useful = sum(layer["useful_additions"] for layer in layers)
     total_lanes = folding.total_lanes()
     slowest = max(stages.values())
+    if banks == 1:      # a layer's accumulate and readout take turns on its one bank: one stage
+        slowest = max([slowest] + [acc_time[:, l].mean() + readout[l + 1] for l in range(L)])
+    slowest = float(slowest)
     sum_of_stages = float(sum(acc_time.mean(axis=0)) + sum(readout[1:]) + n_in + 1)
     return CyclePrediction(cycles_per_sample=cycles, latency=float((results - first_byte).mean()),
                            slowest_stage_cycles=slowest, sum_of_stages=sum_of_stages, stages=stages,

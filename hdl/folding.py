@@ -6,8 +6,10 @@ One input spike then costs ``chunks`` accumulate cycles and one fire step costs 
 cycles (see :mod:`spikeforge.hdl.cycle_model`).
 
 Automatic folding balances the pipeline: it picks, per layer, the fewest lanes whose estimated
-per-sample time (``spikes_in × chunks`` to accumulate plus the fire sweep ``T × chunks``: one membrane bank
-per layer, the sweep follows the accumulate phase) stays within a cycle target. With a lanes budget instead of a target it binary-searches the
+per-sample time stays within a cycle target: with two (ping-pong) membrane banks, the default, the larger
+of ``spikes_in × chunks`` (accumulate) and the fire sweep ``T × chunks`` (they overlap on different
+samples); with one bank (``membrane_banks=1``, the compact layer) their sum, since the sweep follows the
+accumulate phase. With a lanes budget instead of a target it binary-searches the
 smallest target that fits the budget. Only lane counts that are the smallest for their chunk count
 (``lanes = ceil(out / chunks)``) are ever chosen: any more lanes would only add padding.
 
@@ -22,10 +24,19 @@ import math
 from dataclasses import dataclass
 
 __all__ = ["FoldingError", "Folding", "parse_lanes", "estimate_spikes_in", "auto_folding",
-           "resolve_folding", "DEFAULT_LANES_BUDGET", "layer_cycles"]
+           "resolve_folding", "DEFAULT_LANES_BUDGET", "layer_cycles", "MEMBRANE_BANKS", "check_membrane_banks"]
 
 #: Lanes budget of the automatic default (``Accelerator(net)`` / ``spikeforge generate`` without options).
 DEFAULT_LANES_BUDGET = 64
+#: Membrane banks per layer: 2 (ping-pong, the default) or 1 (compact, no accumulate/readout overlap).
+MEMBRANE_BANKS = (2, 1)
+
+
+def check_membrane_banks(membrane_banks) -> int:
+    """``membrane_banks`` as an int, or a ValueError unless it is 1 or 2."""
+    if isinstance(membrane_banks, bool) or membrane_banks not in MEMBRANE_BANKS:
+        raise ValueError(f"membrane_banks must be 1 or 2, got {membrane_banks!r}")
+    return int(membrane_banks)
 
 
 class FoldingError(ValueError):
@@ -100,30 +111,34 @@ def estimate_spikes_in(net, spikes_in=None) -> list:
     return spikes_in
 
 
-def layer_cycles(net, index: int, lanes: int, spikes_in: list) -> float:
-    """Estimated cycles per sample of layer ``index`` with ``lanes``: accumulate plus fire (or score) sweep.
+def layer_cycles(net, index: int, lanes: int, spikes_in: list, membrane_banks: int = 2) -> float:
+    """Estimated cycles per sample of layer ``index`` with ``lanes``.
 
-    The layer has one membrane bank, so its readout sweep follows its accumulate phase.
+    Two membrane banks: the larger of accumulate and fire (or score) sweep, which overlap on
+    consecutive samples. One bank: their sum, the readout sweep follows the accumulate phase.
     """
     layer = net.layers[index]
     chunks = math.ceil(layer.out_features / lanes)
-    return spikes_in[index] * chunks + (net.timesteps * chunks if layer.fires else chunks)
+    accumulate = spikes_in[index] * chunks
+    sweep = net.timesteps * chunks if layer.fires else chunks
+    return max(accumulate, sweep) if check_membrane_banks(membrane_banks) == 2 else accumulate + sweep
 
 
 _layer_cost = layer_cycles
 
 
-def _lanes_for(net, index: int, target: float, spikes_in: list):
+def _lanes_for(net, index: int, target: float, spikes_in: list, membrane_banks: int = 2):
     """The fewest lanes for layer ``index`` whose cost is <= target, or None."""
     out = net.layers[index].out_features
     for chunks in range(out, 0, -1):
         lanes = math.ceil(out / chunks)
-        if _layer_cost(net, index, lanes, spikes_in) <= target:
+        if _layer_cost(net, index, lanes, spikes_in, membrane_banks) <= target:
             return lanes
     return None
 
 
-def auto_folding(net, *, lanes_budget=None, target_cycles=None, spikes_in=None, fixed=None) -> Folding:
+def auto_folding(net, *, lanes_budget=None, target_cycles=None, spikes_in=None, fixed=None,
+                 membrane_banks: int = 2) -> Folding:
     """Balance the pipeline: the fewest lanes per layer for a cycle target, or the best target for a budget.
 
     Parameters
@@ -137,6 +152,8 @@ def auto_folding(net, *, lanes_budget=None, target_cycles=None, spikes_in=None, 
         Mean input spikes per sample per layer (default: :func:`estimate_spikes_in`).
     fixed : dict, optional
         Lanes already chosen for some layers; only the others are chosen.
+    membrane_banks : int
+        2 (ping-pong, default) or 1: how a layer's accumulate and sweep combine (:func:`layer_cycles`).
 
     Raises
     ------
@@ -147,6 +164,7 @@ def auto_folding(net, *, lanes_budget=None, target_cycles=None, spikes_in=None, 
     if lanes_budget is not None and target_cycles is not None:
         raise FoldingError("give either a lanes budget or a cycle target, not both")
     spikes_in = estimate_spikes_in(net, spikes_in)
+    banks = check_membrane_banks(membrane_banks)
     fixed = dict(fixed or {})
     if fixed:   # validates names and ranges of the fixed part
         Folding.for_network(net, {**{layer.name: 1 for layer in net.layers}, **fixed})
@@ -155,7 +173,7 @@ def auto_folding(net, *, lanes_budget=None, target_cycles=None, spikes_in=None, 
     def solve(target):
         lanes = dict(fixed)
         for i in free:
-            chosen = _lanes_for(net, i, target, spikes_in)
+            chosen = _lanes_for(net, i, target, spikes_in, banks)
             if chosen is None:
                 return None
             lanes[net.layers[i].name] = chosen
@@ -166,8 +184,8 @@ def auto_folding(net, *, lanes_budget=None, target_cycles=None, spikes_in=None, 
             raise FoldingError(f"target cycles {target_cycles!r} must be a positive number")
         lanes = solve(target_cycles)
         if lanes is None:
-            worst = max(free, key=lambda i: _layer_cost(net, i, net.layers[i].out_features, spikes_in))
-            best = _layer_cost(net, worst, net.layers[worst].out_features, spikes_in)
+            worst = max(free, key=lambda i: _layer_cost(net, i, net.layers[i].out_features, spikes_in, banks))
+            best = _layer_cost(net, worst, net.layers[worst].out_features, spikes_in, banks)
             raise FoldingError(f"target {target_cycles} cycles per sample is not reachable: layer "
                                f"{net.layers[worst].name!r} needs about {best:.0f} cycles even with lanes = "
                                f"out_features = {net.layers[worst].out_features}")
@@ -183,7 +201,7 @@ def auto_folding(net, *, lanes_budget=None, target_cycles=None, spikes_in=None, 
         raise FoldingError(f"lanes budget {lanes_budget} is too small: it needs at least {len(free) + sum(fixed.values())} "
                            f"(one lane per layer{' plus the fixed lanes' if fixed else ''})")
     # Candidate targets: every cost some layer can have; the answer is one of them.
-    candidates = sorted({_layer_cost(net, i, math.ceil(net.layers[i].out_features / c), spikes_in)
+    candidates = sorted({_layer_cost(net, i, math.ceil(net.layers[i].out_features / c), spikes_in, banks)
                          for i in free for c in range(1, net.layers[i].out_features + 1)})
     low, high = 0, len(candidates) - 1
     best = solve(candidates[high])
@@ -197,7 +215,8 @@ def auto_folding(net, *, lanes_budget=None, target_cycles=None, spikes_in=None, 
     return Folding.for_network(net, best)
 
 
-def resolve_folding(net, folding=None, *, lanes_budget=None, target_cycles=None, spikes_in=None) -> Folding:
+def resolve_folding(net, folding=None, *, lanes_budget=None, target_cycles=None, spikes_in=None,
+                    membrane_banks: int = 2) -> Folding:
     """A :class:`Folding` from ``None`` (automatic), a partial or full ``{name: lanes}`` dict, or a Folding.
 
     Layers a partial dict leaves out are balanced to the slowest layer it names.
@@ -205,7 +224,8 @@ def resolve_folding(net, folding=None, *, lanes_budget=None, target_cycles=None,
     if isinstance(folding, Folding):
         return Folding.for_network(net, folding.lanes)
     if folding is None or not folding:
-        return auto_folding(net, lanes_budget=lanes_budget, target_cycles=target_cycles, spikes_in=spikes_in)
+        return auto_folding(net, lanes_budget=lanes_budget, target_cycles=target_cycles, spikes_in=spikes_in,
+                            membrane_banks=membrane_banks)
     if not isinstance(folding, dict):
         raise FoldingError(f"folding must be a dict of layer name -> lanes or a Folding, got {type(folding).__name__}")
     if lanes_budget is not None or target_cycles is not None:
@@ -218,6 +238,7 @@ def resolve_folding(net, folding=None, *, lanes_budget=None, target_cycles=None,
     Folding.for_network(net, {**{n: 1 for n in names}, **folding})
     spikes = estimate_spikes_in(net, spikes_in)
     if target_cycles is None and lanes_budget is None:
-        target_cycles = max(_layer_cost(net, names.index(name), lanes, spikes) for name, lanes in folding.items())
+        target_cycles = max(_layer_cost(net, names.index(name), lanes, spikes, membrane_banks)
+                            for name, lanes in folding.items())
     return auto_folding(net, lanes_budget=lanes_budget, target_cycles=target_cycles, spikes_in=spikes_in,
-                        fixed=folding)
+                        fixed=folding, membrane_banks=membrane_banks)

@@ -67,7 +67,8 @@ def design_report(accelerator: Accelerator, *, name: str = "spikeforge_top", spi
     net, plan = accelerator.net, accelerator.plan
     estimated = spikes_in is None
     spikes = estimate_spikes_in(net, spikes_in)
-    prediction = predict(net, plan.folding, spikes, fifo_depth=accelerator.fifo_depth)
+    prediction = predict(net, plan.folding, spikes, fifo_depth=accelerator.fifo_depth,
+                         membrane_banks=accelerator.membrane_banks)
     layers = []
     producer_group, producer_chunks = plan.encoder_lanes, plan.encoder_chunks
     for layer, source in zip(plan.layers, net.layers):
@@ -82,7 +83,7 @@ def design_report(accelerator: Accelerator, *, name: str = "spikeforge_top", spi
             "score_bits": None if layer.fires else layer.membrane_bits,
             "threshold_bits": layer.threshold_bits if layer.fires else None,
             "weight_rom_bits": layer.weight_rom_bits, "rom_bits": layer.rom_bits,
-            "membrane_memory_bits": layer.membrane_memory_bits,
+            "membrane_memory_bits": layer.membrane_memory_bits, "membrane_banks": layer.membrane_banks,
             "input_event_bits": event_bits, "input_fifo_depth": accelerator.fifo_depth,
             "cycles_per_input_spike": layer.chunks,
             "cycles_per_fire_step": layer.chunks if layer.fires else None,
@@ -110,6 +111,7 @@ def design_report(accelerator: Accelerator, *, name: str = "spikeforge_top", spi
         "encoder": {"lanes": plan.encoder_lanes, "chunks": plan.encoder_chunks, "lut_rom": "rom/input_lut.hex",
                     "buffer_bits": 2 * plan.encoder_chunks * plan.encoder_lanes * plan.timesteps},
         "fifo_depth": accelerator.fifo_depth,
+        "membrane_banks": accelerator.membrane_banks,
         "layers": layers,
         "folding": dict(plan.folding.lanes),
         "total_lanes": plan.folding.total_lanes(),
@@ -118,7 +120,10 @@ def design_report(accelerator: Accelerator, *, name: str = "spikeforge_top", spi
             "module": "spikeforge.hdl.cycle_model",
             "stage_cycles": {"encoder load": "in + 1", "encoder emit": "T*Ce + 2",
                              "accumulate": "S_l*C_l + 2", "fire": "T*C_l + 2", "score": "C_L + 3"},
-            "steady_state": "max over stages (constant workload); predict() runs the per-sample recurrence",
+            "membrane_banks": accelerator.membrane_banks,
+            "steady_state": ("max over stages (constant workload)" if accelerator.membrane_banks == 2 else
+                             "max over stages, a layer's accumulate + readout as one (one bank)")
+                            + "; predict() runs the per-sample recurrence",
         },
         "prediction": {
             "spikes_in": [float(s) for s in spikes],
@@ -152,7 +157,7 @@ def summary(design: dict) -> str:
         "",
         f"T = {design['timesteps']}, {design['in_features']} inputs, {design['classes']} classes; "
         f"label {design['label_bits']} bits, scores {design['score_bits']} bits; "
-        f"{design['total_lanes']} lanes in total",
+        f"{design['total_lanes']} lanes in total, {design['membrane_banks']} membrane bank(s) per layer",
         f"predicted: {pred['cycles_per_sample']:.0f} cycles/sample (bottleneck {pred['bottleneck']}), "
         f"latency {pred['latency']:.0f} cycles, adder utilisation {100 * pred['adder_utilisation']:.0f} % "
         f"[{pred['spikes_basis']}]",
@@ -161,7 +166,7 @@ def summary(design: dict) -> str:
 
 
 def generate(net, out_dir, *, lanes=None, target_cycles=None, lanes_budget=None, name: str = "spikeforge_top",
-             spikes_in=None, fifo_depth: int = DEFAULT_FIFO_DEPTH) -> dict:
+             spikes_in=None, fifo_depth: int = DEFAULT_FIFO_DEPTH, membrane_banks: int = 2) -> dict:
     """Write ``<out_dir>/<name>.v``, ``<out_dir>/rom/*.hex`` and ``<out_dir>/design.json``; return the design.
 
     Parameters
@@ -178,6 +183,8 @@ def generate(net, out_dir, *, lanes=None, target_cycles=None, lanes_budget=None,
     spikes_in : list of float, optional
         Mean input spikes per sample and layer, for the balance and the prediction (default: an
         estimate of T/2 ones per code).
+    membrane_banks : int
+        2 (ping-pong, default) or 1 (compact); see :class:`~spikeforge.hdl.Accelerator`.
 
     Raises
     ------
@@ -193,8 +200,8 @@ def generate(net, out_dir, *, lanes=None, target_cycles=None, lanes_budget=None,
     if not isinstance(name, str) or not name.isidentifier():
         raise ValueError(f"module name {name!r} is not an identifier")
     folding = resolve_folding(net, lanes, lanes_budget=lanes_budget, target_cycles=target_cycles,
-                              spikes_in=spikes_in)
-    accelerator = Accelerator(net, folding, fifo_depth=fifo_depth)
+                              spikes_in=spikes_in, membrane_banks=membrane_banks)
+    accelerator = Accelerator(net, folding, fifo_depth=fifo_depth, membrane_banks=membrane_banks)
     text = verilog.convert(accelerator, name=name, emit_src=False)
     design = design_report(accelerator, name=name, spikes_in=spikes_in, network_path=network_path)
 

@@ -1,20 +1,27 @@
 """The dense layer cores: event-driven accumulate into a membrane bank, then fire or score.
 
+A layer has two ping-pong membrane banks (default) or one (``LayerPlan.membrane_banks``).
+
 Both :class:`DenseILIF` (hidden layers) and :class:`OutputLayer` (scores + argmax) share the
 accumulate half and the membrane bank (:class:`_AccumulatingLayer`); they differ in the *readout*
 that sweeps the bank after a sample's last event.
 
-Membrane bank
-    One memory of ``chunks`` words, ``lanes × membrane_bits`` wide (lane ``k`` of word ``c`` is
-    neuron ``c·lanes + k``) with one synchronous read port (transparent for its write port) and one
-    write port. The accumulate half owns it until a sample's ``last`` event has been accumulated; the
-    readout then sweeps it (``T × chunks`` cycles to fire, ``chunks`` to score) and writes every word
-    back as ``b + v0`` (the bias ROM, stored only as wide as the biases need and sign-extended) for the
-    next sample. One bank instead of two ping-pong banks costs the readout sweep once per sample
-    (small next to the accumulate phase whenever there are more input spikes than timesteps) and
-    saves a bank, the per-bit routing muxes between two banks and their read-data muxes. After reset
-    the readout's write path clears the bank (``chunks`` cycles during which no event is taken), so a
-    reset in the middle of a sample leaves no stale potential behind.
+Membrane banks (``plan.membrane_banks``)
+    Each bank is one memory of ``chunks`` words, ``lanes × membrane_bits`` wide (lane ``k`` of word
+    ``c`` is neuron ``c·lanes + k``) with one synchronous read port (transparent for its write port
+    only in a one-chunk layer) and one write port. The readout sweeps a full bank (``T × chunks``
+    cycles to fire, ``chunks`` to score) and writes every word back as ``b + v0`` (the bias ROM,
+    stored only as wide as the biases need and sign-extended) for a later sample.
+
+    * **Two banks (ping-pong, the default)**: ``acc_bank`` says which bank the accumulate half owns;
+      the readout owns the other, so the layer accumulates sample n+1 while it fires sample n.
+    * **One bank (compact)**: the accumulate half owns it until a sample's ``last`` event has been
+      accumulated, then the readout does; the next sample's events wait for the sweep. This saves a
+      bank, the per-bit routing muxes between two banks and their read-data muxes, at the cost of the
+      readout sweep once per sample.
+
+    After reset the readout's write path clears every bank (``chunks`` cycles during which no event
+    is taken), so a reset in the middle of a sample leaves no stale potential behind.
 
 Accumulate (event-driven)
     An input event (:func:`~spikeforge.hdl.layouts.spike_event_layout`) carries up to ``in_group``
@@ -27,7 +34,8 @@ Accumulate (event-driven)
 
 Hand-over
     When the ``last`` event has been accumulated, its final write has landed and the readout may
-    start, the readout starts in one cycle; the next sample's events are taken once it is done.
+    start, the readout starts in one cycle. With two banks ``acc_bank`` flips in that cycle and the
+    next sample's first event is taken at once; with one bank it is taken once the readout is done.
 
 Fire (:class:`DenseILIF`)
     A :class:`~spikeforge.hdl.sweep.SweepSequencer` visits step ``t = 0..T-1``, chunk ``0..chunks-1``:
@@ -101,17 +109,21 @@ class _AccumulatingLayer(wiring.Component):
         m.submodules.biases = biases = Memory(shape=unsigned(L * BB), depth=max(2, C), init=p.bias_words)
         weight_rd = weights.read_port()
         bias_rd = biases.read_port()
-        m.submodules.membrane = bank = Memory(shape=unsigned(L * MB), depth=max(2, C), init=[])
-        bank_wr = bank.write_port()
-        # With two or more chunks a word is never read in the cycle after it was read (a spike or a
-        # sweep step walks all chunks first), so its write has landed: transparency (a bypass mux per
-        # bit) is only needed for a one-chunk layer.
-        bank_rd = bank.read_port(transparent_for=(bank_wr,) if C == 1 else ())
+        banks = []
+        for index in range(p.membrane_banks):
+            bank = Memory(shape=unsigned(L * MB), depth=max(2, C), init=[])
+            m.submodules["membrane" if p.membrane_banks == 1 else f"membrane{index}"] = bank
+            wr = bank.write_port()
+            # With two or more chunks a word is never read in the cycle after it was written (a spike
+            # or a sweep step walks all chunks first), so its write has landed: transparency (a bypass
+            # mux per bit) is only needed for a one-chunk layer.
+            banks.append((bank.read_port(transparent_for=(wr,) if C == 1 else ()), wr))
 
-        # The readout's view of the bank; it owns the bank while ``bank_busy``.
+        # The readout's view of the bank it owns (while ``bank_busy`` with one bank; the bank the
+        # accumulate half does not own with two).
         ro = {"rd_addr": Signal(index_shape(C)), "rd_en": Signal(), "wr_addr": Signal(index_shape(C)),
               "wr_data": Signal(L * MB), "wr_en": Signal()}
-        clearing = Signal(init=1)                   # after reset: write b + v0 into the bank
+        clearing = Signal(init=1)                   # after reset: write b + v0 into the bank(s)
         clear_addr, clear_wr, clear_wr_addr = Signal(index_shape(C)), Signal(), Signal(index_shape(C))
         m.d.sync += clear_wr.eq(clearing)
         with m.If(clearing):
@@ -140,7 +152,14 @@ class _AccumulatingLayer(wiring.Component):
         s2_valid, s2_chunk, s2_scale = Signal(), Signal(index_shape(C)), Signal(T)
         m.d.sync += [s2_valid.eq(spike), s2_chunk.eq(count), s2_scale.eq(cur_scale)]
         weight = data.ArrayLayout(signed(p.weight_bits), L)(weight_rd.data)
-        potential = membrane(bank_rd.data)
+        if p.membrane_banks == 1:
+            acc_data = ro_data = banks[0][0].data
+        else:
+            acc_bank = Signal()                     # the bank the accumulate half owns
+            acc_data, ro_data = Signal(L * MB), Signal(L * MB)
+            m.d.comb += [acc_data.eq(Mux(acc_bank, banks[1][0].data, banks[0][0].data)),
+                         ro_data.eq(Mux(acc_bank, banks[0][0].data, banks[1][0].data))]
+        potential, ro_potential = membrane(acc_data), membrane(ro_data)
         acc_sum = Signal(L * MB)
         m.d.comb += acc_sum.eq(Cat((potential[k] + weight[k] * s2_scale)[:MB] for k in range(L)))
 
@@ -151,8 +170,15 @@ class _AccumulatingLayer(wiring.Component):
             done_with_event.eq(mask_empty | (mask_single & last_word)),
             handover.eq(cur_valid & cur_last & mask_empty & ~s2_valid & readout_may_start & ~clearing),
             readout_start.eq(handover),
-            self.events.ready.eq(~clearing & ~bank_busy & (~cur_valid | (done_with_event & ~cur_last))),
         ]
+        if p.membrane_banks == 1:
+            # The readout owns the only bank until it is done: no event meanwhile.
+            m.d.comb += self.events.ready.eq(~clearing & ~bank_busy & (~cur_valid | (done_with_event & ~cur_last)))
+        else:
+            # Ping-pong: the hand-over flips the banks and takes the next sample's first event at once.
+            m.d.comb += self.events.ready.eq(~clearing & (~cur_valid | (done_with_event & ~cur_last) | handover))
+            with m.If(handover):
+                m.d.sync += acc_bank.eq(~acc_bank)
         with m.If(self.events.valid & self.events.ready):
             m.d.comb += next_mask.eq(self.events.payload.mask)
             m.d.sync += [cur_valid.eq(1), cur_chunk.eq(self.events.payload.chunk),
@@ -167,16 +193,29 @@ class _AccumulatingLayer(wiring.Component):
         m.d.sync += [cur_mask.eq(next_mask), low.eq(_lowest_set_bit(next_mask)),
                      mask_empty.eq(next_mask == 0), mask_single.eq((next_mask & (next_mask - 1)) == 0)]
 
-        # The bank: the readout (or the clear after reset) writes through the same path.
-        ro_writes = Signal()
-        m.d.comb += [
-            ro_writes.eq(ro["wr_en"] | clear_wr),
-            bank_rd.addr.eq(Mux(bank_busy, ro["rd_addr"], count)),
-            bank_rd.en.eq(~bank_busy | ro["rd_en"]),
-            bank_wr.addr.eq(Mux(clear_wr, clear_wr_addr, Mux(ro["wr_en"], ro["wr_addr"], s2_chunk))),
-            bank_wr.data.eq(Mux(ro_writes, ro["wr_data"], acc_sum)),
-            bank_wr.en.eq(ro_writes | s2_valid),
-        ]
+        # The banks: the readout (or the clear after reset, into every bank) writes through the same path.
+        if p.membrane_banks == 1:
+            (bank_rd, bank_wr), = banks
+            ro_writes = Signal()
+            m.d.comb += [
+                ro_writes.eq(ro["wr_en"] | clear_wr),
+                bank_rd.addr.eq(Mux(bank_busy, ro["rd_addr"], count)),
+                bank_rd.en.eq(~bank_busy | ro["rd_en"]),
+                bank_wr.addr.eq(Mux(clear_wr, clear_wr_addr, Mux(ro["wr_en"], ro["wr_addr"], s2_chunk))),
+                bank_wr.data.eq(Mux(ro_writes, ro["wr_data"], acc_sum)),
+                bank_wr.en.eq(ro_writes | s2_valid),
+            ]
+        else:
+            for index, (bank_rd, bank_wr) in enumerate(banks):
+                mine = Signal(name=f"acc_owns{index}")
+                m.d.comb += [
+                    mine.eq(acc_bank == index),
+                    bank_rd.addr.eq(Mux(mine, count, ro["rd_addr"])),
+                    bank_rd.en.eq(mine | ro["rd_en"]),
+                    bank_wr.addr.eq(Mux(clear_wr, clear_wr_addr, Mux(mine, s2_chunk, ro["wr_addr"]))),
+                    bank_wr.data.eq(Mux(mine & ~clear_wr, acc_sum, ro["wr_data"])),
+                    bank_wr.en.eq(clear_wr | Mux(mine, s2_valid, ro["wr_en"])),
+                ]
 
         # -- readout -------------------------------------------------------------------------------
         bias_issue = Signal()
@@ -184,7 +223,7 @@ class _AccumulatingLayer(wiring.Component):
                      bias_rd.en.eq(clearing | bias_issue)]
         bias = data.ArrayLayout(signed(BB), L)(bias_rd.data)
         self._elaborate_readout(m, start=readout_start, may_start=readout_may_start, busy=bank_busy, ro=ro,
-                                potential=potential, bias=bias, bias_issue=bias_issue, clear_wr=clear_wr)
+                                potential=ro_potential, bias=bias, bias_issue=bias_issue, clear_wr=clear_wr)
         return m
 
     def _elaborate_readout(self, m, *, start, may_start, busy, ro, potential, bias, bias_issue, clear_wr):

@@ -24,7 +24,7 @@ ROM images (one integer per word, lane 0 in the least significant bits):
   ROM (no ROM, no per-lane shifter).
 
 Encoder lanes (:func:`encoder_lanes_for`): the fewest that keep the encoder's emit sweep
-(``T·ceil(in / lanes) + 2`` cycles) within the slowest other stage's estimate, at most
+(``T·ceil(in / lanes) + 2`` cycles) within half the slowest other stage's estimate, at most
 :data:`ENCODER_MAX_LANES`; the first layer's event group is that many bits wide.
 """
 
@@ -42,10 +42,12 @@ __all__ = ["LayerPlan", "AcceleratorPlan", "plan_network", "signed_bits", "ENCOD
 
 #: The input encoder reads at most this many codes per cycle.
 ENCODER_MAX_LANES = 16
+#: The encoder's emit sweep is kept within this fraction of the slowest other stage's estimate.
+ENCODER_MARGIN = 0.5
 
 
-def encoder_lanes_for(net, folding, spikes_in=None) -> int:
-    """The fewest encoder lanes whose emit sweep stays within the slowest other stage (estimated).
+def encoder_lanes_for(net, folding, spikes_in=None, membrane_banks: int = 2) -> int:
+    """The fewest encoder lanes whose emit sweep stays within half the slowest other stage (estimated).
 
     The estimate is the one automatic folding uses (:func:`~spikeforge.hdl.folding.layer_cycles`,
     ``spikes_in`` default ``in_features × T / 2`` per layer); the encoder's load (``in + 1`` cycles)
@@ -54,10 +56,12 @@ def encoder_lanes_for(net, folding, spikes_in=None) -> int:
     from .folding import estimate_spikes_in, layer_cycles
     T, n_in = net.timesteps, net.in_features
     spikes = estimate_spikes_in(net, spikes_in)
-    slowest = max([n_in + 1] + [layer_cycles(net, i, folding[layer.name], spikes)
+    slowest = max([n_in + 1] + [layer_cycles(net, i, folding[layer.name], spikes, membrane_banks)
                                 for i, layer in enumerate(net.layers)])
+    # Half the estimate: the estimate assumes T/2 ones per code, real inputs (digits: about 2.3 of 8)
+    # are sparser, and the encoder's sweep costs the same whatever the data.
     for lanes in range(1, min(n_in, ENCODER_MAX_LANES) + 1):
-        if T * math.ceil(n_in / lanes) + 2 <= slowest:
+        if T * math.ceil(n_in / lanes) + 2 <= ENCODER_MARGIN * slowest:
             return lanes
     return min(n_in, ENCODER_MAX_LANES)
 
@@ -96,6 +100,9 @@ class LayerPlan:
         See the module docstring.
     uniform_threshold
         θ when every neuron of the layer has the same one (firing layers), else None.
+    membrane_banks
+        2: ping-pong banks (accumulate sample n+1 while the readout sweeps sample n); 1: one bank,
+        the readout follows the accumulate phase.
     weight_words, bias_words, threshold_words
         ROM images (lists of ints).
     """
@@ -118,6 +125,7 @@ class LayerPlan:
     threshold_words: list
     bias_bits: int = 0
     uniform_threshold: int | None = None
+    membrane_banks: int = 2
 
     @property
     def padded_features(self) -> int:
@@ -140,8 +148,8 @@ class LayerPlan:
 
     @property
     def membrane_memory_bits(self) -> int:
-        """The membrane bank."""
-        return self.chunks * self.lanes * self.membrane_bits
+        """All membrane banks."""
+        return self.membrane_banks * self.chunks * self.lanes * self.membrane_bits
 
 
 @dataclass(frozen=True, eq=False)
@@ -156,6 +164,7 @@ class AcceleratorPlan:
     layers: list
     classes: int
     folding: Folding
+    membrane_banks: int = 2
 
     @property
     def output(self) -> LayerPlan:
@@ -171,10 +180,15 @@ class AcceleratorPlan:
         return max(1, (self.classes - 1).bit_length())
 
 
-def plan_network(net, folding: Folding) -> AcceleratorPlan:
-    """Derive every width, depth and ROM image of the accelerator for ``net`` folded by ``folding``."""
+def plan_network(net, folding: Folding, membrane_banks: int = 2) -> AcceleratorPlan:
+    """Derive every width, depth and ROM image of the accelerator for ``net`` folded by ``folding``.
+
+    ``membrane_banks`` (2: ping-pong, default; 1: compact) is recorded in every :class:`LayerPlan`.
+    """
+    from .folding import check_membrane_banks
+    banks = check_membrane_banks(membrane_banks)
     T = net.timesteps
-    encoder_lanes = encoder_lanes_for(net, folding)
+    encoder_lanes = encoder_lanes_for(net, folding, membrane_banks=banks)
     group, group_chunks = encoder_lanes, math.ceil(net.in_features / encoder_lanes)
     layers = []
     for layer in net.layers:
@@ -199,9 +213,11 @@ def plan_network(net, folding: Folding) -> AcceleratorPlan:
             threshold_bits=threshold_bits,
             weight_words=_pack(weight_rows, layer.weight_bits),
             bias_words=_pack(bias, bias_bits), bias_bits=bias_bits, uniform_threshold=uniform,
+            membrane_banks=banks,
             threshold_words=_pack(threshold, threshold_bits) if layer.fires else [],
         ))
         group, group_chunks = lanes, chunks
     return AcceleratorPlan(timesteps=T, in_features=net.in_features, input_lut=[int(v) for v in net.input_lut],
                            encoder_lanes=encoder_lanes, encoder_chunks=math.ceil(net.in_features / encoder_lanes),
-                           layers=layers, classes=net.num_classes, folding=folding)
+                           layers=layers, classes=net.num_classes, folding=folding,
+                           membrane_banks=banks)

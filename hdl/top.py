@@ -2,7 +2,8 @@
 
 Every stage works on a different sample at once: the encoder loads sample n+1 while it emits
 sample n; layer l fires sample n (its events flow through a FIFO straight into layer l+1's
-accumulate phase) while it accumulates sample n+1. Steady-state throughput is set by the slowest
+accumulate phase) while it accumulates sample n+1 into its other membrane bank (``membrane_banks=2``,
+the default; with ``membrane_banks=1`` a layer's accumulate and readout take turns on one bank). Steady-state throughput is set by the slowest
 stage (see :mod:`spikeforge.hdl.cycle_model`).
 
 Ports (DESIGN.md §3, fixed): ``pixels`` in, ``results`` out; in Verilog ``clk``, ``rst``,
@@ -17,7 +18,7 @@ from amaranth.lib.wiring import In, Out
 
 from .encoder import SpikeEncoder
 from .fifo import StreamFIFO
-from .folding import resolve_folding
+from .folding import check_membrane_banks, resolve_folding
 from .layer import DenseILIF, OutputLayer
 from .layouts import pixel_layout, result_layout
 from .plan import plan_network
@@ -40,6 +41,10 @@ class Accelerator(wiring.Component):
         (:func:`spikeforge.hdl.folding.auto_folding`).
     fifo_depth : int
         Entries of each inter-stage event FIFO.
+    membrane_banks : int
+        Membrane banks per layer: 2 (ping-pong, default: a layer accumulates sample n+1 while it
+        fires sample n) or 1 (compact: less memory and routing, the sweep follows the accumulate
+        phase). Automatic folding balances for it.
 
     Members
     -------
@@ -59,10 +64,11 @@ class Accelerator(wiring.Component):
         For a bad folding (unknown layer, lanes outside ``1..out_features``).
     """
 
-    def __init__(self, net, folding=None, *, fifo_depth: int = DEFAULT_FIFO_DEPTH):
+    def __init__(self, net, folding=None, *, fifo_depth: int = DEFAULT_FIFO_DEPTH, membrane_banks: int = 2):
         self.net = net
-        self.folding = resolve_folding(net, folding)
-        self.plan = plan_network(net, self.folding)
+        self.membrane_banks = check_membrane_banks(membrane_banks)
+        self.folding = resolve_folding(net, folding, membrane_banks=self.membrane_banks)
+        self.plan = plan_network(net, self.folding, membrane_banks=self.membrane_banks)
         self.fifo_depth = fifo_depth
         super().__init__({
             "pixels": In(stream.Signature(pixel_layout())),

@@ -22,6 +22,9 @@ def add_arguments(parser):
     parser.add_argument("--spikes-from", metavar="DATA",
                         help="measure spike counts on this dataset's test split (digits, fashion-mnist or an "
                              "IDX directory) for balancing and the prediction (default: estimate T/2 ones per code)")
+    parser.add_argument("--membrane-banks", type=int, choices=(1, 2), default=2,
+                        help="membrane banks per layer: 2 (ping-pong, default: accumulate sample n+1 while firing "
+                             "sample n) or 1 (compact: less memory, the fire sweep follows the accumulate phase)")
     parser.add_argument("--name", default="spikeforge_top", help="Verilog module name (default spikeforge_top)")
 
 
@@ -40,7 +43,8 @@ def run(args) -> int:
         result = golden.run(net, data.samples[:512])
         spikes_in = [float(s.mean()) for s in result.input_spikes()]
     design = generate(args.network, args.output, lanes=lanes, target_cycles=args.target_cycles,
-                      lanes_budget=args.lanes_budget, name=args.name, spikes_in=spikes_in)
+                      lanes_budget=args.lanes_budget, name=args.name, spikes_in=spikes_in,
+                      membrane_banks=args.membrane_banks)
     print(summary(design))
     print(f"wrote {args.output}/ ({design['verilog']}, rom/*.hex, design.json)")
     return 0

@@ -57,18 +57,30 @@ def test_budget_is_respected_and_balanced(net):
 
 
 def test_target_cycles(net):
+    # Two banks (default): max(accumulate, sweep): 40*2=80, 30*3=90, 20*5=100
     folding = auto_folding(net, target_cycles=100, spikes_in=[40, 30, 20])
+    assert folding.lanes == {"fc1": 8, "fc2": 3, "fc3": 1}
+    with pytest.raises(FoldingError, match=r"target 10 cycles per sample is not reachable: layer 'fc1' needs "
+                                           r"about 40 cycles"):
+        auto_folding(net, target_cycles=10, spikes_in=[40, 30, 20])
+
+
+def test_target_cycles_one_bank(net):
+    folding = auto_folding(net, target_cycles=100, spikes_in=[40, 30, 20], membrane_banks=1)
     # accumulate + sweep (T = 4): fc1 40*2+4*2=88, fc2 30*2+4*2=68 (3 lanes: 102), fc3 20*3+3=63 (1 lane: 105)
     assert folding.lanes == {"fc1": 8, "fc2": 5, "fc3": 2}
     with pytest.raises(FoldingError, match=r"target 10 cycles per sample is not reachable: layer 'fc1' needs "
                                            r"about 44 cycles"):
-        auto_folding(net, target_cycles=10, spikes_in=[40, 30, 20])
+        auto_folding(net, target_cycles=10, spikes_in=[40, 30, 20], membrane_banks=1)
+    with pytest.raises(ValueError, match="membrane_banks must be 1 or 2"):
+        auto_folding(net, target_cycles=100, membrane_banks=3)
 
 
-def test_partial_config_balances_the_rest(net):
-    folding = resolve_folding(net, {"fc1": 16}, spikes_in=[40, 30, 20])      # fc1: 40 + 4 cycles
-    assert folding["fc1"] == 16
-    assert folding["fc2"] == 9 and folding["fc3"] == 3                        # 30+4, 20*2+2 <= 44
+@pytest.mark.parametrize("banks", [2, 1])
+def test_partial_config_balances_the_rest(net, banks):
+    folding = resolve_folding(net, {"fc1": 16}, spikes_in=[40, 30, 20], membrane_banks=banks)
+    assert folding["fc1"] == 16              # fc1: 40 cycles (two banks), 40 + 4 (one bank)
+    assert folding["fc2"] == 9 and folding["fc3"] == 3      # 30, 20*2 <= 40; 30+4, 20*2+2 <= 44
 
 
 def test_default_is_a_budget(net):

@@ -1,5 +1,6 @@
 # amaranth: UnusedElaboratable=no
-"""DenseILIF and OutputLayer on their own: bit-exact codes/scores, ping-pong hand-over, stream rules."""
+"""DenseILIF and OutputLayer on their own: bit-exact codes/scores, ping-pong hand-over (two banks), the
+one-bank layer's turn-taking, stream rules."""
 
 import random
 
@@ -24,8 +25,8 @@ def _input_beats(codes, group, timesteps):
     return beats
 
 
-def _run_hidden(net, lanes, codes, *, gap=0.0, stall=0.0, seed=0):
-    plan = plan_network(net, Folding.for_network(net, {"fc1": lanes, "fc2": 1}))
+def _run_hidden(net, lanes, codes, *, gap=0.0, stall=0.0, seed=0, banks=2):
+    plan = plan_network(net, Folding.for_network(net, {"fc1": lanes, "fc2": 1}), membrane_banks=banks)
     layer = plan.layers[0]
     dut = DenseILIF(layer)
     beats = _input_beats(codes, layer.in_group, net.timesteps)
@@ -54,16 +55,17 @@ def _run_hidden(net, lanes, codes, *, gap=0.0, stall=0.0, seed=0):
     return got, samples, out["spikes"], accepted, beats
 
 
+@pytest.mark.parametrize("banks", [2, 1])
 @pytest.mark.parametrize("lanes", [1, 3, 7])
 @pytest.mark.parametrize("timesteps,weight_bits", [(1, 2), (4, 8), (6, 12)])
-def test_hidden_layer_codes_are_exact(lanes, timesteps, weight_bits):
+def test_hidden_layer_codes_are_exact(lanes, timesteps, weight_bits, banks):
     net = random_network(timesteps * 10 + weight_bits, sizes=(9, 7, 3), timesteps=timesteps,
                          weight_bits=weight_bits, threshold_range=(1, 40 << weight_bits))
     rng = np.random.default_rng(lanes)
     codes = rng.integers(0, 1 << timesteps, size=(5, 9))
     codes[0] = 0
     codes[1] = (1 << timesteps) - 1
-    got, samples, _, _, _ = _run_hidden(net, lanes, codes)
+    got, samples, _, _, _ = _run_hidden(net, lanes, codes, banks=banks)
     expected = golden.run_codes(net, codes).codes[1]
     np.testing.assert_array_equal(got, expected)
     # The beats themselves are the canonical sequence (step order, one beat per chunk with spikes).
@@ -71,18 +73,34 @@ def test_hidden_layer_codes_are_exact(lanes, timesteps, weight_bits):
         assert beats == event_sequence(row, lanes, timesteps)
 
 
-def test_hidden_layer_stream_rules_under_stalls():
+@pytest.mark.parametrize("banks", [2, 1])
+def test_hidden_layer_stream_rules_under_stalls(banks):
     net = random_network(11, sizes=(12, 10, 2), timesteps=5, weight_bits=6, threshold_range=(1, 300))
     codes = np.random.default_rng(0).integers(0, 32, size=(6, 12))
-    got, _, _, _, _ = _run_hidden(net, 4, codes, gap=0.4, stall=0.6, seed=3)
+    got, _, _, _, _ = _run_hidden(net, 4, codes, gap=0.4, stall=0.6, seed=3, banks=banks)
     np.testing.assert_array_equal(got, golden.run_codes(net, codes).codes[1])
+
+
+def test_ping_pong_accumulates_next_sample_while_firing():
+    """Two membrane banks: sample n+1's input events go in while sample n's spikes are still coming out."""
+    net = random_network(2, sizes=(4, 8, 2), timesteps=8, weight_bits=8, threshold_range=(1, 30), bias_range=(0, 0))
+    codes = np.full((3, 4), 255)
+    got, _, spikes, accepted, beats = _run_hidden(net, 1, codes, banks=2)   # fire: 8 steps x 8 chunks
+    np.testing.assert_array_equal(got, golden.run_codes(net, codes).codes[1])
+    sample_ends = [i for i, b in enumerate(beats) if b["last"]]
+    first_out_of_sample0 = spikes[0][0]
+    last_out_of_sample0 = next(cycle for cycle, beat in spikes if beat[3])
+    in_sample1 = accepted[sample_ends[0] + 1: sample_ends[1] + 1]
+    assert any(first_out_of_sample0 <= c <= last_out_of_sample0 for c in in_sample1)
+    # ...and the hand-over takes the next sample's first event in the cycle it flips the banks.
+    assert in_sample1[0] < first_out_of_sample0
 
 
 def test_one_bank_takes_the_next_sample_after_the_fire_sweep():
     """One membrane bank: sample n+1's input events go in only after sample n's fire sweep."""
     net = random_network(2, sizes=(4, 8, 2), timesteps=8, weight_bits=8, threshold_range=(1, 30), bias_range=(0, 0))
     codes = np.full((3, 4), 255)
-    got, _, spikes, accepted, beats = _run_hidden(net, 1, codes)        # fire: 8 steps x 8 chunks
+    got, _, spikes, accepted, beats = _run_hidden(net, 1, codes, banks=1)   # fire: 8 steps x 8 chunks
     np.testing.assert_array_equal(got, golden.run_codes(net, codes).codes[1])
     sample_ends = [i for i, b in enumerate(beats) if b["last"]]
     first_out_of_sample0 = spikes[0][0]
@@ -101,8 +119,8 @@ def _output_net(weight, bias, timesteps=4, weight_bits=8):
                    layers=[hidden, out], classes=[str(i) for i in range(n_out)])
 
 
-def _run_output(net, lanes, codes, *, stall=0.0):
-    plan = plan_network(net, Folding.for_network(net, {"fc1": 1, "fc2": lanes}))
+def _run_output(net, lanes, codes, *, stall=0.0, banks=2):
+    plan = plan_network(net, Folding.for_network(net, {"fc1": 1, "fc2": lanes}), membrane_banks=banks)
     layer = plan.layers[1]
     dut = OutputLayer(layer)
     beats = _input_beats(codes, layer.in_group, net.timesteps)
@@ -124,15 +142,16 @@ def _run_output(net, lanes, codes, *, stall=0.0):
     return [r[1] for r in out["results"]]
 
 
+@pytest.mark.parametrize("banks", [2, 1])
 @pytest.mark.parametrize("lanes", [1, 3, 5])
-def test_output_scores_argmax_ties_and_negative(lanes):
+def test_output_scores_argmax_ties_and_negative(lanes, banks):
     weight = np.array([[3, -2, 0], [3, -2, 0], [-8, 7, 1], [0, 0, 0], [-128, -128, -128]])
     bias = np.array([0, 0, -5, 0, 100])
     net = _output_net(weight, bias)
     plan = plan_network(net, Folding.for_network(net, {"fc1": 1, "fc2": 5}))
     codes = np.array([[0, 0, 0], [15, 0, 0], [0, 15, 3], [15, 15, 15], [1, 2, 3]])
     # For input codes straight into the output layer, fc1 is skipped: scores = W·q + b.
-    results = _run_output(net, lanes, codes, stall=0.3)
+    results = _run_output(net, lanes, codes, stall=0.3, banks=banks)
     for (label, scores), row in zip(results, codes):
         expected = weight @ row + bias
         assert scores == list(expected)
