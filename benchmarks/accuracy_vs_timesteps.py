@@ -105,9 +105,8 @@ def _baseline_curves(ctx, net, test, max_timesteps: int) -> dict:
         mean_spikes = run.spike_counts.mean(axis=2)                   # (T, layers)
         additions = mean_spikes @ out_features
         curves[key] = {"seconds": time.perf_counter() - start,
-                       "points": [{"timesteps": t + 1, "accuracy": float(accuracy[t]),
-                                   "additions_per_sample": float(additions[t]),
-                                   "spikes_per_sample": mean_spikes[t].tolist()}
+                       "points": [{"timesteps": t + 1, "accuracy": round(float(accuracy[t]), 6),
+                                   "additions_per_sample": round(float(additions[t]), 2)}
                                   for t in range(max_timesteps)]}
     return curves
 
@@ -178,7 +177,8 @@ def _parity_rows(net: dict, tolerance: str) -> list:
         rows.append([label, point["timesteps"], f"{100 * point['accuracy']:.2f} %",
                      fmt(point["additions_per_sample"], 0), dense,
                      "1" if method == "ilif" else (f"{t_ratio:.1f}×" if t_ratio else "—"),
-                     "1" if method == "ilif" or "current" in method else (f"{add_ratio:.1f}×" if add_ratio else "—")])
+                     "1" if method == "ilif" else ("—" if "current" in method else
+                                                   (f"{add_ratio:.1f}×" if add_ratio else "—"))])
     return rows
 
 

@@ -326,15 +326,17 @@ def headline(result: dict) -> dict | None:
 
 
 def summary_lines(result: dict) -> list:
+    from spikeforge.reporting import fmt
+
     lines = []
     for entry in result["cases"]:
         d = entry.get("derived", {})
         v = entry.get("verify") or {}
         b = entry.get("board_build") or {}
         lines.append(f"hardware {entry['network']} T={entry['timesteps']} on {entry['board']}: "
-                     f"{v.get('steady_cycles_per_sample', 'n/a')} cycles/sample (Verilator), "
-                     f"Fmax {b.get('fmax_mhz', 'n/a')} MHz, {d.get('us_per_sample_at_fmax', 'n/a')} µs/sample, "
-                     f"{b.get('luts', 'n/a')} LUTs")
+                     f"{fmt(v.get('steady_cycles_per_sample'), 0)} cycles/sample (Verilator), "
+                     f"Fmax {fmt(b.get('fmax_mhz'), 1)} MHz, {fmt(d.get('us_per_sample_at_fmax'), 1)} µs/sample, "
+                     f"{fmt(b.get('luts'))} LUT4" + (" (does not fit)" if "error" in b else ""))
     return lines
 
 

@@ -100,9 +100,9 @@ def render_report(results: dict, ctx: Context) -> str:
     info = results["machine"]
     mode = "quick smoke test (small subsets — not the reported numbers)" if results["quick"] else "full run"
     lines = ["# spikeforge benchmark results", "",
-             f"*{mode}; generated {results['date']} by `{results['command']}` "
-             f"at commit {results.get('commit') or 'unknown'}. Numbers below are measured by that command on "
-             "the machine below, unless a cell says otherwise; nothing here is an estimate presented as a "
+             f"*{mode}; rendered {results['date']} by `{results['command']}` "
+             f"at commit {results.get('commit') or 'unknown'}. Each section's numbers were measured by the command "
+             "listed for it below, on the machine below; nothing here is an estimate presented as a "
              "measurement.*", "",
              "Machine: " + f"{info['cpu']}, {info['cores']} cores, {info['memory']} RAM, Python {info['python']}, "
              f"numpy {info['numpy']}, torch {info['torch']} ({info['torch_threads']} threads). Shared with other "
@@ -114,8 +114,10 @@ def render_report(results: dict, ctx: Context) -> str:
         section = results["sections"].get(name)
         state = "not run" if section is None else ("FAILED" if section.get("error") else
                                                     f"{section['seconds']:.0f} s, {section['date']}")
-        rows.append([f"`{name}`", description, state])
-    lines += [markdown_table(["section", "what", "measured"], rows), ""]
+        command = f"`{section['command']}`" if section and section.get("command") else "—"
+        rows.append([f"`{name}`", description, state, command])
+    lines += [markdown_table(["section", "what", "measured", "by"], rows, align="llll"), ""]
+    lines += _targets(results)
     for name in SECTIONS:
         section = results["sections"].get(name)
         if section is None:
@@ -128,6 +130,54 @@ def render_report(results: dict, ctx: Context) -> str:
         except Exception:  # a renderer bug must not hide the other sections
             lines += [f"## {name}: rendering failed", "", "```", traceback.format_exc().rstrip(), "```", ""]
     return "\n".join(lines)
+
+
+def _result(results: dict, name: str):
+    section = results["sections"].get(name) or {}
+    return None if section.get("error") else section.get("result")
+
+
+def _targets(results: dict) -> list:
+    """The numbers the benchmark issue asks for, each with its verdict (or "not measured")."""
+    from spikeforge.reporting import markdown_table
+
+    rows = []
+    accuracy, hardware, speed = (_result(results, n) for n in ("accuracy", "hardware", "golden_speed"))
+    fmnist = (accuracy or {}).get("networks", {}).get("fmnist")
+    hw4 = next((c for c in (hardware or {}).get("cases", []) if c["network"] == "fmnist" and c["timesteps"] == 4), None)
+    if fmnist:
+        point = next(p for p in fmnist["curves"]["ilif"]["points"] if p["timesteps"] == 4)
+        gap = 100 * (fmnist["float_accuracy"] - point["accuracy"])
+        rtl = (hw4 or {}).get("verify") or {}
+        agree = "RTL not simulated" if "ok" not in rtl else (
+            f"RTL = golden on {rtl['samples']:,} samples" if rtl["ok"] else "RTL DISAGREES")
+        rows.append(["Fashion-MNIST 784-128-10, T = 4, 8-bit weights: within 0.5 points of float",
+                     f"{100 * point['accuracy']:.2f} % vs. {100 * fmnist['float_accuracy']:.2f} % ({gap:.2f} points); "
+                     f"{agree}", "met" if gap <= 0.5 and rtl.get("ok") else "not met"])
+    if accuracy:
+        from .accuracy_vs_timesteps import headline
+        for key, item in headline(accuracy).items():
+            ratio = item["ratios"]["rate-spikes"]
+            rows.append([f"{key}: ≥ 4× fewer spike-driven additions than classic rate coding (spike input) "
+                         f"within 1 point", "not reached" if ratio is None else f"{ratio:.1f}×",
+                         "—" if ratio is None else ("met" if ratio >= 4 else "not met")])
+    if hardware:
+        from .hardware import SPIKER_PLUS_LOGIC, SPIKER_PLUS_US, headline as hw_headline
+        goal = hw_headline(hardware)
+        if goal and goal["us"] is not None:
+            rows.append(["ECP5-85F, 784-128-10: ≤ 78 µs per sample at the achieved Fmax",
+                         f"{goal['us']:.1f} µs (T = {goal['timesteps']})",
+                         "met" if goal["us"] <= SPIKER_PLUS_US / 10 else "not met"])
+        if goal and goal["luts"] is not None:
+            rows.append(["ECP5-85F, 784-128-10: fewer than 7,612 LUTs", f"{goal['luts']:,} LUT4",
+                         "met" if goal["luts"] < SPIKER_PLUS_LOGIC else
+                         f"not met ({goal['luts'] - SPIKER_PLUS_LOGIC:,} over)"])
+    if speed and speed.get("digits_samples_per_s"):
+        rows.append(["golden closed form on digits ≥ 50,000 samples/s", f"{speed['digits_samples_per_s']:,.0f}",
+                     "met" if speed["meets_target"] else "not met"])
+    if not rows:
+        return []
+    return ["## Targets", "", markdown_table(["target (benchmark issue)", "measured", "verdict"], rows, align="lll"), ""]
 
 
 def run(args) -> int:
@@ -155,7 +205,8 @@ def run(args) -> int:
     for name in sections:
         log(f"section {name}: {SECTIONS[name][1]}")
         start = time.perf_counter()
-        entry = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
+        entry = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+                 "command": results["command"]}
         try:
             entry["result"] = _module(name).measure(ctx)
         except Exception:
@@ -165,7 +216,7 @@ def run(args) -> int:
         entry["seconds"] = time.perf_counter() - start
         results["sections"][name] = entry
         from spikeforge.reporting import write_json
-        write_json(results_path, results)            # keep what is done if a later section dies
+        write_json(results_path, results, compact=True)      # keep what is done if a later section dies
     markdown = ctx.out_dir / "RESULTS.md"
     markdown.write_text(render_report(results, ctx))
     log(f"wrote {markdown} and {results_path} ({time.perf_counter() - start_all:.0f} s)")

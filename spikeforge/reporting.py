@@ -89,10 +89,16 @@ def _json_default(value):
     raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
 
 
-def write_json(path, data) -> Path:
+def write_json(path, data, compact: bool = False) -> Path:
+    """JSON for people (indented) or ``compact`` (one line per top-level key, for big result files)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=1, default=_json_default) + "\n")
+    if compact:
+        text = "{\n" + ",\n".join(f"{json.dumps(key)}: {json.dumps(value, default=_json_default, separators=(',', ':'))}"
+                                  for key, value in data.items()) + "\n}"
+    else:
+        text = json.dumps(data, indent=1, default=_json_default)
+    path.write_text(text + "\n")
     return path
 
 
