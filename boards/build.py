@@ -61,6 +61,8 @@ class BuildOptions:
     patchable: bool = True
     seed: int = 1
     timeout_s: float = 0.05
+    #: Membrane banks per layer: None tries 2 (ping-pong) and falls back to 1 when 2 do not fit.
+    membrane_banks: int | None = None
 
 
 def _script(name: str) -> str:
@@ -112,7 +114,8 @@ def _memories(plan):
         L, C, MB = layer.lanes, layer.chunks, layer.membrane_bits
         memories += [(f"{layer.name}.weights", L * layer.weight_bits, len(layer.weight_words), "rom"),
                      (f"{layer.name}.biases", L * layer.bias_bits, C, "rom"),
-                     (f"{layer.name}.membrane", L * MB, C, "ram")]
+                     *((f"{layer.name}.membrane{'' if layer.membrane_banks == 1 else b}", L * MB, C, "ram")
+                       for b in range(layer.membrane_banks))]
         if layer.threshold_rom:
             memories.append((f"{layer.name}.thresholds", L * layer.threshold_bits, C, "rom"))
     return memories
@@ -310,6 +313,11 @@ def _relative(path: Path) -> Path:
 def build(net, board: str, out_dir, *, options: BuildOptions | None = None, log=print) -> dict:
     """Build a bitstream (or, for vendor boards, a build-plan archive) for ``net`` on ``board``.
 
+    Layers get two (ping-pong) membrane banks unless the design does not fit the device that way
+    (block RAM, logic: a :class:`FitError` at any check); then it is built again with one bank.
+    ``report.json`` records ``membrane_banks`` and, after a fall-back, why. ``options.membrane_banks``
+    forces one choice.
+
     Returns the report dict (also written to ``<out_dir>/report.json``).
 
     Raises
@@ -321,10 +329,23 @@ def build(net, board: str, out_dir, *, options: BuildOptions | None = None, log=
     ToolError
         A tool failed.
     """
+    options = options or BuildOptions()
+    if options.membrane_banks is not None:
+        return _build(net, board, out_dir, options, log, options.membrane_banks, None)
+    try:
+        return _build(net, board, out_dir, options, log, 2, None)
+    except FitError as error:
+        if board_info(board).free is False:
+            raise
+        log(f"[build] two membrane banks per layer do not fit: {error}")
+        log("[build] falling back to one membrane bank per layer")
+        return _build(net, board, out_dir, options, log, 1, str(error))
+
+
+def _build(net, board, out_dir, options, log, membrane_banks: int, fallback) -> dict:
     from ..hdl import Accelerator
     from ..hdl.generate import design_report
 
-    options = options or BuildOptions()
     started = time.monotonic()
     info = board_info(board)
     platform = info.platform_class()
@@ -336,8 +357,8 @@ def build(net, board: str, out_dir, *, options: BuildOptions | None = None, log=
     lanes = options.lanes
     if not lanes and options.lanes_budget is None and info.family == "ice40":
         lanes = {layer.name: 1 for layer in net.layers}     # small devices: the least logic
-    folding = resolve_folding(net, lanes, lanes_budget=options.lanes_budget)
-    accelerator = Accelerator(net, folding)
+    folding = resolve_folding(net, lanes, lanes_budget=options.lanes_budget, membrane_banks=membrane_banks)
+    accelerator = Accelerator(net, folding, membrane_banks=membrane_banks)
     real_plan = accelerator.plan
     design = design_report(accelerator)
     config = link_config_for(accelerator, in_features=net.in_features, timesteps=net.timesteps,
@@ -346,7 +367,8 @@ def build(net, board: str, out_dir, *, options: BuildOptions | None = None, log=
         "format": REPORT_FORMAT, "version": 1, "board": info.name, "family": info.family,
         "device": getattr(platform, "device", None), "package": getattr(platform, "package", None),
         "toolchain": info.toolchain, "clock_mhz": info.clock_hz / 1e6, "baud": baud, "scores": options.scores,
-        "folding": dict(real_plan.folding.lanes), "link": dataclasses.asdict(config),
+        "folding": dict(real_plan.folding.lanes), "membrane_banks": membrane_banks,
+        "membrane_banks_fallback": fallback, "link": dataclasses.asdict(config),
         "network": design["network"], "in_features": net.in_features, "classes": net.num_classes,
         "timesteps": net.timesteps, "score_bits": real_plan.score_bits,
         "prediction": {"cycles_per_sample": design["prediction"]["cycles_per_sample"],
@@ -387,7 +409,8 @@ def build(net, board: str, out_dir, *, options: BuildOptions | None = None, log=
     if build_dir.exists():
         shutil.rmtree(build_dir)
     rel = _relative(build_dir)
-    log(f"[build] {info.name}: elaborating ({estimate['lanes']} lanes, folding {report['folding']})")
+    log(f"[build] {info.name}: elaborating ({estimate['lanes']} lanes, folding {report['folding']}, "
+        f"{membrane_banks} membrane bank{'s' if membrane_banks > 1 else ''} per layer)")
     overrides = {"script_after_synth": "tee -q -o stat.json stat -json"}
     if info.family == "ice40":
         overrides["synth_opts"] = "-dsp"
@@ -475,7 +498,8 @@ def format_report(report: dict) -> str:
     if report.get("status") == "build-plan":
         return report["message"]
     lines = [f"{report['board']} ({report['device']}, {report['toolchain']} via YoWASP), "
-             f"folding {report['folding']}"]
+             f"folding {report['folding']}, {report.get('membrane_banks', 1)} membrane bank(s) per layer"
+             + (" (fell back from 2: they did not fit)" if report.get("membrane_banks_fallback") else "")]
     rows = [("resource", "used", "available", "%")]
     for kind, use in report["place_and_route"]["utilisation"].items():
         if use["used"] or kind in ("ICESTORM_LC", "ICESTORM_RAM", "TRELLIS_COMB", "TRELLIS_FF", "DP16KD"):

@@ -155,7 +155,7 @@ class BoardTop(Elaboratable):
     def elaborate(self, platform):
         m = Module()
         m.submodules.serial = serial = self.serial
-        uart = platform.request("uart", 0, dir={"rx": "-", "tx": "-"})
+        uart = platform.request("uart", 0, dir="-")     # every subsignal raw: the buffers are ours
         m.submodules.uart_rx_buffer = rx_buffer = io.Buffer("i", uart.rx)
         m.submodules.uart_tx_buffer = tx_buffer = io.Buffer("o", uart.tx)
         m.d.comb += [serial.rx.eq(rx_buffer.i), tx_buffer.o.eq(serial.tx)]
