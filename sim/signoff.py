@@ -256,7 +256,7 @@ def predict_cycles(net: Network, design: Design, samples) -> dict | None:
     lanes = _design_lanes(design)
     if lanes is None:
         return None
-    kwargs = {"fifo_depth": int(design.info["fifo_depth"])} if "fifo_depth" in design.info else {}
+    kwargs = {key: int(design.info[key]) for key in ("fifo_depth", "membrane_banks") if key in design.info}
     prediction = cycle_model.predict(net, lanes, samples, **kwargs)
     results = np.asarray(prediction.result_cycles, dtype=np.float64)
     intervals = np.diff(results)
