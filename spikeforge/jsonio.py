@@ -7,7 +7,7 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["write_json", "write_text"]
+__all__ = ["write_json", "write_text", "plain"]
 
 
 def write_text(path, text: str) -> Path:
@@ -25,10 +25,11 @@ def write_text(path, text: str) -> Path:
 
 
 def write_json(path, data) -> Path:
-    return write_text(path, json.dumps(data, indent=2, default=_plain) + "\n")
+    return write_text(path, json.dumps(data, indent=2, default=plain) + "\n")
 
 
-def _plain(value):
+def plain(value):
+    """JSON ``default`` hook: numpy scalars and arrays, paths."""
     import numpy as np
     if isinstance(value, np.integer):
         return int(value)

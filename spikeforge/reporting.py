@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from . import jsonio
+
 __all__ = ["markdown_table", "new_figure", "save_figure", "fmt", "network_report", "write_network_report",
            "render_network_report", "REPORT_TIMESTEPS"]
 
@@ -77,29 +79,14 @@ def save_figure(figure, path, dpi: int = 90) -> Path:
     return path
 
 
-def _json_default(value):
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating):
-        return float(value)
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
-
-
 def write_json(path, data, compact: bool = False) -> Path:
-    """JSON for people (indented) or ``compact`` (one line per top-level key, for big result files)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if compact:
-        text = "{\n" + ",\n".join(f"{json.dumps(key)}: {json.dumps(value, default=_json_default, separators=(',', ':'))}"
-                                  for key, value in data.items()) + "\n}"
-    else:
-        text = json.dumps(data, indent=1, default=_json_default)
-    path.write_text(text + "\n")
-    return path
+    """JSON for people (indented) or ``compact`` (one line per top-level key, for big result files);
+    written atomically through :mod:`spikeforge.jsonio`."""
+    if not compact:
+        return jsonio.write_json(path, data)
+    text = "{\n" + ",\n".join(f"{json.dumps(key)}: {json.dumps(value, default=jsonio.plain, separators=(',', ':'))}"
+                              for key, value in data.items()) + "\n}\n"
+    return jsonio.write_text(path, text)
 
 
 # --- the per-network report -------------------------------------------------------------------------
