@@ -30,7 +30,6 @@ from pathlib import Path
 
 import numpy as np
 
-from .link import LinkConfig
 from .platforms import BoardError, board_info
 from .top import BoardTop, SerialAccelerator, count_leds, link_config_for
 

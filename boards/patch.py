@@ -16,7 +16,6 @@ Anything else is refused with the reason.
 import json
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 from .build import PATCHABLE_MIN_DEPTH, ToolError, _run, _script, hex_image

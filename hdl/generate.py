@@ -15,9 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +22,7 @@ from amaranth.back import verilog
 from amaranth.hdl import Shape
 
 from ..converter.network import Network, load
+from ..converter.staging import staged_directory
 from .cycle_model import predict
 from .folding import estimate_spikes_in, resolve_folding
 from .layouts import pixel_layout, result_layout, spike_event_layout
@@ -210,23 +208,10 @@ def generate(net, out_dir, *, lanes=None, target_cycles=None, lanes_budget=None,
         if not out_dir.is_dir() or any(out_dir.iterdir()):
             raise FileExistsError(f"{out_dir} exists and is not a spikeforge design directory; refusing to "
                                   f"overwrite it")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    os.chmod(staging, 0o755)   # mkdtemp makes it private; a design directory is an ordinary one
-    try:
+    with staged_directory(out_dir) as staging:
         (staging / "rom").mkdir()
         for file_name, image in _rom_images(accelerator.plan).items():
             (staging / "rom" / file_name).write_text(image)
         (staging / f"{name}.v").write_text(text)
         (staging / "design.json").write_text(json.dumps(design, indent=2) + "\n")
-        if out_dir.exists():
-            retired = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old.", dir=out_dir.parent))
-            os.replace(out_dir, retired / "design")
-            os.replace(staging, out_dir)
-            shutil.rmtree(retired)
-        else:
-            os.replace(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return design

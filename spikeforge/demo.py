@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
-from pathlib import Path
 
-import numpy as np
 
 from .converter.network import Network
 

@@ -13,7 +13,6 @@ or a board report lies beside the network) — and :func:`write_network_report` 
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 

@@ -2,13 +2,12 @@
 """Bitstreams through amaranth-boards + YoWASP (marked ``synth``), board lookup, patch-weights."""
 
 import json
-import subprocess
 
 import numpy as np
 import pytest
 
-from spikeforge.boards.build import BuildOptions, FitError, build, check_estimate, estimate_resources
-from spikeforge.boards.patch import PatchError, check_patchable, patch_weights
+from spikeforge.boards.build import FitError, build, check_estimate, estimate_resources
+from spikeforge.boards.patch import PatchError, check_patchable
 from spikeforge.boards.platforms import BoardError, board_info, find_platform
 from spikeforge.cli import main
 from spikeforge.converter.network import DenseLayer, Network

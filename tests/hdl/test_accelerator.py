@@ -1,6 +1,5 @@
 """The whole Accelerator in Amaranth's simulator, bit-exact against the golden model."""
 
-import random
 
 import numpy as np
 import pytest
