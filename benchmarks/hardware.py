@@ -35,7 +35,8 @@ __all__ = ["measure", "render", "CASES", "SPIKER_PLUS_US", "summary_lines"]
 #: fits the device is reported (a larger one that did not fit is listed with the reason).
 CASES = (
     {"network": "digits", "board": "icebreaker", "foldings": ({"lanes_budget": 48}, {"lanes_budget": 24},
-                                                             {"lanes_budget": 12}), "verify_samples": None},
+                                                             {"lanes_budget": 12}, {"lanes_budget": 6},
+                                                             {"lanes_budget": 3}), "verify_samples": None},
     {"network": "fmnist", "board": "ulx3s-85f", "foldings": ({"lanes_budget": 36},), "verify_samples": 1000},
 )
 #: Spiker+'s MNIST latency (arXiv 2401.01141); the goal is 10× faster on Fashion-MNIST 784-128-10.
@@ -75,10 +76,23 @@ def _folding(net, spikes_in, how: dict) -> dict:
     return dict(auto_folding(net, spikes_in=spikes_in, **how).lanes)
 
 
+def _generator_fingerprint() -> str:
+    """A hash of the generator's and the board flow's sources: a cached build is stale once they change."""
+    import spikeforge.boards
+    import spikeforge.hdl
+
+    digest = hashlib.sha256()
+    for package in (spikeforge.hdl, spikeforge.boards):
+        for path in sorted(Path(package.__file__).parent.glob("*.py")):
+            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def _board_cache_key(net, board: str, lanes: dict) -> str:
     from spikeforge.hdl.generate import network_fingerprint
 
-    text = json.dumps({"net": network_fingerprint(net), "board": board, "lanes": lanes}, sort_keys=True)
+    text = json.dumps({"net": network_fingerprint(net), "board": board, "lanes": lanes,
+                       "generator": _generator_fingerprint()}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -348,7 +362,7 @@ def render(result: dict, ctx, commands: str = "") -> str:
              "split (Fashion-MNIST: the first 1,000 test samples, to keep the run short) with every result checked "
              "against the golden model, then synthesised and placed and routed with YoWASP yosys/nextpnr inside the "
              "board top (UART link included). Lanes are balanced automatically on measured spike counts within a "
-             "budget (iCEBreaker: 48 lanes in total, halved until the bitstream fits the iCE40UP5K; ULX3S: 36). "
+             "budget (iCEBreaker: 48 lanes in total, halved until the bitstream fits the iCE40UP5K, down to 3; ULX3S: 36). "
              "Times at the achieved Fmax assume the accelerator is clocked at its Fmax (a PLL); the boards' own "
              "oscillators are 12 MHz (iCEBreaker) and 25 MHz (ULX3S), and µs at that clock are given too. "
              "Adder bound = spike-driven additions per sample / lanes: no folding of these lanes can beat it.", ""]
