@@ -25,7 +25,7 @@ import numpy as np
 from ..converter.network import Network
 
 __all__ = ["GoldenResult", "TimestepResult", "RateCodedResult", "encode", "run", "run_codes",
-           "run_timesteps", "run_rate_coded", "argmax_lowest", "spike_driven_additions"]
+           "run_timesteps", "run_rate_coded", "rate_coded_steps", "argmax_lowest", "spike_driven_additions"]
 
 # float64 represents every integer below 2**53 exactly; below this bound a BLAS matmul is exact.
 _EXACT_FLOAT_BOUND = 1 << 52
@@ -212,25 +212,13 @@ def run_timesteps(net: Network, samples) -> TimestepResult:
     raise AssertionError("unreachable: the last layer never fires")
 
 
-def run_rate_coded(net: Network, samples, timesteps: int, input_mode: str = "spikes", seed: int = 0,
-                   initial_potential: float = 0.0, dtype=np.float64) -> RateCodedResult:
-    """The classic rate-coded IF conversion of the same network (the baseline, not the hardware).
+def rate_coded_steps(net: Network, samples, timesteps: int, input_mode: str = "spikes", seed: int = 0,
+                     initial_potential: float = 0.0, dtype=np.float64):
+    """The rate-coded baseline one timestep at a time: yields ``(out_potential, spike_counts)``
+    after each step (live arrays: copy what you keep). See :func:`run_rate_coded` for the model.
 
-    Activations are rates in [0, 1]: hidden layer ``l`` sees the weights ``W/θ`` and a per-step bias
-    ``b / (θ·(2^T_net - 1))``, i.e. exactly the integer network's scaling in rate units. Each timestep
-    every layer integrates its input and fires at most one spike when ``V >= 1`` (soft reset:
-    ``V ← V - 1``) — accumulation and firing in the same timestep, no temporal separation. The output
-    layer only accumulates; its label is the argmax of the accumulated potential.
-
-    Parameters
-    ----------
-    timesteps : int
-        Simulation length, >= 1 (classically hundreds).
-    input_mode : ``"spikes"`` or ``"current"``
-        ``"spikes"``: each input fires with probability ``rate`` per step (Bernoulli, seeded);
-        ``"current"``: the input rate is injected as a constant current into the first layer.
-    initial_potential : float
-        ``V`` at t = 0 in threshold units (0 classically; 0.5 centres the rounding).
+    Input spikes are drawn step by step from one seeded generator, so the first ``t`` steps of a
+    longer run are exactly a ``t``-step run: one pass gives the whole accuracy-vs.-T curve.
     """
     if input_mode not in ("spikes", "current"):
         raise ValueError(f"input_mode {input_mode!r} is not supported; supported: 'spikes', 'current'")
@@ -252,20 +240,51 @@ def run_rate_coded(net: Network, samples, timesteps: int, input_mode: str = "spi
     potentials = [np.full((n, layer.out_features), initial_potential, dtype=dtype) for layer in net.hidden_layers]
     out_potential = np.zeros((n, net.num_classes), dtype=dtype)
     spike_counts = [np.zeros(n, dtype=np.int64) for _ in net.layers]
+    # A constant input current gives the same first-layer input every step: compute it once.
+    constant = rates @ weights[0] + biases[0] if input_mode == "current" else None
     for _ in range(timesteps):
         if input_mode == "spikes":
             activity = (rng.random(rates.shape, dtype=np.float64) < rates).astype(dtype)
             spike_counts[0] += activity.sum(axis=1).astype(np.int64)
         else:
             activity = rates
-        for index, layer in enumerate(net.hidden_layers):
+        for index in range(len(net.hidden_layers)):
             potential = potentials[index]
-            potential += activity @ weights[index] + biases[index]
+            if index == 0 and constant is not None:
+                potential += constant
+            else:
+                potential += activity @ weights[index] + biases[index]
             spikes = potential >= 1.0
             potential -= spikes
             activity = spikes.astype(dtype)
             spike_counts[index + 1] += spikes.sum(axis=1)
         out_potential += activity @ weights[-1] + biases[-1]
+        yield out_potential, spike_counts
+
+
+def run_rate_coded(net: Network, samples, timesteps: int, input_mode: str = "spikes", seed: int = 0,
+                   initial_potential: float = 0.0, dtype=np.float64) -> RateCodedResult:
+    """The classic rate-coded IF conversion of the same network (the baseline, not the hardware).
+
+    Activations are rates in [0, 1]: hidden layer ``l`` sees the weights ``W/θ`` and a per-step bias
+    ``b / (θ·(2^T_net - 1))``, i.e. exactly the integer network's scaling in rate units. Each timestep
+    every layer integrates its input and fires at most one spike when ``V >= 1`` (soft reset:
+    ``V ← V - 1``) — accumulation and firing in the same timestep, no temporal separation. The output
+    layer only accumulates; its label is the argmax of the accumulated potential.
+
+    Parameters
+    ----------
+    timesteps : int
+        Simulation length, >= 1 (classically hundreds).
+    input_mode : ``"spikes"`` or ``"current"``
+        ``"spikes"``: each input fires with probability ``rate`` per step (Bernoulli, seeded);
+        ``"current"``: the input rate is injected as a constant current into the first layer.
+    initial_potential : float
+        ``V`` at t = 0 in threshold units (0 classically; 0.5 centres the rounding).
+    """
+    for out_potential, spike_counts in rate_coded_steps(net, samples, timesteps, input_mode, seed,
+                                                        initial_potential, dtype):
+        pass
     return RateCodedResult(potentials=out_potential, labels=argmax_lowest(out_potential),
                            spike_counts=spike_counts)
 
