@@ -62,6 +62,8 @@ class Accelerator(wiring.Component):
     ------
     FoldingError
         For a bad folding (unknown layer, lanes outside ``1..out_features``).
+    ValueError
+        For a ``fifo_depth`` below 2.
     """
 
     def __init__(self, net, folding=None, *, fifo_depth: int = DEFAULT_FIFO_DEPTH, membrane_banks: int = 2):
@@ -69,6 +71,10 @@ class Accelerator(wiring.Component):
         self.membrane_banks = check_membrane_banks(membrane_banks)
         self.folding = resolve_folding(net, folding, membrane_banks=self.membrane_banks)
         self.plan = plan_network(net, self.folding, membrane_banks=self.membrane_banks)
+        if not isinstance(fifo_depth, int) or fifo_depth < 2:
+            # Depth 0 never accepts a beat (deadlock); depth 1 moves one beat every other cycle,
+            # which the cycle model does not describe.
+            raise ValueError(f"fifo_depth {fifo_depth!r} is not supported; it must be an integer >= 2")
         self.fifo_depth = fifo_depth
         super().__init__({
             "pixels": In(stream.Signature(pixel_layout())),

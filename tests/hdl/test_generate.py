@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """`generate`: reproducible Verilog, ROM images as packed, design.json, lint, CLI."""
 
 import json
@@ -135,3 +136,10 @@ def test_plan_widths_hold_the_extremes():
         assert -(1 << (layer_plan.membrane_bits - 1)) < -bound and bound < (1 << (layer_plan.membrane_bits - 1))
         worst = int((np.abs(layer.weight).sum(axis=1) * 65535 + np.abs(layer.bias) + np.abs(layer.v0)).max())
         assert worst == bound
+
+
+@pytest.mark.parametrize("depth", [0, 1, 2.5])
+def test_fifo_depth_below_two_is_refused_by_value(net, depth):
+    from spikeforge.hdl import Accelerator
+    with pytest.raises(ValueError, match=rf"fifo_depth {depth!r} is not supported; it must be an integer >= 2"):
+        Accelerator(net, fifo_depth=depth)
