@@ -12,10 +12,11 @@ their widths) unless ``--fashion-net DIR`` names a converted network.
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
+
+from spikeforge.converter.atomic import write_json
 
 RESULTS = Path("build/bench/boards_builds.json")
 
@@ -59,10 +60,7 @@ def main(argv=None):
             results[name] = {"board": board, "fits": False, "message": str(error),
                              "seconds": round(time.monotonic() - start, 1)}
         results[name]["command"] = f"python -m benchmarks.boards_builds --only {name}"
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        tmp = RESULTS.with_suffix(".tmp")
-        tmp.write_text(json.dumps(results, indent=2) + "\n")
-        os.replace(tmp, RESULTS)
+        write_json(RESULTS, results)
     print(f"wrote {RESULTS}")
     return 0
 

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..converter.atomic import copy_file, write_json
 from .platforms import BoardError, board_info
 from .top import BoardTop, SerialAccelerator, count_leds, link_config_for
 
@@ -460,10 +461,7 @@ def _build(net, board, out_dir, options, log, membrane_banks: int, fallback) -> 
     else:
         _run([_script("yowasp-ecppack"), "--input", "top.config", "--bit", "top.bit"], rel, "ecppack.log")
         bitstream_name = "top.bit"
-    bitstream = out_dir / bitstream_name
-    tmp = bitstream.with_suffix(bitstream.suffix + ".tmp")
-    shutil.copyfile(rel / bitstream_name, tmp)
-    os.replace(tmp, bitstream)
+    bitstream = copy_file(rel / bitstream_name, out_dir / bitstream_name)
     net.save(out_dir / "network")
 
     clock_mhz = info.clock_hz / 1e6
@@ -486,10 +484,7 @@ def _build(net, board, out_dir, options, log, membrane_banks: int, fallback) -> 
 
 
 def _write_report(out_dir: Path, report: dict):
-    path = out_dir / "report.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_json(out_dir / "report.json", report)
 
 
 def format_report(report: dict) -> str:

@@ -15,9 +15,9 @@ Anything else is refused with the reason.
 
 import json
 import os
-import shutil
 from pathlib import Path
 
+from ..converter.atomic import copy_file
 from .build import PATCHABLE_MIN_DEPTH, ToolError, _run, _script, hex_image
 
 __all__ = ["PatchError", "write_rom_images", "icebram_replace", "check_patchable", "patch_weights"]
@@ -145,11 +145,7 @@ def patch_weights(bitstream, new_net, output) -> dict:
         images.append((f"roms/{layer.name}.placeholder.hex", f"roms/{layer.name}.new.hex"))
     icebram_replace(build_dir, "top.asc", "top.new.asc", images)
     _run([_script("yowasp-icepack"), "top.new.asc", "top.new.bin"], build_dir, "icepack.new.log")
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(output.name + ".tmp")
-    shutil.copyfile(build_dir / "top.new.bin", tmp)
-    os.replace(tmp, output)
+    output = copy_file(build_dir / "top.new.bin", output)
     for name in ("top.new.asc", "top.new.bin"):
         os.remove(build_dir / name)
     return {"bitstream": str(output), "bytes": output.stat().st_size, "layers": [i[0] for i in images],

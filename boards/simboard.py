@@ -16,6 +16,7 @@ import threading
 import time
 from pathlib import Path
 
+from ..converter.atomic import write_text
 from .link import LinkConfig
 from .top import SerialAccelerator, link_config_for
 
@@ -37,12 +38,7 @@ def write_verilog(net, out_dir, *, lanes=None, scores=True, timeout_cycles=400_0
                              clk_freq=SIM_CLOCK_HZ, baud=SIM_CLOCK_HZ // SIM_DIVISOR, scores=scores)
     serial = SerialAccelerator(accelerator, config, timeout_cycles=timeout_cycles, divisor=SIM_DIVISOR)
     text = verilog.convert(serial, name=TOPLEVEL, emit_src=False)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{TOPLEVEL}.v"
-    tmp = path.with_suffix(".v.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    path = write_text(Path(out_dir) / f"{TOPLEVEL}.v", text)
     return path, config
 
 

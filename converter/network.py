@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .staging import staged_directory
+from .atomic import staged_directory
 
 __all__ = [
     "FORMAT", "VERSION", "AMPLIFICATION", "MAX_TIMESTEPS", "NetworkFormatError",

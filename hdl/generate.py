@@ -22,7 +22,7 @@ from amaranth.back import verilog
 from amaranth.hdl import Shape
 
 from ..converter.network import Network, load
-from ..converter.staging import staged_directory
+from ..converter.atomic import staged_directory
 from .cycle_model import predict
 from .folding import estimate_spikes_in, resolve_folding
 from .layouts import pixel_layout, result_layout, spike_event_layout

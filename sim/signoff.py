@@ -471,7 +471,7 @@ def verify(net: Network, rtl_dir, samples, labels=None, *, stalls: str = "none",
     report["model"] = model
     report["per_sample_cycles"] = timing.get("per_sample_cycles")
     if report_path is not False:
-        from ..jsonio import write_json
+        from ..converter.atomic import write_json
         path = Path(report_path) if report_path else Path(rtl_dir) / "verify.json"
         write_json(path, report)
         report["report_path"] = str(path)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import jsonio
+from .converter import atomic
 
 __all__ = ["markdown_table", "new_figure", "save_figure", "fmt", "network_report", "write_network_report",
            "render_network_report", "REPORT_TIMESTEPS"]
@@ -80,12 +80,12 @@ def save_figure(figure, path, dpi: int = 90) -> Path:
 
 def write_json(path, data, compact: bool = False) -> Path:
     """JSON for people (indented) or ``compact`` (one line per top-level key, for big result files);
-    written atomically through :mod:`spikeforge.jsonio`."""
+    written atomically through :mod:`spikeforge.converter.atomic`."""
     if not compact:
-        return jsonio.write_json(path, data)
-    text = "{\n" + ",\n".join(f"{json.dumps(key)}: {json.dumps(value, default=jsonio.plain, separators=(',', ':'))}"
+        return atomic.write_json(path, data)
+    text = "{\n" + ",\n".join(f"{json.dumps(key)}: {json.dumps(value, default=atomic.plain, separators=(',', ':'))}"
                               for key, value in data.items()) + "\n}\n"
-    return jsonio.write_text(path, text)
+    return atomic.write_text(path, text)
 
 
 # --- the per-network report -------------------------------------------------------------------------

@@ -23,7 +23,7 @@ def run(args) -> int:
     from ..converter.network import load
     from ..datasets import load as load_dataset
     from ..evaluate import evaluate, format_evaluation
-    from ..jsonio import write_json
+    from ..converter.atomic import write_json
 
     net = load(args.network)
     dataset = load_dataset(args.dataset, args.split).head(args.samples)
