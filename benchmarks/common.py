@@ -122,7 +122,7 @@ def float_model(ctx: Context, spec: BenchNetwork):
     import torch
     import torch.nn.functional as F
 
-    if spec.dataset == "digits":
+    if spec.epochs == 0:
         from spikeforge.demo_model import load_digits_mlp
         return load_digits_mlp()
     train = dataset(spec.dataset, "train")
