@@ -5,8 +5,10 @@ Two halves share a ping-pong sample buffer (one memory, two banks of ``chunks`` 
 
 * the **loader** takes one ``pixels`` beat per cycle, looks its byte up in the 256-entry LUT ROM
   (synchronous read) and writes the code into the loading bank one cycle later. A sample ends at its
-  ``in_features``-th value or at ``last``, whichever comes first (a short sample keeps stale codes in
-  the positions it did not send; the stream is in step again from the next beat). It then waits
+  ``in_features``-th value or at ``last``, whichever comes first. A short sample (``last`` early) is
+  zero-padded: the positions it did not send have code 0 (no spikes), whatever the bank held before
+  (the loader records where the sample ended; the emitter masks the lanes after it). A sample without
+  ``last`` ends at its ``in_features``-th value and the next beat starts the next sample. It then waits
   until the emitter is idle and hands the bank over (one bubble cycle per sample), and goes on
   loading the next sample into the other bank while the emitter sweeps this one;
 * the **emitter** sweeps the bank ``T`` times (step ``t = 0..T-1``), ``lanes`` codes per cycle, and
@@ -82,6 +84,9 @@ class SpikeEncoder(wiring.Component):
         load_word, load_lane = Signal(index_shape(C)), Signal(index_shape(G))
         w_valid, w_word, w_lane = Signal(), Signal(index_shape(C)), Signal(index_shape(G))
         emit_bank = Signal()
+        # Where the loading sample ended (its final value's word and lane), and the emitted sample's copy.
+        load_end_word, load_end_lane = Signal(index_shape(C)), Signal(index_shape(G))
+        emit_end_word, emit_end_lane = Signal(index_shape(C)), Signal(index_shape(G))
         handover = Signal()
         accept = Signal()
         m.d.comb += [
@@ -95,13 +100,15 @@ class SpikeEncoder(wiring.Component):
             sweep.start.eq(handover),
         ]
         with m.If(handover):
-            m.d.sync += [load_full.eq(0), load_bank.eq(~load_bank), emit_bank.eq(load_bank)]
+            m.d.sync += [load_full.eq(0), load_bank.eq(~load_bank), emit_bank.eq(load_bank),
+                         emit_end_word.eq(load_end_word), emit_end_lane.eq(load_end_lane)]
         m.d.sync += w_valid.eq(accept)
         with m.If(accept):
             m.d.sync += [w_word.eq(load_word), w_lane.eq(load_lane)]
             end = self.pixels.payload.last | ((load_word == last_word) & (load_lane == last_lane))
             with m.If(end):
-                m.d.sync += [load_word.eq(0), load_lane.eq(0), load_full.eq(1)]
+                m.d.sync += [load_word.eq(0), load_lane.eq(0), load_full.eq(1),
+                             load_end_word.eq(load_word), load_end_lane.eq(load_lane)]
             with m.Elif(load_lane == G - 1):
                 m.d.sync += [load_lane.eq(0), load_word.eq(load_word + 1)]
             with m.Else():
@@ -114,7 +121,14 @@ class SpikeEncoder(wiring.Component):
         m.d.comb += bit.eq(T - 1 - sweep.s2_step)
         spikes = Signal(G)
         m.d.comb += spikes.eq(Cat(codes[k].bit_select(bit, 1) for k in range(G)))
-        valid_lanes = Mux(sweep.s2_chunk == C - 1, Const((1 << (last_lane + 1)) - 1, G), Const((1 << G) - 1, G))
+        # Lanes that hold a value of this sample: all before the chunk it ended in, up to its final lane
+        # in that chunk, none after (a full sample ends at in_features - 1, a short one earlier).
+        up_to_end_lane = Cat(Const(1, 1) if k == 0 else emit_end_lane >= k for k in range(G))
+        valid_lanes = Signal(G)
+        with m.If(sweep.s2_chunk < emit_end_word):
+            m.d.comb += valid_lanes.eq(Const((1 << G) - 1, G))
+        with m.Elif(sweep.s2_chunk == emit_end_word):
+            m.d.comb += valid_lanes.eq(up_to_end_lane)
         mask = Signal(G)
         m.d.comb += mask.eq(spikes & valid_lanes)
         emit = Signal()

@@ -86,7 +86,25 @@ def test_short_sample_resynchronises_on_last():
     events, _ = _run(encoder, None, beats=beats)
     got = _split_samples(events)
     assert len(got) == 2
+    assert got[0] == event_sequence([9, 200, 0, 0, 0, 0], 2, 8)
     assert got[1] == event_sequence(full, 2, 8)
+
+
+@pytest.mark.parametrize("sent", [1, 2, 3, 5])
+def test_short_sample_is_zero_padded_over_an_older_sample(sent):
+    """A short sample reuses a bank that held a full sample: the values it did not send are code 0."""
+    lut = np.arange(256)
+    full = np.full(6, 255)
+    short = [37, 200, 91, 5, 66][:sent]
+    beats = pixel_beats(np.stack([full, full]))                         # fill both ping-pong banks
+    beats += [{"data": v, "last": int(i == sent - 1)} for i, v in enumerate(short)]
+    beats += pixel_beats(np.stack([full]))
+    encoder = SpikeEncoder(in_features=6, timesteps=8, lut=lut, lanes=2)
+    events, _ = _run(encoder, None, beats=beats, stall=0.3)
+    got = _split_samples(events)
+    assert len(got) == 4
+    assert got[2] == event_sequence(short + [0] * (6 - sent), 2, 8)
+    assert got[3] == event_sequence(full, 2, 8)
 
 
 def test_rejects_bad_parameters():
