@@ -21,6 +21,13 @@ def test_bench_quick_digits_writes_results_markdown_and_plots(tmp_path, capsys):
     assert len(accuracy["curves"]["rate-spikes"]["points"]) == sections["accuracy"]["result"]["rate_max_timesteps"]
     assert [p["timesteps"] for p in accuracy["curves"]["ilif"]["points"]] == [1, 2, 3, 4, 6, 8]
     assert all(accuracy["literal_check"]["agree"].values())
+    # The calibration study sits one step below the 1-point parity T; the default clip's row there is
+    # the iLIF curve's point at that T.
+    study = accuracy["calibration_sensitivity"]
+    assert study["timesteps"] == accuracy["parity"]["ilif"]["1.0"]["timesteps"] - 1
+    default = next(p for p in study["points"] if p["percentile"] == 99.9)
+    curve = {p["timesteps"]: p["accuracy"] for p in accuracy["curves"]["ilif"]["points"]}
+    assert study["timesteps"] in curve and default["accuracy"] == curve[study["timesteps"]]
     # k = 2 is the golden model: the k-sweep's k = 2 accuracy equals the iLIF curve's at the same T.
     sweep = sections["k_sweep"]["result"]["networks"]["digits"]["sweep"]
     ilif = {p["timesteps"]: p["accuracy"] for p in accuracy["curves"]["ilif"]["points"]}
@@ -28,6 +35,7 @@ def test_bench_quick_digits_writes_results_markdown_and_plots(tmp_path, capsys):
     assert sections["golden_speed"]["result"]["digits_samples_per_s"] > 0
     markdown = (out / "RESULTS.md").read_text()
     assert "## 1. Timesteps and work to ANN parity" in markdown and "quick smoke test" in markdown
+    assert f"Calibration sensitivity at T = {study['timesteps']}" in markdown
     for png in ("accuracy_digits.png", "amplification_sweep.png"):
         assert (out / "plots" / png).read_bytes()[:4] == b"\x89PNG" and f"(plots/{png})" in markdown
     # Nothing is published from a quick run.
