@@ -75,9 +75,11 @@ async def put_stream(ctx, port, beats, *, gap=0.0, rng=None, encode=lambda b: b,
     ctx.set(port.valid, 0)
 
 
-async def take_stream(ctx, port, count=None, *, until=None, stall=0.0, rng=None, decode=lambda v: v):
+async def take_stream(ctx, port, count=None, *, until=None, stall=0.0, rng=None, decode=lambda v: v,
+                      hold=0, max_cycles=None):
     """Take beats from ``port`` until ``count`` are taken (or ``until(taken)`` is true); with probability
-    ``stall`` hold ``ready`` low a cycle.
+    ``stall`` hold ``ready`` low a cycle, and keep it low for the first ``hold`` cycles. Fails (instead
+    of simulating forever) when the beats are not all taken within ``max_cycles``.
 
     Checks the stream rule on every cycle: once ``valid`` is high it stays high, with the same payload,
     until the beat is taken. Returns ``[(cycle, decoded payload)]``.
@@ -87,9 +89,14 @@ async def take_stream(ctx, port, count=None, *, until=None, stall=0.0, rng=None,
     taken = []
     cycle = 0
     pending = None        # payload bits shown with valid and not yet taken
-    ready = 0 if (stall and rng.random() < stall) else 1
+    def next_ready(cycle):
+        return 0 if cycle < hold or (stall and rng.random() < stall) else 1
+
+    ready = next_ready(0)
     ctx.set(port.ready, ready)
     async for _clk, _rst, valid, payload in ctx.tick().sample(port.valid, port.payload):
+        assert max_cycles is None or cycle < max_cycles, \
+            f"only {len(taken)} beats taken in {max_cycles} cycles: the design is stuck or far too slow"
         bits = payload.as_bits() if hasattr(payload, "as_bits") else int(payload)
         if pending is not None:
             assert valid, f"cycle {cycle}: valid dropped before the beat was taken"
@@ -102,7 +109,7 @@ async def take_stream(ctx, port, count=None, *, until=None, stall=0.0, rng=None,
         elif valid:
             pending = bits
         cycle += 1
-        ready = 0 if (stall and rng.random() < stall) else 1
+        ready = next_ready(cycle)
         ctx.set(port.ready, ready)
     ctx.set(port.ready, 0)
     return taken
@@ -124,31 +131,43 @@ class AcceleratorRun:
     result_cycles: list = field(default_factory=list)
 
 
-def simulate_accelerator(dut, samples, *, gap=0.0, stall=0.0, seed=0, deadline=None) -> AcceleratorRun:
-    """Stream ``samples`` (raw bytes, (N, in_features)) through an Accelerator; collect every result."""
+def cycle_budget(dut, samples, *, gap=0.0, stall=0.0, hold=0) -> int:
+    """Cycles within which every result must be out: the cycle model's time for ``samples``, stretched
+    generously for input gaps and output stalls (a deadlock fails the test instead of hanging it)."""
+    from spikeforge.hdl.cycle_model import predict
+
+    model = predict(dut.net, dut.folding, np.asarray(samples), fifo_depth=dut.fifo_depth,
+                    membrane_banks=dut.membrane_banks)
+    nominal = model.latency + len(samples) * model.cycles_per_sample
+    return int(4 * nominal / ((1 - gap) * (1 - stall))) + hold + 1000
+
+
+def simulate_accelerator(dut, samples, *, gap=0.0, stall=0.0, seed=0, hold=0, accepted=None) -> AcceleratorRun:
+    """Stream ``samples`` (raw bytes, (N, in_features)) through an Accelerator; collect every result.
+
+    ``hold`` keeps ``results.ready`` low for the first cycles; ``accepted`` (a list) gets the cycle of
+    every pixel transfer. The run fails once it exceeds :func:`cycle_budget`.
+    """
     samples = np.asarray(samples)
     n = len(samples)
     classes = dut.plan.classes
     out = {}
+    budget = cycle_budget(dut, samples, gap=gap, stall=stall, hold=hold)
 
     async def driver(ctx):
-        await put_stream(ctx, dut.pixels, pixel_beats(samples), gap=gap, rng=random.Random(seed))
+        await put_stream(ctx, dut.pixels, pixel_beats(samples), gap=gap, rng=random.Random(seed), cycles=accepted)
 
     async def checker(ctx):
         def decode(view):
             return int(view.label), [int(view.scores[i]) for i in range(classes)]
         out["taken"] = await take_stream(ctx, dut.results, n, stall=stall, rng=random.Random(seed + 1),
-                                         decode=decode)
+                                         decode=decode, hold=hold, max_cycles=budget)
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
     sim.add_testbench(driver)
     sim.add_testbench(checker)
-    if deadline is not None:
-        sim.run_until(deadline * 1e-8)
-        assert "taken" in out, f"no complete result set within {deadline} cycles"
-    else:
-        sim.run()
+    sim.run()
     taken = out["taken"]
     return AcceleratorRun(labels=np.array([t[1][0] for t in taken]),
                           scores=np.array([t[1][1] for t in taken]).reshape(n, classes),
