@@ -10,7 +10,7 @@ stage                     cycles per sample                why
 ========================  ===============================  ============================================
 encoder load              ``in + 1``                       one byte per cycle, one hand-over bubble
 encoder emit              ``T·Ce + 2``                     one chunk per cycle per step, pipeline + idle
-layer accumulate          ``S_l·C_l + 3``                  a spike reads ``C_l`` words; scale, write, hand-over
+layer accumulate          ``S_l·C_l + 4``                  a spike reads ``C_l`` words; 3 stages + hand-over
 hidden layer fire         ``T·C_l + 2``                    one chunk per cycle per step
 output score sweep        ``C_L + 3``                      one chunk per cycle, winner, result release
 ========================  ===============================  ============================================
@@ -26,7 +26,7 @@ last beat arrives::
 
     h_0(n)   = max(h_0(n-1) + in + 1, e_0(n-1))                      h_0(-1) = 0, e(-1) = 0
     s_l(n)   = max(B_l(n), h_{l-1}(n) + 4)
-    a_l(n)   = max(s_l(n) + S_l(n)·C_l, e_{l-1}(n) + 1) + 3
+    a_l(n)   = max(s_l(n) + S_l(n)·C_l, e_{l-1}(n) + 1) + 4
     h_l(n)   = max(a_l(n), e_l(n-1) [+ 1 for the output layer])
     e_l(n)   = h_l(n) + R_l                    R = T·Ce+2 (encoder), T·C_l+2 (hidden), C_L+2 (output)
     e_{l-1}(n) = max(e_{l-1}(n), s_l(n) + (beats - D)·c̄)  when the producer's beats for n exceed the FIFO depth D
@@ -34,8 +34,8 @@ last beat arrives::
 
 (``c̄`` is the consumer's mean cycles per beat.) Steady-state cycles per sample is the mean spacing
 of ``result(n)``; the per-stage means show the bottleneck. For a constant workload and two banks this
-reduces to ``max(in + 1, T·Ce + 2, max_l max(S_l·C_l + 3, T·C_l + 2), C_L + 3)``: the slowest stage,
-not the sum; with one bank a layer's accumulate and readout add up (``S_l·C_l + T·C_l + 5``).
+reduces to ``max(in + 1, T·Ce + 2, max_l max(S_l·C_l + 4, T·C_l + 2), C_L + 3)``: the slowest stage,
+not the sum; with one bank a layer's accumulate and readout add up (``S_l·C_l + T·C_l + 6``).
 """
 
 from __future__ import annotations
@@ -55,9 +55,9 @@ __all__ = ["CyclePrediction", "predict", "spike_counts_per_layer", "FIFO_LATENCY
 FIFO_LATENCY = 4
 #: Cycles from the output layer's bank being free to its next readout (the result register).
 RESULT_RELEASE = 1
-#: Cycles a layer's accumulate adds to its spikes' words: the weight-scale and membrane-write stages
-#: draining after the last word, and the hand-over.
-ACCUMULATE_DRAIN = 3
+#: Cycles a layer's accumulate adds to its spikes' words: the weight-register, scale and membrane-write
+#: stages draining after the last word, and the hand-over.
+ACCUMULATE_DRAIN = 4
 
 
 @dataclass

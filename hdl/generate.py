@@ -117,7 +117,7 @@ def design_report(accelerator: Accelerator, *, name: str = "spikeforge_top", spi
         "cycle_model": {
             "module": "spikeforge.hdl.cycle_model",
             "stage_cycles": {"encoder load": "in + 1", "encoder emit": "T*Ce + 2",
-                             "accumulate": "S_l*C_l + 3", "fire": "T*C_l + 2", "score": "C_L + 3"},
+                             "accumulate": "S_l*C_l + 4", "fire": "T*C_l + 2", "score": "C_L + 3"},
             "membrane_banks": accelerator.membrane_banks,
             "steady_state": ("max over stages (constant workload)" if accelerator.membrane_banks == 2 else
                              "max over stages, a layer's accumulate + readout as one (one bank)")

@@ -28,9 +28,10 @@ Accumulate (event-driven)
     spikes of step ``t``. For each set bit, lowest first, the core reads ``chunks`` weight-ROM words
     (address ``in_index × chunks + chunk``) and adds ``W · 2^(T-1-t)`` to ``lanes`` potentials per
     cycle (a multiply by a shared one-hot scale register: a DSP where the device has them, no
-    per-lane barrel shifter). Three stages: the weight word is read at cycle n; at n+1 it is scaled into
-    a register while the membrane word is read; at n+2 the two are added and written back (the register
-    splits ROM clock-to-out + multiply from the add, which set Fmax without it). So an input spike costs exactly
+    per-lane barrel shifter). Four registered stages: the weight word is read at cycle n and registered
+    at n+1; at n+2 it is scaled into a register while the membrane word is read; at n+3 the two are added
+    and written back (ROM clock-to-out, multiply and add each get a cycle: together they set Fmax). So an
+    input spike costs exactly
     ``chunks`` cycles, a zero bit costs nothing, and the next event is taken in the cycle the
     previous one issues its last word. An event without spikes (the ``last`` marker) costs one cycle.
 
@@ -151,17 +152,19 @@ class _AccumulatingLayer(wiring.Component):
             last_word.eq(count == C - 1),
             weight_rd.addr.eq((cur_chunk * G + low) * C + count),
         ]
-        # Stage 2: the weight word arrives and is scaled by 2^(T-1-t); the product is registered, so the
-        # ROM's clock-to-out and the multiply are one path and the membrane add another. The membrane
-        # word is read here (one cycle after the weight) so both meet in stage 3, and a word is still
-        # written one cycle after it is read, as without the register.
+        # Four stages, each ending in a register, so no path holds more than one of: the ROM's
+        # clock-to-out and output multiplexers (stage 2), the multiply by 2^(T-1-t) (stage 3), the
+        # membrane add and write (stage 4). The membrane word is read in stage 3, so it meets the scaled
+        # weight in stage 4 and a word is written one cycle after it is read.
         s2_valid, s2_chunk, s2_scale = Signal(), Signal(index_shape(C)), Signal(T)
         m.d.sync += [s2_valid.eq(spike), s2_chunk.eq(count), s2_scale.eq(cur_scale)]
-        weight = data.ArrayLayout(signed(p.weight_bits), L)(weight_rd.data)
+        s3_valid, s3_chunk, s3_scale, s3_weight = Signal(), Signal(index_shape(C)), Signal(T), Signal(len(weight_rd.data))
+        m.d.sync += [s3_valid.eq(s2_valid), s3_chunk.eq(s2_chunk), s3_scale.eq(s2_scale), s3_weight.eq(weight_rd.data)]
+        weight = data.ArrayLayout(signed(p.weight_bits), L)(s3_weight)
         scaled = data.ArrayLayout(signed(p.weight_bits + T), L)
-        s3_valid, s3_chunk, s3_scaled = Signal(), Signal(index_shape(C)), Signal(scaled)
-        m.d.sync += [s3_valid.eq(s2_valid), s3_chunk.eq(s2_chunk),
-                     s3_scaled.eq(Cat((weight[k] * s2_scale)[:p.weight_bits + T] for k in range(L)))]
+        s4_valid, s4_chunk, s4_scaled = Signal(), Signal(index_shape(C)), Signal(scaled)
+        m.d.sync += [s4_valid.eq(s3_valid), s4_chunk.eq(s3_chunk),
+                     s4_scaled.eq(Cat((weight[k] * s3_scale)[:p.weight_bits + T] for k in range(L)))]
         if p.membrane_banks == 1:
             acc_data = ro_data = banks[0][0].data
         else:
@@ -171,14 +174,14 @@ class _AccumulatingLayer(wiring.Component):
                          ro_data.eq(Mux(acc_bank, banks[0][0].data, banks[1][0].data))]
         potential, ro_potential = membrane(acc_data), membrane(ro_data)
         acc_sum = Signal(L * MB)
-        m.d.comb += acc_sum.eq(Cat((potential[k] + s3_scaled[k])[:MB] for k in range(L)))
+        m.d.comb += acc_sum.eq(Cat((potential[k] + s4_scaled[k])[:MB] for k in range(L)))
 
         readout_may_start, readout_start, bank_busy = Signal(), Signal(), Signal()
         handover = Signal()
         done_with_event = Signal()          # the current event issues its last word (or has none)
         m.d.comb += [
             done_with_event.eq(mask_empty | (mask_single & last_word)),
-            handover.eq(cur_valid & cur_last & mask_empty & ~s2_valid & ~s3_valid & readout_may_start & ~clearing),
+            handover.eq(cur_valid & cur_last & mask_empty & ~s2_valid & ~s3_valid & ~s4_valid & readout_may_start & ~clearing),
             readout_start.eq(handover),
         ]
         if p.membrane_banks == 1:
@@ -209,22 +212,22 @@ class _AccumulatingLayer(wiring.Component):
             ro_writes = Signal()
             m.d.comb += [
                 ro_writes.eq(ro["wr_en"] | clear_wr),
-                bank_rd.addr.eq(Mux(bank_busy, ro["rd_addr"], s2_chunk)),
+                bank_rd.addr.eq(Mux(bank_busy, ro["rd_addr"], s3_chunk)),
                 bank_rd.en.eq(~bank_busy | ro["rd_en"]),
-                bank_wr.addr.eq(Mux(clear_wr, clear_wr_addr, Mux(ro["wr_en"], ro["wr_addr"], s3_chunk))),
+                bank_wr.addr.eq(Mux(clear_wr, clear_wr_addr, Mux(ro["wr_en"], ro["wr_addr"], s4_chunk))),
                 bank_wr.data.eq(Mux(ro_writes, ro["wr_data"], acc_sum)),
-                bank_wr.en.eq(ro_writes | s3_valid),
+                bank_wr.en.eq(ro_writes | s4_valid),
             ]
         else:
             for index, (bank_rd, bank_wr) in enumerate(banks):
                 mine = Signal(name=f"acc_owns{index}")
                 m.d.comb += [
                     mine.eq(acc_bank == index),
-                    bank_rd.addr.eq(Mux(mine, s2_chunk, ro["rd_addr"])),
+                    bank_rd.addr.eq(Mux(mine, s3_chunk, ro["rd_addr"])),
                     bank_rd.en.eq(mine | ro["rd_en"]),
-                    bank_wr.addr.eq(Mux(clear_wr, clear_wr_addr, Mux(mine, s3_chunk, ro["wr_addr"]))),
+                    bank_wr.addr.eq(Mux(clear_wr, clear_wr_addr, Mux(mine, s4_chunk, ro["wr_addr"]))),
                     bank_wr.data.eq(Mux(mine & ~clear_wr, acc_sum, ro["wr_data"])),
-                    bank_wr.en.eq(clear_wr | Mux(mine, s3_valid, ro["wr_en"])),
+                    bank_wr.en.eq(clear_wr | Mux(mine, s4_valid, ro["wr_en"])),
                 ]
 
         # -- readout -------------------------------------------------------------------------------
