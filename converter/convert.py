@@ -15,7 +15,8 @@ import re
 import numpy as np
 import torch
 
-from .calibrate import METHODS, InputNormalization, calibrate, fold_normalization, to_numpy_raw
+from .calibrate import InputNormalization, calibrate, fold_normalization, to_numpy_raw
+from .clip_search import search_percentile
 from .network import MAX_TIMESTEPS, Network
 from .quantize import V0_MODES, input_lut, quantize_layers
 from .torch_import import ConversionError, import_model
@@ -24,6 +25,9 @@ __all__ = ["convert", "ConversionError", "InputNormalization"]
 
 #: Calibration uses at most this many samples of a named dataset's training split.
 MAX_CALIBRATION_SAMPLES = 5000
+#: How activation scales are chosen: the maximum, a percentile, or a search over percentiles
+#: (:mod:`.clip_search`).
+METHODS = ("percentile", "max", "search")
 
 
 def _layer_names(paths) -> list[str]:
@@ -38,11 +42,17 @@ def _layer_names(paths) -> list[str]:
     return names
 
 
-def _check_import(model, layers, raw, input_shape, normalization):
-    """The folded float chain must reproduce the model's own output on the calibration inputs."""
-    x = raw.reshape(len(raw), -1)
+def _forward(layers, raw: np.ndarray) -> np.ndarray:
+    """The folded float chain's outputs (logits) for raw inputs."""
+    x = raw.reshape(len(raw), -1).astype(np.float64)
     for layer in layers:
         x = layer.forward(x)
+    return x
+
+
+def _check_import(model, layers, raw, input_shape, normalization):
+    """The folded float chain must reproduce the model's own output on the calibration inputs."""
+    x = _forward(layers, raw)
     with torch.no_grad():
         model_input = torch.as_tensor(normalization.apply(raw.reshape(len(raw), -1)).reshape((len(raw),) + input_shape),
                                       dtype=torch.float32)
@@ -81,7 +91,10 @@ def convert(model, calibration, *, timesteps: int = 8, weight_bits=8, method: st
         T in 1..16.
     weight_bits : int or list of int
         2..16, per layer when a list.
-    method, percentile : calibration method (``"max"`` or ``"percentile"``) and percentile.
+    method, percentile : calibration method and percentile: ``"percentile"`` (of each layer's positive
+        activations, 99.9 by default), ``"max"``, or ``"search"``: the percentile (one for all layers)
+        whose integer network classifies the calibration set best (:mod:`.clip_search`; ``percentile``
+        is then ignored).
     v0 : ``"round"`` (θ // 2) or ``"floor"`` (0).
     per_channel : bool
         One threshold per output neuron (per-channel weight scales) instead of one per layer.
@@ -101,11 +114,13 @@ def convert(model, calibration, *, timesteps: int = 8, weight_bits=8, method: st
         raise ConversionError(f"v0 mode {v0!r} is not supported; supported: {', '.join(V0_MODES)}")
     record = {}
     test_split = None
+    labels = None
     if isinstance(calibration, str):
         from spikeforge.datasets import load as load_dataset
         train = load_dataset(calibration, "train")
         test_split = load_dataset(calibration, "test")
         raw = train.samples[:MAX_CALIBRATION_SAMPLES].astype(np.float64)
+        labels = train.labels[:MAX_CALIBRATION_SAMPLES]
         normalization = normalization or InputNormalization(scale=train.input_scale)
         classes = classes or train.classes
         record["dataset"] = calibration
@@ -124,16 +139,40 @@ def convert(model, calibration, *, timesteps: int = 8, weight_bits=8, method: st
                               f"input has {int(np.prod(input_shape))} ({'x'.join(map(str, input_shape))})")
     folded = fold_normalization(float_layers, normalization)
     _check_import(model, folded, raw, input_shape, normalization)
-    measured = calibrate(folded, raw, method=method, percentile=percentile)
     names = list(layer_names) if layer_names else _layer_names(layer.path for layer in float_layers)
-    dense, steps = quantize_layers(folded, measured.input_max, measured.activation_scales, timesteps,
-                                   weight_bits, per_channel=per_channel, v0=v0, names=names)
-    n_classes = dense[-1].out_features
+    n_classes = folded[-1].weight.shape[0]
     classes = list(classes) if classes is not None else [str(i) for i in range(n_classes)]
     if len(classes) != n_classes:
         raise ConversionError(f"{len(classes)} class names for a model with {n_classes} outputs")
+
+    def build(calibration_method, at_percentile):
+        measured = calibrate(folded, raw, method=calibration_method, percentile=at_percentile)
+        dense, steps = quantize_layers(folded, measured.input_max, measured.activation_scales, timesteps,
+                                       weight_bits, per_channel=per_channel, v0=v0, names=names)
+        net = Network(timesteps=timesteps, input_shape=input_shape,
+                      input_lut=input_lut(measured.input_max, timesteps), layers=dense, classes=classes,
+                      calibration={})
+        return net, measured, steps
+
+    if method == "search":
+        logits = _forward(folded, raw)
+        reference = labels if labels is not None else np.argmax(logits, axis=1)
+        built = {}
+
+        def build_at(at_percentile):
+            built[at_percentile] = build("percentile", at_percentile)
+            return built[at_percentile][0]
+
+        raw_bytes = np.clip(np.round(raw), 0, 255).astype(np.uint8)
+        percentile, table = search_percentile(build_at, raw_bytes, reference, logits)
+        net, measured, steps = built[percentile]
+        record["search"] = {"reference": "calibration labels" if labels is not None else "float model predictions",
+                            "candidates": table}
+    else:
+        net, measured, steps = build(method, percentile)
+    dense = net.layers
     record.update({
-        "method": method, "percentile": percentile if method == "percentile" else None,
+        "method": method, "percentile": percentile if method in ("percentile", "search") else None,
         "samples": int(len(raw)), "input_max": measured.input_max,
         "activation_scales": [float(s) for s in measured.activation_scales],
         "activation_steps": [float(s) for s in steps],
@@ -142,9 +181,7 @@ def convert(model, calibration, *, timesteps: int = 8, weight_bits=8, method: st
         "source_layers": [layer.path for layer in float_layers],
     })
     if test_split is not None:
-        x = test_split.samples.reshape(len(test_split), -1).astype(np.float64)
-        for layer in folded:
-            x = layer.forward(x)
+        x = _forward(folded, test_split.samples)
         record["float_accuracy"] = {f"{test_split.name}/test": float(np.mean(np.argmax(x, axis=1) == test_split.labels))}
-    return Network(timesteps=timesteps, input_shape=input_shape, input_lut=input_lut(measured.input_max, timesteps),
-                   layers=dense, classes=classes, calibration=record)
+    return Network(timesteps=timesteps, input_shape=input_shape, input_lut=net.input_lut, layers=dense,
+                   classes=classes, calibration=record)

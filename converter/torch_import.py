@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import operator
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -177,7 +178,12 @@ def import_model(model: nn.Module) -> list[FloatLayer]:
     if model.training and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
         raise ConversionError(f"{type(model).__name__} is in training mode and has BatchNorm: call model.eval() "
                               f"first so its running statistics are used")
-    gm = _trace(copy.deepcopy(model).eval())
+    with warnings.catch_warnings():
+        # torch 2.13 deep-copying an exported GraphModule's tree specs warns about its own deprecated
+        # LeafSpec check: noise for the user, nothing they can act on.
+        warnings.filterwarnings("ignore", message=r".*treespec, LeafSpec.*", category=FutureWarning)
+        copied = copy.deepcopy(model)
+    gm = _trace(copied.eval())
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     if len(placeholders) != 1:
         raise ConversionError(f"the model takes {len(placeholders)} inputs; supported: exactly one input tensor")

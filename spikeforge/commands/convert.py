@@ -17,8 +17,10 @@ def add_arguments(parser):
                              "directory, or a .npy/.pt file of raw byte samples (N, ...)")
     parser.add_argument("--timesteps", "-T", type=int, default=8, help="T, 1..16 (default 8)")
     parser.add_argument("--weight-bits", type=int, default=8, help="signed weight width, 2..16 (default 8)")
-    parser.add_argument("--method", choices=["percentile", "max"], default="percentile",
-                        help="activation scale: percentile of activations (default) or max")
+    parser.add_argument("--method", choices=["percentile", "max", "search"], default="percentile",
+                        help="activation clip: a percentile of each layer's activations (default), their max, "
+                             "or search: the percentile whose integer network classifies the calibration set "
+                             "best (worth it at T = 2-4)")
     parser.add_argument("--percentile", type=float, default=99.9, help="percentile for --method percentile (99.9)")
     parser.add_argument("--v0", choices=["round", "floor"], default="round",
                         help="initial membrane potential: θ//2 rounds to nearest (default), 0 floors")
@@ -49,6 +51,11 @@ def run(args) -> int:
                       normalization=normalization, input_shape=input_shape)
     net.save(args.output)
     print(net.describe())
+    search = net.calibration.get("search")
+    if search:
+        tried = ", ".join(f"{c['percentile']:g}: {100 * c['agreement']:.2f} %" for c in search["candidates"])
+        print(f"clip search (agreement with the {search['reference']}): {tried} -> percentile "
+              f"{net.calibration['percentile']:g}")
     float_accuracy = net.calibration.get("float_accuracy", {})
     for key, value in float_accuracy.items():
         print(f"float ANN accuracy on {key}: {100 * value:.2f} %")

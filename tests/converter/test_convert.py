@@ -134,7 +134,7 @@ def test_non_finite_weights_are_refused():
     (dict(timesteps=17), r"timesteps 17 is not in 1..16"),
     (dict(weight_bits=1), r"weight_bits 1 is not in 2..16"),
     (dict(weight_bits=17), r"weight_bits 17 is not in 2..16"),
-    (dict(method="mean"), r"calibration method 'mean' is not supported; supported: max, percentile"),
+    (dict(method="mean"), r"calibration method 'mean' is not supported; supported: percentile, max, search"),
     (dict(percentile=0), r"percentile 0 is not in \(0, 100\]"),
     (dict(v0="ceil"), r"v0 mode 'ceil' is not supported; supported: round, floor"),
 ])
@@ -207,6 +207,15 @@ def test_cli_convert_eval_and_nothing_written_on_failure(tmp_path):
     assert failed.returncode == 2 and "Tanh is not supported" in failed.stderr
     assert not (tmp_path / "badnet").exists()
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_cli_convert_clip_search(tmp_path):
+    torch.save(load_digits_mlp(), tmp_path / "m.pt")
+    done = _cli("convert", "m.pt", "--calibrate", "digits", "-T", "2", "--method", "search", "-o", "net",
+                cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "clip search (agreement with the calibration labels): 95: " in done.stdout
+    assert load(tmp_path / "net").calibration["method"] == "search"
 
 
 def test_public_api_convert():
