@@ -156,11 +156,18 @@ def _targets(results: dict) -> list:
                      f"{agree}", "met" if gap <= 0.5 and rtl.get("ok") else "not met"])
     if accuracy:
         from .accuracy_vs_timesteps import headline
+        searched = headline(accuracy, "ilif-search")
         for key, item in headline(accuracy).items():
             ratio = item["ratios"]["rate-spikes"]
+            found = (searched.get(key) or {}).get("ratios", {}).get("rate-spikes")
+            measured = "not reached" if ratio is None else f"{ratio:.1f}× (default clip)"
+            if found is not None:
+                measured += f"; {found:.1f}× (clip search)"
+            best = max([r for r in (ratio, found) if r is not None], default=None)
+            verdict = "—" if best is None else ("not met" if best < 4 else
+                                                "met" if ratio is not None and ratio >= 4 else "met with the clip search")
             rows.append([f"{key}: ≥ 4× fewer spike-driven additions than classic rate coding (spike input) "
-                         f"within 1 point", "not reached" if ratio is None else f"{ratio:.1f}×",
-                         "—" if ratio is None else ("met" if ratio >= 4 else "not met")])
+                         f"within 1 point", measured, verdict])
     if hardware:
         from .hardware import SPIKER_PLUS_LOGIC, SPIKER_PLUS_US, headline as hw_headline
         goal = hw_headline(hardware)
