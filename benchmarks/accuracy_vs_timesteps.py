@@ -337,6 +337,10 @@ def render(result: dict, ctx, commands: str = "") -> str:
         ilif_points = {p["timesteps"]: p for p in net["curves"]["ilif"]["points"]}
         lines.append("iLIF accuracy by T: " + ", ".join(
             f"T={t}: {100 * p['accuracy']:.2f} %" for t, p in ilif_points.items()) + ".")
+        if "ilif-search" in net["curves"]:
+            lines.append("iLIF with the clip search by T (the percentile it chose): " + ", ".join(
+                f"T={p['timesteps']}: {100 * p['accuracy']:.2f} % ({p['percentile']:g})"
+                for p in net["curves"]["ilif-search"]["points"]) + ".")
         rate = net["curves"]["rate-spikes"]["points"]
         marks = [t for t in (8, 16, 32, 64, 128, 256) if t <= len(rate)]
         lines.append("Classic rate IF (spike input) by T: " + ", ".join(
