@@ -28,6 +28,11 @@ def test_bench_quick_digits_writes_results_markdown_and_plots(tmp_path, capsys):
     default = next(p for p in study["points"] if p["percentile"] == 99.9)
     curve = {p["timesteps"]: p["accuracy"] for p in accuracy["curves"]["ilif"]["points"]}
     assert study["timesteps"] in curve and default["accuracy"] == curve[study["timesteps"]]
+    # Retrained seeds, both conversions, at the parity T.
+    robustness = accuracy["seed_robustness"]
+    assert robustness["seeds"] == [1, 2] and len(robustness["rows"]) == 2
+    assert set(robustness["rows"][0]["accuracy"]) == {f"{m}@{t}" for m in ("ilif", "ilif-search")
+                                                      for t in robustness["timesteps"]}
     # k = 2 is the golden model: the k-sweep's k = 2 accuracy equals the iLIF curve's at the same T.
     sweep = sections["k_sweep"]["result"]["networks"]["digits"]["sweep"]
     ilif = {p["timesteps"]: p["accuracy"] for p in accuracy["curves"]["ilif"]["points"]}
@@ -36,6 +41,7 @@ def test_bench_quick_digits_writes_results_markdown_and_plots(tmp_path, capsys):
     markdown = (out / "RESULTS.md").read_text()
     assert "## 1. Timesteps and work to ANN parity" in markdown and "quick smoke test" in markdown
     assert f"Calibration sensitivity at T = {study['timesteps']}" in markdown
+    assert "Robustness: the same network retrained with 2 other seeds" in markdown
     for png in ("accuracy_digits.png", "amplification_sweep.png"):
         assert (out / "plots" / png).read_bytes()[:4] == b"\x89PNG" and f"(plots/{png})" in markdown
     # Nothing is published from a quick run.
