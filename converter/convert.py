@@ -157,19 +157,11 @@ def convert(model, calibration, *, timesteps: int = 8, weight_bits=8, method: st
     if method == "search":
         logits = _forward(folded, raw)
         reference = labels if labels is not None else np.argmax(logits, axis=1)
-        built = {}
-
-        def build_at(at_percentile):
-            built[at_percentile] = build("percentile", at_percentile)
-            return built[at_percentile][0]
-
         raw_bytes = np.clip(np.round(raw), 0, 255).astype(np.uint8)
-        percentile, table = search_percentile(build_at, raw_bytes, reference, logits)
-        net, measured, steps = built[percentile]
+        percentile, table = search_percentile(lambda at: build("percentile", at)[0], raw_bytes, reference, logits)
         record["search"] = {"reference": "calibration labels" if labels is not None else "float model predictions",
                             "candidates": table}
-    else:
-        net, measured, steps = build(method, percentile)
+    net, measured, steps = build("percentile" if method == "search" else method, percentile)
     dense = net.layers
     record.update({
         "method": method, "percentile": percentile if method in ("percentile", "search") else None,
