@@ -119,30 +119,29 @@ def _baseline_curves(ctx, net, test, max_timesteps: int) -> dict:
 
 
 
-def _calibration_sensitivity(ctx, spec, model, test, parity) -> dict | None:
-    """One step below iLIF's 1-point parity T: accuracy and additions for each calibration percentile.
+def _calibration_sensitivity(ctx, key: str, model, test, parity) -> dict | None:
+    """One step below iLIF's 1-point parity T: test accuracy and additions for each clip percentile the
+    search tries, beside its training-split accuracy (the search's own record of every candidate).
 
-    Shows whether T - 1 is out of reach or only a matter of the clip, and whether the calibration
-    (training) split could pick the clip: its accuracy is measured too.
+    Shows whether T - 1 is out of reach or only a matter of the clip.
     """
     import spikeforge
-    from spikeforge.converter.clip_search import SEARCH_PERCENTILES
     from spikeforge.sim import golden
 
     point = parity["ilif"]["1.0"]
     if point is None or point["timesteps"] < 2:
         return None
     T = point["timesteps"] - 1
-    train = dataset(spec.dataset, "train").head(ctx.test_samples(spec.key) or 5000)
+    spec = NETWORKS[key]
+    searched = converted(ctx, key, T, "search").calibration
     rows = []
-    for percentile in SEARCH_PERCENTILES:
-        net = spikeforge.convert(model, spec.dataset, timesteps=T, weight_bits=8, percentile=percentile)
+    for candidate in searched["search"]["candidates"]:
+        net = spikeforge.convert(model, spec.dataset, timesteps=T, weight_bits=8, percentile=candidate["percentile"])
         result = golden.run(net, test.samples)
         additions = golden.spike_driven_additions(net, result.input_spikes())
-        rows.append({"percentile": percentile, "accuracy": float(np.mean(result.labels == test.labels)),
-                     "train_accuracy": float(np.mean(golden.run(net, train.samples).labels == train.labels)),
-                     "additions_per_sample": float(additions.mean())})
-    return {"timesteps": T, "train_samples": len(train), "points": rows}
+        rows.append({"percentile": candidate["percentile"], "accuracy": float(np.mean(result.labels == test.labels)),
+                     "train_accuracy": candidate["agreement"], "additions_per_sample": float(additions.mean())})
+    return {"timesteps": T, "train_samples": searched["samples"], "points": rows}
 
 
 #: Retrained digits models (seeds of ``train_digits_mlp``) for the robustness check of the parity T.
@@ -207,7 +206,7 @@ def measure(ctx, networks=None) -> dict:
             best = max(curve["points"], key=lambda p: p["accuracy"])
             parity[method]["best"] = {"timesteps": best["timesteps"], "accuracy": best["accuracy"]}
         log(f"accuracy: {key} calibration sensitivity one step below parity")
-        sensitivity = _calibration_sensitivity(ctx, spec, model, test, parity)
+        sensitivity = _calibration_sensitivity(ctx, key, model, test, parity)
         robustness = _seed_robustness(ctx, spec, test, parity)
         layers = [{"name": l.name, "in": l.in_features, "out": l.out_features} for l in baseline_net.layers]
         results["networks"][key] = {
