@@ -81,16 +81,24 @@ def test_hidden_layer_stream_rules_under_stalls(banks):
     np.testing.assert_array_equal(got, golden.run_codes(net, codes).codes[1])
 
 
-def test_ping_pong_accumulates_next_sample_while_firing():
-    """Two membrane banks: sample n+1's input events go in while sample n's spikes are still coming out."""
+def _second_sample_timing(banks):
+    """Three full-scale samples through a 4-8 layer with one lane (fire: 8 steps x 8 chunks).
+
+    Returns the cycles of sample 0's first and last output beat and of sample 1's input transfers.
+    """
     net = random_network(2, sizes=(4, 8, 2), timesteps=8, weight_bits=8, threshold_range=(1, 30), bias_range=(0, 0))
     codes = np.full((3, 4), 255)
-    got, _, spikes, accepted, beats = _run_hidden(net, 1, codes, banks=2)   # fire: 8 steps x 8 chunks
+    got, _, spikes, accepted, beats = _run_hidden(net, 1, codes, banks=banks)
     np.testing.assert_array_equal(got, golden.run_codes(net, codes).codes[1])
     sample_ends = [i for i, b in enumerate(beats) if b["last"]]
     first_out_of_sample0 = spikes[0][0]
     last_out_of_sample0 = next(cycle for cycle, beat in spikes if beat[3])
-    in_sample1 = accepted[sample_ends[0] + 1: sample_ends[1] + 1]
+    return first_out_of_sample0, last_out_of_sample0, accepted[sample_ends[0] + 1: sample_ends[1] + 1]
+
+
+def test_ping_pong_accumulates_next_sample_while_firing():
+    """Two membrane banks: sample n+1's input events go in while sample n's spikes are still coming out."""
+    first_out_of_sample0, last_out_of_sample0, in_sample1 = _second_sample_timing(banks=2)
     assert any(first_out_of_sample0 <= c <= last_out_of_sample0 for c in in_sample1)
     # ...and the hand-over takes the next sample's first event in the cycle it flips the banks.
     assert in_sample1[0] < first_out_of_sample0
@@ -98,14 +106,7 @@ def test_ping_pong_accumulates_next_sample_while_firing():
 
 def test_one_bank_takes_the_next_sample_after_the_fire_sweep():
     """One membrane bank: sample n+1's input events go in only after sample n's fire sweep."""
-    net = random_network(2, sizes=(4, 8, 2), timesteps=8, weight_bits=8, threshold_range=(1, 30), bias_range=(0, 0))
-    codes = np.full((3, 4), 255)
-    got, _, spikes, accepted, beats = _run_hidden(net, 1, codes, banks=1)   # fire: 8 steps x 8 chunks
-    np.testing.assert_array_equal(got, golden.run_codes(net, codes).codes[1])
-    sample_ends = [i for i, b in enumerate(beats) if b["last"]]
-    first_out_of_sample0 = spikes[0][0]
-    last_out_of_sample0 = next(cycle for cycle, beat in spikes if beat[3])
-    in_sample1 = accepted[sample_ends[0] + 1: sample_ends[1] + 1]
+    first_out_of_sample0, last_out_of_sample0, in_sample1 = _second_sample_timing(banks=1)
     assert in_sample1 and all(c > last_out_of_sample0 for c in in_sample1)
     assert first_out_of_sample0 < last_out_of_sample0
 
