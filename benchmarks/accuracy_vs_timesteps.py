@@ -5,7 +5,7 @@ For each benchmark network (digits MLP, Fashion-MNIST 784-128-10, deep Fashion-M
 * the float ANN's test accuracy (torch, float32);
 * iLIF k = 2: convert at every T (8-bit weights, percentile calibration, ``v0 = θ//2``) and run the
   golden closed form on the test split; the literal timestep model is checked against it;
-* the rate-coded IF baseline (:func:`spikeforge.sim.golden.run_rate_coded`, via the checkpointed
+* the rate-coded IF baseline (:func:`spikeforge.ir.golden.run_rate_coded`, via the checkpointed
   :func:`benchmarks.rate_coded.rate_coded_curve`) on the same integer weights for T = 1..256, with
   inputs as Bernoulli spikes and as a constant current, each with the classic ``V(0) = 0`` and with
   ``V(0) = θ/2`` (the same rounding offset the iLIF network uses);
@@ -70,7 +70,7 @@ def parity_point(curve: list, float_acc: float, tolerance_points: float):
 
 
 def _ilif_curve(ctx, key: str, test, timesteps, method: str = "percentile") -> list:
-    from spikeforge.sim import golden
+    from spikeforge.ir import golden
 
     curve = []
     for T in timesteps:
@@ -87,7 +87,7 @@ def _ilif_curve(ctx, key: str, test, timesteps, method: str = "percentile") -> l
 
 def _literal_check(ctx, key: str, test, timesteps) -> dict:
     """The literal timestep iLIF model must give the closed form's labels and scores exactly."""
-    from spikeforge.sim import golden
+    from spikeforge.ir import golden
 
     count = min(len(test), 500)
     checked = {}
@@ -126,7 +126,7 @@ def _calibration_sensitivity(ctx, key: str, model, test, parity) -> dict | None:
     Shows whether T - 1 is out of reach or only a matter of the clip.
     """
     import spikeforge
-    from spikeforge.sim import golden
+    from spikeforge.ir import golden
 
     point = parity["ilif"]["1.0"]
     if point is None or point["timesteps"] < 2:

@@ -1,7 +1,7 @@
 """The k-sweep: conversion error of iLIF neurons with amplification k in 1, 1.5, 2, 2.5, 3 for T in 4, 8, 16.
 
 SpikeConverter chooses k = 2 (a spike train is then a binary number). This section measures, with the
-generic-k neuron of :mod:`spikeforge.sim.amplification`:
+generic-k neuron of :mod:`spikeforge.ir.amplification`:
 
 * the single-neuron encoding error: mean ``|v - decoded(v)|`` over v uniform in [0, 1] (fraction of
   the range), which isolates the code;
@@ -40,7 +40,7 @@ def _float_activations(model, net, samples) -> list:
 
 
 def measure(ctx, networks=None) -> dict:
-    from spikeforge.sim import amplification
+    from spikeforge.ir import amplification
 
     networks = networks or ctx.networks
     results = {"amplifications": list(AMPLIFICATIONS), "timesteps": list(TIMESTEPS), "encoding_error": {},
@@ -131,7 +131,7 @@ def render(result: dict, ctx, commands: str = "") -> str:
     ks = result["amplifications"]
     lines = ["## 1b. Amplification factor k (the k-sweep)", "",
              "The integer network converted at T is run with iLIF neurons of factor k "
-             "(`spikeforge.sim.amplification`: a spike at step t is worth k^(T-1-t); k = 1 is a rate code, "
+             "(`spikeforge.ir.amplification`: a spike at step t is worth k^(T-1-t); k = 1 is a rate code, "
              "k < 2 is redundant with a coarser finest step, k > 2 leaves gaps; k = 2 equals the golden model "
              "bit for bit). Conversion error: mean over hidden neurons and test samples of "
              "|a/s − x/x_max(k, T)| (float activation a, calibrated range s, decoded train x), in % of the range. "

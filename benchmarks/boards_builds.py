@@ -16,14 +16,14 @@ import sys
 import time
 from pathlib import Path
 
-from spikeforge.converter.atomic import write_json
+from spikeforge.ir.atomic import write_json
 
 RESULTS = Path("build/bench/boards_builds.json")
 
 
 def _networks(fashion_net):
-    from spikeforge.converter.network import load
-    from spikeforge.converter.random_network import random_network
+    from spikeforge.ir.network import load
+    from spikeforge.ir.random_network import random_network
     from spikeforge.demo import demo_network
     fashion = load(fashion_net) if fashion_net else random_network(7, sizes=(784, 128, 10), timesteps=8)
     return {"digits": demo_network, "fashion-mnist": lambda: fashion}

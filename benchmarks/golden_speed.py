@@ -18,7 +18,7 @@ TARGET = 50_000
 
 
 def measure(ctx) -> dict:
-    from spikeforge.sim import golden
+    from spikeforge.ir import golden
 
     cases = [("digits", 8, 100_000 if not ctx.quick else 10_000), ("digits", 4, 100_000 if not ctx.quick else 10_000),
              ("fmnist", 4, 10_000 if not ctx.quick else 2_000), ("fmnist", 8, 10_000 if not ctx.quick else 2_000),

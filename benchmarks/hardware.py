@@ -55,7 +55,7 @@ def _smallest_t(ctx, key: str, tolerance: float = 0.5):
     net = result.get("networks", {}).get(key)
     if net and net["parity"]["ilif"].get(str(tolerance)):
         return net["parity"]["ilif"][str(tolerance)]["timesteps"], "from the accuracy section"
-    from spikeforge.sim import golden
+    from spikeforge.ir import golden
 
     spec = NETWORKS[key]
     test = dataset(spec.dataset, "test").head(ctx.test_samples(key))
@@ -146,7 +146,7 @@ def _resources(board: dict) -> dict:
 
 
 def _case(ctx, case: dict, T: int, why: str) -> dict:
-    from spikeforge.sim import golden
+    from spikeforge.ir import golden
 
     key, board = case["network"], case["board"]
     spec = NETWORKS[key]
@@ -174,7 +174,7 @@ def _case(ctx, case: dict, T: int, why: str) -> dict:
 
 def _attempt(ctx, case: dict, net, test, entry: dict, how: dict) -> dict:
     """Generate, sign off and build one folding of the network."""
-    from spikeforge.sim import golden
+    from spikeforge.ir import golden
 
     key, board, T = case["network"], case["board"], net.timesteps
     attempt = {}

@@ -25,12 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
-from spikeforge.converter.random_network import random_network
+from spikeforge.ir.random_network import random_network
 from spikeforge.hdl import Accelerator
 from spikeforge.hdl.cycle_model import predict
 from spikeforge.hdl.folding import auto_folding, resolve_folding
 from spikeforge.hdl.generate import generate
-from spikeforge.sim import golden
+from spikeforge.ir import golden
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "hdl"))
 from hdl_harness import simulate_accelerator  # noqa: E402

@@ -1,4 +1,4 @@
-"""The rate-coded IF baseline at every T in one run: :func:`spikeforge.sim.golden.run_rate_coded` with checkpoints.
+"""The rate-coded IF baseline at every T in one run: :func:`spikeforge.ir.golden.run_rate_coded` with checkpoints.
 
 ``golden.rate_coded_steps`` yields the state after every step, and the first ``t`` steps of a longer
 run are exactly a ``t``-step run: one ``T_max``-step simulation that records the labels and the spike
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from spikeforge.sim.golden import argmax_lowest, rate_coded_steps
+from spikeforge.ir.golden import argmax_lowest, rate_coded_steps
 
 __all__ = ["RateCodedCurve", "rate_coded_curve"]
 

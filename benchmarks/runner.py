@@ -24,6 +24,7 @@ import traceback
 from pathlib import Path
 
 from .common import Context, log, machine, repo_root
+from spikeforge.ir.errors import InputError
 
 __all__ = ["SECTIONS", "main", "build_parser", "run"]
 
@@ -62,7 +63,7 @@ def _selected(only: str | None) -> list:
     names = [name.strip() for name in only.split(",") if name.strip()]
     unknown = [name for name in names if name not in SECTIONS]
     if unknown:
-        raise ValueError(f"unknown section(s) {', '.join(map(repr, unknown))}; sections: {', '.join(SECTIONS)}")
+        raise InputError(f"unknown section(s) {', '.join(map(repr, unknown))}; sections: {', '.join(SECTIONS)}")
     return [name for name in SECTIONS if name in names]      # report order: later sections use earlier ones
 
 
@@ -199,7 +200,7 @@ def run(args) -> int:
     networks = tuple(n.strip() for n in args.networks.split(",") if n.strip())
     unknown = [n for n in networks if n not in NETWORKS]
     if unknown or not networks:
-        raise ValueError(f"unknown network(s) {', '.join(map(repr, unknown))}; networks: {', '.join(NETWORKS)}")
+        raise InputError(f"unknown network(s) {', '.join(map(repr, unknown))}; networks: {', '.join(NETWORKS)}")
     ctx = Context(quick=args.quick, out_dir=args.output, seed=args.seed, networks=networks)
     results_path = ctx.out_dir / "results.json"
     results = _load_previous(results_path, ctx.quick)

@@ -86,7 +86,7 @@ def _synthesise(ctx, rtl: Path, design: dict) -> dict:
 
 
 def _point(ctx, width: int, T: int, synthesise: bool) -> dict:
-    from spikeforge.sim import golden
+    from spikeforge.ir import golden
 
     net = _network(ctx, width, T)
     test = dataset("fashion-mnist", "test").head(300 if ctx.quick else 1000)

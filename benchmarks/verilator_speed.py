@@ -35,7 +35,7 @@ def _demo_design(out_dir: Path, test):
     from spikeforge.demo import demo_network
     from spikeforge.demo_hardware import DEMO_LANES_BUDGET
     from spikeforge.hdl.generate import generate
-    from spikeforge.sim import golden
+    from spikeforge.ir import golden
 
     net = demo_network()
     spikes_in = [float(s.mean()) for s in golden.run(net, test.samples).input_spikes()]
@@ -56,7 +56,8 @@ def _phase_rates(raw: dict) -> list:
 
 def measure(ctx) -> dict:
     from spikeforge.datasets import load
-    from spikeforge.sim import golden, verilator
+    from spikeforge.ir import golden
+    from spikeforge.sim import verilator
     from spikeforge.sim.signoff import (Design, PayloadCodec, run_phases, stall_phases, verify,
                                         worst_case_cycles)
 

@@ -30,7 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..converter.atomic import copy_file, write_json
+from spikeforge.ir.atomic import copy_file, write_json
+from spikeforge.ir.errors import ExternalToolError, InputError
 from .platforms import BoardError, board_info
 from .top import BoardTop, SerialAccelerator, count_leds, link_config_for
 
@@ -43,11 +44,11 @@ PATCHABLE_MIN_DEPTH = 64
 REPORT_FORMAT = "spikeforge-board-build"
 
 
-class FitError(ValueError):
+class FitError(InputError):
     """The design does not fit the device; the message names what overflows and by how much."""
 
 
-class ToolError(RuntimeError):
+class ToolError(ExternalToolError):
     """A synthesis / place-and-route tool failed; the message holds the end of its log."""
 
 

@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 
 from .link import LinkConfig, LinkError, Result, SlipStreamDecoder, Status, info_request, parse_frame, sample_frame
+from spikeforge.ir.errors import InputError
 
 __all__ = ["BoardClient", "RunStats", "CANDIDATE_BAUDS"]
 
@@ -44,7 +45,7 @@ class BoardClient:
 
     def __init__(self, port, baud=None, *, answer_timeout: float = 1.0, window: int = 2, retries: int = 5):
         if window < 1:
-            raise ValueError(f"window {window} must be >= 1")
+            raise InputError(f"window {window} must be >= 1")
         self.answer_timeout = answer_timeout
         self.window = window
         self.retries = retries
@@ -119,7 +120,7 @@ class BoardClient:
             data = bytes(bytearray(int(v) for v in sample.reshape(-1))) if hasattr(sample, "reshape") \
                 else bytes(sample)
             if len(data) != config.in_features:
-                raise ValueError(f"sample {index} has {len(data)} bytes; the board takes {config.in_features}")
+                raise InputError(f"sample {index} has {len(data)} bytes; the board takes {config.in_features}")
             frames.append(data)
         stats = stats if stats is not None else RunStats()
         results = [None] * len(frames)

@@ -51,6 +51,8 @@ from dataclasses import dataclass
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
+from spikeforge.ir.errors import ExternalToolError
+from spikeforge.ir.errors import InputError
 
 __all__ = [
     "END", "ESC", "ESC_END", "ESC_ESC", "KIND_SAMPLE", "KIND_INFO", "KIND_RESULT", "MAGIC", "VERSION",
@@ -75,7 +77,7 @@ class Status(enum.IntEnum):
     TIMEOUT = 4     #: the frame stopped arriving mid-way
 
 
-class LinkError(ValueError):
+class LinkError(ExternalToolError):
     """A frame from the board that does not follow the protocol."""
 
 
@@ -159,11 +161,11 @@ class LinkConfig:
 
     def __post_init__(self):
         if not 1 <= self.in_features <= 0xFFFF:
-            raise ValueError(f"in_features {self.in_features} is not in 1..65535")
+            raise InputError(f"in_features {self.in_features} is not in 1..65535")
         if not 1 <= self.classes <= 256:
-            raise ValueError(f"classes {self.classes} is not in 1..256 (labels are one byte)")
+            raise InputError(f"classes {self.classes} is not in 1..256 (labels are one byte)")
         if not 1 <= self.score_bits <= 64:
-            raise ValueError(f"score_bits {self.score_bits} is not in 1..64")
+            raise InputError(f"score_bits {self.score_bits} is not in 1..64")
 
     @property
     def score_bytes(self) -> int:
@@ -378,9 +380,9 @@ class LinkReceiver(wiring.Component):
 
     def __init__(self, in_features: int, timeout_cycles: int, pixel_shape=PixelLayout):
         if in_features < 1:
-            raise ValueError(f"in_features {in_features} must be >= 1")
+            raise InputError(f"in_features {in_features} must be >= 1")
         if timeout_cycles < 2:
-            raise ValueError(f"timeout_cycles {timeout_cycles} must be >= 2")
+            raise InputError(f"timeout_cycles {timeout_cycles} must be >= 2")
         self.in_features = in_features
         self.timeout_cycles = timeout_cycles
         super().__init__({

@@ -17,13 +17,14 @@ import json
 import os
 from pathlib import Path
 
-from ..converter.atomic import copy_file
+from spikeforge.ir.atomic import copy_file
 from .build import PATCHABLE_MIN_DEPTH, ToolError, _run, _script, hex_image
+from spikeforge.ir.errors import InputError
 
 __all__ = ["PatchError", "write_rom_images", "icebram_replace", "check_patchable", "patch_weights"]
 
 
-class PatchError(ValueError):
+class PatchError(InputError):
     """The bitstream cannot take this network's weights; the message says why."""
 
 
@@ -113,7 +114,7 @@ def patch_weights(bitstream, new_net, output) -> dict:
     PatchError
         Not an iCE40 build of this flow, or a network it cannot take (see :func:`check_patchable`).
     """
-    from ..converter.network import load
+    from spikeforge.ir.network import load
     from ..hdl.folding import Folding
 
     bitstream = Path(bitstream)

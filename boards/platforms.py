@@ -9,6 +9,7 @@ import importlib
 import pkgutil
 import re
 from dataclasses import dataclass
+from spikeforge.ir.errors import InputError
 
 __all__ = ["BoardError", "BoardInfo", "find_platform", "board_info", "DEVICES", "SUPPORTED_BOARDS",
            "DEFAULT_BAUD"]
@@ -22,7 +23,7 @@ DEFAULT_BAUD = {"ICEBreakerPlatform": 1_000_000, "ULX3S_85F_Platform": 1_000_000
 FALLBACK_BAUD = 115200
 
 
-class BoardError(ValueError):
+class BoardError(InputError):
     """An unknown board, or one this flow cannot build for."""
 
 

@@ -16,7 +16,8 @@ import threading
 import time
 from pathlib import Path
 
-from ..converter.atomic import write_text
+from spikeforge.ir.atomic import write_text
+from spikeforge.ir.errors import ExternalToolError
 from .link import LinkConfig
 from .top import SerialAccelerator, link_config_for
 
@@ -96,9 +97,9 @@ class SimulatedBoard:
         deadline = time.monotonic() + self.startup_timeout
         while not self._port_file.exists():
             if self._error is not None or not self._thread.is_alive():
-                raise RuntimeError(f"the simulated board did not start: {self._error}")
+                raise ExternalToolError(f"the simulated board did not start: {self._error}")
             if time.monotonic() > deadline:
-                raise RuntimeError("the simulated board did not open its pty in time")
+                raise ExternalToolError("the simulated board did not open its pty in time")
             time.sleep(0.05)
         self.port = self._port_file.read_text().strip()
         return self
@@ -107,4 +108,4 @@ class SimulatedBoard:
         self._stop_file.write_text("stop\n")
         self._thread.join(timeout=60)
         if self._error is not None and exc[0] is None:
-            raise RuntimeError(f"the simulated board failed: {self._error}")
+            raise ExternalToolError(f"the simulated board failed: {self._error}")

@@ -24,6 +24,7 @@ from amaranth.lib.wiring import In, Out
 
 from .link import LinkConfig, LinkReceiver, LinkTransmitter, SlipDecoder, SlipEncoder, TagLayout
 from .uart import UARTReceiver, UARTTransmitter, baud_divisor
+from spikeforge.ir.errors import InputError
 
 __all__ = ["result_layout_of", "pixel_layout_of", "link_config_for", "SerialAccelerator", "BoardTop",
            "count_leds"]
@@ -92,7 +93,7 @@ class SerialAccelerator(wiring.Component):
                  led_count: int = 2, rx_fifo_depth: int = 16, tag_fifo_depth: int = 4,
                  divisor: int | None = None):
         if led_count < 2:
-            raise ValueError(f"led_count {led_count} must be >= 2")
+            raise InputError(f"led_count {led_count} must be >= 2")
         self.accelerator = accelerator
         self.config = config
         self.divisor = divisor if divisor is not None else baud_divisor(config.clk_freq, config.baud)

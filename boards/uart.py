@@ -18,6 +18,7 @@ from amaranth.hdl import Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.wiring import In, Out
+from spikeforge.ir.errors import InputError
 
 __all__ = ["BaudError", "baud_divisor", "UARTReceiver", "UARTTransmitter"]
 
@@ -27,7 +28,7 @@ MAX_BAUD_ERROR = 0.02
 MIN_DIVISOR = 4
 
 
-class BaudError(ValueError):
+class BaudError(InputError):
     """A baud rate that the clock cannot produce accurately enough."""
 
 

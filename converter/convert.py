@@ -17,7 +17,7 @@ import torch
 
 from .calibrate import InputNormalization, calibrate, fold_normalization, to_numpy_raw
 from .clip_search import search_percentile
-from .network import MAX_TIMESTEPS, Network
+from spikeforge.ir.network import MAX_TIMESTEPS, Network
 from .quantize import V0_MODES, input_lut, quantize_layers
 from .torch_import import ConversionError, import_model
 

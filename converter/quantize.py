@@ -18,19 +18,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from .network import DenseLayer
+from spikeforge.ir.golden import input_lut
+from spikeforge.ir.network import DenseLayer
 from .torch_import import ConversionError, FloatLayer
 
 __all__ = ["quantize_layers", "input_lut", "V0_MODES"]
 
 V0_MODES = ("round", "floor")
-
-
-def input_lut(input_max: float, timesteps: int) -> np.ndarray:
-    """Raw byte -> code: ``clip(round(raw / Δ_0), 0, 2^T - 1)``."""
-    code_max = (1 << timesteps) - 1
-    step = input_max / code_max
-    return np.clip(np.round(np.arange(256) / step), 0, code_max).astype(np.int64)
 
 
 def _alpha_max(weight: np.ndarray, weight_bits: int, per_channel: bool) -> np.ndarray:

@@ -25,6 +25,7 @@ import torch
 import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
+from spikeforge.ir.errors import InputError
 
 __all__ = ["ConversionError", "FloatLayer", "import_model", "SUPPORTED"]
 
@@ -32,7 +33,7 @@ SUPPORTED = ("Linear, ReLU (nn.ReLU, F.relu, torch.relu), Flatten/view/reshape t
              "BatchNorm1d after a Linear")
 
 
-class ConversionError(ValueError):
+class ConversionError(InputError):
     """The model cannot be converted; the message names the offending module and what is supported."""
 
 

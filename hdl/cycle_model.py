@@ -48,6 +48,7 @@ import numpy as np
 from .folding import check_membrane_banks, resolve_folding
 from .plan import encoder_lanes_for
 from .top import DEFAULT_FIFO_DEPTH
+from spikeforge.ir.errors import InputError
 
 __all__ = ["CyclePrediction", "predict", "spike_counts_per_layer", "FIFO_LATENCY"]
 
@@ -110,11 +111,11 @@ def spike_counts_per_layer(net, counts) -> tuple:
     """Normalise spike counts to ``(S, steps)``: S (N, L) input spikes per sample and layer, steps a
     list of (N, T) arrays or None.
 
-    ``counts`` may be raw samples (uint8 array, run through :func:`spikeforge.sim.golden.run_timesteps`),
+    ``counts`` may be raw samples (uint8 array, run through :func:`spikeforge.ir.golden.run_timesteps`),
     a golden ``TimestepResult`` (its ``spike_counts``) or ``GoldenResult`` (``input_spikes()``), a list of
     one (N,) or (N, T) array per layer, or a list of one number per layer (one typical sample).
     """
-    from ..sim import golden
+    from spikeforge.ir import golden
     L = len(net.layers)
     if isinstance(counts, np.ndarray) and counts.dtype.kind in "iu" \
             and counts.shape[1:] in (net.input_shape, (net.in_features,)):
@@ -125,7 +126,7 @@ def spike_counts_per_layer(net, counts) -> tuple:
         counts = counts.input_spikes()
     counts = list(counts)
     if len(counts) != L:
-        raise ValueError(f"spike counts for {len(counts)} layers; the network has {L} "
+        raise InputError(f"spike counts for {len(counts)} layers; the network has {L} "
                          f"({', '.join(l.name for l in net.layers)})")
     if all(np.ndim(c) == 0 for c in counts):
         return np.array([[float(c) for c in counts]]), None
@@ -134,7 +135,7 @@ def spike_counts_per_layer(net, counts) -> tuple:
         return np.stack([a.sum(axis=1) for a in arrays], axis=1), arrays
     if all(a.ndim == 1 for a in arrays):
         return np.stack(arrays, axis=1), None
-    raise ValueError("spike counts must be one (N,) or (N, T) array per layer, all of the same kind")
+    raise InputError("spike counts must be one (N,) or (N, T) array per layer, all of the same kind")
 
 
 def _beats(steps_row, S, T, chunks):

@@ -28,6 +28,7 @@ from amaranth.lib.wiring import In, Out
 
 from .layouts import index_shape, pixel_layout, spike_event_layout
 from .sweep import SweepSequencer
+from spikeforge.ir.errors import InputError
 
 __all__ = ["SpikeEncoder"]
 
@@ -56,12 +57,12 @@ class SpikeEncoder(wiring.Component):
 
     def __init__(self, *, in_features: int, timesteps: int, lut, lanes: int):
         if not 1 <= lanes <= in_features:
-            raise ValueError(f"encoder lanes {lanes} is not in 1..{in_features}")
+            raise InputError(f"encoder lanes {lanes} is not in 1..{in_features}")
         self.in_features, self.timesteps, self.lanes = in_features, timesteps, lanes
         self.chunks = math.ceil(in_features / lanes)
         self.lut = [int(v) for v in lut]
         if len(self.lut) != 256 or min(self.lut) < 0 or max(self.lut) >= 1 << timesteps:
-            raise ValueError(f"the LUT needs 256 codes in 0..{(1 << timesteps) - 1}")
+            raise InputError(f"the LUT needs 256 codes in 0..{(1 << timesteps) - 1}")
         super().__init__({
             "pixels": In(stream.Signature(pixel_layout())),
             "events": Out(stream.Signature(spike_event_layout(lanes, self.chunks, timesteps))),

@@ -15,13 +15,14 @@ smallest target that fits the budget. Only lane counts that are the smallest for
 
 Without measured spike counts the estimate assumes every input code has ``T/2`` ones on average
 (uniform codes), so layers are balanced by ``in_features × out_features``; pass ``spikes_in`` (mean
-input spikes per sample and layer, e.g. from :func:`spikeforge.sim.golden.run`) for a better balance.
+input spikes per sample and layer, e.g. from :func:`spikeforge.ir.golden.run`) for a better balance.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from spikeforge.ir.errors import InputError
 
 __all__ = ["FoldingError", "Folding", "parse_lanes", "estimate_spikes_in", "auto_folding",
            "resolve_folding", "DEFAULT_LANES_BUDGET", "layer_cycles", "MEMBRANE_BANKS", "check_membrane_banks"]
@@ -35,11 +36,11 @@ MEMBRANE_BANKS = (2, 1)
 def check_membrane_banks(membrane_banks) -> int:
     """``membrane_banks`` as an int, or a ValueError unless it is 1 or 2."""
     if isinstance(membrane_banks, bool) or membrane_banks not in MEMBRANE_BANKS:
-        raise ValueError(f"membrane_banks must be 1 or 2, got {membrane_banks!r}")
+        raise InputError(f"membrane_banks must be 1 or 2, got {membrane_banks!r}")
     return int(membrane_banks)
 
 
-class FoldingError(ValueError):
+class FoldingError(InputError):
     """A folding config names an unknown layer, an out-of-range lanes value, or an unreachable target."""
 
 

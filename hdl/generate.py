@@ -21,12 +21,13 @@ import numpy as np
 from amaranth.back import verilog
 from amaranth.hdl import Shape
 
-from ..converter.network import Network, load
-from ..converter.atomic import staged_directory
+from spikeforge.ir.network import Network, load
+from spikeforge.ir.atomic import staged_directory
 from .cycle_model import predict
 from .folding import estimate_spikes_in, resolve_folding
 from .layouts import pixel_layout, result_layout, spike_event_layout
 from .top import DEFAULT_FIFO_DEPTH, Accelerator
+from spikeforge.ir.errors import InputError
 
 __all__ = ["generate", "design_report", "network_fingerprint", "summary", "DESIGN_FORMAT"]
 
@@ -196,7 +197,7 @@ def generate(net, out_dir, *, lanes=None, target_cycles=None, lanes_budget=None,
         network_path = Path(net)
         net = load(network_path)
     if not isinstance(name, str) or not name.isidentifier():
-        raise ValueError(f"module name {name!r} is not an identifier")
+        raise InputError(f"module name {name!r} is not an identifier")
     folding = resolve_folding(net, lanes, lanes_budget=lanes_budget, target_cycles=target_cycles,
                               spikes_in=spikes_in, membrane_banks=membrane_banks)
     accelerator = Accelerator(net, folding, fifo_depth=fifo_depth, membrane_banks=membrane_banks)

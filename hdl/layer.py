@@ -68,6 +68,7 @@ from amaranth.lib.wiring import In, Out
 from .layouts import index_shape, result_layout, spike_event_layout
 from .plan import LayerPlan
 from .sweep import SweepSequencer
+from spikeforge.ir.errors import InputError
 
 __all__ = ["DenseILIF", "OutputLayer"]
 
@@ -261,7 +262,7 @@ class DenseILIF(_AccumulatingLayer):
 
     def __init__(self, plan: LayerPlan):
         if not plan.fires:
-            raise ValueError(f"layer {plan.name!r} does not fire; use OutputLayer")
+            raise InputError(f"layer {plan.name!r} does not fire; use OutputLayer")
         super().__init__(plan, {"spikes": Out(stream.Signature(spike_event_layout(plan.lanes, plan.chunks,
                                                                                     plan.timesteps)))})
 
@@ -339,7 +340,7 @@ class OutputLayer(_AccumulatingLayer):
 
     def __init__(self, plan: LayerPlan):
         if plan.fires:
-            raise ValueError(f"layer {plan.name!r} fires; use DenseILIF")
+            raise InputError(f"layer {plan.name!r} fires; use DenseILIF")
         super().__init__(plan, {"results": Out(stream.Signature(result_layout(plan.out_features,
                                                                                 plan.membrane_bits)))})
 

@@ -1,6 +1,6 @@
 """The hardware plan: every width, depth and ROM image the RTL, the report and the cycle model share.
 
-:func:`plan_network` turns a :class:`~spikeforge.converter.network.Network` and a
+:func:`plan_network` turns a :class:`~spikeforge.ir.network.Network` and a
 :class:`~spikeforge.hdl.folding.Folding` into an :class:`AcceleratorPlan`. Widths come from worst-case
 bounds (DESIGN.md §1), so no register can overflow:
 

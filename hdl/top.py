@@ -22,6 +22,7 @@ from .folding import check_membrane_banks, resolve_folding
 from .layer import DenseILIF, OutputLayer
 from .layouts import pixel_layout, result_layout
 from .plan import plan_network
+from spikeforge.ir.errors import InputError
 
 __all__ = ["Accelerator", "DEFAULT_FIFO_DEPTH"]
 
@@ -74,7 +75,7 @@ class Accelerator(wiring.Component):
         if not isinstance(fifo_depth, int) or fifo_depth < 2:
             # Depth 0 never accepts a beat (deadlock); depth 1 moves one beat every other cycle,
             # which the cycle model does not describe.
-            raise ValueError(f"fifo_depth {fifo_depth!r} is not supported; it must be an integer >= 2")
+            raise InputError(f"fifo_depth {fifo_depth!r} is not supported; it must be an integer >= 2")
         self.fifo_depth = fifo_depth
         super().__init__({
             "pixels": In(stream.Signature(pixel_layout())),

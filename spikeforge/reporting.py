@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .converter import atomic
+from spikeforge.ir import atomic
+from spikeforge.ir.errors import InputError
 
 __all__ = ["markdown_table", "new_figure", "save_figure", "fmt", "network_report", "write_network_report",
            "render_network_report", "REPORT_TIMESTEPS"]
@@ -50,13 +51,13 @@ def markdown_table(headers, rows, align: str | None = None) -> str:
     headers = [str(h) for h in headers]
     align = align or ("l" + "r" * (len(headers) - 1))
     if len(align) != len(headers):
-        raise ValueError(f"align {align!r} has {len(align)} columns, the table {len(headers)}")
+        raise InputError(f"align {align!r} has {len(align)} columns, the table {len(headers)}")
     marks = {"l": ":--", "r": "--:", "c": ":-:"}
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(marks[a] for a in align) + "|"]
     for row in rows:
         cells = [str(c).replace("|", "\\|") for c in row]
         if len(cells) != len(headers):
-            raise ValueError(f"row {row!r} has {len(cells)} cells, the table {len(headers)} columns")
+            raise InputError(f"row {row!r} has {len(cells)} cells, the table {len(headers)} columns")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -80,7 +81,7 @@ def save_figure(figure, path, dpi: int = 90) -> Path:
 
 def write_json(path, data, compact: bool = False) -> Path:
     """JSON for people (indented) or ``compact`` (one line per top-level key, for big result files);
-    written atomically through :mod:`spikeforge.converter.atomic`."""
+    written atomically through :mod:`spikeforge.ir.atomic`."""
     if not compact:
         return atomic.write_json(path, data)
     text = "{\n" + ",\n".join(f"{json.dumps(key)}: {json.dumps(value, default=atomic.plain, separators=(',', ':'))}"
@@ -93,7 +94,7 @@ def write_json(path, data, compact: bool = False) -> Path:
 
 def _spike_density(net, samples) -> dict:
     """Mean fraction of each layer's inputs that spike at each timestep (literal golden model)."""
-    from .sim import golden
+    from spikeforge.ir import golden
 
     literal = golden.run_timesteps(net, samples)
     widths = [net.in_features] + [layer.out_features for layer in net.hidden_layers]
@@ -110,7 +111,7 @@ def _spike_density(net, samples) -> dict:
 
 def _accuracy_vs_timesteps(net, data, timesteps) -> dict:
     """Accuracy of the network re-timed to each T (sim.amplification, k = 2), exact at its own T."""
-    from .sim import amplification, golden
+    from spikeforge.ir import amplification, golden
 
     rows = []
     for T in timesteps:
@@ -276,7 +277,7 @@ def render_network_report(report: dict, plots: dict) -> str:
             "not recorded in the network (convert with a named dataset to record it)"
         lines += [f"On {acc['dataset']} ({acc['samples']} samples). This network at its own T: "
                   f"**{100 * acc['accuracy']:.2f} %**; float ANN: {float_text}. Other T re-time the same integer "
-                  f"network (biases and input codes rescaled, `spikeforge.sim.amplification`), which is close to "
+                  f"network (biases and input codes rescaled, `spikeforge.ir.amplification`), which is close to "
                   f"but not the same as converting again at that T.", ""]
         if "accuracy" in plots:
             lines += [f"![accuracy vs T]({plots['accuracy']})", ""]

@@ -28,7 +28,7 @@ def run(args) -> int:
     import json
 
     from ..boards.build import BuildOptions, build, format_report
-    from ..converter.network import load
+    from spikeforge.ir.network import load
     from ..hdl.folding import parse_lanes
 
     net = load(args.network)

@@ -20,10 +20,10 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
-    from ..converter.network import load
+    from spikeforge.ir.network import load
     from ..datasets import load as load_dataset
     from ..evaluate import evaluate, format_evaluation
-    from ..converter.atomic import write_json
+    from spikeforge.ir.atomic import write_json
 
     net = load(args.network)
     dataset = load_dataset(args.dataset, args.split).head(args.samples)

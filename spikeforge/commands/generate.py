@@ -29,7 +29,7 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
-    from ..converter.network import load
+    from spikeforge.ir.network import load
     from ..hdl.folding import parse_lanes
     from ..hdl.generate import generate, summary
 
@@ -38,7 +38,7 @@ def run(args) -> int:
     spikes_in = None
     if args.spikes_from:
         from .. import datasets
-        from ..sim import golden
+        from spikeforge.ir import golden
         data = datasets.load(args.spikes_from, "test")
         result = golden.run(net, data.samples[:512])
         spikes_in = [float(s.mean()) for s in result.input_spikes()]

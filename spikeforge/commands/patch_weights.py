@@ -16,7 +16,7 @@ def run(args) -> int:
     import time
 
     from ..boards.patch import patch_weights
-    from ..converter.network import load
+    from spikeforge.ir.network import load
 
     start = time.monotonic()
     result = patch_weights(args.bitstream, load(args.network), args.output)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from spikeforge.ir.errors import InputError
 
 NAME = "report"
 HELP = ("render a report for an integer network: spike density per layer and timestep, accuracy vs. T "
@@ -28,25 +29,25 @@ def add_arguments(parser):
 
 
 def _parse_timesteps(text: str) -> tuple:
-    from ..converter.network import MAX_TIMESTEPS
+    from spikeforge.ir.network import MAX_TIMESTEPS
 
     values = []
     for item in filter(None, (part.strip() for part in text.split(","))):
         if not item.isdigit() or not 1 <= int(item) <= MAX_TIMESTEPS:
-            raise ValueError(f"--timesteps entry {item!r} is not an integer in 1..{MAX_TIMESTEPS}")
+            raise InputError(f"--timesteps entry {item!r} is not an integer in 1..{MAX_TIMESTEPS}")
         values.append(int(item))
     if not values:
-        raise ValueError("--timesteps names no timesteps")
+        raise InputError("--timesteps names no timesteps")
     return tuple(sorted(set(values)))
 
 
 def run(args) -> int:
-    from ..converter.network import load
+    from spikeforge.ir.network import load
     from ..reporting import REPORT_TIMESTEPS, network_report, write_network_report
 
     net = load(args.network)
     if args.samples is not None and args.samples < 0:
-        raise ValueError(f"--samples {args.samples} must be >= 0 (0 = all)")
+        raise InputError(f"--samples {args.samples} must be >= 0 (0 = all)")
     data = None
     if args.dataset:
         from ..datasets import load as load_dataset

@@ -1,6 +1,7 @@
 """`spikeforge run`: classify a dataset on a board (or the simulated board) over its serial port."""
 
 from pathlib import Path
+from spikeforge.ir.errors import InputError
 
 NAME = "run"
 HELP = "classify samples on a board over its serial port; print per-sample results, accuracy, throughput"
@@ -32,8 +33,8 @@ def run(args) -> int:
     data = datasets.load(args.dataset, "test").head(args.samples)
     golden = None
     if args.network is not None:
-        from ..converter.network import load
-        from ..sim import golden as golden_model
+        from spikeforge.ir.network import load
+        from spikeforge.ir import golden as golden_model
         golden = golden_model.run(load(args.network), data.samples)
     stats = RunStats()
     lines = []
@@ -43,7 +44,7 @@ def run(args) -> int:
               f"{cfg.clk_freq / 1e6:g} MHz, {cfg.baud} baud" + (", scores" if cfg.scores else ""))
         samples = data.samples.reshape(len(data), -1)
         if samples.shape[1] != cfg.in_features:
-            raise ValueError(f"{args.dataset} samples have {samples.shape[1]} bytes; the board takes "
+            raise InputError(f"{args.dataset} samples have {samples.shape[1]} bytes; the board takes "
                              f"{cfg.in_features}: is the right bitstream loaded?")
         progress = bar(len(samples), "classifying", unit="sample")
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from spikeforge.commands.bench import import_benchmarks
-from spikeforge.converter.random_network import random_network
-from spikeforge.sim import golden
+from spikeforge.ir.random_network import random_network
+from spikeforge.ir import golden
 
 import_benchmarks()
 from benchmarks.accuracy_vs_timesteps import parity_point  # noqa: E402

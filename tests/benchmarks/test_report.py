@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from spikeforge import cli
-from spikeforge.converter.random_network import random_network
-from spikeforge.sim import golden
+from spikeforge.ir.random_network import random_network
+from spikeforge.ir import golden
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def test_report_with_dataset_writes_markdown_plots_and_json(network_dir, tmp_pat
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) < 200_000
         assert f"]({png})" in markdown
     # The network's own T is exact: the report's accuracy equals the golden model's.
-    from spikeforge.converter.network import load
+    from spikeforge.ir.network import load
     from spikeforge.datasets import load as load_dataset
     net = load(network_dir)
     data = load_dataset("digits", "test").head(200)

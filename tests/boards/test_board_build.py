@@ -10,8 +10,8 @@ from spikeforge.boards.build import FitError, build, check_estimate, estimate_re
 from spikeforge.boards.patch import PatchError, check_patchable
 from spikeforge.boards.platforms import BoardError, board_info, find_platform
 from spikeforge.cli import main
-from spikeforge.converter.network import DenseLayer, Network
-from spikeforge.converter.random_network import random_network
+from spikeforge.ir.network import DenseLayer, Network
+from spikeforge.ir.random_network import random_network
 
 #: A small network for the quick (no-tool) tests; the real iCEBreaker bitstream is the digits demo.
 SIZES = (16, 12, 8, 4)

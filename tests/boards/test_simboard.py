@@ -7,7 +7,7 @@ from spikeforge.boards.host import BoardClient, RunStats
 from spikeforge.boards.link import sample_frame
 from spikeforge.boards.simboard import SimulatedBoard
 from spikeforge.cli import main
-from spikeforge.sim import golden
+from spikeforge.ir import golden
 
 SAMPLES = 24
 

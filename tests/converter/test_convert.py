@@ -11,7 +11,7 @@ import spikeforge
 from spikeforge.converter.calibrate import InputNormalization
 from spikeforge.converter.convert import ConversionError, convert
 from spikeforge.converter.model_files import load_model
-from spikeforge.converter.network import load
+from spikeforge.ir.network import load
 from spikeforge.datasets import load as load_dataset
 from spikeforge.demo import demo_network
 from spikeforge.demo_model import DigitsMLP, float_accuracy, load_digits_mlp

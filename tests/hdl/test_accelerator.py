@@ -7,11 +7,11 @@ from amaranth.hdl import ClockDomain, Module
 from amaranth.sim import Simulator
 
 from hdl_harness import pixel_beats, put_stream, simulate_accelerator, take_stream
-from spikeforge.converter.network import DenseLayer, Network
-from spikeforge.converter.random_network import random_network
+from spikeforge.ir.network import DenseLayer, Network
+from spikeforge.ir.random_network import random_network
 from spikeforge.hdl import Accelerator
 from spikeforge.hdl.cycle_model import predict
-from spikeforge.sim import golden
+from spikeforge.ir import golden
 
 TIMESTEPS = [1, 2, 5, 8, 16]
 WEIGHT_BITS = [2, 5, 8, 12]

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from spikeforge.converter.random_network import random_network
+from spikeforge.ir.random_network import random_network
 from spikeforge.hdl.folding import (DEFAULT_LANES_BUDGET, Folding, FoldingError, auto_folding, parse_lanes,
                                     resolve_folding)
 

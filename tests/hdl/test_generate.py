@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from spikeforge.cli import main
-from spikeforge.converter.random_network import random_network
+from spikeforge.ir.random_network import random_network
 from spikeforge.hdl.folding import FoldingError
 from spikeforge.hdl.generate import generate, network_fingerprint
 from spikeforge.hdl.plan import plan_network, signed_bits

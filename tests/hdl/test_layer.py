@@ -9,12 +9,12 @@ import pytest
 from amaranth.sim import Simulator
 
 from hdl_harness import as_event, codes_from_events, event_sequence, put_stream, take_stream
-from spikeforge.converter.network import DenseLayer, Network
-from spikeforge.converter.random_network import random_network
+from spikeforge.ir.network import DenseLayer, Network
+from spikeforge.ir.random_network import random_network
 from spikeforge.hdl.folding import Folding
 from spikeforge.hdl.layer import DenseILIF, OutputLayer
 from spikeforge.hdl.plan import plan_network
-from spikeforge.sim import golden
+from spikeforge.ir import golden
 
 
 def _input_beats(codes, group, timesteps):

@@ -31,7 +31,7 @@ def demo_rtl(demo_net, digits_test, tmp_path_factory):
     """The demo design: the demo network generated as `spikeforge demo` does (lanes budget, spike counts)."""
     from spikeforge.demo_hardware import DEMO_LANES_BUDGET
     from spikeforge.hdl.generate import generate
-    from spikeforge.sim import golden
+    from spikeforge.ir import golden
     spikes_in = [float(s.mean()) for s in golden.run(demo_net, digits_test.samples).input_spikes()]
     rtl = tmp_path_factory.mktemp("demo") / "rtl"
     generate(demo_net, rtl, lanes_budget=DEMO_LANES_BUDGET, spikes_in=spikes_in)

@@ -18,7 +18,7 @@ from amaranth.hdl import Array, Const, Module, Mux, Signal, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from spikeforge.converter.network import DenseLayer, Network
+from spikeforge.ir.network import DenseLayer, Network
 from spikeforge.hdl.layouts import pixel_layout, result_layout
 
 

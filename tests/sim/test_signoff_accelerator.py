@@ -16,7 +16,7 @@ import shutil
 import numpy as np
 import pytest
 
-from spikeforge.converter.random_network import random_network
+from spikeforge.ir.random_network import random_network
 from spikeforge.sim.signoff import format_report, stall_phases, verify
 
 #: The cycle model must agree with the RTL within this fraction (issue 4).

@@ -120,6 +120,6 @@ def test_build_is_reused_and_waves_are_kept_on_request(reference_net, samples, t
 
 
 def test_reference_accelerator_refuses_deep_networks():
-    from spikeforge.converter.random_network import random_network
+    from spikeforge.ir.random_network import random_network
     with pytest.raises(ValueError, match=r"computes one layer, the network has 3"):
         ReferenceAccelerator(random_network(0))

@@ -20,7 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
+from . import golden
 from .atomic import staged_directory
+from .errors import InputError
 
 __all__ = [
     "FORMAT", "VERSION", "AMPLIFICATION", "MAX_TIMESTEPS", "NetworkFormatError",
@@ -35,7 +37,7 @@ MIN_TIMESTEPS, MAX_TIMESTEPS = 1, 16
 MIN_WEIGHT_BITS, MAX_WEIGHT_BITS = 2, 16
 
 
-class NetworkFormatError(ValueError):
+class NetworkFormatError(InputError):
     """A network directory or object does not follow the spikeforge network format."""
 
 
@@ -252,9 +254,8 @@ class Network:
     # -- running -----------------------------------------------------------------------------------
 
     def run(self, samples):
-        """Classify raw samples with the golden model (closed form); see :func:`spikeforge.sim.golden.run`."""
-        from ..sim.golden import run  # late import: the IR does not depend on the simulator
-        return run(self, samples)
+        """Classify raw samples with the golden model (closed form); see :func:`spikeforge.ir.golden.run`."""
+        return golden.run(self, samples)
 
     # -- persistence -------------------------------------------------------------------------------
 

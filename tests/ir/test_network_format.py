@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 import spikeforge
-from spikeforge.converter.network import DenseLayer, Network, NetworkFormatError, load
-from spikeforge.converter.random_network import random_network
+from spikeforge.ir.network import DenseLayer, Network, NetworkFormatError, load
+from spikeforge.ir.random_network import random_network
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -2,7 +2,7 @@
 
 The hardware and :mod:`.golden` fix k = 2, where a T-step spike train is an unsigned binary number.
 SpikeConverter (Liu et al., AAAI 2022) argues that k = 2 is the best choice; this module measures
-that claim by running the same integer :class:`~spikeforge.converter.network.Network` with any
+that claim by running the same integer :class:`~spikeforge.ir.network.Network` with any
 ``k >= 1``.
 
 The neuron, with temporal separation as in DESIGN.md §1 but a real factor k:
@@ -30,7 +30,7 @@ range ``scale_l`` maps onto ``x_max(k, T)``, so every step shrinks by ``c = x_ma
 weights and thresholds (ratios of steps) are unchanged, biases become ``b·c``, and the input value is
 ``raw/input_max · x_max(k, T)``. The input encoder rounds to nearest: for k = 2 through the
 converter's lookup table, otherwise by the greedy expansion of ``value + 1/2``. At k = 2 and the
-network's own T nothing changes and :func:`run` equals :func:`spikeforge.sim.golden.run` exactly.
+network's own T nothing changes and :func:`run` equals :func:`spikeforge.ir.golden.run` exactly.
 """
 
 from __future__ import annotations
@@ -39,18 +39,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..converter.network import Network
-from ..converter.quantize import input_lut
-from .golden import argmax_lowest
+from .golden import argmax_lowest, input_lut
+from .network import Network
+from .errors import InputError
 
 __all__ = ["AmplifiedResult", "place_values", "code_max", "greedy_spikes", "encoding_error", "run"]
 
 
 def _check(amplification: float, timesteps: int):
     if not (np.isfinite(amplification) and amplification >= 1.0):
-        raise ValueError(f"amplification k = {amplification!r} must be a number >= 1")
+        raise InputError(f"amplification k = {amplification!r} must be a number >= 1")
     if not (isinstance(timesteps, (int, np.integer)) and timesteps >= 1):
-        raise ValueError(f"timesteps {timesteps!r} must be an integer >= 1")
+        raise InputError(f"timesteps {timesteps!r} must be an integer >= 1")
 
 
 def place_values(amplification: float, timesteps: int) -> np.ndarray:
@@ -150,12 +150,12 @@ class AmplifiedResult:
 def _raw_samples(net: Network, samples) -> np.ndarray:
     samples = np.asarray(samples)
     if samples.dtype.kind not in "iu":
-        raise TypeError(f"samples must be raw integer bytes (uint8), got dtype {samples.dtype}")
+        raise InputError(f"samples must be raw integer bytes (uint8), got dtype {samples.dtype}")
     samples = samples.reshape(len(samples), -1) if samples.ndim > 1 else samples.reshape(1, -1)
     if samples.shape[1] != net.in_features:
-        raise ValueError(f"samples have {samples.shape[1]} features; the network takes {net.in_features}")
+        raise InputError(f"samples have {samples.shape[1]} features; the network takes {net.in_features}")
     if samples.size and (samples.min() < 0 or samples.max() > 255):
-        raise ValueError(f"sample values span {samples.min()}..{samples.max()}; raw inputs are bytes 0..255")
+        raise InputError(f"sample values span {samples.min()}..{samples.max()}; raw inputs are bytes 0..255")
     return samples.astype(np.int64)
 
 

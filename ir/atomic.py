@@ -2,7 +2,7 @@
 
 Every tool that writes a file or a directory (a network, a design, a report, a bitstream) goes
 through here, so an interrupted or failed run leaves either the old output or the new one, never
-half of either. It lives in the converter, the first stage, so every later stage can use it.
+half of either. It lives in ir/, the floor of the house, so every folder can use it.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The golden model: the bit-exact reference every other implementation is checked against.
 
-Three models of the same :class:`~spikeforge.converter.network.Network`:
+Three models of the same :class:`~spikeforge.ir.network.Network`:
 
 * :func:`run` — the vectorised closed form (DESIGN.md §1): per hidden layer
   ``q_out = clip(floor((W·q_in + b + v0) / θ), 0, 2^T - 1)``, scores ``W·q_in + b`` at the output,
@@ -19,13 +19,23 @@ Samples are raw bytes: an integer array of shape ``(N, *input_shape)`` or ``(N, 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+from .errors import InputError
 
-from ..converter.network import Network
+if TYPE_CHECKING:  # annotations only: the network module calls this one (Network.run)
+    from .network import Network
 
-__all__ = ["GoldenResult", "TimestepResult", "RateCodedResult", "encode", "run", "run_codes",
+__all__ = ["input_lut", "GoldenResult", "TimestepResult", "RateCodedResult", "encode", "run", "run_codes",
            "run_timesteps", "run_rate_coded", "rate_coded_steps", "argmax_lowest", "spike_driven_additions"]
+
+def input_lut(input_max: float, timesteps: int) -> np.ndarray:
+    """The uniform input encoder: raw byte -> code ``clip(round(raw / Δ_0), 0, 2^T - 1)``, ``Δ_0 = input_max / (2^T - 1)``."""
+    code_max = (1 << timesteps) - 1
+    step = input_max / code_max
+    return np.clip(np.round(np.arange(256) / step), 0, code_max).astype(np.int64)
+
 
 # float64 represents every integer below 2**53 exactly; below this bound a BLAS matmul is exact.
 _EXACT_FLOAT_BOUND = 1 << 52
@@ -103,16 +113,16 @@ def argmax_lowest(scores: np.ndarray) -> np.ndarray:
 def _flatten_samples(net: Network, samples) -> np.ndarray:
     samples = np.asarray(samples)
     if samples.dtype.kind not in "iu":
-        raise TypeError(f"samples must be raw integer bytes (uint8), got dtype {samples.dtype}")
+        raise InputError(f"samples must be raw integer bytes (uint8), got dtype {samples.dtype}")
     if samples.shape[1:] == net.input_shape:
         samples = samples.reshape(len(samples), -1)
     elif samples.ndim == 1 and samples.size == net.in_features:
         samples = samples.reshape(1, -1)
     if samples.ndim != 2 or samples.shape[1] != net.in_features:
-        raise ValueError(f"samples have shape {samples.shape}; expected (N, {net.in_features}) or "
+        raise InputError(f"samples have shape {samples.shape}; expected (N, {net.in_features}) or "
                          f"(N, {', '.join(map(str, net.input_shape))})")
     if samples.size and (samples.min() < 0 or samples.max() > 255):
-        raise ValueError(f"sample values span {samples.min()}..{samples.max()}; raw inputs are bytes 0..255")
+        raise InputError(f"sample values span {samples.min()}..{samples.max()}; raw inputs are bytes 0..255")
     return samples.astype(np.int64)
 
 
@@ -221,9 +231,9 @@ def rate_coded_steps(net: Network, samples, timesteps: int, input_mode: str = "s
     longer run are exactly a ``t``-step run: one pass gives the whole accuracy-vs.-T curve.
     """
     if input_mode not in ("spikes", "current"):
-        raise ValueError(f"input_mode {input_mode!r} is not supported; supported: 'spikes', 'current'")
+        raise InputError(f"input_mode {input_mode!r} is not supported; supported: 'spikes', 'current'")
     if not (isinstance(timesteps, (int, np.integer)) and timesteps >= 1):
-        raise ValueError(f"timesteps {timesteps!r} must be an integer >= 1")
+        raise InputError(f"timesteps {timesteps!r} must be an integer >= 1")
     raw = _flatten_samples(net, samples)
     input_max = net.calibration.get("input_max")
     if input_max:

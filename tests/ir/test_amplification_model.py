@@ -1,11 +1,11 @@
-"""The generic-k iLIF model (spikeforge.sim.amplification): k = 2 is the golden model, other k behave as documented."""
+"""The generic-k iLIF model (spikeforge.ir.amplification): k = 2 is the golden model, other k behave as documented."""
 
 import numpy as np
 import pytest
 
-from spikeforge.converter.network import DenseLayer, Network
-from spikeforge.converter.random_network import random_network
-from spikeforge.sim import amplification, golden
+from spikeforge.ir.network import DenseLayer, Network
+from spikeforge.ir.random_network import random_network
+from spikeforge.ir import amplification, golden
 
 
 @pytest.mark.parametrize("seed, timesteps, weight_bits", [(0, 1, 8), (1, 4, 8), (2, 8, 4), (3, 16, 12), (4, 5, 2)])
@@ -64,7 +64,7 @@ def test_k2_has_the_smallest_encoding_error():
 
 def test_retimed_network_matches_a_network_built_for_that_t():
     """Re-timing k = 2 to another T rescales biases and input codes like converting at that T."""
-    from spikeforge.converter.quantize import input_lut
+    from spikeforge.ir.golden import input_lut
 
     def network(timesteps, scale):
         # The bias is in units of the input step, which is 17 times finer at T = 8 than at T = 4.
