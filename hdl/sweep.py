@@ -15,14 +15,16 @@ With ``advance`` always high a sweep takes ``steps × chunks`` cycles plus one c
 
 from __future__ import annotations
 
-from amaranth.hdl import Elaboratable, Module, Signal
+from amaranth.hdl import Module, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
 
 from .layouts import index_shape
 
 __all__ = ["SweepSequencer"]
 
 
-class SweepSequencer(Elaboratable):
+class SweepSequencer(wiring.Component):
     """Issues ``(step, chunk)`` pairs of one sweep.
 
     Parameters
@@ -30,38 +32,42 @@ class SweepSequencer(Elaboratable):
     steps, chunks : int
         The sweep visits ``steps × chunks`` pairs, chunk fastest.
 
-    Attributes
-    ----------
-    start : Signal(), in
+    Members
+    -------
+    start : In(1)
         Begin a sweep; only honoured when :attr:`idle`.
-    advance : Signal(), in
+    advance : In(1)
         Stage 2 retires its pair this cycle (ignored when stage 2 is empty).
-    issue : Signal(), out
+    issue : Out(1)
         A pair is issued this cycle: the read ports' enable.
-    step, chunk : Signal, out
-        The pair being issued (the read address).
-    s2_valid, s2_step, s2_chunk : Signal, out
+    step : Out(index_shape(steps)), chunk : Out(index_shape(chunks))
+        The pair being issued (the read address); registers, so they hold the next pair while idle.
+    s2_valid : Out(1)
+        Stage 2 holds a pair: its read data is on the ports.
+    s2_step : Out(index_shape(steps)), s2_chunk : Out(index_shape(chunks))
         Stage 2's pair.
-    s2_first_step, s2_last_step, s2_final : Signal(), out
+    s2_first_step, s2_last_step, s2_final : Out(1)
         Stage 2 is at step 0, at step ``steps-1``, at the sweep's very last pair.
-    idle : Signal(), out
+    idle : Out(1)
         No sweep in progress and stage 2 empty.
     """
 
     def __init__(self, steps: int, chunks: int):
         self.steps, self.chunks = steps, chunks
-        self.start = Signal()
-        self.advance = Signal()
-        self.issue = Signal()
-        self.step = Signal(index_shape(steps))
-        self.chunk = Signal(index_shape(chunks))
-        self.s2_valid = Signal()
-        self.s2_step = Signal(index_shape(steps))
-        self.s2_chunk = Signal(index_shape(chunks))
-        self.s2_first_step = Signal()
-        self.s2_last_step = Signal()
-        self.s2_final = Signal()
-        self.idle = Signal()
+        super().__init__({
+            "start": In(1),
+            "advance": In(1),
+            "issue": Out(1),
+            "step": Out(index_shape(steps)),
+            "chunk": Out(index_shape(chunks)),
+            "s2_valid": Out(1),
+            "s2_step": Out(index_shape(steps)),
+            "s2_chunk": Out(index_shape(chunks)),
+            "s2_first_step": Out(1),
+            "s2_last_step": Out(1),
+            "s2_final": Out(1),
+            "idle": Out(1),
+        })
 
     def elaborate(self, platform):
         m = Module()
