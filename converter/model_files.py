@@ -50,18 +50,21 @@ def load_model(spec: str, state_dict=None) -> torch.nn.Module:
 
 
 def load_calibration(spec: str):
-    """Calibration data and the default input scale: a dataset name/directory (scale of the dataset),
-    or a ``.npy``/``.pt`` file of raw samples (scale 1: the model saw raw values)."""
+    """Raw calibration samples from a ``.npy`` or ``.pt`` file, and the default input scale (1: a model
+    calibrated on a file saw raw values unless told otherwise).
+
+    Dataset names and directories are not read here (the converter takes arrays): the flow and the
+    CLI resolve them (:mod:`spikeforge.datasets`).
+    """
     path = Path(spec)
-    if path.is_file():
-        if path.suffix == ".npy":
-            return np.load(path, allow_pickle=False), 1.0
-        if path.suffix in (".pt", ".pth"):
-            data = torch.load(path, weights_only=True)
-            if not isinstance(data, torch.Tensor):
-                raise ConversionError(f"{spec} holds a {type(data).__name__}, expected a tensor of raw samples")
-            return data, 1.0
-        raise ConversionError(f"{spec}: calibration files must be .npy or .pt tensors of raw samples")
-    from spikeforge.datasets import load
-    dataset = load(spec, "train")    # raises DatasetError naming the accepted names
-    return spec, dataset.input_scale
+    if not path.is_file():
+        raise ConversionError(f"{spec}: no such file; calibration files are .npy or .pt tensors of raw samples "
+                              f"(dataset names are resolved by spikeforge.convert, the flow and the CLI)")
+    if path.suffix == ".npy":
+        return np.load(path, allow_pickle=False), 1.0
+    if path.suffix in (".pt", ".pth"):
+        data = torch.load(path, weights_only=True)
+        if not isinstance(data, torch.Tensor):
+            raise ConversionError(f"{spec} holds a {type(data).__name__}, expected a tensor of raw samples")
+        return data, 1.0
+    raise ConversionError(f"{spec}: calibration files must be .npy or .pt tensors of raw samples")

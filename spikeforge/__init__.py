@@ -18,7 +18,10 @@ __all__ = ["__version__", "DenseLayer", "Network", "NetworkFormatError", "load",
 
 def __getattr__(name):
     # The converter imports torch (slow): only load it when asked for.
-    if name in ("convert", "ConversionError"):
-        from .converter import convert as _convert
-        return getattr(_convert, name)
+    if name == "convert":          # dataset names resolved here; the converter itself takes arrays
+        from spikeforge.conversion import convert
+        return convert
+    if name == "ConversionError":
+        from spikeforge.converter.torch_import import ConversionError
+        return ConversionError
     raise AttributeError(f"module 'spikeforge' has no attribute {name!r}")

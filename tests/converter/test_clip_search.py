@@ -5,6 +5,7 @@ import pytest
 
 from spikeforge.converter.calibrate import InputNormalization
 from spikeforge.converter.clip_search import SEARCH_PERCENTILES, score_error
+from spikeforge.conversion import convert as convert_named
 from spikeforge.converter.convert import convert
 from spikeforge.datasets import load
 from spikeforge.demo_model import load_digits_mlp
@@ -21,7 +22,7 @@ def test_score_error_ignores_scale_and_measures_shape():
 @pytest.mark.parametrize("timesteps", [2, 3])
 def test_search_picks_the_best_candidate_on_the_training_split(timesteps):
     model = load_digits_mlp()
-    net = convert(model, "digits", timesteps=timesteps, method="search")
+    net = convert_named(model, "digits", timesteps=timesteps, method="search")
     record = net.calibration
     assert record["method"] == "search" and record["search"]["reference"] == "calibration labels"
     table = record["search"]["candidates"]
@@ -32,7 +33,7 @@ def test_search_picks_the_best_candidate_on_the_training_split(timesteps):
     train = load("digits", "train")
     assert np.mean(net.run(train.samples).labels == train.labels) == best["agreement"]
     # ...and the network is exactly the plain conversion at that percentile.
-    plain = convert(model, "digits", timesteps=timesteps, percentile=best["percentile"])
+    plain = convert_named(model, "digits", timesteps=timesteps, percentile=best["percentile"])
     for ours, theirs in zip(net.layers, plain.layers):
         np.testing.assert_array_equal(ours.weight, theirs.weight)
         np.testing.assert_array_equal(ours.threshold, theirs.threshold)

@@ -9,11 +9,11 @@ import torch.nn.functional as F
 
 import spikeforge
 from spikeforge.converter.calibrate import InputNormalization
+from spikeforge.conversion import convert as convert_named
 from spikeforge.converter.convert import ConversionError, convert
 from spikeforge.converter.model_files import load_model
 from spikeforge.ir.network import load
 from spikeforge.datasets import load as load_dataset
-from spikeforge.demo import demo_network
 from spikeforge.demo_model import DigitsMLP, float_accuracy, load_digits_mlp
 
 
@@ -151,7 +151,7 @@ def test_calibration_data_must_be_raw_bytes():
 
 
 def test_weights_fit_their_bits_and_no_accumulator_surprises():
-    net = demo_network(timesteps=8, weight_bits=4)
+    net = convert_named(load_digits_mlp(), "digits", timesteps=8, weight_bits=4)
     for layer in net.layers:
         assert np.abs(layer.weight).max() <= 7 and layer.threshold.min() >= 1
 
@@ -163,7 +163,7 @@ def test_demo_network_accuracy_targets():
     float_acc = float_accuracy(model, test)
     assert float_acc >= 0.97
     for timesteps, tolerance in ((4, 0.01), (8, 0.003), (16, 0.003)):
-        net = demo_network(timesteps=timesteps)
+        net = convert_named(model, "digits", timesteps=timesteps)
         spiking = np.mean(net.run(test.samples).labels == test.labels)
         assert spiking >= float_acc - tolerance, (timesteps, spiking, float_acc)
     assert net.calibration["float_accuracy"]["digits/test"] == pytest.approx(float_acc)
@@ -171,7 +171,7 @@ def test_demo_network_accuracy_targets():
 
 def test_model_files_pt2_pickle_and_factory(tmp_path):
     model = load_digits_mlp()
-    reference = demo_network(timesteps=6)
+    reference = convert_named(model, "digits", timesteps=6)
     batch = torch.export.Dim("batch")
     torch.export.save(torch.export.export(model, (torch.zeros(2, 8, 8),), dynamic_shapes=({0: batch},)),
                       tmp_path / "m.pt2")
@@ -181,7 +181,7 @@ def test_model_files_pt2_pickle_and_factory(tmp_path):
                                          "def make():\n    return DigitsMLP()\n")
     for spec, state in ((str(tmp_path / "m.pt2"), None), (str(tmp_path / "m.pt"), None),
                         (f"{tmp_path / 'factory.py'}:make", tmp_path / "sd.pt")):
-        net = convert(load_model(spec, state), "digits", timesteps=6)
+        net = convert_named(load_model(spec, state), "digits", timesteps=6)
         for a, b in zip(net.layers, reference.layers):
             np.testing.assert_array_equal(a.weight, b.weight)
             np.testing.assert_array_equal(a.threshold, b.threshold)
@@ -218,6 +218,13 @@ def test_cli_convert_clip_search(tmp_path):
     assert load(tmp_path / "net").calibration["method"] == "search"
 
 
-def test_public_api_convert():
-    assert spikeforge.convert is convert
+def test_public_api_convert_resolves_dataset_names_and_the_converter_takes_arrays():
+    assert spikeforge.convert is convert_named
+    with pytest.raises(ConversionError, match=r"calibration data 'digits' is a name: the converter takes arrays"):
+        convert(load_digits_mlp(), "digits")
+    train = load_dataset("digits", "train")
+    by_name = convert_named(load_digits_mlp(), "digits", timesteps=4)
+    by_arrays = convert(load_digits_mlp(), train.samples, timesteps=4, labels=train.labels,
+                        normalization=InputNormalization(scale=255.0))
+    assert by_name.layers == by_arrays.layers and by_name.calibration["dataset"] == "digits"
     assert isinstance(load_digits_mlp(), DigitsMLP)
