@@ -11,7 +11,9 @@ Membrane banks (``plan.membrane_banks``)
     ``c`` is neuron ``c·lanes + k``) with one synchronous read port (transparent for its write port
     only in a one-chunk layer) and one write port. The readout sweeps a full bank (``T × chunks``
     cycles to fire, ``chunks`` to score) and writes every word back as ``b + v0`` (the bias ROM,
-    stored only as wide as the biases need and sign-extended) for a later sample.
+    stored only as wide as the biases need and sign-extended) for a later sample. The readout reaches
+    the bank it owns through a :class:`MembranePort` interface (read address/enable/data, write
+    address/data/enable); the layer routes it to a bank and shares its write path with the clear.
 
     * **Two banks (ping-pong, the default)**: ``acc_bank`` says which bank the accumulate half owns;
       the readout owns the other, so the layer accumulates sample n+1 while it fires sample n.
@@ -70,7 +72,7 @@ from .plan import LayerPlan
 from .sweep import SweepSequencer
 from spikeforge.ir.errors import InputError
 
-__all__ = ["DenseILIF", "OutputLayer"]
+__all__ = ["DenseILIF", "OutputLayer", "MembranePort"]
 
 
 def _lowest_set_bit(mask) -> tuple:
@@ -92,6 +94,44 @@ def _sign_extend(value, width: int):
     return Cat(value, value[-1].replicate(width - len(value)))
 
 
+class MembranePort(wiring.Signature):
+    """The readout's access to the membrane bank it owns, seen from the readout.
+
+    The accumulate half owns the other bank (two banks) or the bank until the readout starts (one
+    bank); :class:`_AccumulatingLayer` routes this port to the right bank, and shares the write path
+    with the clear after reset.
+
+    Parameters
+    ----------
+    chunks, lanes, membrane_bits : int
+        A bank holds ``chunks`` words of ``lanes`` signed ``membrane_bits``-bit potentials.
+
+    Members
+    -------
+    rd_addr : Out(index_shape(chunks))
+        The word to read; its data is on ``rd_data`` in the cycle after ``rd_en``.
+    rd_en : Out(1)
+        Read enable (the data holds while it is low).
+    rd_data : In(data.ArrayLayout(signed(membrane_bits), lanes))
+        The word read, lane ``k`` neuron ``chunk·lanes + k``.
+    wr_addr : Out(index_shape(chunks))
+    wr_data : Out(data.ArrayLayout(signed(membrane_bits), lanes))
+    wr_en : Out(1)
+        Write ``wr_data`` into word ``wr_addr`` at the end of the cycle.
+    """
+
+    def __init__(self, chunks: int, lanes: int, membrane_bits: int):
+        word = data.ArrayLayout(signed(membrane_bits), lanes)
+        super().__init__({
+            "rd_addr": Out(index_shape(chunks)),
+            "rd_en": Out(1),
+            "rd_data": In(word),
+            "wr_addr": Out(index_shape(chunks)),
+            "wr_data": Out(word),
+            "wr_en": Out(1),
+        })
+
+
 class _AccumulatingLayer(wiring.Component):
     """The accumulate half and the membrane bank; subclasses add ``_elaborate_readout``."""
 
@@ -104,35 +144,35 @@ class _AccumulatingLayer(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         p = self.plan
-        T, C, G, L, MB, BB = p.timesteps, p.chunks, p.in_group, p.lanes, p.membrane_bits, p.bias_bits
-        membrane = data.ArrayLayout(signed(MB), L)
+        timesteps, chunks, group, lanes = p.timesteps, p.chunks, p.in_group, p.lanes
+        membrane = data.ArrayLayout(signed(p.membrane_bits), lanes)
 
         # Depths are at least 2: a one-word memory would have a zero-width address port in Verilog.
-        m.submodules.weights = weights = Memory(shape=unsigned(L * p.weight_bits),
+        m.submodules.weights = weights = Memory(shape=unsigned(lanes * p.weight_bits),
                                                 depth=max(2, len(p.weight_words)), init=p.weight_words)
-        m.submodules.biases = biases = Memory(shape=unsigned(L * BB), depth=max(2, C), init=p.bias_words)
+        m.submodules.biases = biases = Memory(shape=unsigned(lanes * p.bias_bits), depth=max(2, chunks),
+                                              init=p.bias_words)
         weight_rd = weights.read_port()
         bias_rd = biases.read_port()
         banks = []
         for index in range(p.membrane_banks):
-            bank = Memory(shape=unsigned(L * MB), depth=max(2, C), init=[])
+            bank = Memory(shape=unsigned(lanes * p.membrane_bits), depth=max(2, chunks), init=[])
             m.submodules["membrane" if p.membrane_banks == 1 else f"membrane{index}"] = bank
             wr = bank.write_port()
             # With two or more chunks a word is never read in the cycle after it was written (a spike
             # or a sweep step walks all chunks first), so its write has landed: transparency (a bypass
             # mux per bit) is only needed for a one-chunk layer.
-            banks.append((bank.read_port(transparent_for=(wr,) if C == 1 else ()), wr))
+            banks.append((bank.read_port(transparent_for=(wr,) if chunks == 1 else ()), wr))
 
         # The readout's view of the bank it owns (while ``bank_busy`` with one bank; the bank the
         # accumulate half does not own with two).
-        ro = {"rd_addr": Signal(index_shape(C)), "rd_en": Signal(), "wr_addr": Signal(index_shape(C)),
-              "wr_data": Signal(L * MB), "wr_en": Signal()}
+        readout = MembranePort(chunks, lanes, p.membrane_bits).create(path=("readout",))
         clearing = Signal(init=1)                   # after reset: write b + v0 into the bank(s)
-        clear_addr, clear_wr, clear_wr_addr = Signal(index_shape(C)), Signal(), Signal(index_shape(C))
+        clear_addr, clear_wr, clear_wr_addr = Signal(index_shape(chunks)), Signal(), Signal(index_shape(chunks))
         m.d.sync += clear_wr.eq(clearing)
         with m.If(clearing):
             m.d.sync += clear_wr_addr.eq(clear_addr)
-            with m.If(clear_addr == C - 1):
+            with m.If(clear_addr == chunks - 1):
                 m.d.sync += [clearing.eq(0), clear_addr.eq(0)]
             with m.Else():
                 m.d.sync += clear_addr.eq(clear_addr + 1)
@@ -141,41 +181,45 @@ class _AccumulatingLayer(wiring.Component):
         # ``low`` (the spike being issued) is registered: it is computed from the mask the cycle before,
         # so the weight address does not wait for a priority encoder.
         cur_valid, cur_last = Signal(), Signal()
-        cur_mask, cur_chunk, cur_scale = Signal(G), Signal(index_shape(p.in_chunks)), Signal(T)
-        count = Signal(index_shape(C))
-        low = Signal(index_shape(G))
+        cur_mask, cur_chunk, cur_scale = Signal(group), Signal(index_shape(p.in_chunks)), Signal(timesteps)
+        count = Signal(index_shape(chunks))
+        low = Signal(index_shape(group))
         mask_empty, mask_single = Signal(init=1), Signal()  # of cur_mask, registered with it
         spike = Signal()
         last_word = Signal()
-        next_mask = Signal(G)
+        next_mask = Signal(group)
         m.d.comb += [
             spike.eq(cur_valid & ~mask_empty),
-            last_word.eq(count == C - 1),
-            weight_rd.addr.eq((cur_chunk * G + low) * C + count),
+            last_word.eq(count == chunks - 1),
+            weight_rd.addr.eq((cur_chunk * group + low) * chunks + count),
         ]
         # Four stages, each ending in a register, so no path holds more than one of: the ROM's
         # clock-to-out and output multiplexers (stage 2), the multiply by 2^(T-1-t) (stage 3), the
         # membrane add and write (stage 4). The membrane word is read in stage 3, so it meets the scaled
         # weight in stage 4 and a word is written one cycle after it is read.
-        s2_valid, s2_chunk, s2_scale = Signal(), Signal(index_shape(C)), Signal(T)
+        s2_valid, s2_chunk, s2_scale = Signal(), Signal(index_shape(chunks)), Signal(timesteps)
         m.d.sync += [s2_valid.eq(spike), s2_chunk.eq(count), s2_scale.eq(cur_scale)]
-        s3_valid, s3_chunk, s3_scale, s3_weight = Signal(), Signal(index_shape(C)), Signal(T), Signal(len(weight_rd.data))
+        s3_valid, s3_chunk, s3_scale = Signal(), Signal(index_shape(chunks)), Signal(timesteps)
+        s3_weight = Signal(len(weight_rd.data))
         m.d.sync += [s3_valid.eq(s2_valid), s3_chunk.eq(s2_chunk), s3_scale.eq(s2_scale), s3_weight.eq(weight_rd.data)]
-        weight = data.ArrayLayout(signed(p.weight_bits), L)(s3_weight)
-        scaled = data.ArrayLayout(signed(p.weight_bits + T), L)
-        s4_valid, s4_chunk, s4_scaled = Signal(), Signal(index_shape(C)), Signal(scaled)
+        weight = data.ArrayLayout(signed(p.weight_bits), lanes)(s3_weight)
+        scaled_bits = p.weight_bits + timesteps
+        scaled = data.ArrayLayout(signed(scaled_bits), lanes)
+        s4_valid, s4_chunk, s4_scaled = Signal(), Signal(index_shape(chunks)), Signal(scaled)
         m.d.sync += [s4_valid.eq(s3_valid), s4_chunk.eq(s3_chunk),
-                     s4_scaled.eq(Cat((weight[k] * s3_scale)[:p.weight_bits + T] for k in range(L)))]
+                     s4_scaled.eq(Cat((weight[k] * s3_scale)[:scaled_bits] for k in range(lanes)))]
+        word_bits = lanes * p.membrane_bits
         if p.membrane_banks == 1:
-            acc_data = ro_data = banks[0][0].data
+            acc_data = readout_data = banks[0][0].data
         else:
             acc_bank = Signal()                     # the bank the accumulate half owns
-            acc_data, ro_data = Signal(L * MB), Signal(L * MB)
+            acc_data, readout_data = Signal(word_bits), Signal(word_bits)
             m.d.comb += [acc_data.eq(Mux(acc_bank, banks[1][0].data, banks[0][0].data)),
-                         ro_data.eq(Mux(acc_bank, banks[0][0].data, banks[1][0].data))]
-        potential, ro_potential = membrane(acc_data), membrane(ro_data)
-        acc_sum = Signal(L * MB)
-        m.d.comb += acc_sum.eq(Cat((potential[k] + s4_scaled[k])[:MB] for k in range(L)))
+                         readout_data.eq(Mux(acc_bank, banks[0][0].data, banks[1][0].data))]
+        m.d.comb += readout.rd_data.eq(readout_data)
+        potential = membrane(acc_data)
+        acc_sum = Signal(word_bits)
+        m.d.comb += acc_sum.eq(Cat((potential[k] + s4_scaled[k])[:p.membrane_bits] for k in range(lanes)))
 
         readout_may_start, readout_start, bank_busy = Signal(), Signal(), Signal()
         handover = Signal()
@@ -197,7 +241,7 @@ class _AccumulatingLayer(wiring.Component):
             m.d.comb += next_mask.eq(self.events.payload.mask)
             m.d.sync += [cur_valid.eq(1), cur_chunk.eq(self.events.payload.chunk),
                          cur_last.eq(self.events.payload.last),
-                         cur_scale.eq(Const(1 << (T - 1), T) >> self.events.payload.step)]
+                         cur_scale.eq(Const(1 << (timesteps - 1), timesteps) >> self.events.payload.step)]
         with m.Else():
             m.d.comb += next_mask.eq(Mux(spike & last_word, cur_mask & (cur_mask - 1), cur_mask))
             with m.If(cur_valid & done_with_event & ~cur_last | handover):
@@ -212,11 +256,11 @@ class _AccumulatingLayer(wiring.Component):
             (bank_rd, bank_wr), = banks
             ro_writes = Signal()
             m.d.comb += [
-                ro_writes.eq(ro["wr_en"] | clear_wr),
-                bank_rd.addr.eq(Mux(bank_busy, ro["rd_addr"], s3_chunk)),
-                bank_rd.en.eq(~bank_busy | ro["rd_en"]),
-                bank_wr.addr.eq(Mux(clear_wr, clear_wr_addr, Mux(ro["wr_en"], ro["wr_addr"], s4_chunk))),
-                bank_wr.data.eq(Mux(ro_writes, ro["wr_data"], acc_sum)),
+                ro_writes.eq(readout.wr_en | clear_wr),
+                bank_rd.addr.eq(Mux(bank_busy, readout.rd_addr, s3_chunk)),
+                bank_rd.en.eq(~bank_busy | readout.rd_en),
+                bank_wr.addr.eq(Mux(clear_wr, clear_wr_addr, Mux(readout.wr_en, readout.wr_addr, s4_chunk))),
+                bank_wr.data.eq(Mux(ro_writes, readout.wr_data, acc_sum)),
                 bank_wr.en.eq(ro_writes | s4_valid),
             ]
         else:
@@ -224,23 +268,31 @@ class _AccumulatingLayer(wiring.Component):
                 mine = Signal(name=f"acc_owns{index}")
                 m.d.comb += [
                     mine.eq(acc_bank == index),
-                    bank_rd.addr.eq(Mux(mine, s3_chunk, ro["rd_addr"])),
-                    bank_rd.en.eq(mine | ro["rd_en"]),
-                    bank_wr.addr.eq(Mux(clear_wr, clear_wr_addr, Mux(mine, s4_chunk, ro["wr_addr"]))),
-                    bank_wr.data.eq(Mux(mine & ~clear_wr, acc_sum, ro["wr_data"])),
-                    bank_wr.en.eq(clear_wr | Mux(mine, s4_valid, ro["wr_en"])),
+                    bank_rd.addr.eq(Mux(mine, s3_chunk, readout.rd_addr)),
+                    bank_rd.en.eq(mine | readout.rd_en),
+                    bank_wr.addr.eq(Mux(clear_wr, clear_wr_addr, Mux(mine, s4_chunk, readout.wr_addr))),
+                    bank_wr.data.eq(Mux(mine & ~clear_wr, acc_sum, readout.wr_data)),
+                    bank_wr.en.eq(clear_wr | Mux(mine, s4_valid, readout.wr_en)),
                 ]
 
         # -- readout -------------------------------------------------------------------------------
         bias_issue = Signal()
-        m.d.comb += [bias_rd.addr.eq(Mux(clearing, clear_addr, ro["rd_addr"])),
+        m.d.comb += [bias_rd.addr.eq(Mux(clearing, clear_addr, readout.rd_addr)),
                      bias_rd.en.eq(clearing | bias_issue)]
-        bias = data.ArrayLayout(signed(BB), L)(bias_rd.data)
-        self._elaborate_readout(m, start=readout_start, may_start=readout_may_start, busy=bank_busy, ro=ro,
-                                potential=ro_potential, bias=bias, bias_issue=bias_issue, clear_wr=clear_wr)
+        bias = data.ArrayLayout(signed(p.bias_bits), lanes)(bias_rd.data)
+        self._elaborate_readout(m, start=readout_start, may_start=readout_may_start, busy=bank_busy,
+                                bank=readout, bias=bias, bias_issue=bias_issue, clear_wr=clear_wr)
         return m
 
-    def _elaborate_readout(self, m, *, start, may_start, busy, ro, potential, bias, bias_issue, clear_wr):
+    def _elaborate_readout(self, m, *, start, may_start, busy, bank, bias, bias_issue, clear_wr):
+        """Add the readout to ``m``.
+
+        ``start`` (in): begin the sweep of a sample's bank; ``may_start`` (out): a start would be taken
+        now; ``busy`` (out): the readout owns the bank (one bank only); ``bank``: a
+        :class:`MembranePort` interface to the bank the readout owns; ``bias``: the bias ROM word read
+        at ``bank.rd_addr`` when ``bias_issue`` (out) was high; ``clear_wr``: the clear after reset
+        writes this cycle (write ``b + v0``).
+        """
         raise NotImplementedError
 
 
@@ -266,46 +318,47 @@ class DenseILIF(_AccumulatingLayer):
         super().__init__(plan, {"spikes": Out(stream.Signature(spike_event_layout(plan.lanes, plan.chunks,
                                                                                     plan.timesteps)))})
 
-    def _elaborate_readout(self, m, *, start, may_start, busy, ro, potential, bias, bias_issue, clear_wr):
+    def _elaborate_readout(self, m, *, start, may_start, busy, bank, bias, bias_issue, clear_wr):
         p = self.plan
-        T, C, L, MB = p.timesteps, p.chunks, p.lanes, p.membrane_bits
-        m.submodules.sweep = sweep = SweepSequencer(T, C)
+        timesteps, lanes = p.timesteps, p.lanes
+        potential = bank.rd_data
+        m.submodules.sweep = sweep = SweepSequencer(timesteps, p.chunks)
         m.d.comb += [
             sweep.start.eq(start), may_start.eq(sweep.idle), busy.eq(~sweep.idle),
-            ro["rd_addr"].eq(sweep.chunk), ro["rd_en"].eq(sweep.issue),
+            bank.rd_addr.eq(sweep.chunk), bank.rd_en.eq(sweep.issue),
             bias_issue.eq(sweep.issue),
         ]
         if p.uniform_threshold is not None:
             # One level for all lanes, registered with stage 2's step: θ · 2^(T-1-t).
             theta = p.uniform_threshold
-            level = Signal(range((theta << (T - 1)) + 1))
+            level = Signal(range((theta << (timesteps - 1)) + 1))
             with m.If(sweep.issue):
                 with m.Switch(sweep.step):
-                    for t in range(T):
+                    for t in range(timesteps):
                         with m.Case(t):
-                            m.d.sync += level.eq(theta << (T - 1 - t))
-            levels = [level] * L
+                            m.d.sync += level.eq(theta << (timesteps - 1 - t))
+            levels = [level] * lanes
         else:
-            m.submodules.thresholds = thresholds = Memory(shape=unsigned(L * p.threshold_bits), depth=max(2, C),
-                                                          init=p.threshold_words)
+            m.submodules.thresholds = thresholds = Memory(shape=unsigned(lanes * p.threshold_bits),
+                                                          depth=max(2, p.chunks), init=p.threshold_words)
             threshold_rd = thresholds.read_port()
             m.d.comb += [threshold_rd.addr.eq(sweep.chunk), threshold_rd.en.eq(sweep.issue)]
-            threshold = data.ArrayLayout(unsigned(p.threshold_bits), L)(threshold_rd.data)
-            shift = Signal(range(T))
-            m.d.comb += shift.eq(T - 1 - sweep.s2_step)
-            levels = [threshold[k] << shift for k in range(L)]
+            threshold = data.ArrayLayout(unsigned(p.threshold_bits), lanes)(threshold_rd.data)
+            shift = Signal(range(timesteps))
+            m.d.comb += shift.eq(timesteps - 1 - sweep.s2_step)
+            levels = [threshold[k] << shift for k in range(lanes)]
         fired, updated = [], []
         write_bias = Signal()
         m.d.comb += write_bias.eq(sweep.s2_last_step | clear_wr)
-        for k in range(L):
-            difference = Signal(signed(max(MB, len(levels[k])) + 1), name=f"difference{k}")
+        for k in range(lanes):
+            difference = Signal(signed(max(p.membrane_bits, len(levels[k])) + 1), name=f"difference{k}")
             m.d.comb += difference.eq(potential[k] - levels[k])
             spike = Signal(name=f"spike{k}")
             m.d.comb += spike.eq(~difference[-1])
             fired.append(spike)
             after = Mux(spike, difference, potential[k])
-            updated.append(Mux(write_bias, bias[k], after)[:MB])
-        mask, emit = Signal(L), Signal()
+            updated.append(Mux(write_bias, bias[k], after)[:p.membrane_bits])
+        mask, emit = Signal(lanes), Signal()
         m.d.comb += [
             mask.eq(Cat(fired)),
             emit.eq((mask != 0) | sweep.s2_final),
@@ -315,9 +368,9 @@ class DenseILIF(_AccumulatingLayer):
             self.spikes.payload.step.eq(sweep.s2_step),
             self.spikes.payload.last.eq(sweep.s2_final),
             sweep.advance.eq(self.spikes.ready),
-            ro["wr_en"].eq(sweep.s2_valid & sweep.advance),
-            ro["wr_addr"].eq(sweep.s2_chunk),
-            ro["wr_data"].eq(Cat(updated)),
+            bank.wr_en.eq(sweep.s2_valid & sweep.advance),
+            bank.wr_addr.eq(sweep.s2_chunk),
+            bank.wr_data.eq(Cat(updated)),
         ]
 
 
@@ -344,24 +397,24 @@ class OutputLayer(_AccumulatingLayer):
         super().__init__(plan, {"results": Out(stream.Signature(result_layout(plan.out_features,
                                                                                 plan.membrane_bits)))})
 
-    def _elaborate_readout(self, m, *, start, may_start, busy, ro, potential, bias, bias_issue, clear_wr):
+    def _elaborate_readout(self, m, *, start, may_start, busy, bank, bias, bias_issue, clear_wr):
         p = self.plan
-        C, L, S, N = p.chunks, p.lanes, p.membrane_bits, p.out_features
-        m.submodules.sweep = sweep = SweepSequencer(1, C)
+        chunks, lanes, score_bits, classes = p.chunks, p.lanes, p.membrane_bits, p.out_features
+        m.submodules.sweep = sweep = SweepSequencer(1, chunks)
         result_valid = Signal()
         m.d.comb += [
             sweep.start.eq(start), busy.eq(~sweep.idle),
-            ro["rd_addr"].eq(sweep.chunk), ro["rd_en"].eq(sweep.issue),
+            bank.rd_addr.eq(sweep.chunk), bank.rd_en.eq(sweep.issue),
             bias_issue.eq(sweep.issue),
             sweep.advance.eq(1),
-            ro["wr_en"].eq(sweep.s2_valid),
-            ro["wr_addr"].eq(sweep.s2_chunk),
-            ro["wr_data"].eq(Cat(_sign_extend(bias[k], S) for k in range(L))),
+            bank.wr_en.eq(sweep.s2_valid),
+            bank.wr_addr.eq(sweep.s2_chunk),
+            bank.wr_data.eq(Cat(_sign_extend(bias[k], score_bits) for k in range(lanes))),
             self.results.valid.eq(result_valid),
         ]
-        score = potential
-        label_shape = index_shape(max(2, N))
-        last_lanes = N - (C - 1) * L                 # real neurons in the final chunk
+        score = bank.rd_data
+        label_shape = index_shape(max(2, classes))
+        last_lanes = classes - (chunks - 1) * lanes     # real neurons in the final chunk
 
         # Stage 2: each chunk's winner by a balanced tree (lower index wins ties), registered.
         def winner(lanes):
@@ -372,17 +425,17 @@ class OutputLayer(_AccumulatingLayer):
             take_high = hp & (~lp | (hs > ls))
             return Mux(take_high, hs, ls), Mux(take_high, hi, li), lp | hp
         candidates = []
-        for k in range(L):
-            present = (sweep.s2_chunk != C - 1) | Const(k < last_lanes)
+        for k in range(lanes):
+            present = (sweep.s2_chunk != chunks - 1) | Const(k < last_lanes)
             candidates.append((score[k], Const(k, label_shape), present))
         chunk_score, chunk_lane, chunk_present = winner(candidates)
         s3_valid, s3_final, s3_first = Signal(), Signal(), Signal()
-        s3_score, s3_label, s3_present = Signal(signed(S)), Signal(label_shape), Signal()
+        s3_score, s3_label, s3_present = Signal(signed(score_bits)), Signal(label_shape), Signal()
         m.d.sync += [s3_valid.eq(sweep.s2_valid), s3_final.eq(sweep.s2_valid & sweep.s2_final),
                      s3_first.eq(sweep.s2_chunk == 0), s3_score.eq(chunk_score),
-                     s3_label.eq(sweep.s2_chunk * L + chunk_lane), s3_present.eq(chunk_present)]
+                     s3_label.eq(sweep.s2_chunk * lanes + chunk_lane), s3_present.eq(chunk_present)]
         # Stage 3: against the running best (strict >: the earlier chunk wins ties).
-        best_score, best_label = Signal(signed(S)), Signal(label_shape)
+        best_score, best_label = Signal(signed(score_bits)), Signal(label_shape)
         m.d.comb += may_start.eq(sweep.idle & ~s3_valid & ~result_valid)
         better = s3_present & (s3_first | (s3_score > best_score))
         running_score = Mux(better, s3_score, best_score)
@@ -395,8 +448,8 @@ class OutputLayer(_AccumulatingLayer):
                 m.d.sync += [result_valid.eq(1), self.results.payload.label.eq(running_label)]
         with m.If(sweep.s2_valid):
             with m.Switch(sweep.s2_chunk):
-                for c in range(C):
-                    with m.Case(c):
-                        for k in range(L):
-                            if c * L + k < N:
-                                m.d.sync += self.results.payload.scores[c * L + k].eq(score[k])
+                for chunk in range(chunks):
+                    with m.Case(chunk):
+                        for k in range(lanes):
+                            if chunk * lanes + k < classes:
+                                m.d.sync += self.results.payload.scores[chunk * lanes + k].eq(score[k])
