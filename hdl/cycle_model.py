@@ -46,8 +46,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .folding import check_membrane_banks, resolve_folding
-from .plan import encoder_lanes_for
+from .plan import check_dense, encoder_lanes_for
 from .top import DEFAULT_FIFO_DEPTH
+from spikeforge.ir import golden
 from spikeforge.ir.errors import InputError
 
 __all__ = ["CyclePrediction", "predict", "spike_counts_per_layer", "FIFO_LATENCY"]
@@ -115,7 +116,6 @@ def spike_counts_per_layer(net, counts) -> tuple:
     a golden ``TimestepResult`` (its ``spike_counts``) or ``GoldenResult`` (``input_spikes()``), a list of
     one (N,) or (N, T) array per layer, or a list of one number per layer (one typical sample).
     """
-    from spikeforge.ir import golden
     L = len(net.layers)
     if isinstance(counts, np.ndarray) and counts.dtype.kind in "iu" \
             and counts.shape[1:] in (net.input_shape, (net.in_features,)):
@@ -158,7 +158,13 @@ def predict(net, folding=None, spike_counts_or_samples=None, *, fifo_depth: int 
         See :func:`spike_counts_per_layer`. A single typical sample is streamed ``repeat`` times.
     membrane_banks : int
         As for :class:`~spikeforge.hdl.Accelerator`: 2 (ping-pong) or 1.
+
+    Raises
+    ------
+    InputError
+        For a network with a layer that is not dense (no conv hardware yet), bad spike counts.
     """
+    check_dense(net)
     banks = check_membrane_banks(membrane_banks)
     folding = resolve_folding(net, folding, membrane_banks=banks)
     S, steps = spike_counts_per_layer(net, spike_counts_or_samples)

@@ -26,6 +26,7 @@ from spikeforge.ir.atomic import staged_directory
 from .cycle_model import predict
 from .folding import estimate_spikes_in, resolve_folding
 from .layouts import pixel_layout, result_layout, spike_event_layout
+from .plan import check_dense
 from .top import DEFAULT_FIFO_DEPTH, Accelerator
 from spikeforge.ir.errors import InputError
 
@@ -187,6 +188,8 @@ def generate(net, out_dir, *, lanes=None, target_cycles=None, lanes_budget=None,
 
     Raises
     ------
+    InputError
+        For a network with a layer that is not dense (no conv hardware yet).
     FoldingError
         For a bad folding.
     FileExistsError
@@ -196,6 +199,7 @@ def generate(net, out_dir, *, lanes=None, target_cycles=None, lanes_budget=None,
     if not isinstance(net, Network):
         network_path = Path(net)
         net = load(network_path)
+    check_dense(net)
     if not isinstance(name, str) or not name.isidentifier():
         raise InputError(f"module name {name!r} is not an identifier")
     folding = resolve_folding(net, lanes, lanes_budget=lanes_budget, target_cycles=target_cycles,

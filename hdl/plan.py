@@ -35,10 +35,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .folding import Folding
+from .folding import Folding, check_membrane_banks, estimate_spikes_in, layer_cycles
 from .layouts import label_bits
+from spikeforge.ir.errors import InputError
 
-__all__ = ["LayerPlan", "AcceleratorPlan", "plan_network", "signed_bits", "ENCODER_MAX_LANES",
+__all__ = ["LayerPlan", "AcceleratorPlan", "plan_network", "check_dense", "signed_bits", "ENCODER_MAX_LANES",
            "encoder_lanes_for"]
 
 #: The input encoder reads at most this many codes per cycle.
@@ -54,7 +55,6 @@ def encoder_lanes_for(net, folding, spikes_in=None, membrane_banks: int = 2) -> 
     ``spikes_in`` default ``in_features × T / 2`` per layer); the encoder's load (``in + 1`` cycles)
     is a stage too. The cycle model calls this same function.
     """
-    from .folding import estimate_spikes_in, layer_cycles
     T, n_in = net.timesteps, net.in_features
     spikes = estimate_spikes_in(net, spikes_in)
     slowest = max([n_in + 1] + [layer_cycles(net, i, folding[layer.name], spikes, membrane_banks)
@@ -65,6 +65,20 @@ def encoder_lanes_for(net, folding, spikes_in=None, membrane_banks: int = 2) -> 
         if T * math.ceil(n_in / lanes) + 2 <= ENCODER_MARGIN * slowest:
             return lanes
     return min(n_in, ENCODER_MAX_LANES)
+
+
+def check_dense(net) -> None:
+    """Refuse a network with a layer the hardware generator has no core for (anything but dense).
+
+    Raises
+    ------
+    InputError
+        Naming the first such layer and its kind.
+    """
+    for layer in net.layers:
+        if layer.kind != "dense":
+            raise InputError(f"layer {layer.name!r} is a {layer.kind} layer; the hardware generator supports "
+                             f"dense layers only (conv hardware: issue 13)")
 
 
 def signed_bits(bound: int) -> int:
@@ -185,8 +199,13 @@ def plan_network(net, folding: Folding, membrane_banks: int = 2) -> AcceleratorP
     """Derive every width, depth and ROM image of the accelerator for ``net`` folded by ``folding``.
 
     ``membrane_banks`` (2: ping-pong, default; 1: compact) is recorded in every :class:`LayerPlan`.
+
+    Raises
+    ------
+    InputError
+        A layer that is not dense (conv2d, maxpool2d: no hardware core yet), see :func:`check_dense`.
     """
-    from .folding import check_membrane_banks
+    check_dense(net)
     banks = check_membrane_banks(membrane_banks)
     T = net.timesteps
     encoder_lanes = encoder_lanes_for(net, folding, membrane_banks=banks)

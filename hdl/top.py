@@ -21,7 +21,7 @@ from .fifo import StreamFIFO
 from .folding import check_membrane_banks, resolve_folding
 from .layer import DenseILIF, OutputLayer
 from .layouts import pixel_layout, result_layout
-from .plan import plan_network
+from .plan import check_dense, plan_network
 from spikeforge.ir.errors import InputError
 
 __all__ = ["Accelerator", "DEFAULT_FIFO_DEPTH"]
@@ -61,6 +61,8 @@ class Accelerator(wiring.Component):
 
     Raises
     ------
+    InputError
+        For a network with a layer that is not dense (no conv hardware yet).
     FoldingError
         For a bad folding (unknown layer, lanes outside ``1..out_features``).
     ValueError
@@ -68,6 +70,7 @@ class Accelerator(wiring.Component):
     """
 
     def __init__(self, net, folding=None, *, fifo_depth: int = DEFAULT_FIFO_DEPTH, membrane_banks: int = 2):
+        check_dense(net)
         self.net = net
         self.membrane_banks = check_membrane_banks(membrane_banks)
         self.folding = resolve_folding(net, folding, membrane_banks=self.membrane_banks)

@@ -136,3 +136,28 @@ def test_fifo_depth_below_two_is_refused_by_value(net, depth):
     from spikeforge.hdl import Accelerator
     with pytest.raises(ValueError, match=rf"fifo_depth {depth!r} is not supported; it must be an integer >= 2"):
         Accelerator(net, fifo_depth=depth)
+
+
+def test_conv_and_pool_layers_are_refused_naming_the_layer(tmp_path, capsys):
+    """No conv hardware yet: every entry point refuses a conv network by layer name and kind."""
+    from spikeforge.hdl import Accelerator
+    from spikeforge.hdl.cycle_model import predict
+    from spikeforge.ir.random_network import random_conv_network
+    from spikeforge.ir.errors import InputError
+    conv = random_conv_network(1)
+    first = conv.layers[0]
+    assert first.kind == "conv2d"
+    message = rf"layer {first.name!r} is a conv2d layer; the hardware generator supports dense layers only"
+    with pytest.raises(InputError, match=message):
+        generate(conv, tmp_path / "rtl")
+    with pytest.raises(InputError, match=message):
+        Accelerator(conv)
+    with pytest.raises(InputError, match=message):
+        predict(conv, None, [1.0] * len(conv.layers))
+    assert not (tmp_path / "rtl").exists()
+    conv.save(tmp_path / "net")
+    assert main(["generate", str(tmp_path / "net"), "-o", str(tmp_path / "rtl")]) == 2
+    assert "is a conv2d layer" in capsys.readouterr().err
+    pool_first = random_conv_network(2, stack=(("pool", 2, 2), ("dense", 4)))
+    with pytest.raises(InputError, match=rf"layer {pool_first.layers[0].name!r} is a maxpool2d layer"):
+        plan_network(pool_first, None)
