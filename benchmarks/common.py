@@ -11,6 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from spikeforge.datasets import load as load_dataset
+from spikeforge.demo_model import load_digits_mlp
 
 __all__ = ["Context", "BenchNetwork", "NETWORKS", "float_model", "float_accuracy", "dataset", "best_time", "machine",
            "repo_root", "log"]
@@ -94,16 +100,12 @@ _DATASETS = {}
 
 def dataset(name: str, split: str):
     """A cached :func:`spikeforge.datasets.load`."""
-    from spikeforge.datasets import load
-
     if (name, split) not in _DATASETS:
-        _DATASETS[name, split] = load(name, split)
+        _DATASETS[name, split] = load_dataset(name, split)
     return _DATASETS[name, split]
 
 
 def _mlp(in_features: int, hidden: tuple, classes: int = 10):
-    import torch.nn as nn
-
     layers = [nn.Flatten()]
     for width in hidden:
         layers += [nn.Linear(in_features, width), nn.ReLU()]
@@ -119,11 +121,7 @@ def float_model(ctx: Context, spec: BenchNetwork):
     fixed seed: AdamW (lr 2e-3, weight decay 1e-4), batch 128, cosine schedule, inputs ``x/255``.
     A quick run trains one epoch on 10,000 samples.
     """
-    import torch
-    import torch.nn.functional as F
-
     if spec.epochs == 0:
-        from spikeforge.demo_model import load_digits_mlp
         return load_digits_mlp()
     train = dataset(spec.dataset, "train")
     epochs, count = (1, 10_000) if ctx.quick else (spec.epochs, len(train))
@@ -160,8 +158,6 @@ def float_model(ctx: Context, spec: BenchNetwork):
 
 
 def float_accuracy(model, data) -> float:
-    import torch
-
     with torch.no_grad():
         scores = model(torch.tensor(data.normalized()))
     return float(np.mean(scores.argmax(1).numpy() == data.labels))
@@ -184,8 +180,6 @@ def best_time(function, repeat: int = 3, minimum: float = 0.2) -> float:
 
 def machine() -> dict:
     """The machine the numbers come from."""
-    import torch
-
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

@@ -4,10 +4,11 @@ For the digits network on iCEBreaker (iCE40UP5K) and the Fashion-MNIST 784-128-1
 ULX3S-85F (ECP5-85F), at T = 8 and at the smallest T within 0.5 points of the float ANN:
 
 * golden accuracy on the whole test split, and the folding (lanes per layer) chosen automatically;
-* ``spikeforge.hdl.generate.generate`` → Verilog; ``spikeforge.sim.signoff.verify`` → Verilator
-  cycles per sample (steady state of a back-to-back stream), latency of one sample alone, bit-exact
-  agreement with the golden model and the RTL's accuracy on the simulated samples;
-* ``spikeforge.boards.build.build`` → LUTs, FFs, block RAMs, DSPs and the achieved Fmax (nextpnr);
+* the flow's steps (:mod:`spikeforge.flow`): generate → Verilog; build → LUTs, FFs, block RAMs,
+  DSPs and the achieved Fmax (nextpnr; first, so a folding that does not fit is not simulated);
+  verify → Verilator cycles per sample (steady state of a back-to-back stream), latency of one
+  sample alone, bit-exact agreement with the golden model and the RTL's accuracy on the simulated
+  samples;
 * derived: µs per sample and samples/s at the achieved Fmax, adder utilisation (useful additions /
   (lanes × cycles)) and the lower bound the adders set (spike-driven additions / lanes).
 
@@ -24,6 +25,16 @@ import traceback
 from pathlib import Path
 
 import numpy as np
+
+import spikeforge.boards
+import spikeforge.hdl
+from spikeforge.boards.build import FitError
+from spikeforge.flow import FlowConfig, FlowState, run_step
+from spikeforge.hdl.cycle_model import predict
+from spikeforge.hdl.folding import auto_folding
+from spikeforge.hdl.generate import network_fingerprint
+from spikeforge.ir import golden
+from spikeforge.reporting import fmt, markdown_table
 
 from .accuracy_vs_timesteps import converted, parity_point
 from .common import NETWORKS, dataset, float_accuracy, float_model, log
@@ -55,8 +66,6 @@ def _smallest_t(ctx, key: str, tolerance: float = 0.5):
     net = result.get("networks", {}).get(key)
     if net and net["parity"]["ilif"].get(str(tolerance)):
         return net["parity"]["ilif"][str(tolerance)]["timesteps"], "from the accuracy section"
-    from spikeforge.ir import golden
-
     spec = NETWORKS[key]
     test = dataset(spec.dataset, "test").head(ctx.test_samples(key))
     float_acc = float_accuracy(float_model(ctx, spec), test)
@@ -71,16 +80,11 @@ def _smallest_t(ctx, key: str, tolerance: float = 0.5):
 
 
 def _folding(net, spikes_in, how: dict) -> dict:
-    from spikeforge.hdl.folding import auto_folding
-
     return dict(auto_folding(net, spikes_in=spikes_in, **how).lanes)
 
 
 def _generator_fingerprint() -> str:
     """A hash of the generator's and the board flow's sources: a cached build is stale once they change."""
-    import spikeforge.boards
-    import spikeforge.hdl
-
     digest = hashlib.sha256()
     for package in (spikeforge.hdl, spikeforge.boards):
         for path in sorted(Path(package.__file__).parent.glob("*.py")):
@@ -89,20 +93,15 @@ def _generator_fingerprint() -> str:
 
 
 def _board_cache_key(net, board: str, lanes: dict) -> str:
-    from spikeforge.hdl.generate import network_fingerprint
-
     text = json.dumps({"net": network_fingerprint(net), "board": board, "lanes": lanes,
                        "generator": _generator_fingerprint()}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _board_build(ctx, net, board: str, lanes: dict, folder: Path) -> dict:
-    """Synthesis + place and route, reusing an earlier build of exactly this design."""
-    from spikeforge.boards.build import BuildOptions, build
-
-    from spikeforge.boards.build import FitError
-
-    key = _board_cache_key(net, board, lanes)
+def _board_build(ctx, state: FlowState, config: FlowConfig) -> dict:
+    """The flow's build step (synthesis + place and route), reusing an earlier build of exactly this design."""
+    folder = config.board_path
+    key = _board_cache_key(state.network, config.board, config.lanes)
     stamp = folder / "bench-cache.json"
     report_path = folder / "report.json"
     if stamp.is_file():
@@ -117,10 +116,9 @@ def _board_build(ctx, net, board: str, lanes: dict, folder: Path) -> dict:
             if report.get("status") == "built":
                 report["reused"] = True
                 return report
-    messages = []
     folder.mkdir(parents=True, exist_ok=True)
     try:
-        report = build(net, board, folder, options=BuildOptions(lanes=lanes), log=messages.append)
+        report = run_step("build", state, config).to_json()
     except FitError as error:
         stamp.write_text(json.dumps({"key": key, "fit_error": str(error)}) + "\n")
         raise
@@ -146,8 +144,6 @@ def _resources(board: dict) -> dict:
 
 
 def _case(ctx, case: dict, T: int, why: str) -> dict:
-    from spikeforge.ir import golden
-
     key, board = case["network"], case["board"]
     spec = NETWORKS[key]
     net = converted(ctx, key, T)
@@ -173,23 +169,16 @@ def _case(ctx, case: dict, T: int, why: str) -> dict:
 
 
 def _attempt(ctx, case: dict, net, test, entry: dict, how: dict) -> dict:
-    """Generate, sign off and build one folding of the network."""
-    from spikeforge.ir import golden
-
+    """The flow's generate, build and verify steps on one folding of the network."""
     key, board, T = case["network"], case["board"], net.timesteps
     attempt = {}
-    try:
-        lanes = _folding(net, entry["spikes_in"], how)
-    except ImportError as error:
-        attempt["generate"] = {"error": f"spikeforge.hdl is not there yet ({error})"}
-        return attempt
+    lanes = _folding(net, entry["spikes_in"], how)
     folder = ctx.out_dir / "hardware" / f"{key}-T{T}-{'-'.join(f'{k}{v}' for k, v in sorted(lanes.items()))}"
     attempt["folding"] = lanes
     attempt["folding_rule"] = how
     attempt["total_lanes"] = int(sum(lanes.values()))
     attempt["adder_bound_cycles"] = entry["additions_per_sample"] / attempt["total_lanes"]
     try:
-        from spikeforge.hdl.cycle_model import predict
         prediction = predict(net, lanes, [s for s in golden.run_timesteps(net, test.samples[:2000]).spike_counts])
         attempt["prediction"] = {"cycles_per_sample": prediction.cycles_per_sample,
                                  "slowest_stage": max(prediction.stages, key=prediction.stages.get),
@@ -199,12 +188,17 @@ def _attempt(ctx, case: dict, net, test, entry: dict, how: dict) -> dict:
                                  "samples": min(len(test), 2000)}
     except Exception as error:  # reported, never blocks the measurement
         attempt["prediction"] = {"error": _error(error)}
+    count = min(case["verify_samples"] or len(test), len(test))
+    # The test split's first `count` samples are the ones `test` starts with (a head of the same split).
+    config = FlowConfig(output=str(folder), dataset=NETWORKS[key].dataset, split="test", samples=count,
+                        lanes=lanes, board=board, rtl_dir=str(folder / "rtl"), board_dir=str(folder / "board"),
+                        verify_report=str(folder / "verify.json"), sim_build=str(ctx.out_dir / "sim_build"))
+    state = FlowState(network=net, spikes_in=entry["spikes_in"], log=lambda message: None)
     # Generate the Verilog.
-    rtl = folder / "rtl"
     try:
-        from spikeforge.hdl.generate import generate
         start = time.perf_counter()
-        design = generate(net, rtl, lanes=lanes, spikes_in=entry["spikes_in"])
+        run_step("generate", state, config)
+        design, rtl = state.design, config.rtl_path
         attempt["generate"] = {"seconds": time.perf_counter() - start,
                                "verilog_bytes": (rtl / design["verilog"]).stat().st_size,
                                "rom_bits": int(sum(layer["rom_bits"] for layer in design["layers"])),
@@ -218,24 +212,19 @@ def _attempt(ctx, case: dict, net, test, entry: dict, how: dict) -> dict:
     else:
         try:
             log(f"hardware: {key} T={T}: bitstream for {board} (lanes {lanes})")
-            attempt["board_build"] = _resources(_board_build(ctx, net, board, lanes, folder / "board"))
-        except ImportError as error:
-            attempt["board_build"] = {"error": f"spikeforge.boards.build is not there yet ({error})"}
+            attempt["board_build"] = _resources(_board_build(ctx, state, config))
         except Exception as error:
-            attempt["board_build"] = {"error": _error(error), "fit_error": type(error).__name__ == "FitError"}
+            attempt["board_build"] = {"error": _error(error), "fit_error": isinstance(error, FitError)}
             if attempt["board_build"]["fit_error"] and how is not case["foldings"][-1]:
                 return attempt          # a smaller folding comes next; only the one reported is simulated
     # Verilator sign-off: measured cycles, bit-exactness.
     if ctx.quick:
         attempt["verify"] = {"skipped": "not run with --quick (Verilator builds take tens of seconds)"}
         return attempt
-    count = min(case["verify_samples"] or len(test), len(test))
     try:
-        from spikeforge.sim.signoff import verify
         log(f"hardware: {key} T={T}: Verilator sign-off on {count} samples")
         start = time.perf_counter()
-        report = verify(net, rtl, test.samples[:count], test.labels[:count], report_path=folder / "verify.json",
-                        build_root=ctx.out_dir / "sim_build")
+        report = run_step("verify", state, config).details
         timing = report.get("timing") or {}
         simulation = report.get("simulation") or {}
         attempt["verify"] = {
@@ -302,8 +291,6 @@ def measure(ctx) -> dict:
 
 
 def _cell(step: dict, key: str, digits: int = 1, scale: float = 1.0, unit: str = ""):
-    from spikeforge.reporting import fmt
-
     if not step:
         return "not measured"
     if "error" in step or "skipped" in step:
@@ -340,8 +327,6 @@ def headline(result: dict) -> dict | None:
 
 
 def summary_lines(result: dict) -> list:
-    from spikeforge.reporting import fmt
-
     lines = []
     for entry in result["cases"]:
         d = entry.get("derived", {})
@@ -355,8 +340,6 @@ def summary_lines(result: dict) -> list:
 
 
 def render(result: dict, ctx, commands: str = "") -> str:
-    from spikeforge.reporting import fmt, markdown_table
-
     lines = ["## 2. Hardware speed and cost", "",
              "Generated accelerators (Amaranth → Verilog), simulated cycle-accurately with Verilator over the test "
              "split (Fashion-MNIST: the first 1,000 test samples, to keep the run short) with every result checked "

@@ -1,38 +1,32 @@
-"""The hardware steps of the demo: generate the Verilog, sign it off with Verilator."""
+"""The hardware half of the demo: the flow's generate and verify steps with the demo's settings."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from spikeforge.flow import FlowConfig, FlowReport
 
-from .progress import step
-
-__all__ = ["run_hardware_steps", "DEMO_LANES_BUDGET"]
+__all__ = ["DEMO_LANES_BUDGET", "hardware_config", "hardware_report"]
 
 #: Lanes in total for the demo design (issue 3: <= 48 lanes, balanced automatically).
 DEMO_LANES_BUDGET = 48
 
 
-def run_hardware_steps(net, test, output: Path) -> dict:
-    from .hdl.generate import generate, summary
-    from spikeforge.ir import golden
-    from .sim.signoff import format_report, verify
+def hardware_config(config: FlowConfig) -> FlowConfig:
+    """The demo's generate/verify settings: <= 48 lanes balanced on the spikes the whole test split
+    measures, membrane banks as the generator chooses, every test sample signed off."""
+    return config.replace(lanes_budget=DEMO_LANES_BUDGET, spikes_from=config.dataset, spike_samples=None,
+                          samples=None, split="test")
 
+
+def hardware_report(flow: FlowReport) -> dict:
+    """The ``design`` and ``verification`` entries of the demo's report.json from the flow's reports."""
     report = {}
-    rtl = output / "rtl"
-    with step(f"4. generating the accelerator (Amaranth -> Verilog, <= {DEMO_LANES_BUDGET} lanes)"):
-        spikes_in = [float(s.mean()) for s in golden.run(net, test.samples).input_spikes()]
-        design = generate(net, rtl, lanes_budget=DEMO_LANES_BUDGET, spikes_in=spikes_in)
-    print(summary(design))
-    print(f"   wrote {rtl}/ ({design['verilog']}, rom/*.hex, design.json)")
-    report["design"] = {"path": str(rtl), "folding": design["folding"],
-                        "predicted": design.get("prediction")}
-
-    print(f"5. verifying the RTL with Verilator on all {len(test)} test samples (cocotb; first run builds) ...",
-          flush=True)
-    verification = verify(net, rtl, test.samples, test.labels, build_root=output / "sim_build",
-                          progress=lambda message: print(f"   {message}", flush=True))
-    print(format_report(verification))
-    report["verification"] = {key: verification.get(key) for key in
-                              ("ok", "samples", "checked", "mismatches", "accuracy", "golden_accuracy", "timing",
-                               "model_agreement", "simulation")}
+    names = [name for name, _, _ in flow.steps]
+    if "generate" in names:
+        design = flow["generate"]
+        report["design"] = {"path": design.rtl_dir, "folding": design.folding, "predicted": design.prediction}
+    if "verify" in names:
+        verification = flow["verify"]
+        report["verification"] = {key: value for key, value in verification.to_json().items()
+                                  if key in ("ok", "samples", "checked", "mismatches", "accuracy", "golden_accuracy",
+                                             "timing", "model_agreement", "simulation")}
     return report

@@ -1,5 +1,6 @@
 """`spikeforge build`: a network -> bitstream for an FPGA board, with a resource / Fmax / throughput report."""
 
+import json
 from pathlib import Path
 
 NAME = "build"
@@ -25,17 +26,19 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
-    import json
+    # The flow imports torch (the converter) and amaranth (the generator): imported here so
+    # `spikeforge --help` stays fast.
+    from spikeforge.flow import FlowConfig, FlowState, run_step
+    from spikeforge.hdl.folding import parse_lanes
 
-    from ..boards.build import BuildOptions, build, format_report
-    from spikeforge.ir.network import load
-    from ..hdl.folding import parse_lanes
-
-    net = load(args.network)
-    options = BuildOptions(baud=args.baud, lanes=parse_lanes(args.lanes) if args.lanes else None,
-                           lanes_budget=args.lanes_budget, scores=not args.no_scores,
-                           patchable=not args.no_patchable, seed=args.seed)
-    report = build(net, args.board, args.output, options=options)
-    print(json.dumps(report, indent=2) if args.json else format_report(report))
-    print(f"wrote {args.output}/report.json")
+    config = FlowConfig(network_dir=str(args.network), board=args.board, board_dir=str(args.output),
+                        baud=args.baud, lanes=parse_lanes(args.lanes) if args.lanes else None,
+                        lanes_budget=args.lanes_budget, scores=not args.no_scores, patchable=not args.no_patchable,
+                        build_seed=args.seed)
+    report = run_step("build", FlowState(), config)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+        print(f"wrote {args.output}/report.json")
+    else:
+        print("\n".join(report.lines()))
     return 0

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from spikeforge.ir.errors import InputError
+from spikeforge.progress import step
+
 NAME = "convert"
 HELP = "convert a trained PyTorch classifier into an integer iLIF spiking network (network.json, weights.npz, rom/)"
 
@@ -34,31 +37,33 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
-    from ..converter.calibrate import InputNormalization
-    from ..converter.convert import convert
-    from ..converter.model_files import load_calibration, load_model
-    from ..progress import step
+    # The flow imports torch (the converter) and amaranth (the generator): imported here so
+    # `spikeforge --help` stays fast.
+    from spikeforge.converter.model_files import load_model
+    from spikeforge.flow import FlowConfig, FlowState, run_step
 
+    config = FlowConfig(model=args.model, state_dict=None if args.state_dict is None else str(args.state_dict),
+                        calibration=args.calibrate, timesteps=args.timesteps, weight_bits=args.weight_bits,
+                        method=args.method, percentile=args.percentile, v0=args.v0, per_channel=args.per_channel,
+                        input_scale=args.input_scale, input_mean=args.input_mean, input_std=args.input_std,
+                        input_shape=parse_shape(args.input_shape), network_dir=str(args.output))
+    state = FlowState()
     with step(f"loading {args.model}"):
-        model = load_model(args.model, args.state_dict)
-    calibration, default_scale = load_calibration(args.calibrate)
-    scale = args.input_scale if args.input_scale is not None else default_scale
-    normalization = InputNormalization(scale=scale, mean=args.input_mean, std=args.input_std)
-    input_shape = tuple(int(d) for d in args.input_shape.split(",")) if args.input_shape else None
+        state.model = load_model(config.model, config.state_dict)
     with step(f"converting (T = {args.timesteps}, {args.weight_bits}-bit weights)"):
-        net = convert(model, calibration, timesteps=args.timesteps, weight_bits=args.weight_bits,
-                      method=args.method, percentile=args.percentile, v0=args.v0, per_channel=args.per_channel,
-                      normalization=normalization, input_shape=input_shape)
-    net.save(args.output)
-    print(net.describe())
-    search = net.calibration.get("search")
-    if search:
-        tried = ", ".join(f"{c['percentile']:g}: {100 * c['agreement']:.2f} %" for c in search["candidates"])
-        print(f"clip search (agreement with the {search['reference']}): {tried} -> percentile "
-              f"{net.calibration['percentile']:g}")
-    float_accuracy = net.calibration.get("float_accuracy", {})
-    for key, value in float_accuracy.items():
-        print(f"float ANN accuracy on {key}: {100 * value:.2f} %")
-    bits = sum(l.weight.size * l.weight_bits for l in net.layers)
-    print(f"wrote {args.output}/ (network.json, weights.npz, rom/*.weight.hex; {bits / 8 / 1024:.1f} KiB of weights)")
+        report = run_step("convert", state, config)
+    print("\n".join(report.lines()))
     return 0
+
+
+def parse_shape(text: str | None):
+    """``"1,28,28"`` -> ``[1, 28, 28]``; a malformed shape is an InputError naming it."""
+    if text is None:
+        return None
+    try:
+        shape = [int(d) for d in text.split(",")]
+    except ValueError:
+        shape = []
+    if not shape or min(shape) < 1:
+        raise InputError(f"--input-shape {text!r} is not a list of positive integers such as 1,28,28")
+    return shape

@@ -17,5 +17,6 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
-    from ..demo_flow import run_demo
+    # The demo imports torch: imported here so `spikeforge --help` stays fast.
+    from spikeforge.demo_flow import run_demo
     return run_demo(args.output, timesteps=args.timesteps, retrain=args.retrain, rtl=not args.skip_rtl)

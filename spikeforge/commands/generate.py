@@ -29,22 +29,15 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
-    from spikeforge.ir.network import load
-    from ..hdl.folding import parse_lanes
-    from ..hdl.generate import generate, summary
+    # The flow imports torch (the converter) and amaranth (the generator): imported here so
+    # `spikeforge --help` stays fast.
+    from spikeforge.flow import FlowConfig, FlowState, run_step
+    from spikeforge.hdl.folding import parse_lanes
 
-    net = load(args.network)
-    lanes = parse_lanes(args.lanes) if args.lanes else None
-    spikes_in = None
-    if args.spikes_from:
-        from .. import datasets
-        from spikeforge.ir import golden
-        data = datasets.load(args.spikes_from, "test")
-        result = golden.run(net, data.samples[:512])
-        spikes_in = [float(s.mean()) for s in result.input_spikes()]
-    design = generate(args.network, args.output, lanes=lanes, target_cycles=args.target_cycles,
-                      lanes_budget=args.lanes_budget, name=args.name, spikes_in=spikes_in,
-                      membrane_banks=args.membrane_banks)
-    print(summary(design))
-    print(f"wrote {args.output}/ ({design['verilog']}, rom/*.hex, design.json)")
+    config = FlowConfig(network_dir=str(args.network), rtl_dir=str(args.output),
+                        lanes=parse_lanes(args.lanes) if args.lanes else None, target_cycles=args.target_cycles,
+                        lanes_budget=args.lanes_budget, spikes_from=args.spikes_from,
+                        membrane_banks=args.membrane_banks, module_name=args.name)
+    report = run_step("generate", FlowState(), config)
+    print("\n".join(report.lines()))
     return 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from spikeforge.ir.errors import InputError
+
 NAME = "verify"
 HELP = "simulate the generated Verilog (cocotb + Verilator) on a dataset and compare every result bit-exactly"
 
@@ -28,22 +30,20 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
-    from ..cli import CommandError
-    from spikeforge.ir.network import load
-    from ..datasets import load as load_dataset
-    from ..sim.signoff import format_report, verify
+    # The flow imports torch (the converter) and amaranth (the generator): imported here so
+    # `spikeforge --help` stays fast.
+    from spikeforge.flow import FlowConfig, FlowState, run_step
 
     if args.samples is not None and args.samples < 1:
-        raise CommandError(f"--samples {args.samples} must be >= 1")
+        raise InputError(f"--samples {args.samples} must be >= 1")
     if args.clock_mhz <= 0:
-        raise CommandError(f"--clock-mhz {args.clock_mhz} must be > 0")
-    net = load(args.network)
-    dataset = load_dataset(args.dataset, args.split).head(args.samples)
-    print(f"network {args.network}, RTL {args.rtl}, {len(dataset.samples)} samples of {args.dataset} "
-          f"({args.split}), stalls: {args.stalls}", flush=True)
-    # A missing or failing simulator is a SimulatorError (exit 3); only a mismatch exits 1.
-    report = verify(net, args.rtl, dataset.samples, dataset.labels, stalls=args.stalls, seed=args.seed,
-                    waves=args.waves, build_root=args.build_dir, report_path=args.report,
-                    clock_mhz=args.clock_mhz, progress=lambda message: print(message, flush=True))
-    print(format_report(report))
-    return 0 if report["ok"] else 1
+        raise InputError(f"--clock-mhz {args.clock_mhz} must be > 0")
+    build_dir = args.build_dir if args.build_dir is not None else args.rtl / "sim_build"
+    config = FlowConfig(network_dir=str(args.network), rtl_dir=str(args.rtl), dataset=args.dataset,
+                        split=args.split, samples=args.samples, stalls=args.stalls, seed=args.seed,
+                        waves=args.waves, verify_report=None if args.report is None else str(args.report),
+                        sim_build=str(build_dir), clock_mhz=args.clock_mhz)
+    # A missing or failing simulator is an ExternalToolError (exit 3); only a mismatch exits 1.
+    report = run_step("verify", FlowState(log=lambda line: print(line, flush=True)), config)
+    print("\n".join(report.lines()))
+    return 0 if report.ok else 1

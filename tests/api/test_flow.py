@@ -1,0 +1,134 @@
+"""spikeforge.flow: one configuration, named steps, start/stop anywhere, typed reports and one flow report."""
+
+import json
+
+import numpy as np
+import pytest
+
+from spikeforge.datasets import load as load_dataset
+from spikeforge.demo_model import load_digits_mlp
+from spikeforge.flow import (STEPS, ConvertReport, FlowConfig, FlowConfigError, FlowState, GenerateReport, run_flow,
+                             run_step)
+from spikeforge.ir.network import load
+from spikeforge.ir.random_network import random_network
+
+
+def _steps(path):
+    return [step["name"] for step in json.loads(path.read_text())["steps"]]
+
+
+def test_config_json_round_trip(tmp_path):
+    config = FlowConfig(output=str(tmp_path), model="m.pt2", dataset="digits", timesteps=5, weight_bits=6,
+                        method="search", per_channel=True, v0="floor", input_shape=[1, 8, 8], lanes={"fc1": 4},
+                        membrane_banks=1, samples=7, stalls="random", board="icebreaker")
+    path = config.save(tmp_path / "config.json")
+    again = FlowConfig.load(path)
+    assert again == config
+    assert sorted(json.loads(path.read_text())) == sorted(FlowConfig.keys())
+    assert FlowConfig.from_json(FlowConfig().to_json()) == FlowConfig()
+
+
+def test_unknown_config_key_is_refused_with_the_accepted_keys(tmp_path):
+    with pytest.raises(FlowConfigError, match=r"flow config key 'timestep' names nothing; accepted: output, model, "
+                                              r"state_dict, dataset, .*timesteps"):
+        FlowConfig.from_json({"timestep": 4})
+    (tmp_path / "bad.json").write_text(json.dumps({"timesteps": 4, "lane_budget": 8, "boards": "x"}))
+    with pytest.raises(FlowConfigError, match=r"keys 'boards', 'lane_budget' name nothing"):
+        FlowConfig.load(tmp_path / "bad.json")
+    with pytest.raises(FlowConfigError, match=r"'lanes_bugdet' name nothing"):
+        FlowConfig().replace(lanes_bugdet=3)
+    with pytest.raises(FlowConfigError, match=r"stalls 'sometimes' is not accepted; accepted: 'none', 'random'"):
+        FlowConfig(stalls="sometimes")
+    with pytest.raises(FlowConfigError, match=r"both lanes_budget and target_cycles"):
+        FlowConfig(lanes_budget=8, target_cycles=100)
+
+
+def test_unknown_step_is_refused(tmp_path):
+    config = FlowConfig(output=str(tmp_path))
+    with pytest.raises(FlowConfigError, match=r"start step 'synth' is not a step; steps: convert, generate, verify, "
+                                              r"build"):
+        run_flow(config, start="synth")
+    with pytest.raises(FlowConfigError, match=r"stop step 'bitstream' is not a step"):
+        run_flow(config, stop="bitstream")
+    with pytest.raises(FlowConfigError, match=r"start step 'verify' comes after stop step 'generate'"):
+        run_flow(config, start="verify", stop="generate")
+    with pytest.raises(FlowConfigError, match=r"step 'lint' is not a step"):
+        run_step("lint", FlowState(), config)
+    assert list(STEPS) == ["convert", "generate", "verify", "build"]
+    assert not any(tmp_path.iterdir())
+
+
+def test_convert_then_generate_stops_before_verify(tmp_path):
+    """The shipped digits MLP through convert and generate: artefacts of those steps only, reports that
+    match what they wrote."""
+    config = FlowConfig(output=str(tmp_path / "flow"), dataset="digits", timesteps=4, lanes_budget=12)
+    lines = []
+    flow = run_flow(config, "convert", "generate", state=FlowState(model=load_digits_mlp()), log=lines.append)
+    out = tmp_path / "flow"
+    assert sorted(p.name for p in out.iterdir()) == ["flow.json", "net", "rtl"]
+    assert _steps(out / "flow.json") == ["convert", "generate"]
+    assert "== convert: float model -> integer iLIF network" in lines and "== generate: done in" in lines[-1]
+
+    net = load(out / "net")
+    convert = flow["convert"]
+    assert isinstance(convert, ConvertReport)
+    assert convert.timesteps == net.timesteps == 4 and convert.layers == ["fc1", "fc2", "fc3"]
+    assert 0.9 < convert.float_accuracy["digits/test"] <= 1.0
+    design = json.loads((out / "rtl" / "design.json").read_text())
+    generate = flow["generate"]
+    assert isinstance(generate, GenerateReport)
+    assert generate.folding == design["folding"] and generate.total_lanes == sum(design["folding"].values()) <= 12
+    saved = json.loads((out / "flow.json").read_text())
+    assert saved["ok"] is True and saved["config"] == config.to_json()
+    assert saved["steps"][0]["report"] == convert.to_json() and saved["steps"][1]["report"] == generate.to_json()
+    assert saved["steps"][0]["report"]["network_dir"] == str(out / "net") and saved["steps"][0]["seconds"] > 0
+    json.dumps(saved)       # every report is plain JSON
+
+    # convert alone: no design.
+    only = FlowConfig(output=str(tmp_path / "only"), timesteps=4)
+    run_flow(only, "convert", "convert", state=FlowState(model=load_digits_mlp()), log=lambda _: None)
+    assert sorted(p.name for p in (tmp_path / "only").iterdir()) == ["flow.json", "net"]
+
+
+def test_resume_from_generate_with_a_saved_network(tmp_path):
+    net = random_network(3, sizes=(20, 9, 4), timesteps=4)
+    saved = net.save(tmp_path / "mine")
+    config = FlowConfig(output=str(tmp_path / "flow"), network_dir=str(saved), lanes={"fc1": 3})
+    flow = run_flow(config, start="generate", stop="generate", log=lambda _: None)
+    assert _steps(tmp_path / "flow" / "flow.json") == ["generate"]
+    assert sorted(p.name for p in (tmp_path / "flow").iterdir()) == ["flow.json", "rtl"]
+    design = json.loads((tmp_path / "flow" / "rtl" / "design.json").read_text())
+    assert design["network"]["path"] == str(saved) and design["folding"]["fc1"] == 3
+    assert flow["generate"].to_json()["folding"]["fc1"] == 3
+    assert load(saved) == net
+
+
+def test_resuming_without_the_earlier_artefacts_names_the_missing_folder(tmp_path):
+    config = FlowConfig(output=str(tmp_path / "flow"))
+    with pytest.raises(FlowConfigError, match=r"no network at .*flow/net \(no network.json\): run the convert step"):
+        run_flow(config, start="generate", log=lambda _: None)
+    random_network(1, sizes=(64, 8, 10), timesteps=4).save(tmp_path / "flow" / "net")
+    with pytest.raises(FlowConfigError, match=r"flow/rtl has no design.json: run the generate step first"):
+        run_flow(config, start="verify", log=lambda _: None)
+    with pytest.raises(FlowConfigError, match=r"the build step needs a board"):
+        run_flow(config, start="build", stop="build", log=lambda _: None)
+    with pytest.raises(FlowConfigError, match=r"the convert step needs a model"):
+        run_flow(config, log=lambda _: None)
+
+
+@pytest.mark.slow
+def test_generate_and_verify_with_verilator(tmp_path):
+    """A random 64-12-10 network through generate and verify on digits samples (Verilator): bit exact."""
+    net = random_network(5, sizes=(64, 12, 10), timesteps=4)
+    config = FlowConfig(output=str(tmp_path), dataset="digits", samples=6, lanes={"fc1": 4})
+    state = FlowState(network=net)
+    flow = run_flow(config, "generate", "verify", state=state, log=lambda _: None)
+    verify = flow["verify"]
+    assert flow.ok and verify.ok and verify.samples == 6 and verify.mismatches == 0
+    assert (tmp_path / "rtl" / "verify.json").is_file() and (tmp_path / "sim_build").is_dir()
+    report = json.loads((tmp_path / "flow.json").read_text())
+    assert [s["name"] for s in report["steps"]] == ["generate", "verify"]
+    assert report["steps"][1]["report"]["ok"] is True
+    assert report["steps"][1]["report"]["timing"] == verify.timing
+    golden = net.run(load_dataset("digits", "test").samples[:6].reshape(6, -1))
+    assert verify.golden_accuracy == pytest.approx(np.mean(golden.labels == load_dataset("digits", "test").labels[:6]))
