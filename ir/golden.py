@@ -180,51 +180,93 @@ def _per_feature(layer, values: np.ndarray) -> np.ndarray:
     return np.repeat(values, _positions(layer))
 
 
-def _weight_matrix(layer, dtype, scale=None) -> np.ndarray:
-    """The weights as a (fan-in, out_channels) matrix: ``W.T`` for dense, the im2col kernel for conv.
+# The closed form and the rate-coded baseline keep maps as (N, C, H, W) arrays, so a layer's codes
+# are its activity's plain reshape to (N, features) in CHW order. A conv is a batched matrix product
+# W (Co, C·kh·kw) @ columns (N, C·kh·kw, Ho·Wo): the columns are built tap by tap from contiguous row
+# runs of the (zero-padded) input, and the product is the next map in CHW order with no transpose.
 
-    ``scale`` (one per output channel) divides the weights (the rate-coded baseline's ``W/θ``).
+@dataclass
+class _Step:
+    """One layer prepared for the engine: weight matrix, constant and threshold in the engine's dtype."""
+
+    layer: object
+    matrix: np.ndarray = None          # dense: W.T (in, out); conv: W reshaped (Co, C·kh·kw)
+    bias: np.ndarray = None            # per output channel, shaped to broadcast over the layer's output
+    threshold: np.ndarray = None
+
+
+def _prepare(net: Network, dtype, bias_of, scale_of=None) -> list:
+    """The layers of ``net`` as engine steps.
+
+    ``bias_of(layer)`` gives the per-channel constant added to ``Σ W·q``; ``scale_of(layer)`` (per
+    output channel, optional) divides the weights (the rate-coded baseline's ``W/θ``).
     """
-    weight = layer.weight.reshape(layer.weight.shape[0], -1)
-    if scale is not None:
-        weight = weight / scale[:, None]
-    return weight.T.astype(dtype)
+    steps = []
+    for layer in net.layers:
+        if _is_pool(layer):
+            steps.append(_Step(layer))
+            continue
+        weight = layer.weight.reshape(layer.weight.shape[0], -1)
+        if scale_of is not None:
+            weight = weight / scale_of(layer)[:, None]
+        if layer.kind == "conv2d":      # constants broadcast over (Co, N, Ho, Wo)
+            shape = (-1, 1, 1, 1)
+            steps.append(_Step(layer, weight.astype(dtype), np.asarray(bias_of(layer)).astype(dtype).reshape(shape),
+                               layer.threshold.astype(dtype).reshape(shape)))
+        else:
+            steps.append(_Step(layer, weight.T.astype(dtype), np.asarray(bias_of(layer)).astype(dtype),
+                               layer.threshold.astype(dtype)))
+    return steps
 
 
-def _im2col(activity: np.ndarray, layer) -> np.ndarray:
-    """(N, C·H·W) -> (N·Ho·Wo, C·kh·kw): each row is one output position's receptive field, zero-padded."""
-    n = len(activity)
-    (ph, pw), (sh, sw) = layer.padding, layer.stride
+def _engine_input(net: Network, flat: np.ndarray) -> np.ndarray:
+    """Flat CHW inputs (N, features) -> the first layer's input: (N, C, H, W) for a map."""
+    first = net.layers[0]
+    return flat if first.kind == "dense" else flat.reshape((len(flat),) + first.in_shape)
+
+
+def _im2col(maps: np.ndarray, layer) -> np.ndarray:
+    """(N, C, H, W) -> (C·kh·kw, N·Ho·Wo): column (n, p) holds sample n's zero-padded receptive field
+    of output position p, rows in the weight's (ci, dy, dx) order."""
+    n, channels = maps.shape[:2]
+    (kh, kw), (sh, sw), (ph, pw) = layer.kernel, layer.stride, layer.padding
     _, out_h, out_w = layer.out_shape
-    maps = activity.reshape((n,) + layer.in_shape)
+    maps = maps.transpose(1, 0, 2, 3)           # (C, N, H, W): a view, contiguous after a conv
     if ph or pw:
         maps = np.pad(maps, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
-    windows = sliding_window_view(maps, layer.kernel, axis=(2, 3))[:, :, ::sh, ::sw][:, :, :out_h, :out_w]
-    return windows.transpose(0, 2, 3, 1, 4, 5).reshape(n * out_h * out_w, -1)
+    columns = np.empty((channels, kh, kw, n, out_h, out_w), dtype=maps.dtype)
+    for dy in range(kh):
+        for dx in range(kw):
+            columns[:, dy, dx] = maps[:, :, dy:dy + (out_h - 1) * sh + 1:sh, dx:dx + (out_w - 1) * sw + 1:sw]
+    return columns.reshape(channels * kh * kw, n * out_h * out_w)
 
 
-def _linear(activity: np.ndarray, layer, weight_matrix: np.ndarray) -> np.ndarray:
-    """``Σ W·q`` for every output (no bias), (N, out_features), CHW order for a conv; exact in the
-    activity's dtype whenever the accumulator bound fits it."""
-    if layer.kind == "dense":
-        return activity @ weight_matrix
-    n, positions = len(activity), _positions(layer)
-    products = _im2col(activity, layer) @ weight_matrix                       # (N·Ho·Wo, Co)
-    return products.reshape(n, positions, -1).transpose(0, 2, 1).reshape(n, -1)
+def _linear(activity: np.ndarray, step: _Step) -> np.ndarray:
+    """``Σ W·q`` (no constant) of every output: (N, out) for dense; for a conv (Co, N, Ho, Wo), one
+    matrix product for the whole batch (its transpose view is the (N, Co, Ho, Wo) map). Exact in the
+    activity's dtype whenever the layer's accumulator bound fits it."""
+    if step.layer.kind == "dense":
+        return activity.reshape(len(activity), -1) @ step.matrix
+    channels, out_h, out_w = step.layer.out_shape
+    return (step.matrix @ _im2col(activity, step.layer)).reshape(channels, len(activity), out_h, out_w)
 
 
-def _maxpool(activity: np.ndarray, layer) -> np.ndarray:
-    """The largest value of each window, (N, C·Ho·Wo) in CHW order."""
-    n = len(activity)
-    channels, height, width = layer.in_shape
-    _, out_h, out_w = layer.out_shape
+def _as_map(activity: np.ndarray, layer) -> np.ndarray:
+    """A conv's (Co, N, Ho, Wo) result as the (N, Co, Ho, Wo) map the next layer reads (a view)."""
+    return activity.transpose(1, 0, 2, 3) if layer.kind == "conv2d" else activity
+
+
+def _maxpool(maps: np.ndarray, layer) -> np.ndarray:
+    """The largest value of each window, (N, C, H, W) -> (N, C, Ho, Wo); separable: rows, then columns."""
     (kh, kw), (sh, sw) = layer.kernel, layer.stride
-    maps = activity.reshape(n, channels, height, width)
-    if (kh, kw) == (sh, sw):     # tiling windows: a reshape, no window copies
-        tiles = maps[:, :, :out_h * kh, :out_w * kw].reshape(n, channels, out_h, kh, out_w, kw)
-        return tiles.max(axis=(3, 5)).reshape(n, -1)
-    windows = sliding_window_view(maps, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw][:, :, :out_h, :out_w]
-    return windows.max(axis=(4, 5)).reshape(n, -1)
+    _, out_h, out_w = layer.out_shape
+    rows = maps[:, :, 0:(out_h - 1) * sh + 1:sh].copy(order="K")
+    for dy in range(1, kh):
+        np.maximum(rows, maps[:, :, dy:dy + (out_h - 1) * sh + 1:sh], out=rows)
+    pooled = rows[..., 0:(out_w - 1) * sw + 1:sw].copy(order="K")
+    for dx in range(1, kw):
+        np.maximum(pooled, rows[..., dx:dx + (out_w - 1) * sw + 1:sw], out=pooled)
+    return pooled
 
 
 def _tap_pairs(size: int, out_size: int, tap: int, stride: int, padding: int):
@@ -273,43 +315,48 @@ def _float_dtype(net: Network):
     return None
 
 
-def _floor_divide_exact(potential: np.ndarray, threshold: np.ndarray) -> np.ndarray:
-    """``floor(potential / threshold)`` for integer-valued floats, corrected to be exact."""
-    quotient = np.floor(potential / threshold)
-    quotient -= quotient * threshold > potential
-    quotient += (quotient + 1) * threshold <= potential
-    return quotient
+def _floor_divide(potential: np.ndarray, threshold: np.ndarray, exact_float: bool) -> np.ndarray:
+    """``floor(potential / threshold)``, exact.
+
+    For integer-valued floats below the bound :func:`_float_dtype` checks (``|V| + θ < 2^23`` in
+    float32, ``< 2^52`` in float64) the correctly rounded quotient never reaches the next integer:
+    ``floor(V/θ) = q`` means ``V/θ <= q + 1 - 1/θ``, and ``1/θ`` exceeds half an ulp of ``q + 1``
+    because ``θ·(q + 1) <= V + θ`` is below the precision. So ``floor`` of the division is exact.
+    """
+    if not exact_float:
+        return np.floor_divide(potential, threshold)
+    quotient = np.divide(potential, threshold, out=potential)
+    return np.floor(quotient, out=quotient)
 
 
 def _chunk_size(net: Network) -> int:
     """Samples per chunk of the closed form, so the largest intermediate stays near _CHUNK_BYTES."""
-    per_sample = sum(layer.out_features for layer in net.layers) + net.in_features     # the kept codes
+    per_sample = max(layer.in_features + layer.out_features for layer in net.layers)
     for layer in net.layers:
         if layer.kind == "conv2d":
             per_sample = max(per_sample, layer.out_features // layer.out_channels * layer.weight[0].size)
-    return max(64, _CHUNK_BYTES // (8 * per_sample))
+    return max(16, _CHUNK_BYTES // (8 * per_sample))
 
 
-def _closed_form(net: Network, codes: np.ndarray, dtype) -> tuple[list, np.ndarray]:
+def _closed_form(net: Network, steps: list, codes: np.ndarray, dtype, out_codes: list) -> np.ndarray:
+    """Run one chunk: writes each layer's codes into ``out_codes[l + 1]`` (preallocated, int64) and
+    returns the scores."""
     work = np.int64 if dtype is None else dtype
-    all_codes = [codes]
-    activity = codes.astype(work)
-    for layer in net.hidden_layers:
-        if _is_pool(layer):
-            activity = _maxpool(activity, layer)
+    activity = _engine_input(net, codes.astype(work))
+    for step, layer_codes in zip(steps[:-1], out_codes[1:]):
+        if _is_pool(step.layer):
+            activity = _maxpool(activity, step.layer)
         else:
-            potential = (_linear(activity, layer, _weight_matrix(layer, work))
-                         + _per_feature(layer, layer.bias + layer.v0).astype(work))
-            threshold = _per_feature(layer, layer.threshold)
-            if dtype is None:
-                quotient = np.floor_divide(potential, threshold)
-            else:
-                quotient = _floor_divide_exact(potential, threshold.astype(dtype))
-            activity = np.clip(quotient, 0, net.code_max)
-        all_codes.append(activity.astype(np.int64))
-    out = net.output_layer
-    scores = _linear(activity, out, _weight_matrix(out, work)) + _per_feature(out, out.bias).astype(work)
-    return all_codes, scores.astype(np.int64)
+            potential = _linear(activity, step)
+            potential += step.bias
+            activity = np.clip(_floor_divide(potential, step.threshold, dtype is not None), 0, net.code_max,
+                               out=potential)
+            activity = _as_map(activity, step.layer)
+        np.copyto(layer_codes.reshape(activity.shape), activity, casting="unsafe")
+    scores = _linear(activity, steps[-1])
+    scores += steps[-1].bias
+    scores = _as_map(scores, steps[-1].layer)
+    return scores.astype(np.int64, order="C").reshape(len(scores), -1)
 
 
 def run_codes(net: Network, codes: np.ndarray) -> GoldenResult:
@@ -320,14 +367,15 @@ def run_codes(net: Network, codes: np.ndarray) -> GoldenResult:
     A conv is an im2col matrix product; batches are cut into chunks that bound the memory it needs.
     """
     codes = np.asarray(codes, dtype=np.int64)
+    n = len(codes)
     dtype = _float_dtype(net)
+    steps = _prepare(net, np.int64 if dtype is None else dtype, bias_of=lambda layer: layer.bias + layer.v0)
+    all_codes = [codes] + [np.empty((n, layer.out_features), dtype=np.int64) for layer in net.hidden_layers]
     chunk = _chunk_size(net)
-    if len(codes) <= chunk:
-        all_codes, scores = _closed_form(net, codes, dtype)
-    else:
-        pieces = [_closed_form(net, codes[start:start + chunk], dtype) for start in range(0, len(codes), chunk)]
-        all_codes = [np.concatenate(layer_codes) for layer_codes in zip(*(piece[0] for piece in pieces))]
-        scores = np.concatenate([piece[1] for piece in pieces])
+    scores = [_closed_form(net, steps, codes[start:start + chunk], dtype,
+                           [layer_codes[start:start + chunk] for layer_codes in all_codes])
+              for start in range(0, max(n, 1), chunk)]
+    scores = scores[0] if len(scores) == 1 else np.concatenate(scores)
     return GoldenResult(codes=all_codes, scores=scores, labels=argmax_lowest(scores))
 
 
@@ -466,57 +514,62 @@ def rate_coded_steps(net: Network, samples, timesteps: int, input_mode: str = "s
     rng = np.random.default_rng(seed)
     n = len(raw)
     layers = net.layers
-    # The output layer does not fire: its threshold plays no part in its scores.
-    thresholds = [None if _is_pool(layer) else layer.threshold if layer.fires else np.ones(layer.out_channels
-                  if layer.kind == "conv2d" else layer.out_features) for layer in layers]
-    weights = [None if theta is None else _weight_matrix(layer, dtype, scale=theta)
-               for layer, theta in zip(layers, thresholds)]
-    biases = [None if theta is None else _per_feature(layer, layer.bias / (theta * net.code_max)).astype(dtype)
-              for layer, theta in zip(layers, thresholds)]
-    potentials = [None if _is_pool(layer) else np.full((n, layer.out_features), initial_potential, dtype=dtype)
+
+    def theta(layer):
+        """The output layer does not fire: its threshold plays no part in its scores."""
+        return layer.threshold if layer.fires else np.ones_like(layer.threshold)
+
+    def engine_shape(layer):
+        return (layer.out_channels, n) + layer.out_shape[1:] if layer.kind == "conv2d" else (n,) + layer.out_shape
+
+    steps = _prepare(net, dtype, bias_of=lambda layer: layer.bias / (theta(layer) * net.code_max), scale_of=theta)
+    potentials = [None if _is_pool(layer) else np.full(engine_shape(layer), initial_potential, dtype=dtype)
                   for layer in net.hidden_layers]
-    out_potential = np.zeros((n, net.num_classes), dtype=dtype)
+    out_potential = np.zeros(engine_shape(layers[-1]), dtype=dtype)
     spike_counts = [np.zeros(n, dtype=np.int64) for _ in layers]
-    fanouts = [spike_fanout(layer).astype(np.float64) for layer in layers] if with_additions else None
     additions = np.zeros(n, dtype=np.int64)
+    fanouts = [spike_fanout(layer).astype(np.float64) for layer in layers] if with_additions else None
 
     def received(index, activity):
         """Count the spikes layer ``index`` receives (binary activity only)."""
-        spike_counts[index] += np.count_nonzero(activity, axis=1)
+        flat = activity.reshape(n, -1)
+        spike_counts[index] += np.count_nonzero(flat, axis=1)
         if with_additions:
-            additions[:] += np.rint(activity.astype(np.float64) @ fanouts[index]).astype(np.int64)
+            additions[:] += np.rint(flat.astype(np.float64) @ fanouts[index]).astype(np.int64)
 
     # A constant input current gives the same first-layer input every step: compute it once.
     constant = None
     if input_mode == "current" and not _is_pool(layers[0]):
-        constant = _linear(rates, layers[0], weights[0]) + biases[0]
+        constant = _linear(_engine_input(net, rates), steps[0]) + steps[0].bias
     for _ in range(timesteps):
         if input_mode == "spikes":
-            activity = (rng.random(rates.shape, dtype=np.float64) < rates).astype(dtype)
+            activity = _engine_input(net, (rng.random(rates.shape, dtype=np.float64) < rates).astype(dtype))
             received(0, activity)
         else:
-            activity = rates
-        for index, layer in enumerate(net.hidden_layers):
-            if _is_pool(layer):
+            activity = _engine_input(net, rates)
+        for index, step in enumerate(steps[:-1]):
+            if _is_pool(step.layer):
                 # Max pooling of spike trains, step by step: the pooled neuron spikes when any
                 # neuron of its window spikes (OR); on the constant input current, the largest rate.
-                activity = _maxpool(activity, layer)
+                activity = _maxpool(activity, step.layer)
             else:
                 potential = potentials[index]
                 if index == 0 and constant is not None:
                     potential += constant
                 else:
-                    potential += _linear(activity, layer, weights[index]) + biases[index]
+                    potential += _linear(activity, step) + step.bias
                 spikes = potential >= 1.0
                 potential -= spikes
-                activity = spikes.astype(dtype)
-            if index > 0 or input_mode == "spikes" or not _is_pool(layer):
+                activity = _as_map(spikes.astype(dtype), step.layer)
+            if index > 0 or input_mode == "spikes" or not _is_pool(step.layer):
                 received(index + 1, activity)
-        out_potential += _linear(activity, layers[-1], weights[-1]) + biases[-1]
+        out_potential += _linear(activity, steps[-1]) + steps[-1].bias
+        scores = out_potential if out_potential.ndim == 2 else \
+            np.ascontiguousarray(_as_map(out_potential, layers[-1])).reshape(n, -1)
         if with_additions:
-            yield out_potential, spike_counts, additions
+            yield scores, spike_counts, additions
         else:
-            yield out_potential, spike_counts
+            yield scores, spike_counts
 
 
 def run_rate_coded(net: Network, samples, timesteps: int, input_mode: str = "spikes", seed: int = 0,

@@ -658,7 +658,8 @@ def _get_shape(mapping: dict, key: str, where: str, length: int) -> tuple[int, .
 
 def _read_arrays(weights_path: Path) -> dict:
     try:
-        with np.load(weights_path, allow_pickle=False) as npz:
+        # Open the file here: np.load leaks its own handle when the archive is corrupt.
+        with open(weights_path, "rb") as file, np.load(file, allow_pickle=False) as npz:
             return {key: npz[key] for key in npz.files}
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as error:
         raise NetworkFormatError(f"{weights_path}: not a readable .npz archive ({type(error).__name__}: "
@@ -708,8 +709,9 @@ def _load_layer(entry, index: int, version: int, where: str, array):
     if kind != "dense":
         out_shape = _get_shape(entry, "out_shape", where, 3)
         if out_shape != layer.out_shape:
-            raise NetworkFormatError(f"{where} declares out_shape {list(out_shape)} but its weight and window "
-                                     f"give {list(layer.out_shape)}")
+            source = "in_shape and window" if kind == "maxpool2d" else "weight and window"
+            raise NetworkFormatError(f"{where} declares out_shape {list(out_shape)} but its {source} give "
+                                     f"{list(layer.out_shape)}")
     return layer
 
 
