@@ -1,0 +1,478 @@
+"""The event-driven conv core: weight sharing, kernel-tap walking, max pooling in the fire phase.
+
+:class:`ConvILIF` is the dense core (:mod:`spikeforge.hdl.layer`) generalised to a conv2d layer
+(DESIGN §1b, §3 "Conv core"), optionally fused with the max pool that follows it. The plan
+(:class:`~spikeforge.hdl.conv_plan.ConvLayerPlan`) holds every width, ROM image and address map; its
+docstring fixes the event conventions (flat CHW in from the encoder, position-major in and out
+between conv cores).
+
+Membrane banks (``plan.membrane_banks``)
+    A bank holds the kept conv map (``Hc·Wc`` positions, the part a pool window covers; the whole map
+    without a pool) × ``chunks`` words of ``lanes × membrane_bits`` (lane ``k`` of word
+    ``pos·chunks + cc`` is channel ``cc·lanes + k``). Two banks (default) ping-pong exactly as in the
+    dense core: the accumulate half fills one while the readout fires the other; with one bank they
+    take turns. After reset every bank is written with ``b + v0`` (one word per cycle, no event
+    taken meanwhile).
+
+Accumulate (event-driven)
+    An input spike at ``(ci, y, x)`` of step ``t`` adds ``W[:, ci, dy, dx]·2^(T-1-t)`` to every kept
+    output ``(oy, ox)`` with ``oy·sh + dy - ph = y`` and ``ox·sw + dx - pw = x`` (scaling by
+    ``2^(T-1-t)`` instead of doubling V between steps, as the dense core does, makes the accumulate
+    order-free). Three decode stages, each with its own ready (so bubbles compress and a decoded spike
+    waits in the last one while the walker is busy), turn events into spike descriptors:
+
+    A. the event register walks the set bits, lowest first, one per cycle, and reads the ``in_map``
+       ROM at the event's chunk (the position ``(c0, y, x0)`` of its lane 0);
+    B. lane ``k`` adds ``k`` to the channel or to ``x`` (the map's ``lane_axis``); the ``rows`` ROM is
+       read at ``y`` and the ``cols`` ROM at ``x``; ``ci·kh·kw·chunks`` is registered;
+    C. the descriptor: ``ny × nx`` reachable outputs, the weight address of the first tap and the
+       membrane address of its output (sums of the ROM fields). A spike that reaches no kept output
+       is dropped here: it costs no cycle.
+
+    The *walker* takes a descriptor in the cycle it issues its previous spike's last word and issues
+    one word per cycle: for each reachable output row (kernel row ``dy`` falling by ``sh``), each
+    reachable output column (``dx`` falling by ``sw``), each chunk — weight address
+    ``w_tap + cc``, membrane address ``m_pos + cc``, both stepped by constants (no multiplier, no
+    divider). The dense core's four stages follow: weight word registered, scaled by the one-hot
+    ``2^(T-1-t)`` while the membrane word is read, added and written back. So a spike costs exactly
+    ``taps × chunks`` cycles once the decode pipeline is full, and a zero bit nothing. Successive
+    words go to different addresses; a word is read in the cycle after its previous write only with
+    one chunk, so only then is the read port transparent (as in the dense core).
+
+Hand-over
+    As in the dense core: when the ``last`` event has been taken and every stage is empty and the
+    readout is idle, the readout starts; with two banks the banks flip in the same cycle and the next
+    sample's first event is taken at once.
+
+Fire (with or without a max pool)
+    The readout visits step ``t = 0..T-1``, emitted position ``p = 0..P-1`` (row-major), chunk
+    ``cc``: a two-stage sweep (issue the read, then compute on the read data), stalling on
+    ``spikes.ready`` at each emitted word. With ``level = θ·2^(T-1-t)``: ``d = V - level``,
+    ``spike = d >= 0``, ``V ← spike ? d : V`` (restoring division, as in the dense core).
+
+    * Without a pool ``V`` is the bank word itself: written back each step, ``b + v0`` at the last.
+    * With a max pool (DESIGN §1b: ``maxpool(neuron(V)) == neuron(maxpool(V))``, θ and v0 being per
+      channel) step 0 reads the ``kp_h × kp_w`` window members of ``(p, cc)`` one per cycle into a
+      running per-lane maximum, fires once on the maximum and writes the *residual* into the pooled
+      residual store (``P·chunks`` words, one per pooled neuron). Steps ``1..T-1`` fire from that
+      store. So the soft reset acts on the max potential exactly as the golden model's pool of the
+      fired codes. Each bank word is written back as ``b + v0`` at its last read in step 0 (member
+      ``(wy, wx)`` of window ``(py, px)`` is the last reader when ``wy < sp_h or py = Hp-1`` and the
+      same for ``x``), so overlapping windows read intact potentials and the bank is clean for the
+      next sample without an extra sweep.
+
+    A chunk with any spike (and the very last word, with ``last``) is one event whose ``chunk`` is the
+    position-major ``p·chunks + cc``. The readout takes ``P·chunks·K + (T-1)·P·chunks`` cycles
+    (``K`` = window size, 1 without a pool) plus two of pipeline, and stalls from ``spikes.ready``.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from .conv_plan import ConvLayerPlan
+from .layouts import index_shape, spike_event_layout
+from spikeforge.ir.errors import InputError
+
+__all__ = ["ConvILIF"]
+
+
+def _lowest_set_bit(mask):
+    """The index of the lowest set bit of ``mask``: a log-depth tree (the lower half wins).
+
+    The same idea as the dense core's private helper (copied, not imported: private names stay in
+    their file)."""
+    def tree(lo, hi):
+        if hi - lo == 1:
+            return Const(0, 1), mask[lo]
+        mid = lo + (1 << ((hi - lo - 1).bit_length() - 1))
+        low_index, low_any = tree(lo, mid)
+        high_index, high_any = tree(mid, hi)
+        width = (hi - lo - 1).bit_length()
+        high_index = high_index + (mid - lo)
+        return Mux(low_any, low_index, high_index)[:width], low_any | high_any
+    index, _ = tree(0, len(mask))
+    return index
+
+
+def _fields(value, widths):
+    out, shift = [], 0
+    for width in widths:
+        out.append(value[shift:shift + width])
+        shift += width
+    return out
+
+
+class ConvILIF(wiring.Component):
+    """A hidden conv2d layer of iLIF neurons, optionally fused with the max pool after it.
+
+    Parameters
+    ----------
+    plan : ConvLayerPlan
+        Widths, folding, ROM images and address maps (:func:`~spikeforge.hdl.conv_plan.plan_conv_layer`).
+
+    Members
+    -------
+    events : In(stream.Signature(spike_event_layout(plan.input_map.group, plan.input_map.chunks, T)))
+        Input spikes of one sample after another (the producer's convention, see
+        :class:`~spikeforge.hdl.conv_plan.InputMap`); ``last`` ends a sample.
+    spikes : Out(stream.Signature(spike_event_layout(plan.lanes, plan.out_chunks, T)))
+        The (pooled) output map's spikes, step by step, position-major: ``chunk = p·chunks + cc``,
+        bit ``k`` = channel ``cc·lanes + k`` at emitted position ``p = y·Wout + x``; ``last`` on the
+        final beat of a sample.
+
+    Raises
+    ------
+    InputError
+        For a plan that is not a :class:`ConvLayerPlan`.
+    """
+
+    def __init__(self, plan: ConvLayerPlan):
+        if not isinstance(plan, ConvLayerPlan):
+            raise InputError(f"ConvILIF takes a ConvLayerPlan, got {type(plan).__name__}")
+        self.plan = plan
+        T = plan.timesteps
+        super().__init__({
+            "events": In(stream.Signature(spike_event_layout(plan.input_map.group, plan.input_map.chunks, T))),
+            "spikes": Out(stream.Signature(spike_event_layout(plan.lanes, plan.out_chunks, T))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self.plan
+        T, lanes, chunks = p.timesteps, p.lanes, p.chunks
+        group = p.input_map.group
+        kh, kw = p.kernel
+        sh, sw = p.stride
+        Hc, Wc = p.cover
+        _, Hp, Wp = p.out_shape
+        pooled = p.pooled
+        pkh, pkw = p.pool_kernel if pooled else (1, 1)
+        psh, psw = p.pool_stride if pooled else (1, 1)
+        bank_depth = p.bank_words
+        weight_depth = len(p.weight_words)
+        bank_addr_shape, weight_addr_shape = index_shape(bank_depth), index_shape(weight_depth)
+        word_bits = lanes * p.membrane_bits
+        membrane = data.ArrayLayout(signed(p.membrane_bits), lanes)
+
+        # -- memories ----------------------------------------------------------------------------
+        # Depths are at least 2: a one-word memory would have a zero-width address port in Verilog.
+        def rom(name, words, width):
+            m.submodules[name] = memory = Memory(shape=unsigned(width), depth=max(2, len(words)), init=words)
+            return memory.read_port()
+        weight_rd = rom("weights", p.weight_words, lanes * p.weight_bits)
+        bias_rd = rom("biases", p.bias_words, lanes * p.bias_bits)
+        in_map_rd = rom("in_map", p.in_map_words, sum(p.in_map_fields))
+        rows_rd = rom("rows", p.row_words, sum(p.row_fields))
+        cols_rd = rom("cols", p.col_words, sum(p.col_fields))
+        banks = []
+        for index in range(p.membrane_banks):
+            bank = Memory(shape=unsigned(word_bits), depth=max(2, bank_depth), init=[])
+            m.submodules["membrane" if p.membrane_banks == 1 else f"membrane{index}"] = bank
+            wr = bank.write_port()
+            # With two or more chunks no word is read in the cycle after it was written (see the
+            # module docstring), so only a one-chunk layer needs the bypass.
+            banks.append((bank.read_port(transparent_for=(wr,) if chunks == 1 else ()), wr))
+
+        # -- clear after reset ---------------------------------------------------------------------
+        clearing = Signal(init=1)
+        clear_addr, clear_chunk = Signal(bank_addr_shape), Signal(index_shape(chunks))
+        clear_wr, clear_wr_addr = Signal(), Signal(bank_addr_shape)
+        m.d.sync += clear_wr.eq(clearing)
+        with m.If(clearing):
+            m.d.sync += [clear_wr_addr.eq(clear_addr), clear_addr.eq(clear_addr + 1),
+                         clear_chunk.eq(Mux(clear_chunk == chunks - 1, 0, clear_chunk + 1))]
+            with m.If(clear_addr == bank_depth - 1):
+                m.d.sync += clearing.eq(0)
+
+        # -- accumulate: stage A, the event register ---------------------------------------------------
+        cur_valid, cur_last = Signal(), Signal()
+        cur_mask, cur_chunk, cur_step = Signal(group), Signal(index_shape(p.input_map.chunks)), Signal(index_shape(T))
+        low = Signal(index_shape(group))
+        mask_empty, mask_single = Signal(init=1), Signal()
+        next_mask = Signal(group)
+        a_spike = Signal()
+        b_ready, c_ready, d_ready = Signal(), Signal(), Signal()
+        m.d.comb += [a_spike.eq(cur_valid & ~mask_empty),
+                     in_map_rd.addr.eq(cur_chunk), in_map_rd.en.eq(b_ready)]
+
+        # Stage B: the chunk's position (in_map data) and the lane.
+        b_valid, b_lane, b_step = Signal(), Signal(index_shape(group)), Signal(index_shape(T))
+        with m.If(b_ready):
+            m.d.sync += [b_valid.eq(a_spike), b_lane.eq(low), b_step.eq(cur_step)]
+        c0, y0, x0 = _fields(in_map_rd.data, p.in_map_fields)
+        if p.input_map.lane_axis == "x":
+            ci, y, x = c0, y0, x0 + b_lane
+        else:
+            ci, y, x = c0 + b_lane, y0, x0
+        m.d.comb += [rows_rd.addr.eq(y), rows_rd.en.eq(c_ready), cols_rd.addr.eq(x), cols_rd.en.eq(c_ready)]
+
+        # Stage C: the row/column reach (ROM data) and the channel's weight block.
+        c_valid, c_step, c_ciw = Signal(), Signal(index_shape(T)), Signal(weight_addr_shape)
+        with m.If(c_ready):
+            m.d.sync += [c_valid.eq(b_valid), c_step.eq(b_step), c_ciw.eq(ci * (kh * kw * chunks))]
+        ny, w_row_off, m_row_off = _fields(rows_rd.data, p.row_fields)
+        nx, w_col_off, m_col_off = _fields(cols_rd.data, p.col_fields)
+
+        # Stage D: the descriptor the walker takes.
+        d_valid, d_step = Signal(), Signal(index_shape(T))
+        d_ny, d_nx = Signal(len(ny)), Signal(len(nx))
+        d_w, d_m = Signal(weight_addr_shape), Signal(bank_addr_shape)
+        with m.If(d_ready):
+            m.d.sync += [d_valid.eq(c_valid & (ny != 0) & (nx != 0)), d_step.eq(c_step),
+                         d_ny.eq(ny), d_nx.eq(nx), d_w.eq(c_ciw + w_row_off + w_col_off),
+                         d_m.eq(m_row_off + m_col_off)]
+
+        # The walker: one (output, chunk) word per cycle.
+        w_busy = Signal()
+        w_i, w_j = Signal(len(ny)), Signal(len(nx))
+        w_c = Signal(index_shape(chunks))
+        w_ny, w_nx = Signal(len(ny)), Signal(len(nx))
+        w_row, w_tap = Signal(weight_addr_shape), Signal(weight_addr_shape)
+        m_row, m_pos = Signal(bank_addr_shape), Signal(bank_addr_shape)
+        w_scale = Signal(T)
+        last_c, last_j, last_i, w_final, d_take = Signal(), Signal(), Signal(), Signal(), Signal()
+        m.d.comb += [
+            last_c.eq(w_c == chunks - 1), last_j.eq(w_j == w_nx - 1), last_i.eq(w_i == w_ny - 1),
+            w_final.eq(w_busy & last_c & last_j & last_i),
+            d_take.eq(d_valid & (~w_busy | w_final)),
+            d_ready.eq(~d_valid | d_take),
+            c_ready.eq(~c_valid | d_ready),
+            b_ready.eq(~b_valid | c_ready),
+            weight_rd.addr.eq(w_tap + w_c),
+        ]
+        row_step_w, row_step_m = sh * kw * chunks, Wc * chunks
+        with m.If(d_take):
+            m.d.sync += [w_busy.eq(1), w_i.eq(0), w_j.eq(0), w_c.eq(0), w_ny.eq(d_ny), w_nx.eq(d_nx),
+                         w_row.eq(d_w), w_tap.eq(d_w), m_row.eq(d_m), m_pos.eq(d_m),
+                         w_scale.eq(Const(1 << (T - 1), T) >> d_step)]
+        with m.Elif(w_busy):
+            with m.If(~last_c):
+                m.d.sync += w_c.eq(w_c + 1)
+            with m.Elif(~last_j):
+                m.d.sync += [w_c.eq(0), w_j.eq(w_j + 1), w_tap.eq(w_tap - sw * chunks), m_pos.eq(m_pos + chunks)]
+            with m.Elif(~last_i):
+                m.d.sync += [w_c.eq(0), w_j.eq(0), w_i.eq(w_i + 1),
+                             w_row.eq(w_row - row_step_w), w_tap.eq(w_row - row_step_w),
+                             m_row.eq(m_row + row_step_m), m_pos.eq(m_row + row_step_m)]
+            with m.Else():
+                m.d.sync += w_busy.eq(0)
+
+        # Stages 2-4 as in the dense core: weight word registered, scaled while the membrane word is
+        # read, added and written.
+        s2_valid, s2_addr, s2_scale = Signal(), Signal(bank_addr_shape), Signal(T)
+        m.d.sync += [s2_valid.eq(w_busy), s2_addr.eq(m_pos + w_c), s2_scale.eq(w_scale)]
+        s3_valid, s3_addr, s3_scale = Signal(), Signal(bank_addr_shape), Signal(T)
+        s3_weight = Signal(len(weight_rd.data))
+        m.d.sync += [s3_valid.eq(s2_valid), s3_addr.eq(s2_addr), s3_scale.eq(s2_scale),
+                     s3_weight.eq(weight_rd.data)]
+        weight = data.ArrayLayout(signed(p.weight_bits), lanes)(s3_weight)
+        scaled_bits = p.weight_bits + T
+        s4_valid, s4_addr = Signal(), Signal(bank_addr_shape)
+        s4_scaled = Signal(data.ArrayLayout(signed(scaled_bits), lanes))
+        m.d.sync += [s4_valid.eq(s3_valid), s4_addr.eq(s3_addr),
+                     s4_scaled.eq(Cat((weight[k] * s3_scale)[:scaled_bits] for k in range(lanes)))]
+        if p.membrane_banks == 1:
+            acc_data = readout_data = banks[0][0].data
+        else:
+            acc_bank = Signal()
+            acc_data, readout_data = Signal(word_bits), Signal(word_bits)
+            m.d.comb += [acc_data.eq(Mux(acc_bank, banks[1][0].data, banks[0][0].data)),
+                         readout_data.eq(Mux(acc_bank, banks[0][0].data, banks[1][0].data))]
+        potential = membrane(acc_data)
+        acc_sum = Signal(word_bits)
+        m.d.comb += acc_sum.eq(Cat((potential[k] + s4_scaled[k])[:p.membrane_bits] for k in range(lanes)))
+
+        # -- event intake and hand-over ------------------------------------------------------------------
+        ro_idle = Signal()
+        handover, done_with_event = Signal(), Signal()
+        pipeline_empty = ~b_valid & ~c_valid & ~d_valid & ~w_busy & ~s2_valid & ~s3_valid & ~s4_valid
+        m.d.comb += [
+            done_with_event.eq(mask_empty | (mask_single & b_ready)),
+            handover.eq(cur_valid & cur_last & mask_empty & pipeline_empty & ro_idle & ~clearing),
+        ]
+        if p.membrane_banks == 1:
+            m.d.comb += self.events.ready.eq(~clearing & ro_idle & (~cur_valid | (done_with_event & ~cur_last)))
+        else:
+            m.d.comb += self.events.ready.eq(~clearing & (~cur_valid | (done_with_event & ~cur_last) | handover))
+            with m.If(handover):
+                m.d.sync += acc_bank.eq(~acc_bank)
+        with m.If(self.events.valid & self.events.ready):
+            m.d.comb += next_mask.eq(self.events.payload.mask)
+            m.d.sync += [cur_valid.eq(1), cur_chunk.eq(self.events.payload.chunk),
+                         cur_step.eq(self.events.payload.step), cur_last.eq(self.events.payload.last)]
+        with m.Else():
+            m.d.comb += next_mask.eq(Mux(a_spike & b_ready, cur_mask & (cur_mask - 1), cur_mask))
+            with m.If(cur_valid & done_with_event & ~cur_last | handover):
+                m.d.sync += cur_valid.eq(0)
+        m.d.sync += [cur_mask.eq(next_mask), low.eq(_lowest_set_bit(next_mask)),
+                     mask_empty.eq(next_mask == 0), mask_single.eq((next_mask & (next_mask - 1)) == 0)]
+
+        # -- readout sequencer -----------------------------------------------------------------------------
+        ro_busy = Signal()
+        t = Signal(index_shape(T))
+        py, px = Signal(index_shape(Hp)), Signal(index_shape(Wp))
+        cc = Signal(index_shape(chunks))
+        wy, wx = Signal(index_shape(pkh)), Signal(index_shape(pkw))
+        win_row, win, mem_row_off, mem_off = (Signal(bank_addr_shape, name=n)
+                                              for n in ("win_row", "win", "mem_row_off", "mem_off"))
+        out_chunk = Signal(index_shape(p.out_chunks))
+        member_phase = Signal()
+        last_member = Signal()
+        s2r_valid, advance, issue = Signal(), Signal(), Signal()
+        s2r_last_member = Signal()
+        m.d.comb += [
+            member_phase.eq(Const(int(pooled), 1) & (t == 0)),
+            last_member.eq(~member_phase | ((wy == pkh - 1) & (wx == pkw - 1))),
+            advance.eq(~s2r_last_member | self.spikes.ready),
+            issue.eq(ro_busy & (~s2r_valid | advance)),
+            ro_idle.eq(~ro_busy & ~s2r_valid),
+        ]
+        with m.If(handover):
+            m.d.sync += ro_busy.eq(1)
+        with m.If(issue):
+            with m.If(~last_member):
+                with m.If(wx != pkw - 1):
+                    m.d.sync += [wx.eq(wx + 1), mem_off.eq(mem_off + chunks)]
+                with m.Else():
+                    m.d.sync += [wx.eq(0), wy.eq(wy + 1), mem_row_off.eq(mem_row_off + Wc * chunks),
+                                 mem_off.eq(mem_row_off + Wc * chunks)]
+            with m.Else():
+                m.d.sync += [wx.eq(0), wy.eq(0), mem_off.eq(0), mem_row_off.eq(0)]
+                with m.If(cc != chunks - 1):
+                    m.d.sync += [cc.eq(cc + 1), out_chunk.eq(out_chunk + 1)]
+                with m.Else():
+                    m.d.sync += [cc.eq(0), out_chunk.eq(out_chunk + 1)]
+                    with m.If(px != Wp - 1):
+                        m.d.sync += [px.eq(px + 1), win.eq(win + psw * chunks)]
+                    with m.Else():
+                        m.d.sync += px.eq(0)
+                        with m.If(py != Hp - 1):
+                            m.d.sync += [py.eq(py + 1), win_row.eq(win_row + psh * Wc * chunks),
+                                         win.eq(win_row + psh * Wc * chunks)]
+                        with m.Else():
+                            m.d.sync += [py.eq(0), win_row.eq(0), win.eq(0), out_chunk.eq(0)]
+                            with m.If(t != T - 1):
+                                m.d.sync += t.eq(t + 1)
+                            with m.Else():
+                                m.d.sync += [t.eq(0), ro_busy.eq(0)]
+
+        # Stage 2 of the readout: the read data is on the ports.
+        s2r_t, s2r_chunk, s2r_out = Signal(index_shape(T)), Signal(index_shape(chunks)), Signal(index_shape(p.out_chunks))
+        s2r_first_member, s2r_member_phase, s2r_clear, s2r_final = Signal(), Signal(), Signal(), Signal()
+        s2r_addr = Signal(bank_addr_shape)
+        ro_addr = Signal(bank_addr_shape)
+        m.d.comb += ro_addr.eq(win + mem_off + cc)
+        with m.If(s2r_valid & advance):
+            m.d.sync += s2r_valid.eq(0)
+        with m.If(issue):
+            m.d.sync += [
+                s2r_valid.eq(1), s2r_t.eq(t), s2r_chunk.eq(cc), s2r_out.eq(out_chunk), s2r_addr.eq(ro_addr),
+                s2r_first_member.eq((wy == 0) & (wx == 0)), s2r_last_member.eq(last_member),
+                s2r_member_phase.eq(member_phase),
+                s2r_clear.eq(((wy < psh) | (py == Hp - 1)) & ((wx < psw) | (px == Wp - 1))),
+                s2r_final.eq((t == T - 1) & (out_chunk == p.out_chunks - 1) & last_member),
+            ]
+
+        # The readout's bank port (routed to the bank it owns below).
+        ro_rd_en, ro_wr_en, ro_wr_addr, ro_wr_data = Signal(), Signal(), Signal(bank_addr_shape), Signal(word_bits)
+        write = Signal()
+        m.d.comb += write.eq(s2r_valid & advance)
+        m.d.comb += [bias_rd.addr.eq(Mux(clearing, clear_chunk, cc)), bias_rd.en.eq(clearing | issue)]
+        bias = data.ArrayLayout(signed(p.bias_bits), lanes)(bias_rd.data)
+        bias_word = Cat(Cat(bias[k], bias[k][-1].replicate(p.membrane_bits - p.bias_bits)) for k in range(lanes))
+        if pooled and T > 1:
+            m.submodules.pooled = store = Memory(shape=unsigned(word_bits), depth=max(2, p.out_chunks), init=[])
+            store_wr = store.write_port()
+            store_rd = store.read_port(transparent_for=(store_wr,) if p.out_chunks == 1 else ())
+            m.d.comb += [store_rd.addr.eq(out_chunk), store_rd.en.eq(issue & ~member_phase)]
+            source = membrane(Mux(s2r_member_phase, readout_data, store_rd.data))
+        else:
+            store_wr = None
+            source = membrane(readout_data)
+        m.d.comb += ro_rd_en.eq(issue & member_phase if pooled else issue)
+
+        # Threshold levels θ·2^(T-1-t).
+        if p.uniform_threshold is not None:
+            theta = p.uniform_threshold
+            level = Signal(range((theta << (T - 1)) + 1))
+            with m.If(issue):
+                with m.Switch(t):
+                    for step in range(T):
+                        with m.Case(step):
+                            m.d.sync += level.eq(theta << (T - 1 - step))
+            levels = [level] * lanes
+        else:
+            threshold_rd = rom("thresholds", p.threshold_words, lanes * p.threshold_bits)
+            m.d.comb += [threshold_rd.addr.eq(cc), threshold_rd.en.eq(issue)]
+            threshold = data.ArrayLayout(unsigned(p.threshold_bits), lanes)(threshold_rd.data)
+            shift = Signal(range(T))
+            m.d.comb += shift.eq(T - 1 - s2r_t)
+            levels = [threshold[k] << shift for k in range(lanes)]
+
+        running = Signal(membrane)
+        fired, residual, maxima = [], [], []
+        for k in range(lanes):
+            value = source[k]
+            if pooled:
+                candidate = Signal(signed(p.membrane_bits), name=f"candidate{k}")
+                m.d.comb += candidate.eq(Mux(s2r_first_member | (value > running[k]), value, running[k]))
+                value = candidate
+                maxima.append(candidate)
+            difference = Signal(signed(max(p.membrane_bits, len(levels[k])) + 1), name=f"difference{k}")
+            m.d.comb += difference.eq(value - levels[k])
+            spike = Signal(name=f"spike{k}")
+            m.d.comb += spike.eq(~difference[-1])
+            fired.append(spike)
+            residual.append(Mux(spike, difference, value)[:p.membrane_bits])
+        if pooled:
+            with m.If(write & ~s2r_last_member):
+                m.d.sync += running.eq(Cat(maxima))
+        mask, emit = Signal(lanes), Signal()
+        m.d.comb += [
+            mask.eq(Cat(fired)),
+            emit.eq(s2r_last_member & ((mask != 0) | s2r_final)),
+            self.spikes.valid.eq(s2r_valid & emit),
+            self.spikes.payload.mask.eq(mask),
+            self.spikes.payload.chunk.eq(s2r_out),
+            self.spikes.payload.step.eq(s2r_t),
+            self.spikes.payload.last.eq(s2r_final),
+        ]
+        if pooled:
+            # Step 0 clears each bank word at its last read; the residual goes to the pooled store.
+            m.d.comb += [ro_wr_en.eq(write & s2r_member_phase & s2r_clear), ro_wr_addr.eq(s2r_addr),
+                         ro_wr_data.eq(bias_word)]
+            if store_wr is not None:
+                m.d.comb += [store_wr.en.eq(write & s2r_last_member), store_wr.addr.eq(s2r_out),
+                             store_wr.data.eq(Cat(residual))]
+        else:
+            m.d.comb += [ro_wr_en.eq(write), ro_wr_addr.eq(s2r_addr),
+                         ro_wr_data.eq(Mux(clear_wr | (s2r_t == T - 1), bias_word, Cat(residual)))]
+
+        # -- bank routing: the readout (or the clear after reset) and the accumulate half -------------------
+        if p.membrane_banks == 1:
+            (bank_rd, bank_wr), = banks
+            ro_writes = Signal()
+            m.d.comb += [
+                ro_writes.eq(ro_wr_en | clear_wr),
+                bank_rd.addr.eq(Mux(ro_idle, s3_addr, ro_addr)),
+                bank_rd.en.eq(ro_idle | ro_rd_en),
+                bank_wr.addr.eq(Mux(clear_wr, clear_wr_addr, Mux(ro_wr_en, ro_wr_addr, s4_addr))),
+                bank_wr.data.eq(Mux(ro_writes, ro_wr_data, acc_sum)),
+                bank_wr.en.eq(ro_writes | s4_valid),
+            ]
+        else:
+            for index, (bank_rd, bank_wr) in enumerate(banks):
+                mine = Signal(name=f"acc_owns{index}")
+                m.d.comb += [
+                    mine.eq(acc_bank == index),
+                    bank_rd.addr.eq(Mux(mine, s3_addr, ro_addr)),
+                    bank_rd.en.eq(mine | ro_rd_en),
+                    bank_wr.addr.eq(Mux(clear_wr, clear_wr_addr, Mux(mine, s4_addr, ro_wr_addr))),
+                    bank_wr.data.eq(Mux(mine & ~clear_wr, acc_sum, ro_wr_data)),
+                    bank_wr.en.eq(clear_wr | Mux(mine, s4_valid, ro_wr_en)),
+                ]
+        return m

@@ -1,0 +1,409 @@
+"""The conv core's plan: widths, ROM images, address maps, event conventions and its cycle model.
+
+:func:`plan_conv_layer` turns a :class:`~spikeforge.ir.network.Conv2dLayer` (and the
+:class:`~spikeforge.ir.network.MaxPool2dLayer` that follows it, if any), a number of lanes and the
+producer's :class:`InputMap` into a :class:`ConvLayerPlan` for :class:`~spikeforge.hdl.conv_layer.ConvILIF`.
+
+Event conventions (the payload is :func:`~spikeforge.hdl.layouts.spike_event_layout` everywhere)
+    An event's bit ``k`` of ``chunk`` is the producer's *event index* ``chunk·group + k``.
+
+    * **Flat CHW** (the encoder): event index = CHW-flat index ``(ci·H + y)·W + x``. The conv core
+      needs ``group`` to divide ``W`` (a chunk then lies inside one row, its lanes step along ``x``):
+      :meth:`InputMap.chw`.
+    * **Position-major** (what a conv core emits): ``chunk = pos·chunks + cc`` with ``pos = y·Wout + x``
+      of the (pooled) output map and ``cc`` the channel chunk; bit ``k`` is channel ``cc·lanes + k``.
+      So the event index is ``pos·(chunks·lanes) + channel`` (HWC with channels padded to
+      ``chunks·lanes``; padding channels never spike): :meth:`InputMap.position_major`.
+      :func:`event_index_to_chw` maps it back, which a dense layer after a conv uses to permute its
+      weight-ROM rows (row ``event index`` holds column ``chw`` of its weight matrix, zero for padding).
+
+    A conv core decodes an event's chunk with a ROM of ``in_chunks`` words ``(c0, y, x0)`` (the chunk's
+    lane 0), then lane ``k`` adds ``k`` to the channel or to ``x``: no divider anywhere.
+
+ROM images (one integer per word, lane 0 in the least significant bits)
+    * ``weight``: depth ``C·kh·kw·chunks``, word ``lanes × weight_bits``; address
+      ``((ci·kh + dy)·kw + dx)·chunks + cc`` holds ``W[cc·lanes + k, ci, dy, dx]`` in lane ``k`` (the IR's
+      ROM order with the output channel split into chunks);
+    * ``bias`` (``b + v0``) and ``threshold``: depth ``chunks``, as in the dense plan;
+    * ``in_map``: depth ``in_chunks``, word ``(c0, y, x0)`` packed ``c0 | y << cb | x0 << (cb + yb)``;
+    * ``rows``: depth ``H`` (input rows), word ``(ny, w_row, m_row)``: the input row ``y`` reaches output
+      rows ``oy0 .. oy0 + ny - 1`` with kernel rows ``dy0, dy0 - sh, ...``; ``w_row = dy0·kw·chunks`` and
+      ``m_row = oy0·Wc·chunks`` are the weight and membrane address offsets of the first one;
+    * ``cols``: depth ``W``, word ``(nx, w_col, m_col)`` likewise with ``w_col = dx0·chunks``,
+      ``m_col = ox0·chunks``.
+
+Membrane address map
+    A bank word is ``lanes`` channels at one conv output position: address ``(oy·Wc + ox)·chunks + cc``.
+    With a max pool only the *covered* part of the conv map is kept (``Hc = (Hp-1)·sp + kp`` rows,
+    ``Wc`` likewise; floor mode drops the rest, so those outputs are never accumulated); without one
+    ``Hc, Wc = Ho, Wo``. The pooled residual store (pool only) holds ``Hp·Wp·chunks`` words, address
+    ``(py·Wp + px)·chunks + cc`` = the output event's chunk index.
+
+Widths (DESIGN §1): ``membrane_bits = signed_bits(layer.accumulator_bound(T))`` — a window's max is one
+of its potentials, so the residual store needs no more.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .plan import signed_bits
+from spikeforge.ir.errors import InputError
+from spikeforge.ir.network import Conv2dLayer, MaxPool2dLayer
+
+__all__ = ["InputMap", "ConvLayerPlan", "plan_conv_layer", "event_index_to_chw", "ConvCycles",
+           "conv_layer_cycles", "ACCUMULATE_LATENCY", "READOUT_LATENCY"]
+
+#: Cycles from an input spike's event being taken to its first tap being issued (decode pipeline).
+ACCUMULATE_LATENCY = 4
+#: Cycles a readout sweep adds to its issued words (pipeline fill, idle).
+READOUT_LATENCY = 2
+
+
+def _pack_rows(rows, bits: int) -> list:
+    mask = (1 << bits) - 1
+    words = []
+    for row in rows:
+        word = 0
+        for k, value in enumerate(row):
+            word |= (int(value) & mask) << (k * bits)
+        words.append(word)
+    return words
+
+
+def _pack_fields(values, widths) -> int:
+    word, shift = 0, 0
+    for value, width in zip(values, widths):
+        assert 0 <= int(value) < (1 << width), (value, width)
+        word |= int(value) << shift
+        shift += width
+    return word
+
+
+def _bits(count: int) -> int:
+    """Unsigned bits for values ``0..count-1`` (at least 1)."""
+    return max(1, (max(count, 1) - 1).bit_length())
+
+
+@dataclass(frozen=True)
+class InputMap:
+    """How the producer's event chunks map to input positions.
+
+    Attributes
+    ----------
+    group, chunks : int
+        The producer's lanes (an event's mask width) and chunk count.
+    lane_axis : str
+        ``"x"``: lane ``k`` of a chunk is ``x0 + k`` (flat CHW producer); ``"channel"``: lane ``k`` is
+        channel ``c0 + k`` (position-major producer).
+    entries : tuple of (c0, y, x0)
+        One per chunk: the position of its lane 0.
+    """
+
+    group: int
+    chunks: int
+    lane_axis: str
+    entries: tuple
+
+    @classmethod
+    def chw(cls, shape, group: int) -> "InputMap":
+        """The encoder's flat CHW events with ``group`` lanes (``group`` must divide ``W``)."""
+        C, H, W = (int(v) for v in shape)
+        if group < 1 or W % group:
+            raise InputError(f"input group {group} does not divide the input width {W}; a conv core after a "
+                             f"flat CHW producer needs a group that divides W (one of "
+                             f"{[g for g in range(1, W + 1) if W % g == 0]})")
+        entries = []
+        for index in range(0, C * H * W, group):
+            ci, rest = divmod(index, H * W)
+            y, x = divmod(rest, W)
+            entries.append((ci, y, x))
+        return cls(group=group, chunks=len(entries), lane_axis="x", entries=tuple(entries))
+
+    @classmethod
+    def position_major(cls, shape, lanes: int) -> "InputMap":
+        """A conv (or pooled conv) producer of map ``shape`` = (C, H, W) with ``lanes`` channel lanes."""
+        C, H, W = (int(v) for v in shape)
+        if not 1 <= lanes <= C:
+            raise InputError(f"producer lanes {lanes} is not in 1..{C}")
+        chunks = math.ceil(C / lanes)
+        entries = tuple((cc * lanes, y, x) for y in range(H) for x in range(W) for cc in range(chunks))
+        return cls(group=lanes, chunks=len(entries), lane_axis="channel", entries=entries)
+
+
+def event_index_to_chw(shape, lanes: int) -> np.ndarray:
+    """For a position-major producer of map ``shape`` with ``lanes`` lanes: the CHW-flat index of every
+    event index ``chunk·lanes + k`` (``-1`` for padding channels)."""
+    C, H, W = (int(v) for v in shape)
+    padded = math.ceil(C / lanes) * lanes
+    index = np.full(H * W * padded, -1, dtype=np.int64)
+    for pos in range(H * W):
+        for ch in range(C):
+            index[pos * padded + ch] = ch * H * W + pos
+    return index
+
+
+def _window_lut(size: int, out_size: int, kernel: int, stride: int, padding: int, chunks: int, inner: int):
+    """Per input coordinate: (count, first tap, first output) of the outputs it reaches (< out_size)."""
+    rows = []
+    for coord in range(size):
+        outs = [o for o in range(out_size) if 0 <= coord + padding - o * stride < kernel]
+        if outs:
+            rows.append((len(outs), coord + padding - outs[0] * stride, outs[0]))
+        else:
+            rows.append((0, 0, 0))
+    return rows
+
+
+@dataclass(frozen=True, eq=False)
+class ConvLayerPlan:
+    """One conv layer's hardware parameters (optionally with the max pool that follows it).
+
+    Attributes
+    ----------
+    name, timesteps, weight_bits, fires
+        From the network (``fires`` is true: a conv output layer is not built yet).
+    in_shape, conv_shape, out_shape
+        ``(C, H, W)`` in, the conv map ``(Co, Ho, Wo)``, and the emitted map (pooled or the conv map).
+    kernel, stride, padding
+        The conv's.
+    pool_kernel, pool_stride
+        The max pool's, or None.
+    cover
+        ``(Hc, Wc)``: the part of the conv map kept in the membrane banks.
+    lanes, chunks
+        Output channels per cycle and ``ceil(Co / lanes)``.
+    input_map
+        The producer's :class:`InputMap`.
+    accumulator_bound, membrane_bits, bias_bits, threshold_bits, uniform_threshold
+        As for the dense plan.
+    membrane_banks
+        2 (ping-pong, default) or 1 (compact).
+    weight_words, bias_words, threshold_words, in_map_words, row_words, col_words
+        ROM images; field widths in ``in_map_fields``, ``row_fields``, ``col_fields``.
+    """
+
+    name: str
+    timesteps: int
+    weight_bits: int
+    fires: bool
+    in_shape: tuple
+    conv_shape: tuple
+    out_shape: tuple
+    kernel: tuple
+    stride: tuple
+    padding: tuple
+    pool_kernel: tuple | None
+    pool_stride: tuple | None
+    cover: tuple
+    lanes: int
+    chunks: int
+    input_map: InputMap
+    accumulator_bound: int
+    membrane_bits: int
+    bias_bits: int
+    threshold_bits: int
+    uniform_threshold: int | None
+    membrane_banks: int
+    weight_words: list
+    bias_words: list
+    threshold_words: list
+    in_map_words: list
+    in_map_fields: tuple
+    row_words: list
+    row_fields: tuple
+    col_words: list
+    col_fields: tuple
+
+    @property
+    def pooled(self) -> bool:
+        return self.pool_kernel is not None
+
+    @property
+    def bank_words(self) -> int:
+        """Words of one membrane bank: ``Hc·Wc·chunks``."""
+        return self.cover[0] * self.cover[1] * self.chunks
+
+    @property
+    def out_positions(self) -> int:
+        return self.out_shape[1] * self.out_shape[2]
+
+    @property
+    def out_chunks(self) -> int:
+        """Chunks of the emitted events: ``out positions × chunks`` (position-major)."""
+        return self.out_positions * self.chunks
+
+    @property
+    def window(self) -> int:
+        """Conv positions per emitted neuron: the pool window's size (1 without a pool)."""
+        return self.pool_kernel[0] * self.pool_kernel[1] if self.pooled else 1
+
+    @property
+    def threshold_rom(self) -> bool:
+        return self.uniform_threshold is None
+
+    @property
+    def memory_bits(self) -> dict:
+        """Bits of every memory: ROMs and RAMs, by name."""
+        word = self.lanes * self.membrane_bits
+        bits = {
+            "weight": len(self.weight_words) * self.lanes * self.weight_bits,
+            "bias": self.chunks * self.lanes * self.bias_bits,
+            "threshold": self.chunks * self.lanes * self.threshold_bits if self.threshold_rom else 0,
+            "in_map": len(self.in_map_words) * sum(self.in_map_fields),
+            "rows": len(self.row_words) * sum(self.row_fields),
+            "cols": len(self.col_words) * sum(self.col_fields),
+            "membrane": self.membrane_banks * self.bank_words * word,
+            "pooled_residual": self.out_chunks * word if self.pooled and self.timesteps > 1 else 0,
+        }
+        return bits
+
+    def taps(self, y: int, x: int) -> int:
+        """Output positions (in the kept map) an input spike at row ``y``, column ``x`` reaches."""
+        return _unpack(self.row_words[y], self.row_fields)[0] * _unpack(self.col_words[x], self.col_fields)[0]
+
+
+def _unpack(word: int, widths) -> list:
+    out = []
+    for width in widths:
+        out.append(word & ((1 << width) - 1))
+        word >>= width
+    return out
+
+
+def plan_conv_layer(layer: Conv2dLayer, *, lanes: int, timesteps: int, input_map: InputMap,
+                    pool: MaxPool2dLayer | None = None, membrane_banks: int = 2) -> ConvLayerPlan:
+    """Derive the widths, ROM images and address maps of ``layer`` folded to ``lanes``.
+
+    Raises
+    ------
+    InputError
+        A conv output layer (``fires`` false), lanes outside ``1..Co``, a bank count other than 1 or 2,
+        a pool whose input is not this conv's output map, or an input map for a different shape.
+    """
+    if not isinstance(layer, Conv2dLayer):
+        raise InputError(f"plan_conv_layer takes a Conv2dLayer, got {type(layer).__name__}")
+    if not layer.fires:
+        raise InputError(f"layer {layer.name!r}: a conv output layer is not supported by the conv core yet; "
+                         "end the network with a dense layer")
+    Co, Ho, Wo = layer.out_shape
+    C, H, W = layer.in_shape
+    if not isinstance(lanes, int) or not 1 <= lanes <= Co:
+        raise InputError(f"layer {layer.name!r}: lanes {lanes!r} is not in 1..{Co} (its output channels)")
+    if membrane_banks not in (1, 2):
+        raise InputError(f"membrane_banks {membrane_banks!r} is not supported; use 2 (ping-pong) or 1 (compact)")
+    if pool is not None:
+        if not isinstance(pool, MaxPool2dLayer):
+            raise InputError(f"the pool after {layer.name!r} must be a MaxPool2dLayer, got {type(pool).__name__}")
+        if tuple(pool.in_shape) != tuple(layer.out_shape):
+            raise InputError(f"pool {pool.name!r} takes {tuple(pool.in_shape)}, but {layer.name!r} makes "
+                             f"{tuple(layer.out_shape)}")
+    expected_chunks = (math.ceil(C * H * W / input_map.group) if input_map.lane_axis == "x"
+                       else H * W * math.ceil(C / input_map.group))
+    if input_map.chunks != expected_chunks or len(input_map.entries) != expected_chunks:
+        raise InputError(f"layer {layer.name!r}: the input map has {input_map.chunks} chunks, the input "
+                         f"{tuple(layer.in_shape)} in groups of {input_map.group} needs {expected_chunks}")
+    T = timesteps
+    chunks = math.ceil(Co / lanes)
+    kh, kw = layer.kernel
+    sh, sw = layer.stride
+    ph, pw = layer.padding
+    if pool is not None:
+        (pkh, pkw), (psh, psw) = pool.kernel, pool.stride
+        _, Hp, Wp = pool.out_shape
+        cover = ((Hp - 1) * psh + pkh, (Wp - 1) * psw + pkw)
+        out_shape = tuple(pool.out_shape)
+    else:
+        cover = (Ho, Wo)
+        out_shape = tuple(layer.out_shape)
+    Hc, Wc = cover
+
+    # Weight ROM: IR order (tap-major, output channel minor), channels padded and cut into chunks.
+    padded = lanes * chunks
+    taps = C * kh * kw
+    rom = layer.rom_words().reshape(taps, Co)
+    rom = np.pad(rom, ((0, 0), (0, padded - Co))).reshape(taps * chunks, lanes)
+    pad = padded - Co
+    bias = np.pad(np.broadcast_to(layer.bias + layer.v0, (Co,)), (0, pad)).reshape(chunks, lanes)
+    threshold_values = np.broadcast_to(np.asarray(layer.threshold), (Co,))
+    threshold = np.pad(threshold_values, (0, pad), constant_values=1).reshape(chunks, lanes)
+    threshold_bits = max(1, int(threshold_values.max()).bit_length())
+    bias_bits = signed_bits(int(np.abs(bias).max()) if bias.size else 0)
+    unique = np.unique(threshold_values)
+    bound = layer.accumulator_bound(T)
+
+    # Input decode ROMs.
+    in_fields = (_bits(C), _bits(H), _bits(W))
+    in_words = [_pack_fields(entry, in_fields) for entry in input_map.entries]
+    weight_depth = taps * chunks
+    bank_depth = Hc * Wc * chunks
+    row_lut = _window_lut(H, Hc, kh, sh, ph, chunks, kw)
+    col_lut = _window_lut(W, Wc, kw, sw, pw, chunks, 1)
+    row_fields = (_bits(kh + 1), _bits(weight_depth), _bits(bank_depth))
+    col_fields = (_bits(kw + 1), _bits(weight_depth), _bits(bank_depth))
+    row_words = [_pack_fields((n, dy * kw * chunks, oy * Wc * chunks), row_fields) for n, dy, oy in row_lut]
+    col_words = [_pack_fields((n, dx * chunks, ox * chunks), col_fields) for n, dx, ox in col_lut]
+
+    return ConvLayerPlan(
+        name=layer.name, timesteps=T, weight_bits=layer.weight_bits, fires=True,
+        in_shape=tuple(layer.in_shape), conv_shape=tuple(layer.out_shape), out_shape=out_shape,
+        kernel=(kh, kw), stride=(sh, sw), padding=(ph, pw),
+        pool_kernel=None if pool is None else tuple(pool.kernel),
+        pool_stride=None if pool is None else tuple(pool.stride),
+        cover=cover, lanes=lanes, chunks=chunks, input_map=input_map,
+        accumulator_bound=bound, membrane_bits=signed_bits(bound), bias_bits=bias_bits,
+        threshold_bits=threshold_bits, uniform_threshold=int(unique[0]) if len(unique) == 1 else None,
+        membrane_banks=membrane_banks,
+        weight_words=_pack_rows(rom, layer.weight_bits), bias_words=_pack_rows(bias, bias_bits),
+        threshold_words=_pack_rows(threshold, threshold_bits),
+        in_map_words=in_words, in_map_fields=in_fields,
+        row_words=row_words, row_fields=row_fields, col_words=col_words, col_fields=col_fields,
+    )
+
+
+# -- the cycle model ----------------------------------------------------------------------------------
+
+@dataclass
+class ConvCycles:
+    """What :func:`conv_layer_cycles` returns for one sample (back-to-back input, output always taken).
+
+    Attributes
+    ----------
+    spikes : int
+        Input spikes of the sample.
+    issued : int
+        Words the accumulate issues: ``Σ_spikes taps(y, x) × chunks`` (a spike reaching no kept output
+        costs nothing).
+    accumulate : int
+        ``issued`` plus the decode and write pipeline (what the core needs from its first event to the
+        hand-over when the input arrives without gaps).
+    readout : int
+        The fire sweep: ``P·chunks·K`` cycles for step 0 (``K`` window members each), then
+        ``(T-1)·P·chunks`` (``P`` emitted positions), plus its pipeline.
+    useful_additions : int
+        ``Σ_spikes taps × Co`` (lanes that add a real weight).
+    """
+
+    spikes: int
+    issued: int
+    accumulate: int
+    readout: int
+    useful_additions: int
+
+
+def conv_layer_cycles(plan: ConvLayerPlan, input_codes) -> ConvCycles:
+    """Cycles of one sample from its input codes (CHW-flat, ``C·H·W`` T-bit codes)."""
+    C, H, W = plan.in_shape
+    codes = np.asarray(input_codes, dtype=np.int64).reshape(C, H, W)
+    ones = np.zeros((H, W), dtype=np.int64)
+    for t in range(plan.timesteps):
+        ones += ((codes >> t) & 1).sum(axis=0)
+    taps = np.array([[plan.taps(y, x) for x in range(W)] for y in range(H)])
+    issued = int((ones * taps).sum()) * plan.chunks
+    T, P, K = plan.timesteps, plan.out_positions, plan.window
+    readout = P * plan.chunks * K + (T - 1) * P * plan.chunks + READOUT_LATENCY
+    return ConvCycles(spikes=int(ones.sum()), issued=issued, accumulate=issued + ACCUMULATE_LATENCY,
+                      readout=readout, useful_additions=int((ones * taps).sum()) * plan.conv_shape[0])
