@@ -132,3 +132,20 @@ def test_generate_and_verify_with_verilator(tmp_path):
     assert report["steps"][1]["report"]["timing"] == verify.timing
     golden = net.run(load_dataset("digits", "test").samples[:6].reshape(6, -1))
     assert verify.golden_accuracy == pytest.approx(np.mean(golden.labels == load_dataset("digits", "test").labels[:6]))
+
+
+def test_flow_command_runs_a_json_config(tmp_path, capsys):
+    from spikeforge.cli import main
+    from spikeforge.commands.flow import STEP_NAMES
+
+    assert STEP_NAMES == tuple(STEPS)
+    random_network(2, sizes=(16, 6, 3), timesteps=3).save(tmp_path / "flow" / "net")
+    FlowConfig(output="ignored", lanes_budget=4).save(tmp_path / "config.json")
+    assert main(["flow", str(tmp_path / "config.json"), "-o", str(tmp_path / "flow"), "--start", "generate",
+                 "--stop", "generate"]) == 0
+    out = capsys.readouterr().out
+    assert "== generate: done in" in out and f"wrote {tmp_path / 'flow' / 'flow.json'} (1 step in" in out
+    assert (tmp_path / "flow" / "rtl" / "design.json").is_file()
+    (tmp_path / "bad.json").write_text('{"lane_budget": 4}')
+    assert main(["flow", str(tmp_path / "bad.json")]) == 2
+    assert "'lane_budget' names nothing; accepted: output" in capsys.readouterr().err
