@@ -54,13 +54,8 @@ from .plan import signed_bits
 from spikeforge.ir.errors import InputError
 from spikeforge.ir.network import Conv2dLayer, MaxPool2dLayer
 
-__all__ = ["InputMap", "ConvLayerPlan", "plan_conv_layer", "event_index_to_chw", "ConvCycles",
-           "conv_layer_cycles", "ACCUMULATE_LATENCY", "READOUT_LATENCY"]
-
-#: Cycles from an input spike's event being taken to its first tap being issued (decode pipeline).
-ACCUMULATE_LATENCY = 4
-#: Cycles a readout sweep adds to its issued words (pipeline fill, idle).
-READOUT_LATENCY = 2
+__all__ = ["InputMap", "ConvLayerPlan", "plan_conv_layer", "event_index_to_chw", "spike_work",
+           "readout_words", "ConvSchedule", "conv_layer_schedule"]
 
 
 def _pack_rows(rows, bits: int) -> list:
@@ -146,7 +141,7 @@ def event_index_to_chw(shape, lanes: int) -> np.ndarray:
     return index
 
 
-def _window_lut(size: int, out_size: int, kernel: int, stride: int, padding: int, chunks: int, inner: int):
+def _window_lut(size: int, out_size: int, kernel: int, stride: int, padding: int):
     """Per input coordinate: (count, first tap, first output) of the outputs it reaches (< out_size)."""
     rows = []
     for coord in range(size):
@@ -340,8 +335,8 @@ def plan_conv_layer(layer: Conv2dLayer, *, lanes: int, timesteps: int, input_map
     in_words = [_pack_fields(entry, in_fields) for entry in input_map.entries]
     weight_depth = taps * chunks
     bank_depth = Hc * Wc * chunks
-    row_lut = _window_lut(H, Hc, kh, sh, ph, chunks, kw)
-    col_lut = _window_lut(W, Wc, kw, sw, pw, chunks, 1)
+    row_lut = _window_lut(H, Hc, kh, sh, ph)
+    col_lut = _window_lut(W, Wc, kw, sw, pw)
     row_fields = (_bits(kh + 1), _bits(weight_depth), _bits(bank_depth))
     col_fields = (_bits(kw + 1), _bits(weight_depth), _bits(bank_depth))
     row_words = [_pack_fields((n, dy * kw * chunks, oy * Wc * chunks), row_fields) for n, dy, oy in row_lut]
@@ -366,44 +361,99 @@ def plan_conv_layer(layer: Conv2dLayer, *, lanes: int, timesteps: int, input_map
 
 # -- the cycle model ----------------------------------------------------------------------------------
 
+def spike_work(plan: ConvLayerPlan, beats) -> list:
+    """Per input event beat ``(mask, chunk, step, last)``: the words each of its spikes issues
+    (``taps × chunks``, 0 for a spike that reaches no kept output), lowest bit first."""
+    imap = plan.input_map
+    work = []
+    for mask, chunk, _step, _last in beats:
+        c0, y, x = imap.entries[chunk]
+        spikes = []
+        for k in range(imap.group):
+            if (mask >> k) & 1:
+                spikes.append(plan.taps(y, x + k if imap.lane_axis == "x" else x) * plan.chunks)
+        work.append(spikes)
+    return work
+
+
+def readout_words(plan: ConvLayerPlan) -> int:
+    """Words the fire sweep issues per sample: ``P·chunks·K`` in step 0, ``P·chunks`` in each later step."""
+    per_step = plan.out_positions * plan.chunks
+    return per_step * plan.window + (plan.timesteps - 1) * per_step
+
+
 @dataclass
-class ConvCycles:
-    """What :func:`conv_layer_cycles` returns for one sample (back-to-back input, output always taken).
+class ConvSchedule:
+    """What :func:`conv_layer_schedule` returns (cycles counted from the end of reset).
 
     Attributes
     ----------
-    spikes : int
-        Input spikes of the sample.
-    issued : int
-        Words the accumulate issues: ``Σ_spikes taps(y, x) × chunks`` (a spike reaching no kept output
-        costs nothing).
-    accumulate : int
-        ``issued`` plus the decode and write pipeline (what the core needs from its first event to the
-        hand-over when the input arrives without gaps).
-    readout : int
-        The fire sweep: ``P·chunks·K`` cycles for step 0 (``K`` window members each), then
-        ``(T-1)·P·chunks`` (``P`` emitted positions), plus its pipeline.
-    useful_additions : int
-        ``Σ_spikes taps × Co`` (lanes that add a real weight).
+    handover : list of int
+        Per sample: the cycle the readout starts (the sample's accumulate is done).
+    final_beat : list of int
+        Per sample: the cycle its ``last`` spike beat is offered (and, the output never stalling, taken).
+    issued : list of int
+        Per sample: words the accumulate issued (``Σ taps × chunks``).
+    spikes : list of int
+        Per sample: input spikes.
+    cycles_per_sample : float
+        Mean spacing of the final beats (the single sample's span for one sample).
     """
 
-    spikes: int
-    issued: int
-    accumulate: int
-    readout: int
-    useful_additions: int
+    handover: list
+    final_beat: list
+    issued: list
+    spikes: list
+    cycles_per_sample: float
 
 
-def conv_layer_cycles(plan: ConvLayerPlan, input_codes) -> ConvCycles:
-    """Cycles of one sample from its input codes (CHW-flat, ``C·H·W`` T-bit codes)."""
-    C, H, W = plan.in_shape
-    codes = np.asarray(input_codes, dtype=np.int64).reshape(C, H, W)
-    ones = np.zeros((H, W), dtype=np.int64)
-    for t in range(plan.timesteps):
-        ones += ((codes >> t) & 1).sum(axis=0)
-    taps = np.array([[plan.taps(y, x) for x in range(W)] for y in range(H)])
-    issued = int((ones * taps).sum()) * plan.chunks
-    T, P, K = plan.timesteps, plan.out_positions, plan.window
-    readout = P * plan.chunks * K + (T - 1) * P * plan.chunks + READOUT_LATENCY
-    return ConvCycles(spikes=int(ones.sum()), issued=issued, accumulate=issued + ACCUMULATE_LATENCY,
-                      readout=readout, useful_additions=int((ones * taps).sum()) * plan.conv_shape[0])
+def conv_layer_schedule(plan: ConvLayerPlan, samples) -> ConvSchedule:
+    """The core's exact schedule for a back-to-back stream: every input beat offered from cycle 0, the
+    output always ready.
+
+    ``samples`` is a list of per-sample beat lists ``(mask, chunk, step, last)`` in the producer's
+    convention. The model follows the RTL stage by stage (module docstring of
+    :mod:`spikeforge.hdl.conv_layer`): stage A takes one spike per cycle and the next event in the
+    cycle its last spike moves on; stages B, C, D hold one spike each and move when the next stage is
+    free or moving; the walker takes a descriptor in the cycle it issues its previous spike's last word
+    and issues ``taps × chunks`` words; the hand-over comes four cycles after the last word is issued
+    (three write stages, then the hand-over itself) once the readout is idle; the readout issues one
+    word per cycle from the next cycle and offers a sample's final beat one cycle after issuing its
+    last word, and is idle the cycle after that. After reset the banks are cleared (``Hc·Wc·chunks``
+    cycles) before the first event is taken.
+    """
+    R = readout_words(plan)
+    start = plan.bank_words                 # the first event is taken after the clear
+    ro_idle_at = 0                          # the first cycle the readout is idle
+    handovers, finals, issued, spikes = [], [], [], []
+    for beats in samples:
+        work = spike_work(plan, beats)
+        flat = [n for event in work for n in event]
+        a_prev = start                      # stage A: the previous spike's cycle (or the event's take)
+        leave_b = leave_c = dfree = wfree = -1
+        last_issue = None
+        for n in flat:
+            a = max(a_prev + 1, leave_b)    # B must be free or moving on
+            leave_b = max(a + 1, leave_c)
+            leave_c = max(leave_b + 1, dfree)
+            if n:
+                leave_d = max(leave_c + 1, wfree)
+                dfree, wfree = leave_d, leave_d + n
+                last_issue = wfree
+            a_prev = a
+        end = a_prev + 1 if flat else start + 1
+        if flat:
+            end = max(end, leave_c + 1)
+        if last_issue is not None:
+            end = max(end, last_issue + 4)
+        handover = max(end, ro_idle_at)
+        final = handover + R + 1
+        ro_idle_at = final + 1
+        handovers.append(handover)
+        finals.append(final)
+        issued.append(sum(flat))
+        spikes.append(len(flat))
+        start = handover if plan.membrane_banks == 2 else ro_idle_at
+    spacing = (finals[-1] - finals[0]) / (len(finals) - 1) if len(finals) > 1 else finals[0] - plan.bank_words
+    return ConvSchedule(handover=handovers, final_beat=finals, issued=issued, spikes=spikes,
+                        cycles_per_sample=float(spacing))
