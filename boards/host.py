@@ -53,7 +53,7 @@ class BoardClient:
         self._owns_port = isinstance(port, str)
         self.port_name = port if isinstance(port, str) else getattr(port, "port", "?")
         if isinstance(port, str):
-            import serial
+            import serial   # pyserial: an optional dependency (the boards extra), only for a named port
             try:
                 self.serial = serial.Serial(port, baudrate=baud or CANDIDATE_BAUDS[0], timeout=0.02)
             except serial.SerialException as error:

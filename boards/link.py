@@ -43,16 +43,13 @@ So every disturbance costs at most the samples whose frames it touched; the next
 normally.
 """
 
-
-import enum
 import struct
 from dataclasses import dataclass
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
-from spikeforge.ir.errors import ExternalToolError
-from spikeforge.ir.errors import InputError
+from spikeforge.ir.errors import ExternalToolError, InputError
 
 __all__ = [
     "END", "ESC", "ESC_END", "ESC_ESC", "KIND_SAMPLE", "KIND_INFO", "KIND_RESULT", "MAGIC", "VERSION",
@@ -68,8 +65,12 @@ MAGIC = b"SPKF"
 VERSION = 1
 
 
-class Status(enum.IntEnum):
-    """The ``status`` byte of a result frame."""
+class Status(enum.Enum, shape=3):
+    """The ``status`` byte of a result frame (3 bits in the gateware, a byte on the wire).
+
+    An :mod:`amaranth.lib.enum` enum: a ``Signal(Status)`` holds one, and the host decodes the byte
+    with ``Status(value)`` (an unknown value is a :class:`ValueError`).
+    """
     OK = 0
     BAD_CRC = 1     #: the CRC did not match (a corrupted or extra byte)
     SHORT = 2       #: the frame ended before all pixels and the CRC arrived (a lost byte)
@@ -258,7 +259,7 @@ LinkByte = data.StructLayout({"data": 8, "delimiter": 1})
 #: The accelerator's input beat (DESIGN.md §3).
 PixelLayout = data.StructLayout({"data": 8, "last": 1})
 #: What the receiver tells the transmitter about each frame it answers.
-TagLayout = data.StructLayout({"info": 1, "seq": 8, "status": 3})
+TagLayout = data.StructLayout({"info": 1, "seq": 8, "status": Status})
 
 
 def _crc8_matrix():
@@ -400,7 +401,7 @@ class LinkReceiver(wiring.Component):
         crc = Signal(8)
         crc_received = Signal(8)
         seq = Signal(8)
-        status = Signal(3)
+        status = Signal(Status)
         idle = Signal(range(self.timeout_cycles + 1))
         timeout = Signal()
 
@@ -550,7 +551,7 @@ class LinkTransmitter(wiring.Component):
                 extended = Signal(signed(cfg.score_bytes * 8), name=f"score{j}")
                 m.d.comb += extended.eq(result.scores[j])
                 scores += [extended[8 * b:8 * (b + 1)] for b in range(cfg.score_bytes)]
-        result_bytes = [Const(KIND_RESULT, 8), tag.seq, tag.status, result.label] + scores
+        result_bytes = [Const(KIND_RESULT, 8), tag.seq, tag.status.as_value(), result.label] + scores
         info_bytes = [Const(b, 8) for b in cfg.info_payload()]
         assert len(result_bytes) + 1 == cfg.result_bytes
 

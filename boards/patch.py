@@ -1,11 +1,11 @@
 """New weights in an existing iCE40 bitstream, without synthesis or place and route (icebram).
 
-How it works: :func:`~.build.build` synthesises the weight ROMs of an iCE40 design with random
-placeholder contents (``build/roms/<layer>.placeholder.hex``), keeps nextpnr's ``build/top.asc``, and
-puts the real weights in with ``icebram placeholder.hex real.hex``. icebram finds each 256-word bit
-column of the placeholder in the block RAM initialisation data (a random column is unique, which real
-weights need not be) and replaces it. :func:`patch_weights` does the same with another network's
-weights: the result is bit for bit the bitstream a full build of that network would give.
+How it works: :func:`~spikeforge.boards.build.build` synthesises the weight ROMs of an iCE40 design
+with random placeholder contents (recorded as ``build/roms/<layer>.placeholder.hex``), keeps
+nextpnr's ``build/top.asc``, and puts the real weights in with icebram
+(:mod:`~spikeforge.boards.placeholders` explains how the images are made). :func:`patch_weights`
+does the same with another network's weights: the result is bit for bit the bitstream a full build
+of that network would give.
 
 Only a network that the built hardware computes exactly may be patched in: the same layers, sizes,
 timesteps and weight widths (the *shape*), the same membrane and threshold widths, and the same
@@ -17,51 +17,20 @@ import json
 import os
 from pathlib import Path
 
+from .placeholders import (icebram_replace, parse_hex_image, rom_columns, rom_patchable,
+                           write_column_images)
+from .tools import run_tool
+from spikeforge.hdl.folding import Folding
+from spikeforge.hdl.plan import plan_network
 from spikeforge.ir.atomic import copy_file
-from .build import PATCHABLE_MIN_DEPTH, ToolError, _run, _script, hex_image
 from spikeforge.ir.errors import InputError
+from spikeforge.ir.network import load
 
-__all__ = ["PatchError", "write_rom_images", "icebram_replace", "check_patchable", "patch_weights"]
+__all__ = ["PatchError", "check_patchable", "patch_weights"]
 
 
 class PatchError(InputError):
     """The bitstream cannot take this network's weights; the message says why."""
-
-
-def write_rom_images(rom_dir: Path, real_plan, placeholder_plan, layers) -> list:
-    """Write ``<layer>.placeholder.hex`` and ``<layer>.weights.hex``; return [(from, to)] relative to the build dir."""
-    rom_dir = Path(rom_dir)
-    rom_dir.mkdir(parents=True, exist_ok=True)
-    images = []
-    for real, placeholder in zip(real_plan.layers, placeholder_plan.layers):
-        if real.name not in layers:
-            continue
-        width = real.lanes * real.weight_bits
-        (rom_dir / f"{real.name}.placeholder.hex").write_text(hex_image(placeholder.weight_words, width))
-        (rom_dir / f"{real.name}.weights.hex").write_text(hex_image(real.weight_words, width))
-        images.append((f"{rom_dir.name}/{real.name}.placeholder.hex", f"{rom_dir.name}/{real.name}.weights.hex"))
-    manifest = {"layers": list(layers), "width": {l.name: l.lanes * l.weight_bits for l in real_plan.layers}}
-    (rom_dir / "patch.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    return images
-
-
-def icebram_replace(cwd: Path, in_asc: str, out_asc: str, images):
-    """Run ``icebram from to < in > out`` once per (from, to) image pair, in ``cwd``."""
-    cwd = Path(cwd)
-    current = in_asc
-    for index, (source, target) in enumerate(images):
-        step = f"{out_asc}.{index}"
-        with open(cwd / current) as stdin, open(cwd / step, "w") as stdout:
-            try:
-                _run([_script("yowasp-icebram"), source, target], cwd, f"icebram.{index}.log",
-                     stdin=stdin, stdout=stdout)
-            except ToolError as error:
-                raise ToolError(f"icebram could not find the ROM {source} in block RAM (was it mapped to logic?): "
-                                f"{error}") from None
-        if current != in_asc:
-            os.remove(cwd / current)
-        current = step
-    os.replace(cwd / current, cwd / out_asc)
 
 
 def check_patchable(built, new, folding):
@@ -69,8 +38,6 @@ def check_patchable(built, new, folding):
 
     Returns the new network's plan.
     """
-    from ..hdl.plan import plan_network
-
     def shape(net):
         return ([(l.name, l.in_features, l.out_features, l.weight_bits, l.fires) for l in net.layers],
                 net.timesteps, net.in_features)
@@ -97,7 +64,8 @@ def check_patchable(built, new, folding):
             problems.append(f"{old.name} biases (b + v0) differ")
         if fresh.threshold_words != old.threshold_words:
             problems.append(f"{old.name} thresholds differ")
-        if len(old.weight_words) < PATCHABLE_MIN_DEPTH and fresh.weight_words != old.weight_words:
+        if not rom_patchable(len(old.weight_words), old.lanes * old.weight_bits) \
+                and fresh.weight_words != old.weight_words:
             problems.append(f"{old.name} weights differ but its ROM ({len(old.weight_words)} words) is too small "
                             f"to patch")
     if problems:
@@ -114,9 +82,6 @@ def patch_weights(bitstream, new_net, output) -> dict:
     PatchError
         Not an iCE40 build of this flow, or a network it cannot take (see :func:`check_patchable`).
     """
-    from spikeforge.ir.network import load
-    from ..hdl.folding import Folding
-
     bitstream = Path(bitstream)
     out_dir = bitstream.parent
     report_path = out_dir / "report.json"
@@ -137,17 +102,19 @@ def patch_weights(bitstream, new_net, output) -> dict:
     new_plan = check_patchable(built, new_net, folding)
 
     rom_dir = build_dir / "roms"
-    images = []
+    from_columns, to_columns, layers = [], [], []
     for layer in new_plan.layers:
         if layer.name not in report["patchable_layers"]:
             continue
-        target = rom_dir / f"{layer.name}.new.hex"
-        target.write_text(hex_image(layer.weight_words, layer.lanes * layer.weight_bits))
-        images.append((f"roms/{layer.name}.placeholder.hex", f"roms/{layer.name}.new.hex"))
+        width = layer.lanes * layer.weight_bits
+        placeholder = parse_hex_image((rom_dir / f"{layer.name}.placeholder.hex").read_text())
+        from_columns += rom_columns(placeholder[:len(layer.weight_words)], width)
+        to_columns += rom_columns(layer.weight_words, width)
+        layers.append(layer.name)
+    images = write_column_images(rom_dir, "icebram.new", from_columns, to_columns)
     icebram_replace(build_dir, "top.asc", "top.new.asc", images)
-    _run([_script("yowasp-icepack"), "top.new.asc", "top.new.bin"], build_dir, "icepack.new.log")
+    run_tool(["yowasp-icepack", "top.new.asc", "top.new.bin"], build_dir, "icepack.new.log")
     output = copy_file(build_dir / "top.new.bin", output)
     for name in ("top.new.asc", "top.new.bin"):
         os.remove(build_dir / name)
-    return {"bitstream": str(output), "bytes": output.stat().st_size, "layers": [i[0] for i in images],
-            "board": report["board"]}
+    return {"bitstream": str(output), "bytes": output.stat().st_size, "layers": layers, "board": report["board"]}

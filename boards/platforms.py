@@ -9,6 +9,9 @@ import importlib
 import pkgutil
 import re
 from dataclasses import dataclass
+
+from amaranth.vendor import LatticePlatform, SiliconBluePlatform
+
 from spikeforge.ir.errors import InputError
 
 __all__ = ["BoardError", "BoardInfo", "find_platform", "board_info", "DEVICES", "SUPPORTED_BOARDS",
@@ -84,7 +87,7 @@ def _platform_index() -> dict:
     global _INDEX
     if _INDEX is None:
         try:
-            import amaranth_boards
+            import amaranth_boards      # an optional dependency (the boards extra)
         except ImportError:     # pragma: no cover - depends on the install
             raise BoardError("amaranth-boards is not installed: pip install 'spikeforge[boards]'") from None
         index = {}
@@ -126,7 +129,6 @@ def find_platform(name: str) -> type:
 
 def board_info(name: str) -> BoardInfo:
     cls = find_platform(name)
-    from amaranth.vendor import LatticePlatform, SiliconBluePlatform
     platform = cls()
     if isinstance(platform, SiliconBluePlatform):
         family = "ice40"

