@@ -1,0 +1,227 @@
+# amaranth: UnusedElaboratable=no
+"""ConvILIF on its own in Amaranth's simulator: output codes bit-exact against the golden model over
+random conv layers (with and without a following max pool, overlapping windows included), both input
+conventions, two banks and one, random input gaps and output stalls; cycles equal to the schedule
+model; ping-pong vs one-bank turn-taking; the plan's refusals."""
+
+import random
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from spikeforge.testing.hdl_harness import as_event, codes_from_events, event_sequence, put_stream, take_stream
+from spikeforge.hdl.conv_layer import ConvILIF
+from spikeforge.hdl.conv_plan import InputMap, conv_layer_schedule, event_index_to_chw, plan_conv_layer
+from spikeforge.ir import golden
+from spikeforge.ir.errors import InputError
+from spikeforge.ir.network import MaxPool2dLayer
+from spikeforge.ir.random_network import random_conv_network
+
+
+def _net(seed, shape, conv, pool, timesteps, uniform=False):
+    stack = [("conv",) + tuple(conv)] + ([("pool",) + tuple(pool)] if pool else [])
+    return random_conv_network(seed, input_shape=shape, stack=stack, timesteps=timesteps, weight_bits=6,
+                               threshold_range=(1, 60), bias_range=(-100, 100),
+                               per_channel_threshold=not uniform)
+
+
+def _position_major(codes, shape, group):
+    """CHW-flat codes -> the event-index order of a position-major producer with ``group`` lanes."""
+    C, H, W = shape
+    padded = -(-C // group) * group
+    out = np.zeros(H * W * padded, dtype=np.int64)
+    index = event_index_to_chw(shape, group)
+    out[index >= 0] = np.asarray(codes)[index[index >= 0]]
+    return out
+
+
+def _samples_beats(plan, codes, shape, timesteps):
+    imap = plan.input_map
+    if imap.lane_axis == "x":
+        return [event_sequence(row, imap.group, timesteps) for row in codes]
+    return [event_sequence(_position_major(row, shape, imap.group), imap.group, timesteps) for row in codes]
+
+
+def _simulate(plan, samples, *, gap=0.0, stall=0.0, seed=0, accepted=None):
+    dut = ConvILIF(plan)
+    beats = [{"mask": m, "chunk": c, "step": s, "last": last} for sample in samples for m, c, s, last in sample]
+    n = len(samples)
+    out = {}
+
+    async def driver(ctx):
+        await put_stream(ctx, dut.events, beats, gap=gap, rng=random.Random(seed), cycles=accepted)
+
+    async def checker(ctx):
+        out["spikes"] = await take_stream(ctx, dut.spikes, stall=stall, rng=random.Random(seed + 1),
+                                          until=lambda taken: sum(b[1][3] for b in taken) == n,
+                                          decode=as_event, max_cycles=100_000)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(driver)
+    sim.add_testbench(checker)
+    sim.run()
+    return out["spikes"]
+
+
+def _decode(plan, spikes):
+    """Output beats -> per-sample CHW codes of the emitted map (padding channels must stay silent)."""
+    Co, Hp, Wp = plan.out_shape
+    padded = plan.chunks * plan.lanes
+    samples, current = [], []
+    for _cycle, beat in spikes:
+        current.append(beat)
+        if beat[3]:
+            samples.append(current)
+            current = []
+    decoded = []
+    for beats in samples:
+        codes = np.array(codes_from_events(beats, plan.lanes, Hp * Wp * padded, plan.timesteps))
+        codes = codes.reshape(Hp * Wp, padded)
+        assert not codes[:, Co:].any(), "a padding channel spiked"
+        decoded.append(codes[:, :Co].T.reshape(-1))
+    return np.array(decoded)
+
+
+def _run_case(seed, shape, conv, pool, lanes, timesteps, *, group=1, axis="x", banks=2, n=2, gap=0.0,
+              stall=0.0, uniform=False, density=0.5):
+    net = _net(seed, shape, conv, pool, timesteps, uniform)
+    imap = InputMap.chw(shape, group) if axis == "x" else InputMap.position_major(shape, group)
+    plan = plan_conv_layer(net.layers[0], lanes=lanes, timesteps=timesteps, input_map=imap,
+                           pool=net.layers[1] if pool else None, membrane_banks=banks)
+    rng = np.random.default_rng(seed)
+    features = int(np.prod(shape))
+    codes = rng.integers(0, 1 << timesteps, size=(n, features)) * (rng.random((n, features)) < density)
+    codes[0, :features // 3] = (1 << timesteps) - 1           # saturated corner: every step spikes
+    expected = golden.run_codes(net, codes).codes[2 if pool else 1]
+    samples = _samples_beats(plan, codes, shape, timesteps)
+    spikes = _simulate(plan, samples, gap=gap, stall=stall, seed=seed)
+    np.testing.assert_array_equal(_decode(plan, spikes), expected)
+    return plan, samples, spikes, expected
+
+
+# (shape, conv (Co, k, stride, padding), pool (k, stride) or None, lanes, T, group, axis, banks, gap, stall, uniform θ)
+CASES = [
+    ((1, 6, 6), (3, 3, 1, 1), None, 1, 3, 1, "x", 2, 0.0, 0.0, False),
+    ((1, 6, 6), (4, 3, 1, 1), (2, 2), 2, 4, 2, "x", 2, 0.3, 0.5, False),
+    ((2, 5, 5), (5, 3, 2, 1), None, 3, 2, 1, "channel", 1, 0.3, 0.5, True),
+    ((2, 5, 6), (7, 2, 2, 1), (3, 2), 5, 1, 3, "x", 2, 0.0, 0.5, False),      # overlapping windows, T = 1
+    ((1, 6, 5), (6, 3, 2, 1), (3, 1), 4, 6, 5, "x", 1, 0.3, 0.0, False),      # overlapping, one bank
+    ((2, 6, 6), (8, 1, 1, 0), (2, 2), 8, 5, 2, "channel", 2, 0.0, 0.0, True),  # 1x1 conv, lanes = Co
+    ((1, 5, 5), (3, 2, 1, 0), (2, 3), 1, 2, 5, "x", 2, 0.3, 0.3, False),      # pool stride > kernel
+    ((2, 6, 5), (4, 3, 2, 0), (2, 2), 4, 1, 1, "channel", 1, 0.0, 0.5, False),
+    ((1, 6, 6), (8, 3, 1, 0), None, 3, 6, 6, "x", 1, 0.0, 0.3, True),
+]
+
+
+@pytest.mark.parametrize("shape,conv,pool,lanes,timesteps,group,axis,banks,gap,stall,uniform", CASES)
+def test_conv_codes_are_exact(shape, conv, pool, lanes, timesteps, group, axis, banks, gap, stall, uniform):
+    """Two samples back to back (the second pipelined behind the first), codes bit-exact."""
+    seed = CASES.index((shape, conv, pool, lanes, timesteps, group, axis, banks, gap, stall, uniform))
+    _run_case(seed, shape, conv, pool, lanes, timesteps, group=group, axis=axis, banks=banks, gap=gap,
+              stall=stall, uniform=uniform)
+
+
+def test_random_conv_layers_are_exact():
+    """A few more layers drawn at random (kernel 1-3, stride 1-2, padding 0-1, Co 3-8, T 1-6)."""
+    rng = random.Random(13)
+    for index in range(4):
+        C, H, W = rng.choice([1, 2]), rng.choice([5, 6]), rng.choice([5, 6])
+        k, s = rng.randint(1, 3), rng.randint(1, 2)
+        p = rng.randint(0, min(1, k - 1))
+        Co, T = rng.randint(3, 8), rng.randint(1, 6)
+        Ho, Wo = (H + 2 * p - k) // s + 1, (W + 2 * p - k) // s + 1
+        pool = None
+        if min(Ho, Wo) >= 2 and rng.random() < 0.6:
+            pk = rng.randint(2, min(3, Ho, Wo))
+            pool = (pk, rng.randint(1, pk))
+        axis = rng.choice(["x", "channel"])
+        group = rng.choice([g for g in range(1, W + 1) if W % g == 0]) if axis == "x" else rng.randint(1, C)
+        _run_case(500 + index, (C, H, W), (Co, k, s, p), pool, rng.randint(1, Co), T, group=group, axis=axis,
+                  banks=rng.choice([1, 2]), gap=0.3, stall=0.4)
+
+
+@pytest.mark.parametrize("banks", [2, 1])
+@pytest.mark.parametrize("shape,conv,pool,lanes,timesteps,group,density", [
+    ((2, 6, 6), (6, 2, 1, 1), None, 4, 3, 6, 1.0),
+    ((1, 6, 6), (3, 3, 1, 1), (2, 2), 3, 3, 2, 0.5),
+    ((2, 6, 6), (5, 3, 2, 0), (2, 2), 1, 5, 3, 0.1),
+    ((2, 6, 6), (6, 1, 1, 0), None, 6, 1, 6, 0.5),
+])
+def test_cycles_equal_the_schedule(shape, conv, pool, lanes, timesteps, group, density, banks):
+    """Three samples back to back, output always ready: every final beat on the cycle the model says."""
+    net = _net(7, shape, conv, pool, timesteps)
+    plan = plan_conv_layer(net.layers[0], lanes=lanes, timesteps=timesteps, input_map=InputMap.chw(shape, group),
+                           pool=net.layers[1] if pool else None, membrane_banks=banks)
+    rng = np.random.default_rng(1)
+    features = int(np.prod(shape))
+    codes = rng.integers(0, 1 << timesteps, size=(3, features)) * (rng.random((3, features)) < density)
+    samples = _samples_beats(plan, codes, shape, timesteps)
+    spikes = _simulate(plan, samples)
+    np.testing.assert_array_equal(_decode(plan, spikes), golden.run_codes(net, codes).codes[2 if pool else 1])
+    measured = [cycle for cycle, beat in spikes if beat[3]]
+    model = conv_layer_schedule(plan, samples)
+    assert measured == model.final_beat
+    measured_spacing = (measured[-1] - measured[0]) / (len(measured) - 1)
+    assert model.cycles_per_sample == pytest.approx(measured_spacing, rel=0.05)
+
+
+def _second_sample_inputs(banks):
+    shape, T = (1, 6, 6), 4
+    net = _net(3, shape, (4, 3, 1, 1), (2, 2), T)
+    plan = plan_conv_layer(net.layers[0], lanes=2, timesteps=T, input_map=InputMap.chw(shape, 6),
+                           pool=net.layers[1], membrane_banks=banks)
+    codes = np.full((3, 36), (1 << T) - 1)
+    samples = _samples_beats(plan, codes, shape, T)
+    accepted = []
+    spikes = _simulate(plan, samples, accepted=accepted)
+    np.testing.assert_array_equal(_decode(plan, spikes), golden.run_codes(net, codes).codes[2])
+    end0 = len(samples[0])
+    first_out, last_out = spikes[0][0], next(cycle for cycle, beat in spikes if beat[3])
+    return first_out, last_out, accepted[end0:end0 + len(samples[1])]
+
+
+def test_ping_pong_accumulates_next_sample_while_firing():
+    first_out, last_out, in_sample1 = _second_sample_inputs(banks=2)
+    assert in_sample1[0] < first_out
+    assert any(first_out <= cycle <= last_out for cycle in in_sample1)
+
+
+def test_one_bank_takes_next_sample_after_the_fire_sweep():
+    first_out, last_out, in_sample1 = _second_sample_inputs(banks=1)
+    assert in_sample1 and all(cycle > last_out for cycle in in_sample1)
+
+
+def test_event_index_to_chw_permutes_a_dense_layer_exactly():
+    """A dense layer after a conv: its weight rows permuted by the event index see the same sums."""
+    shape, lanes = (5, 3, 4), 2
+    rng = np.random.default_rng(0)
+    chw_codes = rng.integers(0, 16, size=60)
+    weight = rng.integers(-8, 8, size=(7, 60))
+    index = event_index_to_chw(shape, lanes)
+    assert len(index) == 3 * 4 * 6 and (index == -1).sum() == 3 * 4
+    permuted = np.where(index >= 0, weight[:, np.maximum(index, 0)], 0)
+    np.testing.assert_array_equal(permuted @ _position_major(chw_codes, shape, lanes), weight @ chw_codes)
+
+
+def test_plan_refusals_name_the_bad_value():
+    net = _net(1, (1, 6, 6), (4, 3, 1, 1), (2, 2), 4)
+    conv, pool = net.layers[0], net.layers[1]
+    imap = InputMap.chw((1, 6, 6), 1)
+    with pytest.raises(InputError, match="input group 4 does not divide the input width 6"):
+        InputMap.chw((1, 6, 6), 4)
+    with pytest.raises(InputError, match="lanes 5 is not in 1..4"):
+        plan_conv_layer(conv, lanes=5, timesteps=4, input_map=imap)
+    with pytest.raises(InputError, match="membrane_banks 3"):
+        plan_conv_layer(conv, lanes=2, timesteps=4, input_map=imap, membrane_banks=3)
+    with pytest.raises(InputError, match="pool 'other' takes"):
+        plan_conv_layer(conv, lanes=2, timesteps=4, input_map=imap,
+                        pool=MaxPool2dLayer("other", in_shape=(4, 5, 5), kernel=2))
+    with pytest.raises(InputError, match="the input map has 24 chunks"):
+        plan_conv_layer(conv, lanes=2, timesteps=4, input_map=InputMap.chw((2, 6, 6), 3))
+    out_net = random_conv_network(2, input_shape=(1, 5, 5), stack=(), output=("conv", 3, 3, 1, 0))
+    with pytest.raises(InputError, match="conv output layer is not supported"):
+        plan_conv_layer(out_net.layers[0], lanes=1, timesteps=4, input_map=InputMap.chw((1, 5, 5), 1))
+    with pytest.raises(InputError, match="ConvILIF takes a ConvLayerPlan"):
+        ConvILIF(pool)
