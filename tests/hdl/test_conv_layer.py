@@ -8,6 +8,8 @@ import random
 
 import numpy as np
 import pytest
+from amaranth.back import verilog
+from amaranth.hdl import ClockDomain, Module
 from amaranth.sim import Simulator
 
 from spikeforge.testing.hdl_harness import as_event, codes_from_events, event_sequence, put_stream, take_stream
@@ -112,6 +114,9 @@ CASES = [
     ((1, 5, 5), (3, 2, 1, 0), (2, 3), 1, 2, 5, "x", 2, 0.3, 0.3, False),      # pool stride > kernel
     ((2, 6, 5), (4, 3, 2, 0), (2, 2), 4, 1, 1, "channel", 1, 0.0, 0.5, False),
     ((1, 6, 6), (8, 3, 1, 0), None, 3, 6, 6, "x", 1, 0.0, 0.3, True),
+    ((1, 3, 3), (3, 3, 1, 0), None, 3, 3, 1, "x", 1, 0.0, 0.5, False),       # a 1x1 map: one-word bank
+    ((1, 4, 4), (2, 3, 1, 0), (2, 2), 2, 4, 2, "x", 2, 0.3, 0.5, False),      # one pooled word
+    ((3, 2, 2), (4, 2, 1, 1), (3, 3), 2, 3, 3, "channel", 2, 0.0, 0.5, False),
 ]
 
 
@@ -225,3 +230,49 @@ def test_plan_refusals_name_the_bad_value():
         plan_conv_layer(out_net.layers[0], lanes=1, timesteps=4, input_map=InputMap.chw((1, 5, 5), 1))
     with pytest.raises(InputError, match="ConvILIF takes a ConvLayerPlan"):
         ConvILIF(pool)
+
+
+@pytest.mark.parametrize("banks", [2, 1])
+def test_reset_in_the_middle_of_a_sample_leaves_nothing_behind(banks):
+    """Half a sample, a reset, then two whole samples: those come out exact (the banks were cleared)."""
+    shape, T = (1, 6, 6), 4
+    net = _net(5, shape, (4, 3, 1, 1), (2, 2), T)
+    plan = plan_conv_layer(net.layers[0], lanes=2, timesteps=T, input_map=InputMap.chw(shape, 2),
+                           pool=net.layers[1], membrane_banks=banks)
+    codes = np.random.default_rng(0).integers(0, 1 << T, size=(3, 36))
+    samples = [[{"mask": m, "chunk": c, "step": s, "last": last} for m, c, s, last in sample]
+               for sample in _samples_beats(plan, codes, shape, T)]
+    dut = ConvILIF(plan)
+    top = Module()
+    top.domains.sync = domain = ClockDomain()
+    top.submodules.dut = dut
+    out = {}
+
+    async def driver(ctx):
+        await put_stream(ctx, dut.events, samples[0][:len(samples[0]) // 2])
+        await ctx.tick().repeat(5)
+        ctx.set(domain.rst, 1)
+        await ctx.tick()
+        ctx.set(domain.rst, 0)
+        await put_stream(ctx, dut.events, samples[1] + samples[2])
+
+    async def checker(ctx):
+        out["spikes"] = await take_stream(ctx, dut.spikes, until=lambda taken: sum(b[1][3] for b in taken) == 2,
+                                          decode=as_event, max_cycles=50_000)
+
+    sim = Simulator(top)
+    sim.add_clock(1e-8)
+    sim.add_testbench(driver)
+    sim.add_testbench(checker)
+    sim.run()
+    np.testing.assert_array_equal(_decode(plan, out["spikes"]), golden.run_codes(net, codes[1:]).codes[2])
+
+
+def test_verilog_has_the_stream_ports():
+    net = _net(4, (2, 5, 5), (5, 3, 1, 1), (2, 2), 3)
+    plan = plan_conv_layer(net.layers[0], lanes=2, timesteps=3, input_map=InputMap.position_major((2, 5, 5), 1),
+                           pool=net.layers[1])
+    text = verilog.convert(ConvILIF(plan), name="conv", emit_src=False)
+    for port in ("events__valid", "events__ready", "events__payload", "spikes__valid", "spikes__ready",
+                 "spikes__payload"):
+        assert port in text
