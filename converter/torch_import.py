@@ -188,6 +188,7 @@ _MEAN_FUNCTIONS = {torch.mean, torch.ops.aten.mean.dim}
 _BATCHNORM_FUNCTIONS = {torch.ops.aten.batch_norm.default,
                         torch.ops.aten._native_batch_norm_legit_no_training.default}
 _SHAPE_METHODS = {"size", "dim"}
+_SHAPE_FUNCTIONS = {torch.ops.aten.sym_size.int, torch.ops.aten.sym_numel.default, torch.ops.aten.sym_stride.int}
 # Arithmetic: (operation, reversed operands) by target.
 _ARITHMETIC_FUNCTIONS = {
     operator.add: "add", operator.iadd: "add", torch.add: "add", torch.ops.aten.add.Tensor: "add",
@@ -352,6 +353,15 @@ class _Classifier:
         args = node.args
         if target in _LINEAR_FUNCTIONS:
             return "linear", (self.const(_arg(node, 1, "weight")), self.const(_arg(node, 2, "bias")))
+        if target in (torch.ops.aten.addmm.default, torch.ops.aten.mm.default):
+            # A decomposed linear: addmm(bias, x, weight.T) or mm(x, weight.T).
+            addmm = target is torch.ops.aten.addmm.default
+            matrix = self.const(args[2] if addmm else args[1])
+            if addmm and (node.kwargs.get("beta", 1) != 1 or node.kwargs.get("alpha", 1) != 1):
+                return "unsupported", "beta/alpha other than 1"
+            if not isinstance(matrix, torch.Tensor) or matrix.dim() != 2:
+                return "unsupported", "a matrix that is not a constant 2-D tensor"
+            return "linear", (matrix.t(), self.const(args[0]) if addmm else None)
         if target in _CONV_FUNCTIONS:
             weight, bias = self.const(_arg(node, 1, "weight")), self.const(_arg(node, 2, "bias"))
             if target is torch.ops.aten.convolution.default:
@@ -403,7 +413,7 @@ class _Classifier:
                 return "unsupported", f"rounding_mode={node.kwargs['rounding_mode']!r}"
             return "arithmetic", (_ARITHMETIC_FUNCTIONS[target], args[0], _arg(node, 1, "other"),
                                   node.kwargs.get("alpha", 1))
-        if target is getattr or target is operator.getitem:
+        if target is getattr or target is operator.getitem or target in _SHAPE_FUNCTIONS:
             return "shape", None
         return "other", None
 
@@ -966,6 +976,10 @@ class _Fold:
         if last is None:
             raise ConversionError(f"{op.path!r}: {op.type_name} on the model's input is not supported; a ReLU "
                                   f"must follow a Linear or Conv2d")
+        if self.pool is not None and self.pool["before_relu"]:
+            raise ConversionError(f"{self.pool['path']!r}: {self.pool['type']} between {last.path!r} and its ReLU is "
+                                  f"not supported; average pooling is folded into the next layer and must follow "
+                                  f"the ReLU")
         # relu(maxpool(z)) == maxpool(relu(z)), and a pending average of ReLU outputs is never negative.
         last.relu = True
 
@@ -989,19 +1003,15 @@ class _Fold:
         """An average pool over ``kernel`` windows with ``stride``: held until the next linear layer."""
         self._expect_map(op)
         last = self._last_linear()
-        if last is not None and not last.relu and self.layers[-1] is last:
-            raise ConversionError(f"{op.path!r}: {op.type_name} directly after {last.path!r}, before its ReLU, is "
-                                  f"not supported; average pooling is folded into the next layer and must follow "
-                                  f"the ReLU")
-        if last is not None and not last.relu:
-            raise ConversionError(f"{op.path!r}: {op.type_name} before the ReLU of {last.path!r} is not supported; "
-                                  f"average pooling must follow the ReLU")
+        # Before a ReLU the pool cannot be folded forward; whether one follows (refused in _relu) or
+        # nothing does (the output layer's pool, refused in _finish) decides the message.
+        before_relu = last.path if last is not None and not last.relu else None
         channels, height, width = self.shape
         if any(k > size for k, size in zip(kernel, (height, width))):
             raise ConversionError(f"{op.path!r}: {op.type_name}'s kernel {kernel} does not fit its input {self.shape}")
         if self.pool is None:
             self.pool = {"path": op.path, "type": op.type_name, "in_shape": self.shape, "kernel": kernel,
-                         "stride": stride}
+                         "stride": stride, "before_relu": before_relu}
         else:
             held = self.pool
             if held["kernel"] != held["stride"] or kernel != stride:
@@ -1009,7 +1019,8 @@ class _Fold:
                                       f"folded only when both pools' strides equal their kernels")
             self.pool = {"path": held["path"], "type": held["type"], "in_shape": held["in_shape"],
                          "kernel": tuple(a * b for a, b in zip(held["kernel"], kernel)),
-                         "stride": tuple(a * b for a, b in zip(held["stride"], stride))}
+                         "stride": tuple(a * b for a, b in zip(held["stride"], stride)),
+                         "before_relu": held["before_relu"]}
         self.shape = (channels,) + tuple((size - k) // s + 1 for size, k, s in zip((height, width), kernel, stride))
 
     def _avgpool(self, op):
