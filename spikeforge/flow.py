@@ -293,9 +293,12 @@ def _plain(value):
 
 @dataclass
 class ConvertReport(StepReport):
+    """convert: where the network went, its layers and weight widths (by layer name), the clip
+    (method, percentile, the clip search's candidates) and the float model's recorded accuracy."""
+
     network_dir: str
     timesteps: int
-    weight_bits: list
+    weight_bits: dict
     layers: list
     method: str
     percentile: float | None
@@ -319,6 +322,9 @@ class ConvertReport(StepReport):
 
 @dataclass
 class GenerateReport(StepReport):
+    """generate: where the design went, its Verilog file, folding (lanes per layer), membrane banks and
+    the cycle model's prediction (``design.json`` holds the rest)."""
+
     rtl_dir: str
     verilog: str
     folding: dict
@@ -334,6 +340,9 @@ class GenerateReport(StepReport):
 
 @dataclass
 class VerifyReport(StepReport):
+    """verify: bit-exactness (``ok``, mismatches), accuracies, measured timing beside the cycle model;
+    ``details`` is the sign-off's whole report (``verify.json``), kept out of :meth:`to_json`."""
+
     ok: bool
     samples: int
     checked: int | None
@@ -357,6 +366,9 @@ class VerifyReport(StepReport):
 
 @dataclass
 class BuildReport(StepReport):
+    """build: the board, the status (``built`` or ``build-plan``), the device and Fmax; :meth:`to_json`
+    is the board flow's whole ``report.json``."""
+
     board: str
     board_dir: str
     status: str
@@ -416,12 +428,14 @@ def step_convert(state: FlowState, config: FlowConfig) -> ConvertReport:
     state.network = net
     state.design = None
     calibration = net.calibration
+    weighted = [layer for layer in net.layers if hasattr(layer, "weight")]     # a max pool has none
     return ConvertReport(
-        network_dir=str(path), timesteps=net.timesteps, weight_bits=[l.weight_bits for l in net.layers],
-        layers=[l.name for l in net.layers], method=calibration.get("method", config.method),
-        percentile=calibration.get("percentile"), description=net.describe(), search=calibration.get("search"),
+        network_dir=str(path), timesteps=net.timesteps, layers=[layer.name for layer in net.layers],
+        weight_bits={layer.name: layer.weight_bits for layer in weighted},
+        method=calibration.get("method", config.method), percentile=calibration.get("percentile"),
+        description=net.describe(), search=calibration.get("search"),
         float_accuracy=dict(calibration.get("float_accuracy", {})),
-        weight_kib=sum(l.weight.size * l.weight_bits for l in net.layers) / 8 / 1024)
+        weight_kib=sum(layer.weight.size * layer.weight_bits for layer in weighted) / 8 / 1024)
 
 
 def step_generate(state: FlowState, config: FlowConfig) -> GenerateReport:

@@ -73,6 +73,8 @@ def test_convert_then_generate_stops_before_verify(tmp_path):
     convert = flow["convert"]
     assert isinstance(convert, ConvertReport)
     assert convert.timesteps == net.timesteps == 4 and convert.layers == ["fc1", "fc2", "fc3"]
+    assert convert.weight_bits == {"fc1": 8, "fc2": 8, "fc3": 8} and convert.method == "percentile"
+    assert convert.weight_kib == pytest.approx((64 * 64 + 64 * 32 + 32 * 10) / 1024)
     assert 0.9 < convert.float_accuracy["digits/test"] <= 1.0
     design = json.loads((out / "rtl" / "design.json").read_text())
     generate = flow["generate"]
