@@ -41,6 +41,17 @@ Membrane address map
 
 Widths (DESIGN §1): ``membrane_bits = signed_bits(layer.accumulator_bound(T))`` — a window's max is one
 of its potentials, so the residual store needs no more.
+
+Cycle model
+    An input spike at ``(y, x)`` issues ``taps(y, x) × chunks`` words (:meth:`ConvLayerPlan.taps`, from the
+    ``rows``/``cols`` ROMs: the kept outputs it reaches); a spike that reaches none costs nothing beyond
+    its cycle in the decode pipeline. The fire sweep issues :func:`readout_words` words. For the layer on
+    its own (back-to-back input, output always ready) :func:`conv_layer_schedule` gives the exact cycle of
+    every sample's hand-over and final beat; the RTL test checks it cycle for cycle. In the accelerator's
+    max-plus recurrence (:mod:`spikeforge.hdl.cycle_model`) a conv layer is a stage with accumulate work
+    ``Σ taps × chunks`` (:func:`spike_work`) instead of ``S·C``, three more cycles of decode latency
+    before its first word (stages B-D), the same 4-cycle drain after its last
+    word, and readout ``readout_words + 2`` instead of ``T·C + 2``.
 """
 
 from __future__ import annotations
