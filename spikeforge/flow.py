@@ -120,8 +120,8 @@ class FlowConfig:
     v0: str = "round"
     per_channel: bool = False
     input_scale: float | None = None
-    input_mean: float = 0.0
-    input_std: float = 1.0
+    input_mean: float | list = 0.0
+    input_std: float | list = 1.0
     input_shape: list | None = None
     lanes: dict | None = None
     lanes_budget: int | None = None
@@ -480,11 +480,13 @@ def step_verify(state: FlowState, config: FlowConfig) -> VerifyReport:
                         report_path=str(config.verify_report or rtl / "verify.json"), details=report)
 
 
+_NO_BOARD = "the build step needs a board: set board (icebreaker, ulx3s-85f or an amaranth-boards platform class name)"
+
+
 def step_build(state: FlowState, config: FlowConfig) -> BuildReport:
     """The integer network -> a bitstream (or a vendor build plan) for ``board`` in ``board_dir``."""
     if not config.board:
-        raise FlowConfigError("the build step needs a board: set board (icebreaker, ulx3s-85f or an "
-                              "amaranth-boards platform class name)")
+        raise FlowConfigError(_NO_BOARD)
     net = state.require_network(config)
     options = BuildOptions(baud=config.baud, lanes=config.lanes, lanes_budget=config.lanes_budget,
                            scores=config.scores, patchable=config.patchable, seed=config.build_seed,
@@ -560,9 +562,16 @@ def run_flow(config: FlowConfig, start: str = "convert", stop: str = "verify", *
     state = state or FlowState()
     if log is not None:
         state.log = log
+    names = list(STEPS)[first:last + 1]
+    # Refuse what a later step would refuse before the earlier ones spend minutes.
+    if "convert" in names and state.model is None and not config.model:
+        raise FlowConfigError("the convert step needs a model: set model (a .pt2, a .pt or file.py:factory) "
+                              "or pass one in FlowState.model")
+    if "build" in names and not config.board:
+        raise FlowConfigError(_NO_BOARD)
     flow = into or FlowReport(config)
     began = time.perf_counter() - flow.seconds
-    for name in list(STEPS)[first:last + 1]:
+    for name in names:
         function, title = STEPS[name]
         state.log(f"== {name}: {title}")
         started = time.perf_counter()

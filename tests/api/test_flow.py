@@ -151,3 +151,11 @@ def test_flow_command_runs_a_json_config(tmp_path, capsys):
     (tmp_path / "bad.json").write_text('{"lane_budget": 4}')
     assert main(["flow", str(tmp_path / "bad.json")]) == 2
     assert "'lane_budget' names nothing; accepted: output" in capsys.readouterr().err
+
+
+def test_a_flow_that_would_fail_late_is_refused_before_it_starts(tmp_path):
+    """No board for a flow that ends in build: refused before convert spends any time."""
+    config = FlowConfig(output=str(tmp_path / "flow"), model="m.pt2")
+    with pytest.raises(FlowConfigError, match=r"the build step needs a board"):
+        run_flow(config, stop="build", log=lambda _: None)
+    assert not (tmp_path / "flow").exists()
