@@ -23,11 +23,13 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/spikeforge demo
 
+# Everything: unit tests, Verilator sign-off, synthesis (CI runs this).
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+# The inner loop, under 2 minutes: no slow, Verilator or synthesis test (markers in pyproject.toml).
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -m "not slow and not verilator and not synth"
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks

@@ -19,6 +19,11 @@ import time
 
 import numpy as np
 
+import spikeforge
+from spikeforge.demo_model import train_digits_mlp
+from spikeforge.ir import golden
+from spikeforge.reporting import fmt, markdown_table, new_figure, save_figure
+
 from .common import NETWORKS, dataset, float_accuracy, float_model, log
 from .rate_coded import rate_coded_curve
 
@@ -43,8 +48,6 @@ _CONVERTED = {}
 def converted(ctx, key: str, timesteps: int, method: str = "percentile"):
     """``spikeforge.convert(model, dataset, timesteps=T, weight_bits=8, method=...)`` for a benchmark
     network, cached."""
-    import spikeforge
-
     cache_key = (ctx.quick, key, timesteps, method)
     if cache_key not in _CONVERTED:
         spec = NETWORKS[key]
@@ -70,8 +73,6 @@ def parity_point(curve: list, float_acc: float, tolerance_points: float):
 
 
 def _ilif_curve(ctx, key: str, test, timesteps, method: str = "percentile") -> list:
-    from spikeforge.ir import golden
-
     curve = []
     for T in timesteps:
         net = converted(ctx, key, T, method)
@@ -87,8 +88,6 @@ def _ilif_curve(ctx, key: str, test, timesteps, method: str = "percentile") -> l
 
 def _literal_check(ctx, key: str, test, timesteps) -> dict:
     """The literal timestep iLIF model must give the closed form's labels and scores exactly."""
-    from spikeforge.ir import golden
-
     count = min(len(test), 500)
     checked = {}
     for T in timesteps:
@@ -125,9 +124,6 @@ def _calibration_sensitivity(ctx, key: str, model, test, parity) -> dict | None:
 
     Shows whether T - 1 is out of reach or only a matter of the clip.
     """
-    import spikeforge
-    from spikeforge.ir import golden
-
     point = parity["ilif"]["1.0"]
     if point is None or point["timesteps"] < 2:
         return None
@@ -152,9 +148,6 @@ def _seed_robustness(ctx, spec, test, parity) -> dict | None:
     """The shipped digits model is one draw: retrain it with other seeds and ask, at the T where either
     iLIF conversion reached 1-point parity, how often each conversion is within 1 point of *its* float
     model. Only for the shipped digits network (retraining takes ~2 s a seed)."""
-    import spikeforge
-    from spikeforge.demo_model import train_digits_mlp
-
     if spec.epochs != 0:
         return None
     found = sorted({p["1.0"]["timesteps"] for m, p in parity.items() if m in ILIF_METHODS and p["1.0"]})
@@ -229,8 +222,6 @@ def _ratio(baseline, ilif):
 
 
 def _parity_rows(net: dict, tolerance: str) -> list:
-    from spikeforge.reporting import fmt
-
     ilif = net["parity"]["ilif"][tolerance]
     rows = []
     for method, label in METHODS.items():
@@ -254,8 +245,6 @@ def _parity_rows(net: dict, tolerance: str) -> list:
 
 def _sensitivity_lines(net: dict) -> list:
     """The calibration-sensitivity table one step below parity, and what it says."""
-    from spikeforge.reporting import fmt, markdown_table
-
     study = net.get("calibration_sensitivity")
     if not study:
         return []
@@ -296,8 +285,6 @@ def robust_counts(net: dict) -> dict:
 
 
 def _robustness_lines(net: dict) -> list:
-    from spikeforge.reporting import markdown_table
-
     study = net.get("seed_robustness")
     if not study:
         return []
@@ -336,8 +323,6 @@ def headline(result: dict, ilif_method: str = "ilif") -> dict:
 
 
 def _plot_network(net: dict, path, title: str):
-    from spikeforge.reporting import new_figure, save_figure
-
     figure, (left, right) = new_figure(10, 3.8, ncols=2)
     styles = {"ilif": dict(color="tab:red", marker="o", linewidth=2),
               "ilif-search": dict(color="tab:orange", marker="s", linewidth=1.5, linestyle="--"),
@@ -367,8 +352,6 @@ def _plot_network(net: dict, path, title: str):
 
 
 def render(result: dict, ctx, commands: str = "") -> str:
-    from spikeforge.reporting import markdown_table
-
     lines = ["## 1. Timesteps and work to ANN parity", ""]
     lines += [
         "Side by side in one run, on the same 8-bit integer weights: the iLIF network (k = 2, temporal "

@@ -15,6 +15,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from spikeforge.converter.calibrate import InputNormalization, fold_normalization
+from spikeforge.converter.torch_import import import_model
+from spikeforge.ir import amplification
+from spikeforge.reporting import markdown_table, new_figure, save_figure
+
 from .accuracy_vs_timesteps import converted
 from .common import NETWORKS, dataset, float_model, log
 
@@ -26,9 +31,6 @@ TIMESTEPS = (4, 8, 16)
 
 def _float_activations(model, net, samples) -> list:
     """The float ANN's hidden activations on raw samples (normalisation folded as the converter does)."""
-    from spikeforge.converter.calibrate import InputNormalization, fold_normalization
-    from spikeforge.converter.torch_import import import_model
-
     scale = net.calibration.get("normalization", {}).get("scale", 255.0)
     layers = fold_normalization(import_model(model), InputNormalization(scale=scale))
     x = np.asarray(samples, dtype=np.float64).reshape(len(samples), -1)
@@ -40,8 +42,6 @@ def _float_activations(model, net, samples) -> list:
 
 
 def measure(ctx, networks=None) -> dict:
-    from spikeforge.ir import amplification
-
     networks = networks or ctx.networks
     results = {"amplifications": list(AMPLIFICATIONS), "timesteps": list(TIMESTEPS), "encoding_error": {},
                "networks": {}}
@@ -101,8 +101,6 @@ def _exceptions(result: dict) -> str:
 
 
 def _plot(result: dict, path):
-    from spikeforge.reporting import new_figure, save_figure
-
     keys = list(result["networks"])
     figure, axes = new_figure(3.3 * (len(keys) + 1), 3.4, ncols=len(keys) + 1)
     axes = np.atleast_1d(axes)
@@ -126,8 +124,6 @@ def _plot(result: dict, path):
 
 
 def render(result: dict, ctx, commands: str = "") -> str:
-    from spikeforge.reporting import markdown_table
-
     ks = result["amplifications"]
     lines = ["## 1b. Amplification factor k (the k-sweep)", "",
              "The integer network converted at T is run with iLIF neurons of factor k "

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from spikeforge.ir import golden
+from spikeforge.reporting import fmt, markdown_table
+
 from .accuracy_vs_timesteps import converted
 from .common import NETWORKS, best_time, dataset, log
 
@@ -18,8 +21,6 @@ TARGET = 50_000
 
 
 def measure(ctx) -> dict:
-    from spikeforge.ir import golden
-
     cases = [("digits", 8, 100_000 if not ctx.quick else 10_000), ("digits", 4, 100_000 if not ctx.quick else 10_000),
              ("fmnist", 4, 10_000 if not ctx.quick else 2_000), ("fmnist", 8, 10_000 if not ctx.quick else 2_000),
              ("fmnist-deep", 8, 10_000 if not ctx.quick else 2_000)]
@@ -44,8 +45,6 @@ def measure(ctx) -> dict:
 
 
 def render(result: dict, ctx, commands: str = "") -> str:
-    from spikeforge.reporting import fmt, markdown_table
-
     verdict = ("not measured (digits not in this run)" if result["meets_target"] is None else
                f"**{fmt(result['digits_samples_per_s'], 0)} samples/s — {'met' if result['meets_target'] else 'NOT met'}**")
     lines = ["## 3a. Golden model speed", "",

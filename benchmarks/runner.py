@@ -11,9 +11,7 @@ mode). A full (not ``--quick``) run also publishes ``RESULTS.md``, ``results.jso
 
 from __future__ import annotations
 
-import argparse
 import datetime
-import importlib
 import json
 import shlex
 import shutil
@@ -23,38 +21,30 @@ import time
 import traceback
 from pathlib import Path
 
-from .common import Context, log, machine, repo_root
-from spikeforge.ir.errors import InputError
+from spikeforge.ir.errors import InputError, SpikeforgeError
+from spikeforge.reporting import markdown_table, write_json
 
-__all__ = ["SECTIONS", "main", "build_parser", "run"]
+from . import (accuracy_vs_timesteps, amplification_sweep, golden_speed, hardware, hdl_cycles, scaling, tool_speed,
+               verilator_speed)
+from .accuracy_vs_timesteps import headline, robust_counts
+from .common import NETWORKS, Context, log, machine, repo_root
+from .hardware import SPIKER_PLUS_LOGIC, SPIKER_PLUS_US, headline as hw_headline
+from .options import NETWORK_NAMES, SECTIONS, build_parser
 
-#: Section name -> (module, one-line description), in report order.
-SECTIONS = {
-    "accuracy": ("accuracy_vs_timesteps", "timesteps and spike-driven additions to ANN parity, iLIF vs. rate coding"),
-    "k_sweep": ("amplification_sweep", "conversion error vs. amplification factor k"),
-    "hardware": ("hardware", "cycles, latency, throughput, resources; published designs beside them"),
-    "golden_speed": ("golden_speed", "golden model samples/s"),
-    "tool_speed": ("tool_speed", "convert, generate, Verilator and bitstream times"),
-    "scaling": ("scaling", "cycles, ROM bits and LUTs vs. layer width and T"),
+__all__ = ["SECTIONS", "MODULES", "main", "build_parser", "run"]
+
+#: Section name -> its module (``measure(ctx) -> dict``, ``render(result, ctx) -> str``).
+MODULES = {
+    "accuracy": accuracy_vs_timesteps,
+    "k_sweep": amplification_sweep,
+    "hardware": hardware,
+    "hdl_cycles": hdl_cycles,
+    "golden_speed": golden_speed,
+    "tool_speed": tool_speed,
+    "verilator_speed": verilator_speed,
+    "scaling": scaling,
 }
-
-
-def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    parser = parser or argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="small subsets and short sweeps: a smoke test that finishes in under a minute")
-    parser.add_argument("-o", "--output", type=Path, default=Path("build/bench"),
-                        help="folder for results.json, RESULTS.md, plots, trained models (build/bench)")
-    parser.add_argument("--only", default=None,
-                        help=f"comma-separated sections to (re)run: {', '.join(SECTIONS)} (default: all)")
-    parser.add_argument("--publish", type=Path, default=None,
-                        help="also copy RESULTS.md, results.json and plots here (default for a full run: benchmarks/)")
-    parser.add_argument("--no-publish", action="store_true", help="do not copy the report into benchmarks/")
-    parser.add_argument("--seed", type=int, default=0, help="seed of training and random spikes (0)")
-    parser.add_argument("--networks", default="digits,fmnist,fmnist-deep",
-                        help="benchmark networks to measure (digits,fmnist,fmnist-deep); the scaling section "
-                             "always uses its own Fashion-MNIST MLPs")
-    return parser
+assert list(MODULES) == list(SECTIONS) and set(NETWORK_NAMES) == set(NETWORKS), "options.py is out of step"
 
 
 def _selected(only: str | None) -> list:
@@ -81,7 +71,7 @@ def _git_commit() -> str | None:
 
 
 def _module(name: str):
-    return importlib.import_module(f"benchmarks.{SECTIONS[name][0]}")
+    return MODULES[name]
 
 
 def _load_previous(path: Path, quick: bool) -> dict:
@@ -96,8 +86,6 @@ def _load_previous(path: Path, quick: bool) -> dict:
 
 def render_report(results: dict, ctx: Context) -> str:
     """RESULTS.md from the merged results."""
-    from spikeforge.reporting import markdown_table
-
     info = results["machine"]
     mode = "quick smoke test (small subsets — not the reported numbers)" if results["quick"] else "full run"
     lines = ["# spikeforge benchmark results", "",
@@ -111,7 +99,7 @@ def render_report(results: dict, ctx: Context) -> str:
              "To reproduce one section: `python -m benchmarks --only SECTION` (it keeps the other sections' "
              "results). Sections:", ""]
     rows = []
-    for name, (_, description) in SECTIONS.items():
+    for name, description in SECTIONS.items():
         section = results["sections"].get(name)
         state = "not run" if section is None else ("FAILED" if section.get("error") else
                                                     f"{section['seconds']:.0f} s, {section['date']}")
@@ -140,8 +128,6 @@ def _result(results: dict, name: str):
 
 def _targets(results: dict) -> list:
     """The numbers the benchmark issue asks for, each with its verdict (or "not measured")."""
-    from spikeforge.reporting import markdown_table
-
     rows = []
     accuracy, hardware, speed = (_result(results, n) for n in ("accuracy", "hardware", "golden_speed"))
     fmnist = (accuracy or {}).get("networks", {}).get("fmnist")
@@ -156,7 +142,6 @@ def _targets(results: dict) -> list:
                      f"{100 * point['accuracy']:.2f} % vs. {100 * fmnist['float_accuracy']:.2f} % ({gap:.2f} points); "
                      f"{agree}", "met" if gap <= 0.5 and rtl.get("ok") else "not met"])
     if accuracy:
-        from .accuracy_vs_timesteps import headline, robust_counts
         searched = headline(accuracy, "ilif-search")
         for key, item in headline(accuracy).items():
             ratio = item["ratios"]["rate-spikes"]
@@ -176,7 +161,6 @@ def _targets(results: dict) -> list:
             rows.append([f"{key}: ≥ 4× fewer spike-driven additions than classic rate coding (spike input) "
                          f"within 1 point", measured, verdict])
     if hardware:
-        from .hardware import SPIKER_PLUS_LOGIC, SPIKER_PLUS_US, headline as hw_headline
         goal = hw_headline(hardware)
         if goal and goal["us"] is not None:
             rows.append(["ECP5-85F, 784-128-10: ≤ 78 µs per sample at the achieved Fmax",
@@ -196,7 +180,6 @@ def _targets(results: dict) -> list:
 
 def run(args) -> int:
     sections = _selected(args.only)
-    from .common import NETWORKS
     networks = tuple(n.strip() for n in args.networks.split(",") if n.strip())
     unknown = [n for n in networks if n not in NETWORKS]
     if unknown or not networks:
@@ -209,15 +192,12 @@ def run(args) -> int:
     results.update({"quick": ctx.quick, "command": command.strip(), "machine": machine(),
                     "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
                     "commit": _git_commit(), "seed": ctx.seed})
-    # Import every section now: a long run then uses the code it started with.
-    for name in SECTIONS:
-        _module(name)
     # Sections may use earlier ones' results (the hardware section takes the accuracy section's T).
     ctx.previous = results["sections"]
     failed = []
     start_all = time.perf_counter()
     for name in sections:
-        log(f"section {name}: {SECTIONS[name][1]}")
+        log(f"section {name}: {SECTIONS[name]}")
         start = time.perf_counter()
         entry = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
                  "command": results["command"]}
@@ -229,7 +209,6 @@ def run(args) -> int:
             log(f"section {name} FAILED:\n{entry['error']}")
         entry["seconds"] = time.perf_counter() - start
         results["sections"][name] = entry
-        from spikeforge.reporting import write_json
         write_json(results_path, results, compact=True)      # keep what is done if a later section dies
     markdown = ctx.out_dir / "RESULTS.md"
     markdown.write_text(render_report(results, ctx))
@@ -275,6 +254,6 @@ def main(argv=None) -> int:
     args.argv = argv
     try:
         return run(args)
-    except ValueError as error:
+    except SpikeforgeError as error:
         print(f"python -m benchmarks: error: {error}", file=sys.stderr)
-        return 2
+        return error.exit_code

@@ -24,6 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
+import spikeforge
+from spikeforge.hdl.cycle_model import predict
+from spikeforge.hdl.generate import generate
+from spikeforge.ir import golden
+from spikeforge.reporting import fmt, markdown_table, new_figure, save_figure
+
 from .common import BenchNetwork, dataset, float_accuracy, float_model, log
 
 __all__ = ["measure", "render", "WIDTHS", "TIMESTEPS", "SYNTHESISED"]
@@ -44,8 +50,6 @@ def _spec(width: int) -> BenchNetwork:
 
 
 def _network(ctx, width: int, T: int):
-    import spikeforge
-
     if (ctx.quick, width, T) not in _NETS:
         model = float_model(ctx, _spec(width))
         _NETS[ctx.quick, width, T] = spikeforge.convert(model, "fashion-mnist", timesteps=T, weight_bits=8)
@@ -86,8 +90,6 @@ def _synthesise(ctx, rtl: Path, design: dict) -> dict:
 
 
 def _point(ctx, width: int, T: int, synthesise: bool) -> dict:
-    from spikeforge.ir import golden
-
     net = _network(ctx, width, T)
     test = dataset("fashion-mnist", "test").head(300 if ctx.quick else 1000)
     literal = golden.run_timesteps(net, test.samples)
@@ -96,12 +98,6 @@ def _point(ctx, width: int, T: int, synthesise: bool) -> dict:
              "weight_bits_total": int(sum(l.in_features * l.out_features * l.weight_bits for l in net.layers))}
     lanes = {net.layers[0].name: HIDDEN_LANES, net.layers[1].name: OUTPUT_LANES}
     point["lanes"] = lanes
-    try:
-        from spikeforge.hdl.cycle_model import predict
-        from spikeforge.hdl.generate import generate
-    except ImportError as error:
-        point["error"] = f"spikeforge.hdl is not there yet ({error})"
-        return point
     prediction = predict(net, lanes, literal.spike_counts)
     point["model_cycles_per_sample"] = prediction.cycles_per_sample
     point["slowest_stage"] = max(prediction.stages, key=prediction.stages.get)
@@ -136,8 +132,6 @@ def measure(ctx) -> dict:
 
 
 def _plot(result: dict, path):
-    from spikeforge.reporting import new_figure, save_figure
-
     figure, (left, right) = new_figure(10, 3.6, ncols=2)
     by_width = sorted((p for p in result["points"] if p["timesteps"] == result["width_timesteps"]),
                       key=lambda p: p["width"])
@@ -162,8 +156,6 @@ def _plot(result: dict, path):
 
 
 def render(result: dict, ctx, commands: str = "") -> str:
-    from spikeforge.reporting import fmt, markdown_table
-
     lines = ["## 4. Scaling with layer width and T", "",
              f"Fashion-MNIST 784-W-10 (2 training epochs each) at T = {result['width_timesteps']}, and 784-128-10 at "
              f"T = {', '.join(map(str, result['timesteps']))}; fixed folding ({result['lanes']['hidden']} lanes for the "

@@ -12,6 +12,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import spikeforge
+from spikeforge.hdl.generate import generate
+from spikeforge.reporting import fmt, markdown_table
+
 from .accuracy_vs_timesteps import converted
 from .common import NETWORKS, float_model, log
 
@@ -30,8 +34,6 @@ def _best(function, repeat: int = 3) -> float:
 
 
 def measure(ctx) -> dict:
-    import spikeforge
-
     rows = []
     for key, T in [case for case in (CASES[:1] if ctx.quick else CASES) if case[0] in ctx.networks]:
         spec = NETWORKS[key]
@@ -42,20 +44,16 @@ def measure(ctx) -> dict:
         net = converted(ctx, key, T)
         with tempfile.TemporaryDirectory(dir=ctx.out_dir) as folder:
             row["save_seconds"] = _best(lambda: net.save(Path(folder) / "net"), repeat=3)
+
+            def one():
+                target = Path(folder) / "rtl"
+                if target.exists():
+                    shutil.rmtree(target)
+                generate(net, target)
             try:
-                from spikeforge.hdl.generate import generate
-            except ImportError as error:
-                row["generate_error"] = f"spikeforge.hdl is not there yet ({error})"
-            else:
-                def one():
-                    target = Path(folder) / "rtl"
-                    if target.exists():
-                        shutil.rmtree(target)
-                    generate(net, target)
-                try:
-                    row["generate_seconds"] = _best(one, repeat=1 if ctx.quick else 3)
-                except Exception as error:  # reported, not fatal
-                    row["generate_error"] = f"{type(error).__name__}: {error}"
+                row["generate_seconds"] = _best(one, repeat=1 if ctx.quick else 3)
+            except Exception as error:  # reported, not fatal
+                row["generate_error"] = f"{type(error).__name__}: {error}"
         log(f"tool speed: {key} T={T}: convert {row['convert_seconds']:.2f} s, "
             f"generate {row.get('generate_seconds', float('nan')):.2f} s")
         rows.append(row)
@@ -80,8 +78,6 @@ def measure(ctx) -> dict:
 
 
 def render(result: dict, ctx, commands: str = "") -> str:
-    from spikeforge.reporting import fmt, markdown_table
-
     lines = ["## 3b. Tool speed", ""]
     lines.append(markdown_table(
         ["network", "T", "convert (s)", "save (s)", "generate Verilog (s)"],

@@ -28,15 +28,18 @@ from pathlib import Path
 
 import numpy as np
 
+from spikeforge.datasets import load
+from spikeforge.demo import demo_network
+from spikeforge.demo_hardware import DEMO_LANES_BUDGET
+from spikeforge.hdl.generate import generate
+from spikeforge.ir import golden
+from spikeforge.sim import verilator
+from spikeforge.sim.signoff import Design, PayloadCodec, run_phases, stall_phases, verify, worst_case_cycles
+
 __all__ = ["measure", "render", "main"]
 
 
 def _demo_design(out_dir: Path, test):
-    from spikeforge.demo import demo_network
-    from spikeforge.demo_hardware import DEMO_LANES_BUDGET
-    from spikeforge.hdl.generate import generate
-    from spikeforge.ir import golden
-
     net = demo_network()
     spikes_in = [float(s.mean()) for s in golden.run(net, test.samples).input_spikes()]
     rtl = out_dir / "verilator_speed_rtl"
@@ -55,12 +58,6 @@ def _phase_rates(raw: dict) -> list:
 
 
 def measure(ctx) -> dict:
-    from spikeforge.datasets import load
-    from spikeforge.ir import golden
-    from spikeforge.sim import verilator
-    from spikeforge.sim.signoff import (Design, PayloadCodec, run_phases, stall_phases, verify,
-                                        worst_case_cycles)
-
     test = load("digits", "test")
     count = 100 if ctx.quick else len(test.samples)
     samples, labels = test.samples[:count], test.labels[:count]

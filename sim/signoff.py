@@ -33,10 +33,14 @@ from pathlib import Path
 
 import numpy as np
 
-from spikeforge.ir.network import Network
+from spikeforge.hdl import cycle_model
+from spikeforge.hdl.layouts import pixel_layout, result_layout
 from spikeforge.ir import golden
-from . import verilator
+from spikeforge.ir.atomic import write_json
 from spikeforge.ir.errors import InputError
+from spikeforge.ir.network import Network
+
+from . import verilator
 
 __all__ = ["SignoffError", "Design", "PayloadCodec", "STALL_DENSITIES", "stall_phases", "run_phases",
            "verify", "format_report", "worst_case_cycles"]
@@ -134,7 +138,6 @@ class PayloadCodec:
     """Encode ``pixels`` beats and encode/decode ``results`` beats through the HDL's payload layouts."""
 
     def __init__(self, design: Design):
-        from ..hdl.layouts import pixel_layout, result_layout
         self.pixels = pixel_layout()
         self.results = result_layout(design.num_classes, design.score_bits)
         if self.pixels.size != design.pixels_payload_bits:
@@ -248,13 +251,9 @@ def _design_lanes(design: Design):
 def predict_cycles(net: Network, design: Design, samples) -> dict | None:
     """The analytical cycle model (:mod:`spikeforge.hdl.cycle_model`) for the ``stream`` phase.
 
-    Returns ``None`` when the HDL package has no cycle model or design.json records no folding.
+    Returns ``None`` when design.json records no folding.
     The model's result cycles count from the first pixel beat of the stream, like the measurement.
     """
-    try:
-        from ..hdl import cycle_model
-    except ImportError:
-        return None
     lanes = _design_lanes(design)
     if lanes is None:
         return None
@@ -473,7 +472,6 @@ def verify(net: Network, rtl_dir, samples, labels=None, *, stalls: str = "none",
     report["model"] = model
     report["per_sample_cycles"] = timing.get("per_sample_cycles")
     if report_path is not False:
-        from spikeforge.ir.atomic import write_json
         path = Path(report_path) if report_path else Path(rtl_dir) / "verify.json"
         write_json(path, report)
         report["report_path"] = str(path)

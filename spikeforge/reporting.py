@@ -5,7 +5,7 @@ nothing here touches pyplot's global backend state.
 
 :func:`network_report` measures one integer network — spike density per layer and timestep (literal
 golden model), accuracy vs. T (when a dataset is given), cycles per layer (the hardware cycle model,
-when :mod:`spikeforge.hdl` is importable) and the design's resources (when a generated ``design.json``
+from :mod:`spikeforge.hdl.cycle_model`) and the design's resources (when a generated ``design.json``
 or a board report lies beside the network) — and :func:`write_network_report` renders it as
 ``REPORT.md`` + PNGs + ``report.json``.
 """
@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from spikeforge.ir import atomic
+from spikeforge.hdl import cycle_model
+from spikeforge.ir import amplification, atomic, golden
 from spikeforge.ir.errors import InputError
 
 __all__ = ["markdown_table", "new_figure", "save_figure", "fmt", "network_report", "write_network_report",
@@ -64,6 +65,7 @@ def markdown_table(headers, rows, align: str | None = None) -> str:
 
 def new_figure(width: float = 7.0, height: float = 4.0, ncols: int = 1, nrows: int = 1):
     """A figure and its axes (a single Axes for 1 x 1, else an array), not registered with pyplot."""
+    # matplotlib is heavy (~0.5 s): imported only when a plot is drawn, not by every report or command.
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(width, height), layout="constrained")
@@ -94,8 +96,6 @@ def write_json(path, data, compact: bool = False) -> Path:
 
 def _spike_density(net, samples) -> dict:
     """Mean fraction of each layer's inputs that spike at each timestep (literal golden model)."""
-    from spikeforge.ir import golden
-
     literal = golden.run_timesteps(net, samples)
     widths = [net.in_features] + [layer.out_features for layer in net.hidden_layers]
     names = ["input"] + [layer.name for layer in net.hidden_layers]
@@ -110,9 +110,7 @@ def _spike_density(net, samples) -> dict:
 
 
 def _accuracy_vs_timesteps(net, data, timesteps) -> dict:
-    """Accuracy of the network re-timed to each T (sim.amplification, k = 2), exact at its own T."""
-    from spikeforge.ir import amplification, golden
-
+    """Accuracy of the network re-timed to each T (ir.amplification, k = 2), exact at its own T."""
     rows = []
     for T in timesteps:
         result = amplification.run(net, data.samples, amplification=2.0, timesteps=T)
@@ -126,11 +124,7 @@ def _accuracy_vs_timesteps(net, data, timesteps) -> dict:
 
 
 def _cycles(net, spike_counts, lanes=None) -> dict:
-    """Cycles per layer from the hardware cycle model (``None`` when spikeforge.hdl is not there)."""
-    try:
-        from .hdl import cycle_model
-    except ImportError as error:  # the HDL generator is optional for a report
-        return {"available": False, "why": f"spikeforge.hdl is not importable ({error})"}
+    """Cycles per layer from the hardware cycle model (``available: False`` with the reason if it fails)."""
     try:
         prediction = cycle_model.predict(net, lanes, spike_counts)
     except Exception as error:  # report what went wrong instead of failing the whole report

@@ -4,6 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
+from spikeforge.datasets import load as load_dataset
+from spikeforge.evaluate import evaluate, format_evaluation
+from spikeforge.ir.atomic import write_json
+from spikeforge.ir.network import load
+
 NAME = "eval"
 HELP = "evaluate an integer iLIF network with the golden model and compare with the float ANN"
 
@@ -20,19 +27,14 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
-    from spikeforge.ir.network import load
-    from ..datasets import load as load_dataset
-    from ..evaluate import evaluate, format_evaluation
-    from spikeforge.ir.atomic import write_json
-
     net = load(args.network)
     dataset = load_dataset(args.dataset, args.split).head(args.samples)
     float_accuracy = None
     if args.model:
-        import numpy as np
+        # torch (seconds to import) only when a float model is compared: kept off `spikeforge --help`.
         import torch
 
-        from ..converter.model_files import load_model
+        from spikeforge.converter.model_files import load_model  # imports torch
         model = load_model(args.model, args.state_dict)
         scale = args.input_scale if args.input_scale is not None else dataset.input_scale
         with torch.no_grad():

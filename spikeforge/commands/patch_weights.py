@@ -1,6 +1,10 @@
 """`spikeforge patch-weights`: another network's weights into an iCE40 bitstream, without place and route."""
 
+import time
 from pathlib import Path
+
+from spikeforge.boards.patch import patch_weights
+from spikeforge.ir.network import load
 
 NAME = "patch-weights"
 HELP = "put a same-shape network's weights into an iCE40 bitstream from `spikeforge build` (icebram, no P&R)"
@@ -13,11 +17,6 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
-    import time
-
-    from ..boards.patch import patch_weights
-    from spikeforge.ir.network import load
-
     start = time.monotonic()
     result = patch_weights(args.bitstream, load(args.network), args.output)
     print(f"patched weight ROMs of {', '.join(p.split('/')[-1].split('.')[0] for p in result['layers'])} "

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+
+from spikeforge.datasets import load as load_dataset
+from spikeforge.hdl.folding import parse_lanes
 from spikeforge.ir.errors import InputError
+from spikeforge.ir.network import MAX_TIMESTEPS, load
+from spikeforge.reporting import REPORT_TIMESTEPS, network_report, write_network_report
 
 NAME = "report"
 HELP = ("render a report for an integer network: spike density per layer and timestep, accuracy vs. T "
@@ -29,8 +34,6 @@ def add_arguments(parser):
 
 
 def _parse_timesteps(text: str) -> tuple:
-    from spikeforge.ir.network import MAX_TIMESTEPS
-
     values = []
     for item in filter(None, (part.strip() for part in text.split(","))):
         if not item.isdigit() or not 1 <= int(item) <= MAX_TIMESTEPS:
@@ -42,19 +45,14 @@ def _parse_timesteps(text: str) -> tuple:
 
 
 def run(args) -> int:
-    from spikeforge.ir.network import load
-    from ..reporting import REPORT_TIMESTEPS, network_report, write_network_report
-
     net = load(args.network)
     if args.samples is not None and args.samples < 0:
         raise InputError(f"--samples {args.samples} must be >= 0 (0 = all)")
     data = None
     if args.dataset:
-        from ..datasets import load as load_dataset
         data = load_dataset(args.dataset, args.split)
     lanes = None
     if args.lanes:
-        from ..hdl.folding import parse_lanes
         lanes = parse_lanes(args.lanes)
     timesteps = _parse_timesteps(args.timesteps) if args.timesteps else REPORT_TIMESTEPS
     report = network_report(net, dataset=data, samples=args.samples or None, network_dir=args.network,

@@ -1,7 +1,17 @@
 """`spikeforge run`: classify a dataset on a board (or the simulated board) over its serial port."""
 
+import json
+import sys
 from pathlib import Path
+
+import numpy as np
+
+from spikeforge import datasets
+from spikeforge.boards.host import BoardClient, RunStats
+from spikeforge.ir import golden as golden_model
 from spikeforge.ir.errors import InputError
+from spikeforge.ir.network import load
+from spikeforge.progress import bar
 
 NAME = "run"
 HELP = "classify samples on a board over its serial port; print per-sample results, accuracy, throughput"
@@ -21,20 +31,9 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
-    import json
-    import sys
-
-    import numpy as np
-
-    from .. import datasets
-    from ..boards.host import BoardClient, RunStats
-    from ..progress import bar
-
     data = datasets.load(args.dataset, "test").head(args.samples)
     golden = None
     if args.network is not None:
-        from spikeforge.ir.network import load
-        from spikeforge.ir import golden as golden_model
         golden = golden_model.run(load(args.network), data.samples)
     stats = RunStats()
     lines = []

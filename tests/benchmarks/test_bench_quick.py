@@ -2,10 +2,12 @@
 
 import json
 
+import pytest
 
 from spikeforge import cli
 
 
+@pytest.mark.slow      # trains and converts the digits network at every T, runs five sections
 def test_bench_quick_digits_writes_results_markdown_and_plots(tmp_path, capsys):
     out = tmp_path / "bench"
     code = cli.main(["bench", "--quick", "-o", str(out), "--networks", "digits",

@@ -3,13 +3,10 @@
 import numpy as np
 import pytest
 
-from spikeforge.commands.bench import import_benchmarks
-from spikeforge.ir.random_network import random_network
+from spikeforge.benchmarks.accuracy_vs_timesteps import parity_point
+from spikeforge.benchmarks.rate_coded import rate_coded_curve
 from spikeforge.ir import golden
-
-import_benchmarks()
-from benchmarks.accuracy_vs_timesteps import parity_point  # noqa: E402
-from benchmarks.rate_coded import rate_coded_curve  # noqa: E402
+from spikeforge.ir.random_network import random_network
 
 
 @pytest.mark.parametrize("mode, v0", [("spikes", 0.0), ("spikes", 0.5), ("current", 0.0), ("current", 0.5)])

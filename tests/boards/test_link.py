@@ -7,8 +7,8 @@ from spikeforge.boards.link import (END, ESC, LinkConfig, LinkError, Result, Sli
                                     info_request, parse_frame, sample_frame, slip_encode)
 from spikeforge.boards.top import SerialAccelerator, link_config_for
 
-from boards_serial_bench import uart_receive, uart_send
-from boards_standin import StandInAccelerator, standin_reference
+from spikeforge.testing.uart_bench import uart_receive, uart_send
+from spikeforge.testing.boards_standin import StandInAccelerator, standin_reference
 
 DIVISOR = 8
 IN_FEATURES = 12

@@ -9,6 +9,8 @@ from spikeforge.boards.simboard import SimulatedBoard
 from spikeforge.cli import main
 from spikeforge.ir import golden
 
+pytestmark = pytest.mark.verilator      # the simulated board is the design running in Verilator
+
 SAMPLES = 24
 
 

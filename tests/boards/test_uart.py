@@ -5,7 +5,7 @@ from amaranth.sim import Simulator
 
 from spikeforge.boards.uart import BaudError, UARTReceiver, UARTTransmitter, baud_divisor
 
-from boards_serial_bench import uart_receive, uart_send
+from spikeforge.testing.uart_bench import uart_receive, uart_send
 
 
 def test_baud_divisor():

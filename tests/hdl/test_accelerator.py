@@ -6,7 +6,7 @@ import pytest
 from amaranth.hdl import ClockDomain, Module
 from amaranth.sim import Simulator
 
-from hdl_harness import pixel_beats, put_stream, simulate_accelerator, take_stream
+from spikeforge.testing.hdl_harness import pixel_beats, put_stream, simulate_accelerator, take_stream
 from spikeforge.ir.network import DenseLayer, Network
 from spikeforge.ir.random_network import random_network
 from spikeforge.hdl import Accelerator

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from hdl_harness import as_event, event_sequence, pixel_beats, put_stream, take_stream
+from spikeforge.testing.hdl_harness import as_event, event_sequence, pixel_beats, put_stream, take_stream
 from spikeforge.hdl.encoder import SpikeEncoder
 
 

@@ -86,6 +86,7 @@ def test_refuses_foreign_directory_and_leaves_nothing_half_written(net, tmp_path
     assert json.loads((tmp_path / "ok" / "design.json").read_text())["folding"] == {"fc1": 1, "fc2": 1, "fc3": 1}
 
 
+@pytest.mark.verilator
 @pytest.mark.parametrize("sizes,timesteps,lanes", [((12, 10, 6, 3), 5, None), ((5, 1), 1, {"fc1": 1}),
                                                    ((7, 4, 2), 16, {"fc1": 4, "fc2": 1})])
 def test_verilog_passes_verilator_lint(tmp_path, sizes, timesteps, lanes):

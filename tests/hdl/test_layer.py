@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from hdl_harness import as_event, codes_from_events, event_sequence, put_stream, take_stream
+from spikeforge.testing.hdl_harness import as_event, codes_from_events, event_sequence, put_stream, take_stream
 from spikeforge.ir.network import DenseLayer, Network
 from spikeforge.ir.random_network import random_network
 from spikeforge.hdl.folding import Folding

@@ -1,17 +1,7 @@
-"""Fixtures of the cocotb + Verilator sign-off tests: one build root per session, designs built once."""
-
-import sys
-from pathlib import Path
+"""Fixtures of the cocotb + Verilator sign-off tests: the demo design, built once a session
+(``signoff_build_root`` is in tests/conftest.py)."""
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))   # signoff_support, beside this file
-
-
-@pytest.fixture(scope="session")
-def signoff_build_root(tmp_path_factory):
-    """Every Verilator build of the session goes under here, one folder per design (keyed by hash)."""
-    return tmp_path_factory.mktemp("verilator")
 
 
 @pytest.fixture(scope="session")

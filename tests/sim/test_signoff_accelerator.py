@@ -19,6 +19,8 @@ import pytest
 from spikeforge.ir.random_network import random_network
 from spikeforge.sim.signoff import format_report, stall_phases, verify
 
+pytestmark = pytest.mark.verilator      # every test here builds or runs the design in Verilator
+
 #: The cycle model must agree with the RTL within this fraction (issue 4).
 MODEL_TOLERANCE = 0.05
 

@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from signoff_support import BUG_PIXEL, ReferenceAccelerator, one_layer_network, write_reference_design
+from spikeforge.testing.signoff_support import BUG_PIXEL, ReferenceAccelerator, one_layer_network, write_reference_design
 from spikeforge.sim import verilator
 from spikeforge.sim.signoff import format_report, stall_phases, verify
 
@@ -32,6 +32,7 @@ def _rtl(tmp_path_factory, net, **kwargs):
     return write_reference_design(net, tmp_path_factory.mktemp("reference_rtl"), **kwargs)
 
 
+@pytest.mark.verilator
 def test_reference_design_is_exact_under_stalls_and_resets(reference_net, samples, tmp_path_factory,
                                                            signoff_build_root):
     rtl = _rtl(tmp_path_factory, reference_net)
@@ -58,6 +59,7 @@ def test_reference_design_is_exact_under_stalls_and_resets(reference_net, sample
     assert by_name["stalls-90"]["cycles"] > 8 * by_name["stream"]["cycles"]
 
 
+@pytest.mark.verilator
 def test_wrong_scores_are_caught_and_the_command_fails(reference_net, samples, tmp_path_factory, tmp_path,
                                                        signoff_build_root, capsys):
     rtl = _rtl(tmp_path_factory, reference_net, bug="score")
@@ -86,6 +88,7 @@ def test_wrong_scores_are_caught_and_the_command_fails(reference_net, samples, t
     assert (tmp_path / "verify.json").is_file()
 
 
+@pytest.mark.verilator
 def test_deadlock_fails_loudly_and_quickly(reference_net, samples, tmp_path_factory, signoff_build_root):
     rtl = _rtl(tmp_path_factory, reference_net, bug="deadlock")
     started = time.monotonic()
@@ -97,6 +100,7 @@ def test_deadlock_fails_loudly_and_quickly(reference_net, samples, tmp_path_fact
 
 
 @pytest.mark.slow     # a traced build of its own
+@pytest.mark.verilator
 def test_build_is_reused_and_waves_are_kept_on_request(reference_net, samples, tmp_path_factory, signoff_build_root):
     rtl = _rtl(tmp_path_factory, reference_net)        # the same Verilog as the first test's: reused
     source = rtl / "reference_top.v"

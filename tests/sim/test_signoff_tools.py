@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from signoff_support import one_layer_network, score_bits
+from spikeforge.testing.signoff_support import one_layer_network, score_bits
 from spikeforge.sim import verilator
 from spikeforge.sim.signoff import Design, PayloadCodec, SignoffError, stall_phases
 

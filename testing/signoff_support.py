@@ -19,6 +19,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from spikeforge.ir.network import DenseLayer, Network
+from spikeforge.hdl.generate import generate
 from spikeforge.hdl.layouts import pixel_layout, result_layout
 
 
@@ -151,6 +152,5 @@ def write_reference_design(net: Network, out_dir, *, name: str = "reference_top"
 
 def write_accelerator_design(net: Network, out_dir, **kwargs) -> Path:
     """The real accelerator's RTL directory, written by :func:`spikeforge.hdl.generate.generate`."""
-    from spikeforge.hdl.generate import generate
     generate(net, out_dir, **kwargs)
     return Path(out_dir)

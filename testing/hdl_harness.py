@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from amaranth.sim import Simulator
 
+from spikeforge.hdl.cycle_model import predict
+
 
 def event_sequence(codes, group: int, timesteps: int) -> list:
     """The beats a producer (encoder or fire sweep) emits for one sample: ``(mask, chunk, step, last)``.
@@ -134,8 +136,6 @@ class AcceleratorRun:
 def cycle_budget(dut, samples, *, gap=0.0, stall=0.0, hold=0) -> int:
     """Cycles within which every result must be out: the cycle model's time for ``samples``, stretched
     generously for input gaps and output stalls (a deadlock fails the test instead of hanging it)."""
-    from spikeforge.hdl.cycle_model import predict
-
     model = predict(dut.net, dut.folding, np.asarray(samples), fifo_depth=dut.fifo_depth,
                     membrane_banks=dut.membrane_banks)
     nominal = model.latency + len(samples) * model.cycles_per_sample
