@@ -48,6 +48,7 @@ def run_demo(output: Path, timesteps: int = 8, retrain: bool = False, rtl: bool 
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     config = demo_config(output, timesteps)
+    config.save(output / "config.json")      # `spikeforge flow build/demo/config.json` reruns the flow's steps
     report = {"output": str(output)}
     test = load_dataset("digits", "test")
     print(f"spikeforge demo: scikit-learn digits (8x8), {len(test)} test samples -> {output}/\n")
