@@ -118,7 +118,7 @@ def test_resuming_without_the_earlier_artefacts_names_the_missing_folder(tmp_pat
         run_flow(config, log=lambda _: None)
 
 
-@pytest.mark.slow
+@pytest.mark.verilator
 def test_generate_and_verify_with_verilator(tmp_path):
     """A random 64-12-10 network through generate and verify on digits samples (Verilator): bit exact."""
     net = random_network(5, sizes=(64, 12, 10), timesteps=4)
