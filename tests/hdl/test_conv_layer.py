@@ -149,7 +149,7 @@ def test_random_conv_layers_are_exact():
 
 @pytest.mark.parametrize("banks", [2, 1])
 @pytest.mark.parametrize("shape,conv,pool,lanes,timesteps,group,density", [
-    ((2, 6, 6), (6, 2, 1, 1), None, 4, 3, 6, 1.0),
+    ((2, 6, 6), (6, 2, 1, 1), None, 4, 3, 6, 0.5),
     ((1, 6, 6), (3, 3, 1, 1), (2, 2), 3, 3, 2, 0.5),
     ((2, 6, 6), (5, 3, 2, 0), (2, 2), 1, 5, 3, 0.1),
     ((2, 6, 6), (6, 1, 1, 0), None, 6, 1, 6, 0.5),
@@ -175,9 +175,9 @@ def test_cycles_equal_the_schedule(shape, conv, pool, lanes, timesteps, group, d
 def _second_sample_inputs(banks):
     shape, T = (1, 6, 6), 4
     net = _net(3, shape, (4, 3, 1, 1), (2, 2), T)
-    plan = plan_conv_layer(net.layers[0], lanes=2, timesteps=T, input_map=InputMap.chw(shape, 6),
+    plan = plan_conv_layer(net.layers[0], lanes=4, timesteps=T, input_map=InputMap.chw(shape, 6),
                            pool=net.layers[1], membrane_banks=banks)
-    codes = np.full((3, 36), (1 << T) - 1)
+    codes = np.full((2, 36), (1 << T) - 1)
     samples = _samples_beats(plan, codes, shape, T)
     accepted = []
     spikes = _simulate(plan, samples, accepted=accepted)
