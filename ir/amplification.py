@@ -201,8 +201,13 @@ def run(net: Network, samples, amplification: float = 2.0, timesteps: int | None
     Raises
     ------
     ValueError
-        For k < 1, T < 1 or samples that are not raw bytes.
+        For k < 1, T < 1, samples that are not raw bytes, or a network with conv or pool layers
+        (the k-model is dense only).
     """
+    if net.has_maps:
+        kinds = sorted({layer.kind for layer in net.layers} - {"dense"})
+        raise InputError(f"the amplification model runs dense networks only; this network has "
+                         f"{', '.join(kinds)} layers (use spikeforge.ir.golden for k = 2)")
     timesteps = net.timesteps if timesteps is None else timesteps
     _check(amplification, timesteps)
     amplification = float(amplification)

@@ -5,7 +5,7 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from spikeforge.ir import golden
+from spikeforge.ir import amplification, golden
 from spikeforge.ir.network import Conv2dLayer, DenseLayer, MaxPool2dLayer, Network
 from spikeforge.ir.random_network import random_conv_network
 
@@ -261,3 +261,10 @@ def test_rate_coded_additions_match_the_counts_on_a_cnn():
     assert np.all(result.additions <= dense_part + result.spike_counts[0] * 9 * 3)
     steps = list(golden.rate_coded_steps(net, samples, 30, seed=2))
     np.testing.assert_array_equal(golden.argmax_lowest(steps[-1][0]), result.labels)
+
+
+def test_the_amplification_model_refuses_maps_clearly():
+    net = random_conv_network(0, input_shape=(1, 6, 6), stack=(("conv", 2, 3, 1, 1), ("pool", 2, 2)))
+    with pytest.raises(ValueError, match="amplification model runs dense networks only; this network has "
+                                         "conv2d, maxpool2d layers"):
+        amplification.run(net, np.zeros((1, 6, 6), dtype=np.uint8), amplification=1.5)
