@@ -13,6 +13,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from spikeforge.datasets import load as load_dataset
+
 __all__ = ["DigitsMLP", "train_digits_mlp", "load_digits_mlp", "float_accuracy", "WEIGHTS", "INPUT_SCALE"]
 
 WEIGHTS = Path(__file__).parent / "data" / "digits_mlp.pt"
@@ -40,9 +42,7 @@ class DigitsMLP(nn.Module):
 
 def train_digits_mlp(seed: int = 0, epochs: int = 200, progress=None) -> DigitsMLP:
     """Train the demo model on the digits training split (about 2 s on a laptop core)."""
-    from .datasets import load
-
-    train = load("digits", "train")
+    train = load_dataset("digits", "train")
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     model = DigitsMLP()

@@ -47,6 +47,7 @@ from spikeforge.converter.calibrate import InputNormalization
 from spikeforge.converter.model_files import load_model
 from spikeforge.datasets import Dataset
 from spikeforge.datasets import load as load_dataset
+from spikeforge.hdl.folding import parse_lanes
 from spikeforge.hdl.generate import generate as generate_design
 from spikeforge.hdl.generate import summary as design_summary
 from spikeforge.ir import golden
@@ -88,7 +89,8 @@ class FlowConfig:
         convert: the model saw ``(raw / input_scale - mean) / std`` (``input_scale`` defaults to the
         dataset's, 1 for raw data files); ``input_shape`` defaults to the data's.
     lanes, lanes_budget, target_cycles
-        generate and build: the folding (lanes per layer, ``{"fc1": 8}``, or automatic).
+        generate and build: the folding: lanes per layer (``{"fc1": 8}``, or ``"fc1=8,fc2=4"``), or
+        automatic within a total or a cycle target.
     membrane_banks : int, optional
         1 or 2. generate: 2 when unset; build: 2, falling back to 1 when 2 do not fit.
     module_name : str
@@ -160,6 +162,8 @@ class FlowConfig:
                 raise FlowConfigError(f"flow config {key} {value!r} must be a positive integer (or null)")
         if self.lanes_budget is not None and self.target_cycles is not None:
             raise FlowConfigError("flow config sets both lanes_budget and target_cycles; choose one")
+        if isinstance(self.lanes, str):
+            self.lanes = parse_lanes(self.lanes)        # "fc1=8,fc2=4", as the command line writes it
         if self.lanes is not None and not (isinstance(self.lanes, dict) and all(
                 isinstance(k, str) and isinstance(v, int) for k, v in self.lanes.items())):
             raise FlowConfigError(f"flow config lanes {self.lanes!r} must map layer names to integers, "

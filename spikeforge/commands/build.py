@@ -29,10 +29,9 @@ def run(args) -> int:
     # The flow imports torch (the converter) and amaranth (the generator): imported here so
     # `spikeforge --help` stays fast.
     from spikeforge.flow import FlowConfig, FlowState, run_step
-    from spikeforge.hdl.folding import parse_lanes
 
     config = FlowConfig(network_dir=str(args.network), board=args.board, board_dir=str(args.output),
-                        baud=args.baud, lanes=parse_lanes(args.lanes) if args.lanes else None,
+                        baud=args.baud, lanes=args.lanes or None,
                         lanes_budget=args.lanes_budget, scores=not args.no_scores, patchable=not args.no_patchable,
                         build_seed=args.seed)
     report = run_step("build", FlowState(), config)

@@ -32,10 +32,9 @@ def run(args) -> int:
     # The flow imports torch (the converter) and amaranth (the generator): imported here so
     # `spikeforge --help` stays fast.
     from spikeforge.flow import FlowConfig, FlowState, run_step
-    from spikeforge.hdl.folding import parse_lanes
 
     config = FlowConfig(network_dir=str(args.network), rtl_dir=str(args.output),
-                        lanes=parse_lanes(args.lanes) if args.lanes else None, target_cycles=args.target_cycles,
+                        lanes=args.lanes or None, target_cycles=args.target_cycles,
                         lanes_budget=args.lanes_budget, spikes_from=args.spikes_from,
                         membrane_banks=args.membrane_banks, module_name=args.name)
     report = run_step("generate", FlowState(), config)

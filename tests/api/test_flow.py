@@ -9,6 +9,7 @@ from spikeforge.datasets import load as load_dataset
 from spikeforge.demo_model import load_digits_mlp
 from spikeforge.flow import (STEPS, ConvertReport, FlowConfig, FlowConfigError, FlowState, GenerateReport, run_flow,
                              run_step)
+from spikeforge.ir.errors import InputError
 from spikeforge.ir.network import load
 from spikeforge.ir.random_network import random_network
 
@@ -159,3 +160,10 @@ def test_a_flow_that_would_fail_late_is_refused_before_it_starts(tmp_path):
     with pytest.raises(FlowConfigError, match=r"the build step needs a board"):
         run_flow(config, stop="build", log=lambda _: None)
     assert not (tmp_path / "flow").exists()
+
+
+def test_lanes_may_be_written_as_on_the_command_line():
+    assert FlowConfig(lanes="fc1=8, fc2=4").lanes == {"fc1": 8, "fc2": 4}
+    assert FlowConfig.from_json({"lanes": "fc1=2"}).to_json()["lanes"] == {"fc1": 2}
+    with pytest.raises(InputError, match=r"lanes entry 'fc1:8' is not NAME=INTEGER"):
+        FlowConfig(lanes="fc1:8")
