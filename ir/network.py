@@ -1,15 +1,20 @@
 """The integer spiking network: spikeforge's intermediate representation and on-disk format.
 
 A :class:`Network` is what the converter produces and what the golden model, the HDL generator and
-the board flow consume. It holds only integers (see DESIGN.md §1, the arithmetic contract):
+the board flow consume. It holds only integers (see DESIGN.md §1, the arithmetic contract, and §1b for
+convolution and pooling):
 
 * ``input_lut``: 256 entries, raw input byte -> T-bit spike code;
-* per layer: a signed ``weight_bits`` weight matrix (out x in), an integer bias, an integer
-  threshold ``>= 1`` per output neuron and an initial potential ``v0`` per output neuron.
+* layers, each with an ``out_shape``: :class:`DenseLayer` (a signed ``weight_bits`` weight matrix,
+  out x in), :class:`Conv2dLayer` (weights (Co, C, kh, kw), stride, zero padding) — both with an
+  integer bias, a threshold ``>= 1`` and an initial potential ``v0`` per output channel — and
+  :class:`MaxPool2dLayer` (no arrays: the max of each window's codes).
 
 On disk (DESIGN.md §2) a network is a directory with ``network.json`` (the manifest),
 ``weights.npz`` (the arrays the manifest names) and ``rom/<layer>.weight.hex`` (``$readmemh``
-images, address = ``in_index * out_features + out_index``).
+images; dense address = ``in_index * out_features + out_index``, conv address
+``((ci·kh + dy)·kw + dx)·Co + co``). Dense-only networks are written as format version 1, byte for
+byte as before; a conv or pool makes it version 2. :func:`load` reads both.
 """
 
 from __future__ import annotations
@@ -746,6 +751,9 @@ def load(path) -> Network:
     timesteps = _get(manifest, "timesteps", where, int, "an integer")
     input_entry = _get(manifest, "input", where, dict, "an object with 'shape' and 'lut'")
     input_shape = _get(input_entry, "shape", f"{where}: input", list, "a list of integers")
+    if not input_shape or not all(_is_int(size) for size in input_shape):
+        raise NetworkFormatError(f"{where}: input: key 'shape' must be a non-empty list of integers, got "
+                                 f"{input_shape!r}")
     lut_key = _get(input_entry, "lut", f"{where}: input", str, "the name of an array in weights.npz")
     classes = _get(manifest, "classes", where, list, "a list of class names")
     calibration = manifest.get("calibration", {})

@@ -276,3 +276,9 @@ def test_corrupt_weights_file_is_a_format_error(saved, damage):
             archive.writestr("c1.weight.npy", b"\x93NUMPY broken header")
     with pytest.raises(NetworkFormatError, match="weights.npz: not a readable .npz archive"):
         load(path)
+
+
+def test_input_shape_in_the_manifest_must_be_integers(saved):
+    path, manifest = saved
+    with pytest.raises(NetworkFormatError, match="input: key 'shape' must be a non-empty list of integers"):
+        _load_with(path, dict(manifest, input={"shape": ["1", 6, 6], "lut": "input.lut"}))
