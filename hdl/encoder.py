@@ -70,24 +70,24 @@ class SpikeEncoder(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        T, G, C = self.timesteps, self.lanes, self.chunks
-        last_word, last_lane = (self.in_features - 1) // G, (self.in_features - 1) % G
+        timesteps, lanes, chunks = self.timesteps, self.lanes, self.chunks
+        last_word, last_lane = (self.in_features - 1) // lanes, (self.in_features - 1) % lanes
 
-        m.submodules.lut = lut = Memory(shape=unsigned(T), depth=256, init=self.lut)
-        m.submodules.buffer = buffer = Memory(shape=unsigned(G * T), depth=2 * C, init=[])
+        m.submodules.lut = lut = Memory(shape=unsigned(timesteps), depth=256, init=self.lut)
+        m.submodules.buffer = buffer = Memory(shape=unsigned(lanes * timesteps), depth=2 * chunks, init=[])
         lut_rd = lut.read_port()
-        buf_wr = buffer.write_port(granularity=T)
+        buf_wr = buffer.write_port(granularity=timesteps)
         buf_rd = buffer.read_port()
-        m.submodules.sweep = sweep = SweepSequencer(T, C)
+        m.submodules.sweep = sweep = SweepSequencer(timesteps, chunks)
 
         # -- loader ------------------------------------------------------------------------------
         load_bank, load_full = Signal(), Signal()
-        load_word, load_lane = Signal(index_shape(C)), Signal(index_shape(G))
-        w_valid, w_word, w_lane = Signal(), Signal(index_shape(C)), Signal(index_shape(G))
+        load_word, load_lane = Signal(index_shape(chunks)), Signal(index_shape(lanes))
+        w_valid, w_word, w_lane = Signal(), Signal(index_shape(chunks)), Signal(index_shape(lanes))
         emit_bank = Signal()
         # Where the loading sample ended (its final value's word and lane), and the emitted sample's copy.
-        load_end_word, load_end_lane = Signal(index_shape(C)), Signal(index_shape(G))
-        emit_end_word, emit_end_lane = Signal(index_shape(C)), Signal(index_shape(G))
+        load_end_word, load_end_lane = Signal(index_shape(chunks)), Signal(index_shape(lanes))
+        emit_end_word, emit_end_lane = Signal(index_shape(chunks)), Signal(index_shape(lanes))
         handover = Signal()
         accept = Signal()
         m.d.comb += [
@@ -95,8 +95,8 @@ class SpikeEncoder(wiring.Component):
             self.pixels.ready.eq(~load_full | handover),
             accept.eq(self.pixels.valid & self.pixels.ready),
             lut_rd.addr.eq(self.pixels.payload.data),
-            buf_wr.addr.eq(Mux(load_bank, C + w_word, w_word)),
-            buf_wr.data.eq(lut_rd.data.replicate(G)),
+            buf_wr.addr.eq(Mux(load_bank, chunks + w_word, w_word)),
+            buf_wr.data.eq(lut_rd.data.replicate(lanes)),
             buf_wr.en.bit_select(w_lane, 1).eq(w_valid),
             sweep.start.eq(handover),
         ]
@@ -110,27 +110,27 @@ class SpikeEncoder(wiring.Component):
             with m.If(end):
                 m.d.sync += [load_word.eq(0), load_lane.eq(0), load_full.eq(1),
                              load_end_word.eq(load_word), load_end_lane.eq(load_lane)]
-            with m.Elif(load_lane == G - 1):
+            with m.Elif(load_lane == lanes - 1):
                 m.d.sync += [load_lane.eq(0), load_word.eq(load_word + 1)]
             with m.Else():
                 m.d.sync += load_lane.eq(load_lane + 1)
 
         # -- emitter -----------------------------------------------------------------------------
-        m.d.comb += [buf_rd.addr.eq(Mux(emit_bank, C + sweep.chunk, sweep.chunk)), buf_rd.en.eq(sweep.issue)]
-        codes = data.ArrayLayout(unsigned(T), G)(buf_rd.data)
-        bit = Signal(index_shape(T))
-        m.d.comb += bit.eq(T - 1 - sweep.s2_step)
-        spikes = Signal(G)
-        m.d.comb += spikes.eq(Cat(codes[k].bit_select(bit, 1) for k in range(G)))
+        m.d.comb += [buf_rd.addr.eq(Mux(emit_bank, chunks + sweep.chunk, sweep.chunk)), buf_rd.en.eq(sweep.issue)]
+        codes = data.ArrayLayout(unsigned(timesteps), lanes)(buf_rd.data)
+        bit = Signal(index_shape(timesteps))
+        m.d.comb += bit.eq(timesteps - 1 - sweep.s2_step)
+        spikes = Signal(lanes)
+        m.d.comb += spikes.eq(Cat(codes[k].bit_select(bit, 1) for k in range(lanes)))
         # Lanes that hold a value of this sample: all before the chunk it ended in, up to its final lane
         # in that chunk, none after (a full sample ends at in_features - 1, a short one earlier).
-        up_to_end_lane = Cat(Const(1, 1) if k == 0 else emit_end_lane >= k for k in range(G))
-        valid_lanes = Signal(G)
+        up_to_end_lane = Cat(Const(1, 1) if k == 0 else emit_end_lane >= k for k in range(lanes))
+        valid_lanes = Signal(lanes)
         with m.If(sweep.s2_chunk < emit_end_word):
-            m.d.comb += valid_lanes.eq(Const((1 << G) - 1, G))
+            m.d.comb += valid_lanes.eq(Const((1 << lanes) - 1, lanes))
         with m.Elif(sweep.s2_chunk == emit_end_word):
             m.d.comb += valid_lanes.eq(up_to_end_lane)
-        mask = Signal(G)
+        mask = Signal(lanes)
         m.d.comb += mask.eq(spikes & valid_lanes)
         emit = Signal()
         m.d.comb += [
