@@ -14,6 +14,7 @@ __all__ = ["SECTIONS", "NETWORK_NAMES", "build_parser"]
 #: Section name -> one-line description, in report order (later sections may use earlier ones' results).
 SECTIONS = {
     "accuracy": "timesteps and spike-driven additions to ANN parity, iLIF vs. rate coding",
+    "cnn_accuracy": "CNNs (digits, Fashion-MNIST, MNIST-5k): float vs. iLIF by T, additions vs. rate coding, golden speed",
     "k_sweep": "conversion error vs. amplification factor k",
     "hardware": "cycles, latency, throughput, resources; published designs beside them",
     "hdl_cycles": "Amaranth RTL cycles per sample vs. the cycle model, adder utilisation",

@@ -24,8 +24,8 @@ from pathlib import Path
 from spikeforge.ir.errors import InputError, SpikeforgeError
 from spikeforge.reporting import markdown_table, write_json
 
-from . import (accuracy_vs_timesteps, amplification_sweep, golden_speed, hardware, hdl_cycles, scaling, tool_speed,
-               verilator_speed)
+from . import (accuracy_vs_timesteps, amplification_sweep, cnn_accuracy, golden_speed, hardware, hdl_cycles, scaling,
+               tool_speed, verilator_speed)
 from .accuracy_vs_timesteps import headline, robust_counts
 from .common import NETWORKS, Context, log, machine, repo_root
 from .hardware import SPIKER_PLUS_LOGIC, SPIKER_PLUS_US, headline as hw_headline
@@ -36,6 +36,7 @@ __all__ = ["SECTIONS", "MODULES", "main", "build_parser", "run"]
 #: Section name -> its module (``measure(ctx) -> dict``, ``render(result, ctx) -> str``).
 MODULES = {
     "accuracy": accuracy_vs_timesteps,
+    "cnn_accuracy": cnn_accuracy,
     "k_sweep": amplification_sweep,
     "hardware": hardware,
     "hdl_cycles": hdl_cycles,
