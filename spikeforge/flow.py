@@ -245,6 +245,9 @@ class FlowState:
         The float model for convert (else loaded from ``config.model``).
     network : Network, optional
         The integer network (convert's output; else loaded from ``config.network_path``).
+    network_dir : Path, optional
+        Where ``network`` is saved, when it is (set by convert and by loading; ``None`` for a network
+        handed over in memory).
     design : dict, optional
         generate's design report (``design.json``).
     spikes_in : list of float, optional
@@ -256,6 +259,7 @@ class FlowState:
 
     model: object = None
     network: Network | None = None
+    network_dir: Path | None = None
     design: dict | None = None
     spikes_in: list | None = None
     log: Callable[[str], None] = print
@@ -267,6 +271,7 @@ class FlowState:
                 raise FlowConfigError(f"no network at {path} (no network.json): run the convert step first, "
                                       f"or set network_dir to a folder written by `spikeforge convert`")
             self.network = load_network(path)
+            self.network_dir = path
         return self.network
 
 
@@ -429,7 +434,7 @@ def step_convert(state: FlowState, config: FlowConfig) -> ConvertReport:
     net = convert_network(state.model, config)
     path = config.network_path
     net.save(path)
-    state.network = net
+    state.network, state.network_dir = net, path
     state.design = None
     calibration = net.calibration
     weighted = [layer for layer in net.layers if hasattr(layer, "weight")]     # a max pool has none
@@ -450,7 +455,7 @@ def step_generate(state: FlowState, config: FlowConfig) -> GenerateReport:
         data = _dataset(config.spikes_from, "test").head(config.spike_samples)
         spikes_in = spikes_in_from(net, data.samples)
     # Hand the generator the saved folder when there is one, so design.json records where it came from.
-    source = config.network_path if (config.network_path / "network.json").is_file() else net
+    source = state.network_dir if state.network_dir is not None else net
     design = generate_design(source, config.rtl_path, lanes=config.lanes, target_cycles=config.target_cycles,
                              lanes_budget=config.lanes_budget, name=config.module_name, spikes_in=spikes_in,
                              membrane_banks=config.membrane_banks or 2)
@@ -470,7 +475,7 @@ def step_verify(state: FlowState, config: FlowConfig) -> VerifyReport:
         raise FlowConfigError(f"{rtl} has no design.json: run the generate step first, or set rtl_dir to a "
                               f"folder written by `spikeforge generate`")
     data = _dataset(config.dataset, config.split).head(config.samples)
-    source = config.network_path if (config.network_path / "network.json").is_file() else "(in memory)"
+    source = state.network_dir if state.network_dir is not None else "(in memory)"
     state.log(f"network {source}, RTL {rtl}, {len(data)} samples of {config.dataset} "
               f"({config.split}), stalls: {config.stalls}")
     report = verify_design(net, rtl, data.samples, data.labels, stalls=config.stalls, seed=config.seed,

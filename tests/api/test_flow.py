@@ -105,6 +105,14 @@ def test_resume_from_generate_with_a_saved_network(tmp_path):
     assert flow["generate"].to_json()["folding"]["fc1"] == 3
     assert load(saved) == net
 
+    # A network handed over in memory is the one generated, whatever lies in network_dir.
+    other = random_network(4, sizes=(20, 9, 4), timesteps=4)
+    run_flow(config.replace(rtl_dir=str(tmp_path / "rtl2")), "generate", "generate", state=FlowState(network=other),
+             log=lambda _: None)
+    design = json.loads((tmp_path / "rtl2" / "design.json").read_text())
+    assert design["network"].get("path") is None
+    assert design["network"] != json.loads((tmp_path / "flow" / "rtl" / "design.json").read_text())["network"]
+
 
 def test_resuming_without_the_earlier_artefacts_names_the_missing_folder(tmp_path):
     config = FlowConfig(output=str(tmp_path / "flow"))
