@@ -82,6 +82,7 @@ def placeholder_plan(plan, seed: int):
     ROM ``i`` (layer index) draws from ``numpy.random.default_rng((seed, i))``; the columns of all
     placeholder ROMs are distinct and non-zero (checked; a ROM whose columns collide is drawn again).
     The other layers keep their :class:`~spikeforge.hdl.plan.LayerPlan` unchanged (the same object).
+    With fewer than four columns in all (icebram images hold four per block) nothing is replaced.
     """
     layers, seen = [], set()
     for index, layer in enumerate(plan.layers):
@@ -98,6 +99,8 @@ def placeholder_plan(plan, seed: int):
             seen.update(columns)
             layer = dataclasses.replace(layer, weight_words=words)
         layers.append(layer)
+    if len(seen) < 4:
+        return plan
     return dataclasses.replace(plan, layers=layers)
 
 

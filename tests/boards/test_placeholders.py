@@ -100,3 +100,10 @@ def test_column_images_refuse_what_icebram_would():
     columns = [int(v) for v in rng.integers(1, 1 << 62, size=6)]
     images = column_images(columns, columns[::-1])
     assert len(images) == 2        # 6 = 4 + 2: the remaining two first, filled up with two that map to themselves
+
+
+def test_too_few_columns_for_an_image_leave_the_plan_unpatched():
+    net = random_network(3, sizes=(64, 1, 2), timesteps=2, weight_bits=2)     # fc1: 64 words of 2 bits
+    plan = plan_network(net, Folding.for_network(net, {"fc1": 1, "fc2": 1}))
+    assert rom_patchable(len(plan.layers[0].weight_words), 2)
+    assert placeholder_plan(plan, seed=1) is plan
