@@ -247,8 +247,17 @@ def _linear(activity: np.ndarray, step: _Step) -> np.ndarray:
     activity's dtype whenever the layer's accumulator bound fits it."""
     if step.layer.kind == "dense":
         return activity.reshape(len(activity), -1) @ step.matrix
-    channels, out_h, out_w = step.layer.out_shape
-    return (step.matrix @ _im2col(activity, step.layer)).reshape(channels, len(activity), out_h, out_w)
+    n, (channels, out_h, out_w) = len(activity), step.layer.out_shape
+    # Bound the im2col matrix: a long batch (the rate-coded baseline's) is done in slices.
+    chunk = max(1, _CHUNK_BYTES // (activity.itemsize * step.matrix.shape[1] * out_h * out_w))
+    if n <= chunk:
+        return (step.matrix @ _im2col(activity, step.layer)).reshape(channels, n, out_h, out_w)
+    result = np.empty((channels, n, out_h, out_w), dtype=np.result_type(step.matrix, activity))
+    for start in range(0, n, chunk):
+        piece = activity[start:start + chunk]
+        result[:, start:start + chunk] = (step.matrix @ _im2col(piece, step.layer)).reshape(
+            channels, len(piece), out_h, out_w)
+    return result
 
 
 def _as_map(activity: np.ndarray, layer) -> np.ndarray:
@@ -532,10 +541,9 @@ def rate_coded_steps(net: Network, samples, timesteps: int, input_mode: str = "s
 
     def received(index, activity):
         """Count the spikes layer ``index`` receives (binary activity only)."""
-        flat = activity.reshape(n, -1)
-        spike_counts[index] += np.count_nonzero(flat, axis=1)
+        spike_counts[index] += np.count_nonzero(activity, axis=tuple(range(1, activity.ndim)))
         if with_additions:
-            additions[:] += np.rint(flat.astype(np.float64) @ fanouts[index]).astype(np.int64)
+            additions[:] += np.rint(activity.reshape(n, -1) @ fanouts[index]).astype(np.int64)
 
     # A constant input current gives the same first-layer input every step: compute it once.
     constant = None
