@@ -633,7 +633,8 @@ def spike_driven_additions(net: Network, input_spikes) -> np.ndarray:
         elif spikes.ndim == 1:
             raise InputError(f"layer {layer.name!r} is a conv2d, whose spikes reach a number of outputs that "
                              f"depends on their position: pass per-feature counts (N, {layer.in_features}), "
-                             f"e.g. result.input_spikes(per_feature=True), not totals of shape {spikes.shape}")
+                             f"e.g. result.input_spikes(per_feature=True), not totals of shape {spikes.shape} (the "
+                             f"rate-coded baseline counts them itself: RateCodedResult.additions)")
         else:
             raise InputError(f"input_spikes[{index}] has shape {spikes.shape}; layer {layer.name!r} takes "
                              f"(N,) totals or (N, {layer.in_features}) per-feature counts")
