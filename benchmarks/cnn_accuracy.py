@@ -38,6 +38,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+import spikeforge
+from spikeforge.ir import golden
+from spikeforge.reporting import fmt, markdown_table
+
 from .common import best_time, dataset, log
 
 __all__ = ["measure", "render", "summary_lines", "CNNS", "trained_model", "TARGETS"]
@@ -78,7 +82,7 @@ TARGETS = {"float": {"fmnist": 0.91, "digits": 0.98, "mnist5k": 0.97},
 
 def trained_model(ctx, spec: CnnSpec):
     """``(model, training record)``: the shipped digits CNN, or a CNN trained here and cached by recipe."""
-    import torch
+    import torch  # heavy and optional for the other sections: loaded when this section runs
 
     from spikeforge.cnn_models import DIGITS_RECIPE, ImageCNN, fit, load_digits_cnn
 
@@ -114,8 +118,6 @@ def _parity(points: list, float_acc: float, tolerance: float = PARITY_POINTS):
 
 def _rate_curve(net, samples, labels, max_timesteps: int, seed: int) -> list:
     """Accuracy and mean additions after every step of one classic rate-coded run."""
-    from spikeforge.ir import golden
-
     points = []
     steps = golden.rate_coded_steps(net, samples, max_timesteps, "spikes", seed, 0.0, with_additions=True)
     for step, (scores, _, additions) in enumerate(steps):
@@ -126,9 +128,7 @@ def _rate_curve(net, samples, labels, max_timesteps: int, seed: int) -> list:
 
 
 def _measure_network(ctx, spec: CnnSpec) -> dict:
-    import spikeforge
-    from spikeforge.cnn_models import float_accuracy
-    from spikeforge.ir import golden
+    from spikeforge.cnn_models import float_accuracy  # imports torch: only when this section runs
 
     start = time.perf_counter()
     model, training = trained_model(ctx, spec)
@@ -189,8 +189,6 @@ def _measure_network(ctx, spec: CnnSpec) -> dict:
 
 
 def _speed(ctx, key: str, nets: dict) -> list:
-    from spikeforge.ir import golden
-
     test = dataset(CNNS[key].dataset, "test")
     count = 1000 if ctx.quick else SPEED_BATCH
     samples = np.resize(test.images, (count,) + test.images.shape[1:])
@@ -266,8 +264,6 @@ def _verdict(met) -> str:
 
 
 def render(result: dict, ctx=None) -> str:
-    from spikeforge.reporting import fmt, markdown_table
-
     lines = ["## CNN accuracy: convolutional networks, float vs. iLIF, work vs. rate coding", "",
              "Conv 3x3 (pad 1) -> ReLU -> maxpool 2, twice, then a linear classifier; `x / 255` inside `forward`. "
              f"Converted by `spikeforge.convert` (8-bit weights, 99.9th-percentile calibration on "

@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from spikeforge.datasets import load
 from spikeforge.ir.errors import InputError
 
 __all__ = ["ImageCNN", "digits_cnn", "fit", "train_digits_cnn", "load_digits_cnn", "float_accuracy",
@@ -120,8 +121,6 @@ DIGITS_RECIPE = {"seed": 0, "epochs": 40, "lr": 3e-3, "weight_decay": 0.0, "batc
 def train_digits_cnn(seed: int = DIGITS_RECIPE["seed"], epochs: int = DIGITS_RECIPE["epochs"], progress=None,
                      threads: int | None = 2) -> ImageCNN:
     """Train the digits CNN on the digits training split (a few seconds on two cores)."""
-    from spikeforge.datasets import load
-
     train = load("digits", "train")
     torch.manual_seed(seed)
     model = digits_cnn()
