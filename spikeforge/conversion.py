@@ -5,7 +5,10 @@
 
 A name gives the dataset's training split (its first :data:`MAX_CALIBRATION_SAMPLES` samples), their
 labels (the clip search's reference), its class names and its input scale (``raw / 255`` unless
-``normalization`` says otherwise); the float model's accuracy on its test split is recorded.
+``normalization`` says otherwise); the float model's accuracy on its test split is recorded. A model
+that normalises its input itself (``x / 255`` in ``forward``) takes raw bytes: pass
+``normalization=InputNormalization()``; converting it with the default scale, which would normalise
+twice, is refused with a message saying so.
 """
 
 from __future__ import annotations
@@ -13,6 +16,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from spikeforge.converter.calibrate import InputNormalization
+import numpy as np
+
+from spikeforge.converter.convert import ConversionError, float_model_outputs
 from spikeforge.converter.convert import convert as convert_arrays
 from spikeforge.converter.model_files import load_calibration as load_calibration_file
 from spikeforge.datasets import load as load_dataset
@@ -31,6 +37,8 @@ def convert(model, calibration, *, normalization: InputNormalization | None = No
         return convert_arrays(model, calibration, normalization=normalization, classes=classes, **options)
     train = load_dataset(calibration, "train")       # raises DatasetError naming the accepted names
     test = load_dataset(calibration, "test")
+    if normalization is None:
+        _check_default_scale(model, train, options.get("input_shape"))
     net = convert_arrays(model, train.samples[:MAX_CALIBRATION_SAMPLES],
                          labels=train.labels[:MAX_CALIBRATION_SAMPLES],
                          normalization=normalization or InputNormalization(scale=train.input_scale),
@@ -38,6 +46,24 @@ def convert(model, calibration, *, normalization: InputNormalization | None = No
                          evaluation={f"{test.name}/test": (test.samples, test.labels)}, **options)
     net.calibration = {"dataset": calibration, **net.calibration}
     return net
+
+
+def _check_default_scale(model, train, input_shape, samples: int = 500):
+    """A model that normalises its input itself (``x / 255`` in forward) takes raw bytes: the dataset's
+    default ``raw / input_scale`` would normalise twice. Say so instead of converting a broken model."""
+    raw, labels = train.samples[:samples], train.labels[:samples]
+    scaled, _ = float_model_outputs(model, raw, normalization=InputNormalization(scale=train.input_scale),
+                                    input_shape=input_shape)
+    scaled_accuracy = float(np.mean(scaled.argmax(1) == labels))
+    if scaled_accuracy >= 0.5:
+        return
+    as_bytes, _ = float_model_outputs(model, raw, normalization=InputNormalization(), input_shape=input_shape)
+    raw_accuracy = float(np.mean(as_bytes.argmax(1) == labels))
+    if raw_accuracy >= scaled_accuracy + 0.3:
+        raise ConversionError(
+            f"the model classifies {100 * scaled_accuracy:.1f} % of {train.name}/train when fed raw / "
+            f"{train.input_scale:g} (the dataset's default) but {100 * raw_accuracy:.1f} % when fed raw bytes: it "
+            f"normalises its input itself. Pass normalization=InputNormalization() (--input-scale 1)")
 
 
 def load_calibration(spec: str):

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 import spikeforge
 from spikeforge.converter.calibrate import InputNormalization
+from spikeforge.cnn_models import load_digits_cnn
 from spikeforge.conversion import convert as convert_named
 from spikeforge.converter.convert import ConversionError, convert
 from spikeforge.converter.model_files import load_model
@@ -228,3 +229,12 @@ def test_public_api_convert_resolves_dataset_names_and_the_converter_takes_array
                         normalization=InputNormalization(scale=255.0))
     assert by_name.layers == by_arrays.layers and by_name.calibration["dataset"] == "digits"
     assert isinstance(load_digits_mlp(), DigitsMLP)
+
+
+def test_a_model_that_normalises_itself_is_not_scaled_twice_by_a_dataset_default():
+    """The shipped digits CNN divides by 255 in forward: it takes raw bytes."""
+    with pytest.raises(ConversionError, match=r"when fed raw bytes: it normalises its input itself. Pass "
+                                              r"normalization=InputNormalization\(\)"):
+        convert_named(load_digits_cnn(), "digits", timesteps=4)
+    net = convert_named(load_digits_cnn(), "digits", timesteps=4, normalization=InputNormalization())
+    assert net.calibration["float_accuracy"]["digits/test"] >= 0.98
