@@ -46,8 +46,10 @@ Hand-over
 
 Fire (with or without a max pool)
     The readout visits step ``t = 0..T-1``, emitted position ``p = 0..P-1`` (row-major), chunk
-    ``cc``: a two-stage sweep (issue the read, then compute on the read data), stalling on
-    ``spikes.ready`` at each emitted word. With ``level = θ·2^(T-1-t)``: ``d = V - level``,
+    ``cc``: a three-stage sweep (issue the read; the data on the memory port; the *fire stage*, which
+    registers the word, its bias and level and then computes — the block RAM's clock-to-out gets a
+    cycle of its own), each stage moving on when the next is free or moving; the fire stage stalls on
+    ``spikes.ready`` at each word that may emit. With ``level = θ·2^(T-1-t)``: ``d = V - level``,
     ``spike = d >= 0``, ``V ← spike ? d : V`` (restoring division, as in the dense core).
 
     * Without a pool ``V`` is the bank word itself: written back each step, ``b + v0`` at the last.
@@ -63,7 +65,13 @@ Fire (with or without a max pool)
 
     A chunk with any spike (and the very last word, with ``last``) is one event whose ``chunk`` is the
     position-major ``p·chunks + cc``. The readout takes ``P·chunks·K + (T-1)·P·chunks`` cycles
-    (``K`` = window size, 1 without a pool) plus two of pipeline, and stalls from ``spikes.ready``.
+    (``K`` = window size, 1 without a pool) plus three of pipeline, and stalls from ``spikes.ready``.
+
+    A word is written back in its fire stage, two cycles after its read was issued. A map of more than
+    two words is read again only after that write has landed; with two words the re-read comes in the
+    write's cycle (the read port is write-through, *transparent*, for such maps), and with one word
+    the re-read is issued the cycle before, so the fire stage's result is forwarded into it (a bypass
+    mux, generated only for one-word maps).
 """
 
 from __future__ import annotations
@@ -173,9 +181,10 @@ class ConvILIF(wiring.Component):
             bank = Memory(shape=unsigned(word_bits), depth=max(2, bank_depth), init=[])
             m.submodules["membrane" if p.membrane_banks == 1 else f"membrane{index}"] = bank
             wr = bank.write_port()
-            # With two or more chunks no word is read in the cycle after it was written (see the
-            # module docstring), so only a one-chunk layer needs the bypass.
-            banks.append((bank.read_port(transparent_for=(wr,) if chunks == 1 else ()), wr))
+            # The accumulate re-reads a word in the cycle of its write only with one chunk; the
+            # readout (no pool) with a map of one or two words (module docstring).
+            transparent = chunks == 1 or (not pooled and p.out_chunks <= 2)
+            banks.append((bank.read_port(transparent_for=(wr,) if transparent else ()), wr))
 
         # -- clear after reset ---------------------------------------------------------------------
         clearing = Signal(init=1)
@@ -322,14 +331,17 @@ class ConvILIF(wiring.Component):
         out_chunk = Signal(index_shape(p.out_chunks))
         member_phase = Signal()
         last_member = Signal()
-        s2r_valid, advance, issue = Signal(), Signal(), Signal()
-        s2r_last_member = Signal()
+        s2r_valid, s2r_move, advance, issue = Signal(), Signal(), Signal(), Signal()
+        f_valid, f_last_member = Signal(), Signal()
         m.d.comb += [
             member_phase.eq(Const(int(pooled), 1) & (t == 0)),
             last_member.eq(~member_phase | ((wy == pkh - 1) & (wx == pkw - 1))),
-            advance.eq(~s2r_last_member | self.spikes.ready),
-            issue.eq(ro_busy & (~s2r_valid | advance)),
-            ro_idle.eq(~ro_busy & ~s2r_valid),
+            # The fire stage retires (its beat, if any, is taken); stage 2 moves on into it; a word is
+            # issued when stage 2 is empty or moving on.
+            advance.eq(~f_last_member | self.spikes.ready),
+            s2r_move.eq(s2r_valid & (~f_valid | advance)),
+            issue.eq(ro_busy & (~s2r_valid | s2r_move)),
+            ro_idle.eq(~ro_busy & ~s2r_valid & ~f_valid),
         ]
         with m.If(handover):
             m.d.sync += ro_busy.eq(1)
@@ -360,47 +372,69 @@ class ConvILIF(wiring.Component):
                             with m.Else():
                                 m.d.sync += [t.eq(0), ro_busy.eq(0)]
 
-        # Stage 2 of the readout: the read data is on the ports.
-        s2r_t, s2r_chunk, s2r_out = Signal(index_shape(T)), Signal(index_shape(chunks)), Signal(index_shape(p.out_chunks))
-        s2r_first_member, s2r_member_phase, s2r_clear, s2r_final = Signal(), Signal(), Signal(), Signal()
+        # Stage 2 of the readout: the read data is on the ports (held there until the stage moves on).
+        s2r_t, s2r_out = Signal(index_shape(T)), Signal(index_shape(p.out_chunks))
+        s2r_first_member, s2r_last_member = Signal(), Signal()
+        s2r_member_phase, s2r_clear, s2r_final = Signal(), Signal(), Signal()
         s2r_addr = Signal(bank_addr_shape)
         ro_addr = Signal(bank_addr_shape)
         m.d.comb += ro_addr.eq(win + mem_off + cc)
-        with m.If(s2r_valid & advance):
+        with m.If(s2r_move):
             m.d.sync += s2r_valid.eq(0)
         with m.If(issue):
             m.d.sync += [
-                s2r_valid.eq(1), s2r_t.eq(t), s2r_chunk.eq(cc), s2r_out.eq(out_chunk), s2r_addr.eq(ro_addr),
+                s2r_valid.eq(1), s2r_t.eq(t), s2r_out.eq(out_chunk), s2r_addr.eq(ro_addr),
                 s2r_first_member.eq((wy == 0) & (wx == 0)), s2r_last_member.eq(last_member),
                 s2r_member_phase.eq(member_phase),
                 s2r_clear.eq(((wy < psh) | (py == Hp - 1)) & ((wx < psw) | (px == Wp - 1))),
                 s2r_final.eq((t == T - 1) & (out_chunk == p.out_chunks - 1) & last_member),
             ]
 
+        # Stage 3, the fire stage: the word, its bias and level registered (the memory's clock-to-out
+        # gets a cycle of its own), then max, compare, subtract, emit and write back.
+        f_t, f_out = Signal(index_shape(T)), Signal(index_shape(p.out_chunks))
+        f_first_member, f_member_phase, f_clear, f_final = Signal(), Signal(), Signal(), Signal()
+        f_addr = Signal(bank_addr_shape)
+        f_word, f_bias = Signal(membrane), Signal(data.ArrayLayout(signed(p.bias_bits), lanes))
+        with m.If(f_valid & advance):
+            m.d.sync += f_valid.eq(0)
+        with m.If(s2r_move):
+            m.d.sync += [
+                f_valid.eq(1), f_t.eq(s2r_t), f_out.eq(s2r_out), f_addr.eq(s2r_addr),
+                f_first_member.eq(s2r_first_member), f_last_member.eq(s2r_last_member),
+                f_member_phase.eq(s2r_member_phase), f_clear.eq(s2r_clear), f_final.eq(s2r_final),
+                f_bias.eq(bias_rd.data),
+            ]
+
         # The readout's bank port (routed to the bank it owns below).
         ro_rd_en, ro_wr_en, ro_wr_addr, ro_wr_data = Signal(), Signal(), Signal(bank_addr_shape), Signal(word_bits)
         write = Signal()
-        m.d.comb += write.eq(s2r_valid & advance)
+        m.d.comb += write.eq(f_valid & advance)
         m.d.comb += [bias_rd.addr.eq(Mux(clearing, clear_chunk, cc)), bias_rd.en.eq(clearing | issue)]
-        bias = data.ArrayLayout(signed(p.bias_bits), lanes)(bias_rd.data)
-        bias_word = Cat(Cat(bias[k], bias[k][-1].replicate(p.membrane_bits - p.bias_bits)) for k in range(lanes))
+
+        def bias_word(bias):
+            return Cat(Cat(bias[k], bias[k][-1].replicate(p.membrane_bits - p.bias_bits)) for k in range(lanes))
+        clear_word = bias_word(data.ArrayLayout(signed(p.bias_bits), lanes)(bias_rd.data))
+        # A word read again within two issues of its write-back (a map of one or two words) needs the
+        # write-through port; with one word, stage 2 may hold a read issued before the write landed, and
+        # takes the fire stage's result instead (the bypass below).
         if pooled and T > 1:
             m.submodules.pooled = store = Memory(shape=unsigned(word_bits), depth=max(2, p.out_chunks), init=[])
             store_wr = store.write_port()
-            store_rd = store.read_port(transparent_for=(store_wr,) if p.out_chunks == 1 else ())
+            store_rd = store.read_port(transparent_for=(store_wr,) if p.out_chunks <= 2 else ())
             m.d.comb += [store_rd.addr.eq(out_chunk), store_rd.en.eq(issue & ~member_phase)]
-            source = membrane(Mux(s2r_member_phase, readout_data, store_rd.data))
+            port_word = Mux(s2r_member_phase, readout_data, store_rd.data)
         else:
             store_wr = None
-            source = membrane(readout_data)
+            port_word = readout_data
         m.d.comb += ro_rd_en.eq(issue & member_phase if pooled else issue)
 
-        # Threshold levels θ·2^(T-1-t).
+        # Threshold levels θ·2^(T-1-t), registered with the fire stage.
         if p.uniform_threshold is not None:
             theta = p.uniform_threshold
             level = Signal(range((theta << (T - 1)) + 1))
-            with m.If(issue):
-                with m.Switch(t):
+            with m.If(s2r_move):
+                with m.Switch(s2r_t):
                     for step in range(T):
                         with m.Case(step):
                             m.d.sync += level.eq(theta << (T - 1 - step))
@@ -408,18 +442,20 @@ class ConvILIF(wiring.Component):
         else:
             threshold_rd = rom("thresholds", p.threshold_words, lanes * p.threshold_bits)
             m.d.comb += [threshold_rd.addr.eq(cc), threshold_rd.en.eq(issue)]
-            threshold = data.ArrayLayout(unsigned(p.threshold_bits), lanes)(threshold_rd.data)
+            f_threshold = Signal(data.ArrayLayout(unsigned(p.threshold_bits), lanes))
+            with m.If(s2r_move):
+                m.d.sync += f_threshold.eq(threshold_rd.data)
             shift = Signal(range(T))
-            m.d.comb += shift.eq(T - 1 - s2r_t)
-            levels = [threshold[k] << shift for k in range(lanes)]
+            m.d.comb += shift.eq(T - 1 - f_t)
+            levels = [f_threshold[k] << shift for k in range(lanes)]
 
         running = Signal(membrane)
         fired, residual, maxima = [], [], []
         for k in range(lanes):
-            value = source[k]
+            value = f_word[k]
             if pooled:
                 candidate = Signal(signed(p.membrane_bits), name=f"candidate{k}")
-                m.d.comb += candidate.eq(Mux(s2r_first_member | (value > running[k]), value, running[k]))
+                m.d.comb += candidate.eq(Mux(f_first_member | (value > running[k]), value, running[k]))
                 value = candidate
                 maxima.append(candidate)
             difference = Signal(signed(max(p.membrane_bits, len(levels[k])) + 1), name=f"difference{k}")
@@ -429,28 +465,38 @@ class ConvILIF(wiring.Component):
             fired.append(spike)
             residual.append(Mux(spike, difference, value)[:p.membrane_bits])
         if pooled:
-            with m.If(write & ~s2r_last_member):
+            with m.If(write & ~f_last_member):
                 m.d.sync += running.eq(Cat(maxima))
+        if p.out_chunks == 1:
+            # The bypass: the fire stage writes the map's only word while stage 2 holds its re-read.
+            writes_word = write & (f_last_member if pooled else 1)
+            reads_word = ~s2r_member_phase if pooled else 1
+            with m.If(s2r_move):
+                m.d.sync += f_word.eq(Mux(writes_word & reads_word, Cat(residual), port_word))
+        else:
+            with m.If(s2r_move):
+                m.d.sync += f_word.eq(port_word)
         mask, emit = Signal(lanes), Signal()
         m.d.comb += [
             mask.eq(Cat(fired)),
-            emit.eq(s2r_last_member & ((mask != 0) | s2r_final)),
-            self.spikes.valid.eq(s2r_valid & emit),
+            emit.eq(f_last_member & ((mask != 0) | f_final)),
+            self.spikes.valid.eq(f_valid & emit),
             self.spikes.payload.mask.eq(mask),
-            self.spikes.payload.chunk.eq(s2r_out),
-            self.spikes.payload.step.eq(s2r_t),
-            self.spikes.payload.last.eq(s2r_final),
+            self.spikes.payload.chunk.eq(f_out),
+            self.spikes.payload.step.eq(f_t),
+            self.spikes.payload.last.eq(f_final),
         ]
         if pooled:
             # Step 0 clears each bank word at its last read; the residual goes to the pooled store.
-            m.d.comb += [ro_wr_en.eq(write & s2r_member_phase & s2r_clear), ro_wr_addr.eq(s2r_addr),
-                         ro_wr_data.eq(bias_word)]
+            m.d.comb += [ro_wr_en.eq(write & f_member_phase & f_clear), ro_wr_addr.eq(f_addr),
+                         ro_wr_data.eq(Mux(clear_wr, clear_word, bias_word(f_bias)))]
             if store_wr is not None:
-                m.d.comb += [store_wr.en.eq(write & s2r_last_member), store_wr.addr.eq(s2r_out),
+                m.d.comb += [store_wr.en.eq(write & f_last_member), store_wr.addr.eq(f_out),
                              store_wr.data.eq(Cat(residual))]
         else:
-            m.d.comb += [ro_wr_en.eq(write), ro_wr_addr.eq(s2r_addr),
-                         ro_wr_data.eq(Mux(clear_wr | (s2r_t == T - 1), bias_word, Cat(residual)))]
+            m.d.comb += [ro_wr_en.eq(write), ro_wr_addr.eq(f_addr),
+                         ro_wr_data.eq(Mux(clear_wr, clear_word,
+                                           Mux(f_t == T - 1, bias_word(f_bias), Cat(residual))))]
 
         # -- bank routing: the readout (or the clear after reset) and the accumulate half -------------------
         if p.membrane_banks == 1:

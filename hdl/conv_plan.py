@@ -51,7 +51,7 @@ Cycle model
     max-plus recurrence (:mod:`spikeforge.hdl.cycle_model`) a conv layer is a stage with accumulate work
     ``Σ taps × chunks`` (:func:`spike_work`) instead of ``S·C``, three more cycles of decode latency
     before its first word (stages B-D), the same 4-cycle drain after its last
-    word, and readout ``readout_words + 2`` instead of ``T·C + 2``.
+    word, and readout ``readout_words + 3`` instead of ``T·C + 2``.
 """
 
 from __future__ import annotations
@@ -429,8 +429,8 @@ def conv_layer_schedule(plan: ConvLayerPlan, samples) -> ConvSchedule:
     free or moving; the walker takes a descriptor in the cycle it issues its previous spike's last word
     and issues ``taps × chunks`` words; the hand-over comes four cycles after the last word is issued
     (three write stages, then the hand-over itself) once the readout is idle; the readout issues one
-    word per cycle from the next cycle and offers a sample's final beat one cycle after issuing its
-    last word, and is idle the cycle after that. After reset the banks are cleared (``Hc·Wc·chunks``
+    word per cycle from the next cycle and offers a sample's final beat two cycles after issuing its
+    last word (the read and the fire stage), and is idle the cycle after that. After reset the banks are cleared (``Hc·Wc·chunks``
     cycles) before the first event is taken.
     """
     R = readout_words(plan)
@@ -458,7 +458,7 @@ def conv_layer_schedule(plan: ConvLayerPlan, samples) -> ConvSchedule:
         if last_issue is not None:
             end = max(end, last_issue + 4)
         handover = max(end, ro_idle_at)
-        final = handover + R + 1
+        final = handover + R + 2
         ro_idle_at = final + 1
         handovers.append(handover)
         finals.append(final)

@@ -117,6 +117,7 @@ CASES = [
     ((1, 3, 3), (3, 3, 1, 0), None, 3, 3, 1, "x", 1, 0.0, 0.5, False),       # a 1x1 map: one-word bank
     ((1, 4, 4), (2, 3, 1, 0), (2, 2), 2, 4, 2, "x", 2, 0.3, 0.5, False),      # one pooled word
     ((3, 2, 2), (4, 2, 1, 1), (3, 3), 2, 3, 3, "channel", 2, 0.0, 0.5, False),
+    ((1, 3, 4), (3, 3, 1, 0), None, 3, 4, 2, "x", 2, 0.0, 0.5, False),       # a two-word map
 ]
 
 
@@ -126,6 +127,13 @@ def test_conv_codes_are_exact(shape, conv, pool, lanes, timesteps, group, axis, 
     seed = CASES.index((shape, conv, pool, lanes, timesteps, group, axis, banks, gap, stall, uniform))
     _run_case(seed, shape, conv, pool, lanes, timesteps, group=group, axis=axis, banks=banks, gap=gap,
               stall=stall, uniform=uniform)
+
+
+@pytest.mark.parametrize("banks", [2, 1])
+def test_tiny_maps_read_back_their_own_write_back(banks):
+    """One output position in two chunks: each word is read again two issues after it was read, in the
+    cycle its residual is written (the write-through port); dense input so that neurons do fire."""
+    _run_case(4, (1, 3, 3), (4, 3, 1, 0), None, 2, 3, banks=banks, density=1.0)
 
 
 def test_random_conv_layers_are_exact():
