@@ -33,11 +33,14 @@ Accumulate (event-driven)
     one word per cycle: for each reachable output row (kernel row ``dy`` falling by ``sh``), each
     reachable output column (``dx`` falling by ``sw``), each chunk — weight address
     ``w_tap + cc``, membrane address ``m_pos + cc``, both stepped by constants (no multiplier, no
-    divider). The dense core's four stages follow: weight word registered, scaled by the one-hot
-    ``2^(T-1-t)`` while the membrane word is read, added and written back. So a spike costs exactly
-    ``taps × chunks`` cycles once the decode pipeline is full, and a zero bit nothing. Successive
-    words go to different addresses; a word is read in the cycle after its previous write only with
-    one chunk, so only then is the read port transparent (as in the dense core).
+    divider). Then five registered stages: the weight word is registered, scaled by the one-hot
+    ``2^(T-1-t)`` while the membrane word is read, the membrane word is registered off the port (one
+    more stage than the dense core: block RAM clock-to-out, the bank mux and the adder no longer share a
+    cycle), then added and written back. So a spike costs exactly ``taps × chunks`` cycles once the
+    decode pipeline is full, and a zero bit nothing. Successive words go to different addresses
+    within a spike; across spikes a word may be read again one issue after its read (one chunk: the
+    write-back is forwarded into stage 5, a bypass mux) or two issues after (two chunks: the read port
+    is write-through for its own write); with three or more chunks the write has landed.
 
 Hand-over
     As in the dense core: when the ``last`` event has been taken and every stage is empty and the
@@ -181,9 +184,9 @@ class ConvILIF(wiring.Component):
             bank = Memory(shape=unsigned(word_bits), depth=max(2, bank_depth), init=[])
             m.submodules["membrane" if p.membrane_banks == 1 else f"membrane{index}"] = bank
             wr = bank.write_port()
-            # The accumulate re-reads a word in the cycle of its write only with one chunk; the
+            # The accumulate re-reads a word in the cycle of its write only with one or two chunks; the
             # readout (no pool) with a map of one or two words (module docstring).
-            transparent = chunks == 1 or (not pooled and p.out_chunks <= 2)
+            transparent = chunks <= 2 or (not pooled and p.out_chunks <= 2)
             banks.append((bank.read_port(transparent_for=(wr,) if transparent else ()), wr))
 
         # -- clear after reset ---------------------------------------------------------------------
@@ -291,14 +294,24 @@ class ConvILIF(wiring.Component):
             acc_data, readout_data = Signal(word_bits), Signal(word_bits)
             m.d.comb += [acc_data.eq(Mux(acc_bank, banks[1][0].data, banks[0][0].data)),
                          readout_data.eq(Mux(acc_bank, banks[0][0].data, banks[1][0].data))]
-        potential = membrane(acc_data)
+        # Stage 5: the membrane word registered off the memory port (its clock-to-out gets a cycle of
+        # its own), then added and written back. A word re-read two issues after its read meets its write
+        # in the same cycle (write-through port, chunks <= 2); re-read in the next issue (one chunk, the
+        # same output for two successive spikes) it takes stage 5's sum instead of the port (the bypass).
+        s5_valid, s5_addr = Signal(), Signal(bank_addr_shape)
+        s5_scaled, s5_word = Signal.like(s4_scaled), Signal(membrane)
         acc_sum = Signal(word_bits)
-        m.d.comb += acc_sum.eq(Cat((potential[k] + s4_scaled[k])[:p.membrane_bits] for k in range(lanes)))
+        m.d.sync += [s5_valid.eq(s4_valid), s5_addr.eq(s4_addr), s5_scaled.eq(s4_scaled)]
+        if chunks == 1:
+            m.d.sync += s5_word.eq(Mux(s5_valid & (s5_addr == s4_addr), acc_sum, acc_data))
+        else:
+            m.d.sync += s5_word.eq(acc_data)
+        m.d.comb += acc_sum.eq(Cat((s5_word[k] + s5_scaled[k])[:p.membrane_bits] for k in range(lanes)))
 
         # -- event intake and hand-over ------------------------------------------------------------------
         ro_idle = Signal()
         handover, done_with_event = Signal(), Signal()
-        pipeline_empty = ~b_valid & ~c_valid & ~d_valid & ~w_busy & ~s2_valid & ~s3_valid & ~s4_valid
+        pipeline_empty = ~b_valid & ~c_valid & ~d_valid & ~w_busy & ~s2_valid & ~s3_valid & ~s4_valid & ~s5_valid
         m.d.comb += [
             done_with_event.eq(mask_empty | (mask_single & b_ready)),
             handover.eq(cur_valid & cur_last & mask_empty & pipeline_empty & ro_idle & ~clearing),
@@ -506,9 +519,9 @@ class ConvILIF(wiring.Component):
                 ro_writes.eq(ro_wr_en | clear_wr),
                 bank_rd.addr.eq(Mux(ro_idle, s3_addr, ro_addr)),
                 bank_rd.en.eq(ro_idle | ro_rd_en),
-                bank_wr.addr.eq(Mux(clear_wr, clear_wr_addr, Mux(ro_wr_en, ro_wr_addr, s4_addr))),
+                bank_wr.addr.eq(Mux(clear_wr, clear_wr_addr, Mux(ro_wr_en, ro_wr_addr, s5_addr))),
                 bank_wr.data.eq(Mux(ro_writes, ro_wr_data, acc_sum)),
-                bank_wr.en.eq(ro_writes | s4_valid),
+                bank_wr.en.eq(ro_writes | s5_valid),
             ]
         else:
             for index, (bank_rd, bank_wr) in enumerate(banks):
@@ -517,8 +530,8 @@ class ConvILIF(wiring.Component):
                     mine.eq(acc_bank == index),
                     bank_rd.addr.eq(Mux(mine, s3_addr, ro_addr)),
                     bank_rd.en.eq(mine | ro_rd_en),
-                    bank_wr.addr.eq(Mux(clear_wr, clear_wr_addr, Mux(mine, s4_addr, ro_wr_addr))),
+                    bank_wr.addr.eq(Mux(clear_wr, clear_wr_addr, Mux(mine, s5_addr, ro_wr_addr))),
                     bank_wr.data.eq(Mux(mine & ~clear_wr, acc_sum, ro_wr_data)),
-                    bank_wr.en.eq(clear_wr | Mux(mine, s4_valid, ro_wr_en)),
+                    bank_wr.en.eq(clear_wr | Mux(mine, s5_valid, ro_wr_en)),
                 ]
         return m

@@ -50,7 +50,7 @@ Cycle model
     every sample's hand-over and final beat; the RTL test checks it cycle for cycle. In the accelerator's
     max-plus recurrence (:mod:`spikeforge.hdl.cycle_model`) a conv layer is a stage with accumulate work
     ``Σ taps × chunks`` (:func:`spike_work`) instead of ``S·C``, three more cycles of decode latency
-    before its first word (stages B-D), the same 4-cycle drain after its last
+    before its first word (stages B-D), a 5-cycle drain after its last (one more than the dense core's)
     word, and readout ``readout_words + 3`` instead of ``T·C + 2``.
 """
 
@@ -427,8 +427,8 @@ def conv_layer_schedule(plan: ConvLayerPlan, samples) -> ConvSchedule:
     :mod:`spikeforge.hdl.conv_layer`): stage A takes one spike per cycle and the next event in the
     cycle its last spike moves on; stages B, C, D hold one spike each and move when the next stage is
     free or moving; the walker takes a descriptor in the cycle it issues its previous spike's last word
-    and issues ``taps × chunks`` words; the hand-over comes four cycles after the last word is issued
-    (three write stages, then the hand-over itself) once the readout is idle; the readout issues one
+    and issues ``taps × chunks`` words; the hand-over comes five cycles after the last word is issued
+    (four write stages, then the hand-over itself) once the readout is idle; the readout issues one
     word per cycle from the next cycle and offers a sample's final beat two cycles after issuing its
     last word (the read and the fire stage), and is idle the cycle after that. After reset the banks are cleared (``Hc·Wc·chunks``
     cycles) before the first event is taken.
@@ -456,7 +456,7 @@ def conv_layer_schedule(plan: ConvLayerPlan, samples) -> ConvSchedule:
         if flat:
             end = max(end, leave_c + 1)
         if last_issue is not None:
-            end = max(end, last_issue + 4)
+            end = max(end, last_issue + 5)
         handover = max(end, ro_idle_at)
         final = handover + R + 2
         ro_idle_at = final + 1
