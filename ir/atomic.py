@@ -14,6 +14,8 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
+
 __all__ = ["staged_directory", "write_text", "write_json", "copy_file", "plain"]
 
 
@@ -74,7 +76,6 @@ def write_json(path, data) -> Path:
 
 def plain(value):
     """JSON ``default`` hook: numpy scalars and arrays, paths."""
-    import numpy as np
     if isinstance(value, np.integer):
         return int(value)
     if isinstance(value, np.floating):
