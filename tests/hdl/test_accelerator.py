@@ -43,7 +43,9 @@ def _check(net, samples, folding, banks=2, **kwargs):
 
 @pytest.mark.parametrize("banks", BANKS)
 @pytest.mark.parametrize("mode", ["one", "three", "out"])
-@pytest.mark.parametrize("index,timesteps", list(enumerate(TIMESTEPS)))
+@pytest.mark.parametrize("index,timesteps", [
+    pytest.param(i, t, marks=pytest.mark.slow) if t == max(TIMESTEPS) else (i, t)    # T = 16: long runs
+    for i, t in enumerate(TIMESTEPS)])
 def test_random_networks_are_bit_exact(index, timesteps, mode, banks):
     weight_bits = WEIGHT_BITS[(index + ["one", "three", "out"].index(mode)) % len(WEIGHT_BITS)]
     seed = 100 * index + len(mode)
@@ -170,7 +172,7 @@ def test_a_stuck_design_fails_within_the_budget():
         sim.run()
 
 
-@pytest.mark.parametrize("banks", BANKS)
+@pytest.mark.parametrize("banks", [2, pytest.param(1, marks=pytest.mark.slow)])
 def test_cycles_match_the_model_within_5_percent(banks):
     """Back-to-back random samples: measured cycles per sample vs the analytical model."""
     net = random_network(21, sizes=(20, 16, 12, 5), timesteps=6, weight_bits=6)
@@ -184,6 +186,7 @@ def test_cycles_match_the_model_within_5_percent(banks):
         assert np.max(np.abs(np.array(run.result_cycles) - model.result_cycles)) <= 0.05 * model.result_cycles[-1]
 
 
+@pytest.mark.slow      # minutes in Amaranth's simulator; tests/sim signs the same design off in Verilator
 @pytest.mark.parametrize("banks", BANKS)
 def test_demo_network_digits_samples(banks):
     """>= 50 digits test samples through the converted demo network (64-64-32-10, T = 8), with the
