@@ -106,6 +106,7 @@ class Dataset:
 
 
 def _digits(split: str) -> Dataset:
+    # scikit-learn takes about a second to import: only the digits dataset needs it.
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
