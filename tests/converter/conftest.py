@@ -7,6 +7,15 @@ import torch
 from spikeforge.datasets import load
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny models on a shared two-core machine: torch's intra-op threads only contend (7x slower here)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def digits_images():
     """(raw uint8 (200, 8, 8), labels (200,)) from the digits training split."""

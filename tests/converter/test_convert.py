@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 
@@ -191,7 +192,9 @@ def test_model_files_pt2_pickle_and_factory(tmp_path):
 
 
 def _cli(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "spikeforge", *args], cwd=cwd, capture_output=True, text=True)
+    env = dict(os.environ, OMP_NUM_THREADS="1")           # tiny models: threads only contend
+    return subprocess.run([sys.executable, "-m", "spikeforge", *args], cwd=cwd, capture_output=True, text=True,
+                          env=env)
 
 
 def test_cli_convert_eval_and_nothing_written_on_failure(tmp_path):

@@ -1,5 +1,6 @@
 """Convolutional models: every supported op and spelling converts faithfully; the rest is refused by path."""
 
+import os
 import subprocess
 import sys
 
@@ -293,7 +294,9 @@ def test_conv_output_layer_with_flatten(digits_images, quick_fit):
 
 
 def _cli(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "spikeforge", *args], cwd=cwd, capture_output=True, text=True)
+    env = dict(os.environ, OMP_NUM_THREADS="1")           # tiny models: threads only contend
+    return subprocess.run([sys.executable, "-m", "spikeforge", *args], cwd=cwd, capture_output=True, text=True,
+                          env=env)
 
 
 class RawBytesCNN(nn.Module):
