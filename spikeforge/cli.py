@@ -1,32 +1,71 @@
-"""The `spikeforge` command line: discovers the subcommands in :mod:`spikeforge.commands`."""
+"""The `spikeforge` command line: discovers the subcommands in :mod:`spikeforge.commands`.
+
+Each command module's ``NAME`` and ``HELP`` are read from its source, and only the command being run
+is imported: ``spikeforge --help`` lists every command without loading what they load (Amaranth, the
+boards, torch), and ``spikeforge CMD`` loads only CMD's imports.
+"""
 
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib
 import pkgutil
 import sys
+from dataclasses import dataclass
+from pathlib import Path
 
 from spikeforge import __version__, commands as _commands
-from spikeforge.ir.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, InputError, SpikeforgeError
+from spikeforge.ir.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, SpikeforgeError
 
 
-class CommandError(InputError):
-    """A user-facing error: printed as ``spikeforge <cmd>: error: ...`` with exit status 2."""
+@dataclass(frozen=True)
+class CommandInfo:
+    """One subcommand: its name and help line, and the module that defines it (imported on use)."""
+
+    name: str
+    help: str
+    module: str
+
+    def load(self):
+        return importlib.import_module(self.module)
 
 
-def _command_modules():
-    modules = []
-    for info in sorted(pkgutil.iter_modules(_commands.__path__), key=lambda i: i.name):
+def _constants(path: Path) -> dict:
+    """The module-level ``NAME = "..."`` / ``HELP = "..."`` literals of a command module's source."""
+    found = {}
+    for node in ast.parse(path.read_text(), filename=str(path)).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            try:
+                found[node.targets[0].id] = ast.literal_eval(node.value)
+            except ValueError:
+                continue
+    return found
+
+
+def command_infos() -> list:
+    """Every subcommand in :mod:`spikeforge.commands`, by name, read without importing them."""
+    infos = []
+    for info in pkgutil.iter_modules(_commands.__path__):
         if info.name.startswith("_"):
             continue
-        module = importlib.import_module(f"{_commands.__name__}.{info.name}")
-        if hasattr(module, "NAME") and hasattr(module, "run"):
-            modules.append(module)
-    return modules
+        module = f"{_commands.__name__}.{info.name}"
+        constants = _constants(Path(info.module_finder.path) / f"{info.name}.py")
+        if "NAME" not in constants or "HELP" not in constants:      # not literals: ask the module
+            loaded = importlib.import_module(module)
+            constants = {"NAME": loaded.NAME, "HELP": loaded.HELP}
+        infos.append(CommandInfo(constants["NAME"], constants["HELP"], module))
+    return sorted(infos, key=lambda info: info.name)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _named_command(argv, names) -> str | None:
+    """The subcommand ``argv`` names (its first word that is not an option), if it names one."""
+    word = next((arg for arg in argv if not arg.startswith("-")), None)
+    return word if word in names else None
+
+
+def build_parser(argv=None) -> argparse.ArgumentParser:
+    """The parser; with ``argv``, only the command it names gets its options (and its module imported)."""
     parser = argparse.ArgumentParser(
         prog="spikeforge",
         description="Turn trained PyTorch networks into pipelined iLIF spiking accelerators for FPGAs.")
@@ -34,10 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true",
                         help="show the Python traceback of an unexpected error (for bug reports)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in _command_modules():
-        sub = subparsers.add_parser(module.NAME, help=module.HELP, description=module.HELP)
-        module.add_arguments(sub)
-        sub.set_defaults(_run=module.run)
+    infos = command_infos()
+    chosen = None if argv is None else _named_command(argv, {info.name for info in infos})
+    for info in infos:
+        sub = subparsers.add_parser(info.name, help=info.help, description=info.help)
+        if argv is None or info.name == chosen:
+            module = info.load()
+            module.add_arguments(sub)
+            sub.set_defaults(_run=module.run)
     return parser
 
 
@@ -47,7 +90,8 @@ def main(argv=None) -> int:
     0 success; 1 a verification mismatch; 2 bad input or usage; 3 a missing or failing external tool;
     4 an internal error (a bug: one line, and ``--debug`` shows the traceback); 130 interrupted.
     """
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
         parser.print_help()

@@ -128,3 +128,16 @@ def test_a_verification_mismatch_exits_1(tmp_path, signoff_build_root, capsys):
     digits = load("digits", "test").samples[:12].reshape(12, -1)
     assert any(digits[:, BUG_PIXEL(64)] % 2), "the first 12 digits need an odd bug pixel for this check"
     assert status == EXIT_MISMATCH and out.rstrip().endswith("FAIL"), out
+
+
+def test_help_lists_every_command_without_importing_them():
+    """`spikeforge --help` reads each command's NAME and HELP from its source: no torch, no Amaranth."""
+    script = ("import sys; from spikeforge import cli\n"
+              "cli.build_parser([]).format_help()\n"
+              "print(sorted(m for m in ('torch', 'amaranth', 'spikeforge.hdl', 'spikeforge.boards', "
+              "'spikeforge.commands.report') if m in sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
+    for info in cli.command_infos():                     # what the source says is what the module says
+        module = info.load()
+        assert (module.NAME, module.HELP) == (info.name, info.help)
