@@ -22,11 +22,13 @@ spikes or feeds codes to the hardware never needs to know the map shapes.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
+from threadpoolctl import ThreadpoolController
+from numpy.lib.stride_tricks import as_strided, sliding_window_view
 
 from .errors import InputError
 
@@ -79,6 +81,26 @@ class GoldenResult:
         return [_popcount(codes).sum(axis=1) for codes in self.codes]
 
 
+class _NarrowCodesResult(GoldenResult):
+    """The fast engine's result: it keeps the codes in uint8/uint16 and writes the public int64 ``codes``
+    the first time they are read (once; most callers read only labels and scores)."""
+
+    @property
+    def codes(self) -> list:
+        if self._wide is None:
+            self._wide = [np.asarray(codes, dtype=np.int64) for codes in self._narrow]
+        return self._wide
+
+    @codes.setter
+    def codes(self, value: list):
+        self._narrow, self._wide = list(value), None
+
+    def input_spikes(self, per_feature: bool = False) -> list:
+        if per_feature:
+            return [_popcount(codes) for codes in self._narrow]
+        return [_popcount(codes).sum(axis=1) for codes in self._narrow]
+
+
 @dataclass
 class TimestepResult(GoldenResult):
     """The literal model's result, plus per-timestep spike counts.
@@ -118,11 +140,14 @@ class RateCodedResult:
 
 
 def _popcount(codes: np.ndarray) -> np.ndarray:
-    codes = np.asarray(codes, dtype=np.int64)
-    count = np.zeros_like(codes)
-    for bit in range(16):
+    """1 bits of each code (int64, same shape); narrow codes are counted in their own type."""
+    codes = np.asarray(codes)
+    if codes.dtype not in (np.uint8, np.uint16):
+        codes = codes.astype(np.int64, copy=False)
+    count = np.zeros(codes.shape, dtype=np.uint8 if codes.dtype == np.uint8 else np.int64)
+    for bit in range(8 * codes.itemsize if codes.dtype == np.uint8 else 16):
         count += (codes >> bit) & 1
-    return count
+    return count.astype(np.int64, copy=False)
 
 
 def argmax_lowest(scores: np.ndarray) -> np.ndarray:
@@ -368,15 +393,226 @@ def _closed_form(net: Network, steps: list, codes: np.ndarray, dtype, out_codes:
     return scores.astype(np.int64, order="C").reshape(len(scores), -1)
 
 
-def run_codes(net: Network, codes: np.ndarray) -> GoldenResult:
+# -- the closed form's fast engine: channels-last, float BLAS, narrow codes, two threads ----------------
+#
+# Maps are (N, H, W, C) float arrays, so a conv's columns (N, Ho, Wo, kh·kw·C + 1) are built by kh·kw
+# copies of contiguous channel runs from a zero-bordered input, and the product columns @ matrix
+# ((dy, dx, ci) rows + a bias row) is the next map, channels last, bias included. The division by θ
+# is a multiplication by the rounded reciprocal, exact by the argument of :func:`_fast_dtype`, and the
+# codes are kept in the narrowest unsigned type (uint8 for T <= 8, else uint16) until the public CHW
+# int64 arrays are written.
+
+# Largest potential bound |V| for which the reciprocal argument holds (see _fast_dtype): 2^21 in
+# float32 (unit roundoff 2^-24), 2^50 in float64 (2^-53).
+_FAST_BOUNDS = ((np.float32, 1 << 21), (np.float64, 1 << 50))
+# Samples per chunk of the fast engine: its per-chunk buffers (reused) stay within the caches.
+_FAST_CHUNK_BYTES = 1 << 22
+#: Threads the fast engine splits a batch over (each runs BLAS single-threaded).
+THREADS = 2
+_BLAS = ThreadpoolController()
+
+
+def _fast_dtype(net: Network):
+    """The float type in which the fast engine is exact for ``net``, or None (then the exact engine runs).
+
+    With ``|V| + 1 <= bound`` every partial sum of ``W·q + (b + v0 + 1/2)`` is an integer or a half
+    below the bound, exact in the type, so the product is ``V + 1/2`` exactly. For ``V >= 0`` write
+    ``V = qθ + r``, ``0 <= r < θ``: ``x = (V + 1/2)/θ`` lies in ``[q + 1/(2θ), q + 1 - 1/(2θ)]``. The
+    computed ``y = fl(fl(V + 1/2) · fl(1/θ)) = x(1 + e1)(1 + e2)``, ``|ei| <= u``, is off by at most
+    ``|x|·(2u + u²) < (V + 1/2)/θ · 2.001u``, which is below ``1/(2θ)`` whenever ``V + 1/2 < 1/(4.002u)``:
+    2^21 in float32 (u = 2^-24) and 2^50 in float64 (u = 2^-53) leave room. So ``q < y < q + 1`` and
+    truncating ``clip(y, 0, 2^T - 1)`` is ``clip(floor(V/θ), 0, 2^T - 1)``. For ``V < 0``, ``x < 0``, ``y < 0``:
+    both clip to 0. The output layer has no division; its sums are exact integers below the bound.
+    """
+    bound = max(layer.accumulator_bound(net.timesteps) + 1 for layer in net.layers if not _is_pool(layer))
+    for dtype, limit in _FAST_BOUNDS:
+        if bound <= limit:
+            return dtype
+    return None
+
+
+@dataclass
+class _FastStep:
+    """One layer of the fast engine: the matrix (rows in the engine's input order, + a bias row for a conv)."""
+
+    layer: object
+    matrix: np.ndarray = None
+    constant: np.ndarray = None        # dense: added after the product; conv: the matrix's last row
+    reciprocal: np.ndarray = None      # fl(1/θ) per output channel (firing layers)
+
+
+def _code_dtype(net: Network):
+    """The narrowest unsigned type that holds every T-bit code."""
+    return np.uint8 if net.timesteps <= 8 else np.uint16
+
+
+def _fast_prepare(net: Network, dtype) -> list:
+    steps, shape = [], tuple(net.layers[0].in_shape)
+    for layer in net.layers:
+        in_shape, shape = shape, tuple(layer.out_shape)
+        if _is_pool(layer):
+            steps.append(_FastStep(layer))
+            continue
+        constant = (layer.bias + layer.v0).astype(np.float64) + (0.5 if layer.fires else 0.0)
+        reciprocal = (1.0 / layer.threshold.astype(dtype)).astype(dtype) if layer.fires else None
+        if layer.kind == "conv2d":
+            weight = layer.weight.transpose(2, 3, 1, 0).reshape(-1, layer.out_channels)     # (dy, dx, ci) rows
+            matrix = np.concatenate([weight, constant[None, :]]).astype(dtype)
+            steps.append(_FastStep(layer, matrix, None, reciprocal))
+            continue
+        weight = layer.weight
+        if len(in_shape) == 3:                        # the input is a map, kept channels last: rows in HWC order
+            weight = weight.reshape((-1,) + in_shape).transpose(0, 2, 3, 1).reshape(len(weight), -1)
+        steps.append(_FastStep(layer, weight.T.astype(dtype), constant.astype(dtype), reciprocal))
+    return steps
+
+
+class _FastBuffers:
+    """A worker's scratch arrays for chunks of up to ``size`` samples, allocated once and reused."""
+
+    def __init__(self, net: Network, dtype, size: int):
+        self.padded, self.columns, self.products = [], [], []
+        for layer in net.layers:
+            padded = columns = products = None
+            if layer.kind == "conv2d":
+                channels, height, width = layer.in_shape
+                (kh, kw), (ph, pw) = layer.kernel, layer.padding
+                _, out_h, out_w = layer.out_shape
+                padded = np.zeros((size, height + 2 * ph, width + 2 * pw, channels), dtype=dtype)
+                columns = np.empty((size, out_h, out_w, kh * kw * channels + 1), dtype=dtype)
+                columns[..., -1] = 1                      # the bias row's input, constant
+                products = np.empty((size * out_h * out_w, layer.out_channels), dtype=dtype)
+            self.padded.append(padded)
+            self.columns.append(columns)
+            self.products.append(products)
+
+
+def _fast_conv(maps: np.ndarray, step: _FastStep, index: int, buffers: _FastBuffers, dtype) -> np.ndarray:
+    """Σ W·q + b + v0 (+ 1/2 if it fires) of a conv over channels-last maps (n, H, W, C) (any dtype):
+    (n·Ho·Wo, Co) in the engine's dtype, a view of a reused buffer."""
+    layer, n = step.layer, len(maps)
+    (kh, kw), (sh, sw), (ph, pw) = layer.kernel, layer.stride, layer.padding
+    channels, height, width = layer.in_shape
+    _, out_h, out_w = layer.out_shape
+    padded, columns = buffers.padded[index][:n], buffers.columns[index][:n]
+    np.copyto(padded[:, ph:ph + height, pw:pw + width], maps, casting="unsafe")
+    # Row (n, y, x) of the columns is kh runs of kw·C contiguous inputs, padded[n, y·sh + dy, x·sw:x·sw + kw, :]:
+    # one copy from a strided view of the padded maps into a strided view of the columns (bias entry left out).
+    run = kw * channels
+    source = as_strided(padded, shape=(n, out_h, out_w, kh, run), writeable=False,
+                        strides=(padded.strides[0], padded.strides[1] * sh, padded.strides[2] * sw,
+                                 padded.strides[1], padded.strides[3]))
+    target = as_strided(columns, shape=(n, out_h, out_w, kh, run),
+                        strides=columns.strides[:3] + (run * columns.strides[3], columns.strides[3]))
+    np.copyto(target, source)
+    products = buffers.products[index][:n * out_h * out_w]
+    return np.matmul(columns.reshape(n * out_h * out_w, -1), step.matrix, out=products)
+
+
+def _fast_fire(potential: np.ndarray, step: _FastStep, code_max: int, code_dtype) -> np.ndarray:
+    """``clip(floor(V/θ), 0, 2^T - 1)`` from ``V + 1/2`` (in place), as narrow codes."""
+    np.multiply(potential, step.reciprocal, out=potential)
+    np.clip(potential, 0, code_max, out=potential)
+    return potential.astype(code_dtype)               # truncation = floor on [0, 2^T - 1]
+
+
+def _fast_pool(maps: np.ndarray, layer) -> np.ndarray:
+    """Max pooling of channels-last maps (n, H, W, C), separable: rows, then columns."""
+    (kh, kw), (sh, sw) = layer.kernel, layer.stride
+    _, out_h, out_w = layer.out_shape
+    rows = maps[:, 0:(out_h - 1) * sh + 1:sh].copy()
+    for dy in range(1, kh):
+        np.maximum(rows, maps[:, dy:dy + (out_h - 1) * sh + 1:sh], out=rows)
+    pooled = rows[:, :, 0:(out_w - 1) * sw + 1:sw].copy()
+    for dx in range(1, kw):
+        np.maximum(pooled, rows[:, :, dx:dx + (out_w - 1) * sw + 1:sw], out=pooled)
+    return pooled
+
+
+def _to_chw(maps: np.ndarray, out: np.ndarray):
+    """Write channels-last maps (n, H, W, C) (or flat (n, F)) into the public CHW-flattened codes (n, C·H·W)."""
+    if maps.ndim == 4:
+        n, height, width, channels = maps.shape
+        maps = maps.transpose(0, 3, 1, 2)
+        out = out.reshape(n, channels, height, width)
+    np.copyto(out, maps, casting="unsafe")
+
+
+def _fast_chunk(net: Network, steps: list, dtype, buffers: _FastBuffers, codes: np.ndarray, out_codes: list,
+                scores: np.ndarray):
+    """Run one chunk: writes each hidden layer's codes into ``out_codes[l + 1]`` and the scores into ``scores``."""
+    n, code_max, code_dtype = len(codes), net.code_max, _code_dtype(net)
+    first = net.layers[0]
+    activity = codes if first.kind == "dense" else \
+        codes.reshape((n,) + tuple(first.in_shape)).transpose(0, 2, 3, 1)
+    for index, step in enumerate(steps):
+        layer = step.layer
+        if _is_pool(layer):
+            activity = _fast_pool(activity, layer)
+        else:
+            if layer.kind == "conv2d":
+                potential = _fast_conv(activity, step, index, buffers, dtype)
+                shape = (n,) + tuple(layer.out_shape[1:]) + (layer.out_channels,)
+            else:
+                potential = activity.reshape(n, -1).astype(dtype, copy=False) @ step.matrix
+                potential += step.constant
+                shape = (n, layer.out_features)
+            if not layer.fires:
+                _to_chw(potential.reshape(shape), scores)
+                return
+            activity = _fast_fire(potential, step, code_max, code_dtype).reshape(shape)
+        _to_chw(activity, out_codes[index + 1])
+    raise AssertionError("unreachable: the last layer never fires")
+
+
+def _fast_run(net: Network, codes: np.ndarray, dtype, threads: int) -> tuple[list, np.ndarray]:
+    n = len(codes)
+    steps = _fast_prepare(net, dtype)
+    all_codes = [codes] + [np.empty((n, layer.out_features), dtype=_code_dtype(net)) for layer in net.hidden_layers]
+    scores = np.empty((n, net.layers[-1].out_features), dtype=np.int64)
+    per_sample = max([1] + [buffer.nbytes for buffer in _FastBuffers(net, dtype, 1).columns if buffer is not None])
+    chunk = max(8, _FAST_CHUNK_BYTES // per_sample)
+    workers = max(1, min(threads, -(-n // chunk)))
+    bounds = np.linspace(0, n, workers + 1).astype(int)
+
+    def work(start: int, stop: int):
+        buffers = _FastBuffers(net, dtype, min(chunk, stop - start))
+        for begin in range(start, stop, chunk):
+            end = min(begin + chunk, stop)
+            _fast_chunk(net, steps, dtype, buffers, codes[begin:end], [c[begin:end] for c in all_codes],
+                        scores[begin:end])
+
+    if n == 0:
+        return all_codes, scores
+    if workers == 1:
+        work(0, n)
+        return all_codes, scores
+    with _BLAS.limit(limits=1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
+        for future in [pool.submit(work, int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]:
+            future.result()
+    return all_codes, scores
+
+
+def run_codes(net: Network, codes: np.ndarray, threads: int = None) -> GoldenResult:
     """The closed form from input codes (N, in_features) instead of raw bytes.
 
-    Runs in float32/float64 BLAS when the worst-case potential bound makes every value an exact
-    integer there (always, for realistic networks), in int64 otherwise; the result is the same.
-    A conv is an im2col matrix product; batches are cut into chunks that bound the memory it needs.
+    When the worst-case potential bound allows (:func:`_fast_dtype`: ``|V| < 2^21``, always for
+    realistic networks, or ``< 2^50``) the fast engine runs: float32/float64 BLAS, channels last,
+    division by a rounded reciprocal (exact there), the batch split over ``threads`` threads
+    (default :data:`THREADS`; BLAS single-threaded meanwhile). Otherwise the exact engine: float32 or
+    float64 BLAS below 2^23 / 2^52, int64 beyond, floor of the exact quotient. The result is the same.
+    Batches are cut into chunks that bound the memory either needs.
     """
-    codes = np.asarray(codes, dtype=np.int64)
+    codes = np.asarray(codes)
+    if codes.dtype not in (np.uint8, np.uint16):
+        codes = codes.astype(np.int64, copy=False)
     n = len(codes)
+    if threads is not None and not (isinstance(threads, (int, np.integer)) and threads >= 1):
+        raise InputError(f"threads {threads!r} must be an integer >= 1")
+    fast = _fast_dtype(net)
+    if fast is not None:
+        all_codes, scores = _fast_run(net, codes, fast, THREADS if threads is None else int(threads))
+        return _NarrowCodesResult(codes=all_codes, scores=scores, labels=argmax_lowest(scores))
     dtype = _float_dtype(net)
     steps = _prepare(net, np.int64 if dtype is None else dtype, bias_of=lambda layer: layer.bias + layer.v0)
     all_codes = [codes] + [np.empty((n, layer.out_features), dtype=np.int64) for layer in net.hidden_layers]
@@ -388,9 +624,12 @@ def run_codes(net: Network, codes: np.ndarray) -> GoldenResult:
     return GoldenResult(codes=all_codes, scores=scores, labels=argmax_lowest(scores))
 
 
-def run(net: Network, samples) -> GoldenResult:
-    """The vectorised closed form over a batch of raw samples."""
-    return run_codes(net, encode(net, samples))
+def run(net: Network, samples, threads: int = None) -> GoldenResult:
+    """The vectorised closed form over a batch of raw samples (see :func:`run_codes` for ``threads``)."""
+    codes = encode(net, samples)
+    if _fast_dtype(net) is not None:
+        codes = codes.astype(_code_dtype(net))              # every code fits; the fast engine keeps them narrow
+    return run_codes(net, codes, threads)
 
 
 # -- the literal model --------------------------------------------------------------------------------
