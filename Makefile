@@ -27,7 +27,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
-# The inner loop, under 2 minutes: no slow, Verilator or synthesis test (markers in pyproject.toml).
+# The inner loop: no slow, Verilator or synthesis test (markers in pyproject.toml).
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow and not verilator and not synth"
 
