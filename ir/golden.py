@@ -433,12 +433,20 @@ def _fast_dtype(net: Network):
 
 @dataclass
 class _FastStep:
-    """One layer of the fast engine: the matrix (rows in the engine's input order, + a bias row for a conv)."""
+    """One layer of the fast engine.
+
+    A conv's matrix has rows in its column order, ``(dy, dx, ci)``, plus a last row holding the
+    constant ``b + v0 (+ 1/2)``; ``tap_major`` convs build their columns one kernel tap per row
+    (few long copies, for few input channels, e.g. the first layer), the others one output
+    position per row (runs of ``kw·C`` contiguous inputs). A dense layer's rows follow its input in
+    HWC order when that is a map; its constant is added after the product.
+    """
 
     layer: object
     matrix: np.ndarray = None
-    constant: np.ndarray = None        # dense: added after the product; conv: the matrix's last row
+    constant: np.ndarray = None        # dense only
     reciprocal: np.ndarray = None      # fl(1/θ) per output channel (firing layers)
+    tap_major: bool = False
 
 
 def _code_dtype(net: Network):
@@ -454,46 +462,74 @@ def _fast_prepare(net: Network, dtype) -> list:
             steps.append(_FastStep(layer))
             continue
         constant = (layer.bias + layer.v0).astype(np.float64) + (0.5 if layer.fires else 0.0)
-        reciprocal = (1.0 / layer.threshold.astype(dtype)).astype(dtype) if layer.fires else None
+        # Python's int / int is the correctly rounded quotient, whatever the size of θ.
+        reciprocal = np.array([1 / int(t) for t in layer.threshold]).astype(dtype) if layer.fires else None
         if layer.kind == "conv2d":
             weight = layer.weight.transpose(2, 3, 1, 0).reshape(-1, layer.out_channels)     # (dy, dx, ci) rows
             matrix = np.concatenate([weight, constant[None, :]]).astype(dtype)
-            steps.append(_FastStep(layer, matrix, None, reciprocal))
+            tap_major = layer.kernel[1] * layer.in_shape[0] < layer.out_shape[2]
+            steps.append(_FastStep(layer, np.ascontiguousarray(matrix.T) if tap_major else matrix, None,
+                                   reciprocal, tap_major))
             continue
         weight = layer.weight
-        if len(in_shape) == 3:                        # the input is a map, kept channels last: rows in HWC order
+        if len(in_shape) == 3:                        # the input is a map, read channels last: rows in HWC order
             weight = weight.reshape((-1,) + in_shape).transpose(0, 2, 3, 1).reshape(len(weight), -1)
         steps.append(_FastStep(layer, weight.T.astype(dtype), constant.astype(dtype), reciprocal))
     return steps
 
 
 class _FastBuffers:
-    """A worker's scratch arrays for chunks of up to ``size`` samples, allocated once and reused."""
+    """A worker's scratch arrays for chunks of up to ``size`` samples, allocated once and reused.
 
-    def __init__(self, net: Network, dtype, size: int):
+    A tap-major conv keeps its padded input as (C, n, Hp, Wp), its columns as (K + 1, n, Ho, Wo) and
+    its products as (Co, n·Ho·Wo); the others (n, Hp, Wp, C), (n, Ho, Wo, K + 1) and (n·Ho·Wo, Co).
+    The columns' bias entry is a constant 1 and the padding border stays 0: both are written once.
+    """
+
+    def __init__(self, steps: list, dtype, size: int):
         self.padded, self.columns, self.products = [], [], []
-        for layer in net.layers:
+        for step in steps:
+            layer = step.layer
             padded = columns = products = None
             if layer.kind == "conv2d":
                 channels, height, width = layer.in_shape
                 (kh, kw), (ph, pw) = layer.kernel, layer.padding
                 _, out_h, out_w = layer.out_shape
-                padded = np.zeros((size, height + 2 * ph, width + 2 * pw, channels), dtype=dtype)
-                columns = np.empty((size, out_h, out_w, kh * kw * channels + 1), dtype=dtype)
-                columns[..., -1] = 1                      # the bias row's input, constant
-                products = np.empty((size * out_h * out_w, layer.out_channels), dtype=dtype)
+                rows, positions = kh * kw * channels + 1, (size, out_h, out_w)
+                if step.tap_major:
+                    padded = np.zeros((channels, size, height + 2 * ph, width + 2 * pw), dtype=dtype)
+                    columns = np.empty((rows,) + positions, dtype=dtype)
+                    columns[-1] = 1
+                    products = np.empty((layer.out_channels, size * out_h * out_w), dtype=dtype)
+                else:
+                    padded = np.zeros((size, height + 2 * ph, width + 2 * pw, channels), dtype=dtype)
+                    columns = np.empty(positions + (rows,), dtype=dtype)
+                    columns[..., -1] = 1
+                    products = np.empty((size * out_h * out_w, layer.out_channels), dtype=dtype)
             self.padded.append(padded)
             self.columns.append(columns)
             self.products.append(products)
 
 
-def _fast_conv(maps: np.ndarray, step: _FastStep, index: int, buffers: _FastBuffers, dtype) -> np.ndarray:
-    """Σ W·q + b + v0 (+ 1/2 if it fires) of a conv over channels-last maps (n, H, W, C) (any dtype):
-    (n·Ho·Wo, Co) in the engine's dtype, a view of a reused buffer."""
+def _fast_conv(maps: np.ndarray, step: _FastStep, index: int, buffers: _FastBuffers) -> np.ndarray:
+    """Σ W·q + b + v0 (+ 1/2 if it fires) of a conv over maps read channels last, (n, H, W, C) (any
+    dtype and memory order): the (n, Ho, Wo, Co) potentials, a channels-last view of a reused buffer."""
     layer, n = step.layer, len(maps)
     (kh, kw), (sh, sw), (ph, pw) = layer.kernel, layer.stride, layer.padding
     channels, height, width = layer.in_shape
     _, out_h, out_w = layer.out_shape
+    positions = n * out_h * out_w
+    if step.tap_major:
+        padded, columns = buffers.padded[index][:, :n], buffers.columns[index][:, :n]
+        np.copyto(padded[:, :, ph:ph + height, pw:pw + width], maps.transpose(3, 0, 1, 2), casting="unsafe")
+        # Row (dy, dx, ci) of the columns is padded[ci, :, dy::sh, dx::sw]: one copy of a strided view.
+        s_c, s_n, s_y, s_x = padded.strides
+        source = as_strided(padded, shape=(kh, kw, channels, n, out_h, out_w), writeable=False,
+                            strides=(s_y, s_x, s_c, s_n, s_y * sh, s_x * sw))
+        np.copyto(columns[:-1].reshape(source.shape), source)
+        products = buffers.products[index][:, :positions]
+        np.matmul(step.matrix, columns.reshape(len(columns), positions), out=products)
+        return products.reshape(-1, n, out_h, out_w).transpose(1, 2, 3, 0)
     padded, columns = buffers.padded[index][:n], buffers.columns[index][:n]
     np.copyto(padded[:, ph:ph + height, pw:pw + width], maps, casting="unsafe")
     # Row (n, y, x) of the columns is kh runs of kw·C contiguous inputs, padded[n, y·sh + dy, x·sw:x·sw + kw, :]:
@@ -505,32 +541,34 @@ def _fast_conv(maps: np.ndarray, step: _FastStep, index: int, buffers: _FastBuff
     target = as_strided(columns, shape=(n, out_h, out_w, kh, run),
                         strides=columns.strides[:3] + (run * columns.strides[3], columns.strides[3]))
     np.copyto(target, source)
-    products = buffers.products[index][:n * out_h * out_w]
-    return np.matmul(columns.reshape(n * out_h * out_w, -1), step.matrix, out=products)
+    products = buffers.products[index][:positions]
+    np.matmul(columns.reshape(positions, -1), step.matrix, out=products)
+    return products.reshape(n, out_h, out_w, -1)
 
 
 def _fast_fire(potential: np.ndarray, step: _FastStep, code_max: int, code_dtype) -> np.ndarray:
-    """``clip(floor(V/θ), 0, 2^T - 1)`` from ``V + 1/2`` (in place), as narrow codes."""
+    """``clip(floor(V/θ), 0, 2^T - 1)`` from ``V + 1/2`` (in place; channels on the last axis), as narrow
+    codes in the same memory order."""
     np.multiply(potential, step.reciprocal, out=potential)
     np.clip(potential, 0, code_max, out=potential)
     return potential.astype(code_dtype)               # truncation = floor on [0, 2^T - 1]
 
 
 def _fast_pool(maps: np.ndarray, layer) -> np.ndarray:
-    """Max pooling of channels-last maps (n, H, W, C), separable: rows, then columns."""
+    """Max pooling of maps read channels last (n, H, W, C), separable: rows, then columns."""
     (kh, kw), (sh, sw) = layer.kernel, layer.stride
     _, out_h, out_w = layer.out_shape
-    rows = maps[:, 0:(out_h - 1) * sh + 1:sh].copy()
+    rows = maps[:, 0:(out_h - 1) * sh + 1:sh].copy(order="K")
     for dy in range(1, kh):
         np.maximum(rows, maps[:, dy:dy + (out_h - 1) * sh + 1:sh], out=rows)
-    pooled = rows[:, :, 0:(out_w - 1) * sw + 1:sw].copy()
+    pooled = rows[:, :, 0:(out_w - 1) * sw + 1:sw].copy(order="K")
     for dx in range(1, kw):
         np.maximum(pooled, rows[:, :, dx:dx + (out_w - 1) * sw + 1:sw], out=pooled)
     return pooled
 
 
 def _to_chw(maps: np.ndarray, out: np.ndarray):
-    """Write channels-last maps (n, H, W, C) (or flat (n, F)) into the public CHW-flattened codes (n, C·H·W)."""
+    """Write maps read channels last (n, H, W, C) (or flat (n, F)) into the CHW-flattened codes (n, C·H·W)."""
     if maps.ndim == 4:
         n, height, width, channels = maps.shape
         maps = maps.transpose(0, 3, 1, 2)
@@ -551,16 +589,14 @@ def _fast_chunk(net: Network, steps: list, dtype, buffers: _FastBuffers, codes: 
             activity = _fast_pool(activity, layer)
         else:
             if layer.kind == "conv2d":
-                potential = _fast_conv(activity, step, index, buffers, dtype)
-                shape = (n,) + tuple(layer.out_shape[1:]) + (layer.out_channels,)
+                potential = _fast_conv(activity, step, index, buffers)
             else:
                 potential = activity.reshape(n, -1).astype(dtype, copy=False) @ step.matrix
                 potential += step.constant
-                shape = (n, layer.out_features)
             if not layer.fires:
-                _to_chw(potential.reshape(shape), scores)
+                _to_chw(potential, scores)
                 return
-            activity = _fast_fire(potential, step, code_max, code_dtype).reshape(shape)
+            activity = _fast_fire(potential, step, code_max, code_dtype)
         _to_chw(activity, out_codes[index + 1])
     raise AssertionError("unreachable: the last layer never fires")
 
@@ -570,13 +606,13 @@ def _fast_run(net: Network, codes: np.ndarray, dtype, threads: int) -> tuple[lis
     steps = _fast_prepare(net, dtype)
     all_codes = [codes] + [np.empty((n, layer.out_features), dtype=_code_dtype(net)) for layer in net.hidden_layers]
     scores = np.empty((n, net.layers[-1].out_features), dtype=np.int64)
-    per_sample = max([1] + [buffer.nbytes for buffer in _FastBuffers(net, dtype, 1).columns if buffer is not None])
+    per_sample = max([1] + [buffer.nbytes for buffer in _FastBuffers(steps, dtype, 1).columns if buffer is not None])
     chunk = max(8, _FAST_CHUNK_BYTES // per_sample)
     workers = max(1, min(threads, -(-n // chunk)))
     bounds = np.linspace(0, n, workers + 1).astype(int)
 
     def work(start: int, stop: int):
-        buffers = _FastBuffers(net, dtype, min(chunk, stop - start))
+        buffers = _FastBuffers(steps, dtype, min(chunk, stop - start))
         for begin in range(start, stop, chunk):
             end = min(begin + chunk, stop)
             _fast_chunk(net, steps, dtype, buffers, codes[begin:end], [c[begin:end] for c in all_codes],
