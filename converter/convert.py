@@ -23,7 +23,8 @@ from .calibrate import InputNormalization, calibrate, fold_normalization, to_num
 from .clip_search import search_percentile
 from spikeforge.ir.network import MAX_TIMESTEPS, Network
 from .quantize import V0_MODES, input_lut, quantize_layers
-from .torch_import import LINEAR_KINDS, ConversionError, float_forward, import_model, model_input_shape
+from .torch_import import (LINEAR_KINDS, ConversionError, float_forward, import_model, model_input_shape,
+                           static_batch)
 
 __all__ = ["convert", "ConversionError", "InputNormalization", "float_model_outputs"]
 
@@ -49,10 +50,15 @@ def _layer_names(paths) -> list[str]:
 def _model_outputs(model, raw, input_shape, normalization) -> np.ndarray:
     """The model's own outputs on raw samples (normalised as the explicit normalisation says)."""
     outputs = []
+    fixed = static_batch(model)            # a program exported without a dynamic batch takes only that size
+    batch = fixed or BATCH
     with torch.no_grad():
-        for start in range(0, len(raw), BATCH):
-            chunk = raw[start:start + BATCH].reshape((-1,) + tuple(input_shape))
+        for start in range(0, len(raw), batch):
+            chunk = raw[start:start + batch].reshape((-1,) + tuple(input_shape))
             model_input = torch.as_tensor(normalization.apply(chunk), dtype=torch.float32)
+            if fixed and len(chunk) < fixed:
+                padding = model_input.new_zeros((fixed - len(chunk),) + tuple(model_input.shape[1:]))
+                model_input = torch.cat([model_input, padding])
             try:
                 result = model(model_input)
             except Exception as error:  # the user's forward can raise anything
@@ -60,7 +66,7 @@ def _model_outputs(model, raw, input_shape, normalization) -> np.ndarray:
                                       f"{tuple(model_input.shape)} failed: {error}") from None
             if isinstance(result, (tuple, list)) and len(result) == 1:
                 result = result[0]
-            outputs.append(torch.as_tensor(result).double().numpy().reshape(len(chunk), -1))
+            outputs.append(torch.as_tensor(result).double().numpy()[:len(chunk)].reshape(len(chunk), -1))
     return np.concatenate(outputs)
 
 

@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from spikeforge.ir.errors import InputError
 
 __all__ = ["ConversionError", "FloatLayer", "FloatConv", "FloatMaxPool", "import_model", "fold_input_affine",
-           "model_input_shape", "first_layer_kind", "float_forward", "SUPPORTED"]
+           "model_input_shape", "first_layer_kind", "float_forward", "static_batch", "SUPPORTED"]
 
 SUPPORTED = ("Linear, Conv2d (groups=1, dilation=1, zero padding), BatchNorm1d/2d after a Linear/Conv2d, "
              "ReLU (nn.ReLU, F.relu, torch.relu), MaxPool2d (no padding, floor mode), AvgPool2d/"
@@ -522,6 +522,14 @@ def _exported_shape(gm) -> tuple | None:
     if len(dims) < 2 or any(d is None for d in dims[1:]):
         return None
     return tuple(dims)
+
+
+def static_batch(model) -> int | None:
+    """The batch size a ``torch.export`` program was exported with, when it is not dynamic (else None)."""
+    if not isinstance(model, torch.fx.GraphModule):
+        return None
+    shape = _exported_shape(model)
+    return None if shape is None else shape[0]
 
 
 def _first_layer(gm):

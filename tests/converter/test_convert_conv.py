@@ -208,6 +208,9 @@ def test_calibration_samples_are_read_in_the_models_input_shape(digits_images, q
     exported = convert(_exported(model, torch.zeros(2, 1, 8, 8)), raw.reshape(-1, 64), timesteps=4,
                        normalization=SCALE)
     assert exported.layers == images.layers
+    # ...also when it was exported for one batch size only (the model is run in batches of that size).
+    static = torch.export.export(model, (torch.zeros(3, 1, 8, 8),)).module()
+    assert convert(static, raw, timesteps=4, normalization=SCALE).layers == images.layers
     three = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 36, 2)).eval()
     with pytest.raises(ConversionError, match=r"with C = 3 .*\(N, 3, H, W\)"):
         convert(three, raw, timesteps=4)
