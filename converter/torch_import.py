@@ -589,11 +589,23 @@ def model_input_shape(model, sample_shape, input_shape=None) -> tuple:
             return sample_shape
         if len(sample_shape) == 2 and channels == 1:
             return (1,) + sample_shape
+        if _runs_on(gm, sample_shape):
+            return sample_shape            # the model reshapes its input itself (x.view(-1, 1, 28, 28))
         raise ConversionError(f"calibration samples of shape {sample_shape} cannot be read as (C, H, W) with C = "
                               f"{channels} (the first Conv2d's in_channels); pass samples as (N, {channels}, H, W)"
                               + (" or (N, H, W)" if channels == 1 else "") + ", or give input_shape "
                               f"(--input-shape C,H,W)")
     return sample_shape
+
+
+def _runs_on(gm, sample_shape) -> bool:
+    """Whether the model accepts a batch of two zero samples of ``sample_shape``."""
+    try:
+        with torch.no_grad():
+            gm(torch.zeros((2,) + tuple(sample_shape)))
+    except Exception:  # the user's forward can raise anything: it does not take this shape
+        return False
+    return True
 
 
 class _Recorder(torch.fx.Interpreter):

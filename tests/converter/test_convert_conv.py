@@ -208,6 +208,18 @@ def test_calibration_samples_are_read_in_the_models_input_shape(digits_images, q
     exported = convert(_exported(model, torch.zeros(2, 1, 8, 8)), raw.reshape(-1, 64), timesteps=4,
                        normalization=SCALE)
     assert exported.layers == images.layers
+    # A model that reshapes its input itself takes the samples as they are.
+    class Reshaping(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = model
+
+        def forward(self, x):
+            return self.body(x.view(-1, 1, 8, 8))
+
+    reshaping = convert(Reshaping().eval(), raw.reshape(-1, 64), timesteps=4, normalization=SCALE)
+    assert reshaping.input_shape == (1, 8, 8) and [l.name for l in reshaping.layers][0] == "body_0"
+    np.testing.assert_array_equal(reshaping.run(raw).scores, images.run(raw).scores)
     # ...also when it was exported for one batch size only (the model is run in batches of that size).
     static = torch.export.export(model, (torch.zeros(3, 1, 8, 8),)).module()
     assert convert(static, raw, timesteps=4, normalization=SCALE).layers == images.layers
