@@ -170,7 +170,7 @@ def _flatten_samples(net: Network, samples) -> np.ndarray:
     if samples.dtype.kind not in "iu":
         raise InputError(f"samples must be raw integer bytes (uint8), got dtype {samples.dtype}")
     if samples.ndim >= 2 and samples.shape[1:] in _accepted_shapes(net):
-        samples = samples.reshape(len(samples), -1)
+        samples = samples.reshape(len(samples), net.in_features)
     elif samples.ndim == 1 and samples.size == net.in_features:
         samples = samples.reshape(1, -1)
     if samples.ndim != 2 or samples.shape[1] != net.in_features:
@@ -185,7 +185,7 @@ def encode(net: Network, samples) -> np.ndarray:
     """Raw bytes -> T-bit input codes through the network's lookup table, shape (N, in_features)."""
     samples = np.asarray(samples)
     if samples.dtype == np.uint8 and samples.ndim >= 2 and samples.shape[1:] in _accepted_shapes(net):
-        return net.input_lut[samples.reshape(len(samples), -1)]     # fast path: bytes need no checks
+        return net.input_lut[samples.reshape(len(samples), net.in_features)]     # fast path: bytes need no checks
     return net.input_lut[_flatten_samples(net, samples)]
 
 

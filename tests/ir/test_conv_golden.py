@@ -76,6 +76,7 @@ def test_every_arithmetic_path_is_exact_on_a_cnn(monkeypatch, dtype):
                               weight_bits=7, threshold_range=(50, 900))
     samples = np.random.default_rng(2).integers(0, 256, size=(40, 2, 10, 9)).astype(np.uint8)
     reference = golden.run_timesteps(net, samples)
+    monkeypatch.setattr(golden, "_fast_dtype", lambda net: None)          # the exact engine (fast: test_golden_fast)
     monkeypatch.setattr(golden, "_float_dtype", lambda net: dtype)
     _assert_same(golden.run(net, samples), reference)
 
@@ -85,6 +86,7 @@ def test_chunked_batches_equal_one_batch(monkeypatch):
     samples = np.random.default_rng(0).integers(0, 256, size=(50, 8, 8))
     whole = golden.run(net, samples)
     monkeypatch.setattr(golden, "_CHUNK_BYTES", 1)                   # chunks of the minimum size
+    monkeypatch.setattr(golden, "_fast_dtype", lambda net: None)      # of the exact engine
     assert golden._chunk_size(net) < 50
     _assert_same(golden.run(net, samples), whole)
 

@@ -109,5 +109,6 @@ def test_every_arithmetic_path_of_the_closed_form_is_exact(monkeypatch, dtype):
     net = random_network(11, sizes=(30, 20, 10, 6), timesteps=6, weight_bits=6, threshold_range=(1, 300))
     samples = np.random.default_rng(4).integers(0, 256, size=(300, 30)).astype(np.uint8)
     reference = golden.run_timesteps(net, samples)
+    monkeypatch.setattr(golden, "_fast_dtype", lambda net: None)          # the exact engine (fast: test_golden_fast)
     monkeypatch.setattr(golden, "_float_dtype", lambda net: dtype)
     _assert_same(golden.run(net, samples), reference)
