@@ -4,7 +4,8 @@ Three models of the same :class:`~spikeforge.ir.network.Network`:
 
 * :func:`run` — the vectorised closed form (DESIGN.md §1): per hidden layer
   ``q_out = clip(floor((W·q_in + b + v0) / θ), 0, 2^T - 1)``, scores ``W·q_in + b`` at the output,
-  label = argmax (lowest index on ties). Fast, over whole batches.
+  label = argmax (lowest index on ties). Fast, over whole batches: float BLAS where every value is
+  provably exact (see :func:`_fast_dtype`), split over threads, int64 where nothing else is exact.
 * :func:`run_timesteps` — the literal iLIF neuron with temporal separation: an accumulate phase
   (``V ← 2V + Σ W`` over the input spikes of each timestep, MSB first), then a fire phase
   (``V ← 2V``, spike and subtract ``θ·2^T`` when ``V >= θ·2^T``, soft reset). Returns the spike
@@ -22,13 +23,14 @@ spikes or feeds codes to the hardware never needs to know the map shapes.
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-from threadpoolctl import ThreadpoolController
 from numpy.lib.stride_tricks import as_strided, sliding_window_view
+from threadpoolctl import ThreadpoolController       # scikit-learn's dependency: BLAS threads per call
 
 from .errors import InputError
 
@@ -61,7 +63,8 @@ class GoldenResult:
     ----------
     codes : list of int64 arrays
         ``codes[0]`` is the input code (N, in_features); ``codes[l + 1]`` the output code of hidden
-        layer ``l`` (N, out_features), CHW-flattened for conv and pool layers.
+        layer ``l`` (N, out_features), CHW-flattened for conv and pool layers. (The closed form's fast
+        engine keeps them in uint8/uint16 and writes these int64 arrays when first read.)
     scores : int64 array (N, classes)
     labels : int64 array (N,)
     """
@@ -407,8 +410,9 @@ def _closed_form(net: Network, steps: list, codes: np.ndarray, dtype, out_codes:
 _FAST_BOUNDS = ((np.float32, 1 << 21), (np.float64, 1 << 50))
 # Samples per chunk of the fast engine: its per-chunk buffers (reused) stay within the caches.
 _FAST_CHUNK_BYTES = 1 << 22
-#: Threads the fast engine splits a batch over (each runs BLAS single-threaded).
-THREADS = 2
+#: Threads the fast engine splits a batch over by default (each runs BLAS single-threaded): the CPUs
+#: this process may use, at most 8.
+THREADS = min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 _BLAS = ThreadpoolController()
 
 
