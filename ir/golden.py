@@ -23,6 +23,7 @@ spikes or feeds codes to the hardware never needs to know the map shapes.
 
 from __future__ import annotations
 
+import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -99,9 +100,10 @@ class _NarrowCodesResult(GoldenResult):
         self._narrow, self._wide = list(value), None
 
     def input_spikes(self, per_feature: bool = False) -> list:
+        source = self._narrow if self._wide is None else self._wide     # once read, the public codes rule
         if per_feature:
-            return [_popcount(codes) for codes in self._narrow]
-        return [_popcount(codes).sum(axis=1) for codes in self._narrow]
+            return [_popcount(codes) for codes in source]
+        return [_popcount(codes).sum(axis=1) for codes in source]
 
 
 @dataclass
@@ -413,7 +415,12 @@ _FAST_CHUNK_BYTES = 1 << 22
 #: Threads the fast engine splits a batch over by default (each runs BLAS single-threaded): the CPUs
 #: this process may use, at most 8.
 THREADS = min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
-_BLAS = ThreadpoolController()
+
+
+@functools.cache
+def _blas() -> ThreadpoolController:
+    """The BLAS thread pools of this process (found once, on first use: it takes tens of ms)."""
+    return ThreadpoolController()
 
 
 def _fast_dtype(net: Network):
@@ -627,7 +634,7 @@ def _fast_run(net: Network, codes: np.ndarray, dtype, threads: int) -> tuple[lis
     if workers == 1:
         work(0, n)
         return all_codes, scores
-    with _BLAS.limit(limits=1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
+    with _blas().limit(limits=1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
         for future in [pool.submit(work, int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]:
             future.result()
     return all_codes, scores
