@@ -884,7 +884,7 @@ class _Fold:
 
     def run(self, ops):
         for op in ops:
-            handler = getattr(self, "_" + op.kind.replace("-", "_"))
+            handler = getattr(self, "_" + op.kind)
             handler(op)
             if op.kind not in ("identity", "reshape"):
                 self.previous = op.kind
@@ -1075,9 +1075,6 @@ class _Fold:
         if not keepdim:
             self.shape = (channels,)
         self._check_shape(op, self.shape)
-
-    def _bn_training(self, op):   # refused while walking the graph; here for completeness of kinds
-        raise ConversionError(f"{op.path!r}: {op.type_name} is in training mode; call model.eval() first")
 
     def _finish(self):
         if self.pool is not None:
