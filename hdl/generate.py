@@ -13,16 +13,15 @@ that load memories themselves.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
-import numpy as np
 from amaranth.back import verilog
 from amaranth.hdl import Shape
 
 from spikeforge.ir.network import Network, load
 from spikeforge.ir.atomic import staged_directory
+from spikeforge.ir.fingerprint import identity
 from .cycle_model import predict
 from .folding import estimate_spikes_in, resolve_folding
 from .layouts import pixel_layout, result_layout, spike_event_layout
@@ -36,13 +35,12 @@ DESIGN_FORMAT = "spikeforge-design"
 
 
 def network_fingerprint(net: Network) -> dict:
-    """Hashes that identify a network: of its manifest (canonical JSON) and of its integer arrays."""
-    manifest = json.dumps(net.manifest(), sort_keys=True, separators=(",", ":")).encode()
-    arrays = hashlib.sha256()
-    for key, value in sorted(net.arrays().items()):
-        arrays.update(key.encode() + b"\0")
-        arrays.update(np.ascontiguousarray(value, dtype="<i8").tobytes())
-    return {"manifest_sha256": hashlib.sha256(manifest).hexdigest(), "arrays_sha256": arrays.hexdigest()}
+    """The network's identity as ``design.json`` records it: ``fingerprint`` and ``structure_fingerprint``.
+
+    See :mod:`spikeforge.ir.fingerprint`: ``spikeforge verify``, ``report --design`` and
+    ``patch-weights`` compare these with the network they are given before trusting the design.
+    """
+    return identity(net)
 
 
 def _hex_image(words, bits: int) -> str:

@@ -38,6 +38,7 @@ from spikeforge.hdl.layouts import pixel_layout, result_layout
 from spikeforge.ir import golden
 from spikeforge.ir.atomic import write_json
 from spikeforge.ir.errors import InputError
+from spikeforge.ir.fingerprint import check_identity
 from spikeforge.ir.network import Network
 
 from . import verilator
@@ -118,8 +119,18 @@ class Design:
     def num_classes(self) -> int:
         return len(self.classes)
 
+    def check_identity(self, net: Network, network_path=None):
+        """The network must be the very one the design was generated from: its fingerprint
+        (:mod:`spikeforge.ir.fingerprint`) must be the one ``design.json`` records.
+
+        A design of an older spikeforge records none and is refused too (regenerate it): bit-exact
+        results on a dataset prove nothing about weights on inputs the dataset never lights.
+        """
+        check_identity(self.info.get("network"), net, what="the RTL in", where=self.directory,
+                       network_path=network_path, error=SignoffError)
+
     def check_network(self, net: Network):
-        """The network must be the one the design was generated from (shape, T, classes, score range)."""
+        """The network must fit the design's ports and widths (shape, T, classes, score range)."""
         problems = []
         if net.timesteps != self.timesteps:
             problems.append(f"T = {net.timesteps} vs the design's {self.timesteps}")
@@ -339,7 +350,7 @@ def _timing(stream: dict, alone: dict | None) -> dict:
 
 def verify(net: Network, rtl_dir, samples, labels=None, *, stalls: str = "none", waves: bool = False,
            build_root=None, seed: int = 1, report_path=None, clock_mhz: float = 100.0,
-           phases=None, simulator: str = "verilator", progress=None) -> dict:
+           phases=None, simulator: str = "verilator", progress=None, network_path=None) -> dict:
     """Sign off the Verilog in ``rtl_dir`` against the golden model of ``net`` on ``samples``.
 
     Parameters
@@ -369,17 +380,27 @@ def verify(net: Network, rtl_dir, samples, labels=None, *, stalls: str = "none",
     simulator : ``"verilator"`` or ``"icarus"``
     progress : callable, optional
         Called with one-line progress messages.
+    network_path : path, optional
+        Where ``net`` was loaded from, for the messages.
 
     Returns
     -------
     dict
         The report (see :func:`format_report`); ``report["ok"]`` is False on any mismatch, missing
         or stray beat, or simulator error.
+
+    Raises
+    ------
+    SignoffError
+        Before anything is built or simulated, when ``design.json`` records another network's
+        fingerprint than ``net``'s, or none (an older spikeforge's design), or the network does not
+        fit the design; and for bad samples, labels or phases.
     """
     say = progress or (lambda message: None)
     if stalls not in ("none", "random"):
         raise SignoffError(f"stalls {stalls!r} is not supported; supported: 'none', 'random'")
     design = Design.load(rtl_dir)
+    design.check_identity(net, network_path)
     design.check_network(net)
     codec = PayloadCodec(design)
     samples = np.asarray(samples)

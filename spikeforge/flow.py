@@ -481,7 +481,7 @@ def step_verify(state: FlowState, config: FlowConfig) -> VerifyReport:
     report = verify_design(net, rtl, data.samples, data.labels, stalls=config.stalls, seed=config.seed,
                            waves=config.waves, build_root=config.sim_build_path,
                            report_path=config.verify_report, clock_mhz=config.clock_mhz,
-                           progress=lambda message: state.log(f"   {message}"))
+                           progress=lambda message: state.log(f"   {message}"), network_path=state.network_dir)
     return VerifyReport(ok=bool(report["ok"]), samples=len(data), checked=report.get("checked"),
                         mismatches=report.get("mismatches"), accuracy=report.get("accuracy"),
                         golden_accuracy=report.get("golden_accuracy"), timing=report.get("timing"),

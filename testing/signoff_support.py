@@ -19,7 +19,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from spikeforge.ir.network import DenseLayer, Network
-from spikeforge.hdl.generate import generate
+from spikeforge.hdl.generate import generate, network_fingerprint
 from spikeforge.hdl.layouts import pixel_layout, result_layout
 
 
@@ -145,7 +145,7 @@ def write_reference_design(net: Network, out_dir, *, name: str = "reference_top"
             "label_bits": results["label"].shape.width, "score_bits": top.score_bits,
             "pixels_payload_bits": pixel_layout().size, "results_payload_bits": results.size,
             "in_features": net.in_features, "layers": [l.name for l in net.layers], "folding": None,
-            "network": None}
+            "network": network_fingerprint(net)}
     (out_dir / "design.json").write_text(json.dumps(info, indent=2) + "\n")
     return out_dir
 
