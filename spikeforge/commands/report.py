@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+from spikeforge.boards.build import REPORT_FORMAT as BOARD_FORMAT
 from spikeforge.datasets import load as load_dataset
+from spikeforge.hdl.generate import DESIGN_FORMAT
 from spikeforge.hdl.folding import parse_lanes
 from spikeforge.ir.errors import InputError
+from spikeforge.ir.fingerprint import check_identity
 from spikeforge.ir.network import MAX_TIMESTEPS, load
 from spikeforge.reporting import REPORT_TIMESTEPS, network_report, write_network_report
 
@@ -44,8 +48,41 @@ def _parse_timesteps(text: str) -> tuple:
     return tuple(sorted(set(values)))
 
 
+def _check_design(design_dir: Path, net, network_path: Path) -> None:
+    """Refuse a ``--design`` folder whose design.json / board report.json is of another network.
+
+    The folder's cycle figures and resources would be reported as this network's otherwise. The same
+    files as :func:`spikeforge.reporting.network_report` reads are checked.
+    """
+    candidates = [design_dir / "design.json", design_dir / "rtl" / "design.json", design_dir / "report.json",
+                  design_dir / "board" / "report.json"]
+    checked = 0
+    for path in candidates:
+        if not path.is_file():
+            continue
+        try:
+            info = json.loads(path.read_text())
+        except (OSError, ValueError) as error:
+            raise InputError(f"--design: {path} is not readable JSON ({error})") from None
+        kind = info.get("format") if isinstance(info, dict) else None
+        if kind not in (DESIGN_FORMAT, BOARD_FORMAT):
+            continue                     # another tool's report.json (a network report, say): not a design
+        build = kind == BOARD_FORMAT
+        check_identity(info.get("network"), net, what="the board build" if build else "the design",
+                       where=path, network_path=network_path,
+                       remedy="rebuild it with `spikeforge build`" if build
+                       else "regenerate it with `spikeforge generate`")
+        checked += 1
+    if not checked:
+        raise InputError(f"--design {design_dir} holds no design.json or board report.json (looked for "
+                         f"{', '.join(str(p.relative_to(design_dir)) for p in candidates)}): give a folder "
+                         f"written by `spikeforge generate` or `spikeforge build`")
+
+
 def run(args) -> int:
     net = load(args.network)
+    if args.design is not None:
+        _check_design(args.design, net, args.network)
     if args.samples is not None and args.samples < 0:
         raise InputError(f"--samples {args.samples} must be >= 0 (0 = all)")
     data = None
