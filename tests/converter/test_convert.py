@@ -197,6 +197,7 @@ def _cli(*args, cwd):
                           env=env)
 
 
+@pytest.mark.slow
 def test_cli_convert_eval_and_nothing_written_on_failure(tmp_path):
     torch.save(load_digits_mlp(), tmp_path / "m.pt")
     done = _cli("convert", "m.pt", "--calibrate", "digits", "-T", "5", "-o", "net", cwd=tmp_path)
@@ -213,6 +214,7 @@ def test_cli_convert_eval_and_nothing_written_on_failure(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 
 
+@pytest.mark.slow
 def test_cli_convert_clip_search(tmp_path):
     torch.save(load_digits_mlp(), tmp_path / "m.pt")
     done = _cli("convert", "m.pt", "--calibrate", "digits", "-T", "2", "--method", "search", "-o", "net",

@@ -137,6 +137,7 @@ def test_avg_pool_before_a_conv_becomes_a_strided_conv_with_the_kernel_spread(di
     np.testing.assert_allclose(conv2.weight[:, :, 1::2, 1::2], original / 4)
 
 
+@pytest.mark.slow
 def test_aten_spellings_from_torch_export_and_decompositions(digits_images, quick_fit):
     raw, _ = digits_images
     for name in ("functional", "avgpool-conv", "mean-2-3"):
@@ -150,6 +151,7 @@ def test_aten_spellings_from_torch_export_and_decompositions(digits_images, quic
             np.testing.assert_array_equal(net.run(raw).scores, reference.run(raw).scores)
 
 
+@pytest.mark.slow
 def test_conv_network_satisfies_the_ir_and_per_channel_thresholds(digits_images, quick_fit):
     raw, _ = digits_images
     model = _trained("sequential", digits_images, quick_fit)
@@ -175,6 +177,7 @@ def test_conv_network_satisfies_the_ir_and_per_channel_thresholds(digits_images,
     assert len(steps) == 2 and len(per_layer.calibration["activation_scales"]) == 2
 
 
+@pytest.mark.slow
 def test_clip_search_for_a_cnn(digits_images, quick_fit):
     raw, labels = digits_images
     model = _trained("sequential", digits_images, quick_fit)
@@ -194,6 +197,7 @@ def test_save_load_round_trip_gives_identical_golden_results(tmp_path, digits_im
     np.testing.assert_array_equal(loaded.run(raw).scores, net.run(raw).scores)
 
 
+@pytest.mark.slow
 def test_calibration_samples_are_read_in_the_models_input_shape(digits_images, quick_fit):
     raw, _ = digits_images
     model = _trained("sequential", digits_images, quick_fit)
@@ -325,6 +329,7 @@ class RawBytesCNN(nn.Module):
         return self.features(x / 255.0)
 
 
+@pytest.mark.slow
 def test_cli_converts_an_exported_cnn_calibrated_on_a_npy_file(tmp_path, digits_images, quick_fit):
     raw, labels = digits_images
     torch.manual_seed(0)

@@ -90,6 +90,7 @@ def test_each_spelling_is_folded_into_the_first_layer(spelling, body, digits_ima
     assert np.mean(net.run(raw).labels == reference.argmax(1)) >= 0.95
 
 
+@pytest.mark.slow
 def test_the_exported_program_folds_the_same_arithmetic(digits_images, quick_fit):
     raw, _ = digits_images
     for spelling in ("buffers (C, 1, 1) and (1, C, 1, 1)", "torch functions"):
