@@ -11,6 +11,21 @@ Only a network that the built hardware computes exactly may be patched in: the s
 timesteps and weight widths (the *shape*), the same membrane and threshold widths, and the same
 biases, thresholds and input lookup table (those live in small ROMs and logic, which are not patched).
 Anything else is refused with the reason.
+
+Identity (:mod:`spikeforge.ir.fingerprint`): the build's ``report.json`` records the fingerprints of
+the network it was built from, and two are checked before anything is patched:
+
+* the build's own copy, ``<build>/network``, must have the recorded *full* fingerprint. The
+  comparison of biases, thresholds and input table below is made against that copy, so a copy
+  replaced by another network (or a build of an older spikeforge, which records none: rebuild it)
+  would let a bitstream through whose unpatched logic computes something else;
+* the new network must have the recorded *structure* fingerprint: everything but the arrays'
+  values (T, input shape, layer kinds, names, sizes, weight widths, ``fires``, class names). Its
+  values legitimately differ, that is the point; what the unpatched parts hold is then compared
+  value by value (:func:`check_patchable`). The structure check is stricter than the hardware
+  strictly needs (class names and the input's 2-D or 1-D shape change no bit of the bitstream):
+  patch-weights is for new weights of the same model, and a network that differs in more than its
+  values is another model, which is rebuilt.
 """
 
 import json
@@ -24,6 +39,7 @@ from spikeforge.hdl.folding import Folding
 from spikeforge.hdl.plan import plan_network
 from spikeforge.ir.atomic import copy_file
 from spikeforge.ir.errors import InputError
+from spikeforge.ir.fingerprint import check_identity
 from spikeforge.ir.network import load
 
 __all__ = ["PatchError", "check_patchable", "patch_weights"]
@@ -74,13 +90,17 @@ def check_patchable(built, new, folding):
     return new_plan
 
 
-def patch_weights(bitstream, new_net, output) -> dict:
+def patch_weights(bitstream, new_net, output, *, new_network_path=None) -> dict:
     """Write ``output``: the iCE40 bitstream ``bitstream`` (from ``spikeforge build``) with ``new_net``'s weights.
+
+    ``new_network_path`` (where ``new_net`` was loaded from) only names it in messages.
 
     Raises
     ------
     PatchError
-        Not an iCE40 build of this flow, or a network it cannot take (see :func:`check_patchable`).
+        Not an iCE40 build of this flow, a build whose network copy is not the one it was built from
+        (or that records none: an older spikeforge), or a network it cannot take (another structure,
+        see the module docstring, or see :func:`check_patchable`).
     """
     bitstream = Path(bitstream)
     out_dir = bitstream.parent
@@ -98,8 +118,14 @@ def patch_weights(bitstream, new_net, output) -> dict:
     if not report.get("patchable_layers"):
         raise PatchError(f"{bitstream} was built without placeholder ROMs (--no-patchable); rebuild to patch")
     built = load(out_dir / "network")
+    recorded = report.get("network")
+    check_identity(recorded, built, what="the build", where=report_path, network_path=out_dir / "network",
+                   remedy="rebuild it with `spikeforge build`", error=PatchError)
     folding = Folding.for_network(built, report["folding"])
     new_plan = check_patchable(built, new_net, folding)
+    check_identity(recorded, new_net, what="the build", where=report_path, network_path=new_network_path,
+                   structure_only=True, remedy="patch-weights needs the same structure: rebuild instead",
+                   error=PatchError)
 
     rom_dir = build_dir / "roms"
     from_columns, to_columns, layers = [], [], []

@@ -111,8 +111,10 @@ def check_identity(recorded, net: Network, *, what: str, where, network_path=Non
     actual = structure_fingerprint(net) if structure_only else fingerprint(net)
     if stored != actual:
         source = recorded.get("path")
-        made_from = f"network {stored[:12]}" + (f" ({source})" if source else "")
-        differ = ("their structures (layers, sizes, widths, T, classes) differ" if structure_only
-                  else "their fingerprints differ")
-        raise error(f"{what} {where} was made from {made_from}, not from {given} (network {actual[:12]}): "
-                    f"{differ}; {remedy}, or give the network it was made from")
+        origin = f" ({source})" if source else ""
+        if structure_only:
+            raise error(f"{what} {where} was made from a network of structure {stored[:12]}{origin}, not that of "
+                        f"{given} (structure {actual[:12]}): their structures (layers, sizes, widths, T, "
+                        f"classes) differ; {remedy}")
+        raise error(f"{what} {where} was made from network {stored[:12]}{origin}, not from {given} (network "
+                    f"{actual[:12]}): their fingerprints differ; {remedy}, or give the network it was made from")

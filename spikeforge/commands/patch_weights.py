@@ -18,7 +18,7 @@ def add_arguments(parser):
 
 def run(args) -> int:
     start = time.monotonic()
-    result = patch_weights(args.bitstream, load(args.network), args.output)
+    result = patch_weights(args.bitstream, load(args.network), args.output, new_network_path=args.network)
     print(f"patched weight ROMs of {', '.join(p.split('/')[-1].split('.')[0] for p in result['layers'])} "
           f"for {result['board']} in {time.monotonic() - start:.1f} s: wrote {result['bitstream']} "
           f"({result['bytes']} bytes)")
