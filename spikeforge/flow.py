@@ -413,8 +413,14 @@ def convert_network(model, config: FlowConfig) -> Network:
     (input scale 1).
     """
     calibration, default_scale = load_calibration(config.calibration or config.dataset)
-    scale = default_scale if config.input_scale is None else config.input_scale
-    normalization = InputNormalization(scale=scale, mean=config.input_mean, std=config.input_std)
+    normalization = InputNormalization(
+        scale=default_scale if config.input_scale is None else config.input_scale,
+        mean=config.input_mean, std=config.input_std)
+    untouched = config.input_scale is None and config.input_mean == 0.0 and config.input_std == 1.0
+    if isinstance(calibration, str) and untouched:
+        # Nothing given: the dataset's default applies, and conversion checks that the model does not
+        # normalise its input itself (x / 255 in forward would be applied twice).
+        normalization = None
     return convert_named(model, calibration, timesteps=config.timesteps, weight_bits=config.weight_bits,
                          method=config.method, percentile=config.percentile, v0=config.v0,
                          per_channel=config.per_channel, normalization=normalization,

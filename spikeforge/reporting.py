@@ -105,7 +105,9 @@ def _spike_density(net, samples) -> dict:
     spikes = [counts.sum(axis=1) for counts in literal.spike_counts]
     return {"per_timestep": density,
             "spikes_per_sample": {name: float(s.mean()) for name, s in zip(names, spikes)},
-            "additions_per_sample": float(golden.spike_driven_additions(net, spikes).mean()),
+            # per-feature counts: a conv spike's fan-out depends on its position
+            "additions_per_sample": float(golden.spike_driven_additions(
+                net, literal.input_spikes(per_feature=True)).mean()),
             "spike_counts": literal.spike_counts}
 
 

@@ -9,6 +9,7 @@ import numpy as np
 from spikeforge.datasets import load as load_dataset
 from spikeforge.evaluate import evaluate, format_evaluation
 from spikeforge.ir.atomic import write_json
+from spikeforge.ir.errors import InputError, VerificationFailure
 from spikeforge.ir.network import load
 
 NAME = "eval"
@@ -31,15 +32,24 @@ def run(args) -> int:
     dataset = load_dataset(args.dataset, args.split).head(args.samples)
     float_accuracy = None
     if args.model:
-        # torch (seconds to import) only when a float model is compared: kept off `spikeforge --help`.
-        import torch
-
+        if args.input_scale is not None and args.input_scale <= 0:
+            raise InputError(f"--input-scale {args.input_scale:g} must be > 0 (the model saw raw / SCALE)")
+        # The converter (and torch, seconds to import) only when a float model is compared: kept off
+        # `spikeforge --help`.
+        from spikeforge.converter.calibrate import InputNormalization  # imports torch
+        from spikeforge.converter.convert import float_model_outputs  # imports torch
         from spikeforge.converter.model_files import load_model  # imports torch
         model = load_model(args.model, args.state_dict)
-        scale = args.input_scale if args.input_scale is not None else dataset.input_scale
-        with torch.no_grad():
-            scores = model(torch.tensor(dataset.samples.astype(np.float32) / np.float32(scale)))
-        float_accuracy = float(np.mean(scores.argmax(1).numpy() == dataset.labels))
+        # The normalisation recorded at conversion is what the model saw; --input-scale overrides it.
+        recorded = net.calibration.get("normalization") or {"scale": dataset.input_scale}
+        normalization = InputNormalization(
+            scale=args.input_scale if args.input_scale is not None else recorded.get("scale", 1.0),
+            mean=recorded.get("mean", 0.0), std=recorded.get("std", 1.0))
+        # The folded float chain equals the model's own outputs (checked at conversion); it takes the
+        # samples in the model's input shape and any batch size an exported program was made for.
+        scores, _ = float_model_outputs(model, dataset.samples, normalization=normalization,
+                                        input_shape=net.input_shape if len(net.input_shape) == 3 else None)
+        float_accuracy = float(np.mean(scores.argmax(1) == dataset.labels))
     report = evaluate(net, dataset, float_accuracy=float_accuracy)
     print(f"network {args.network}")
     print(net.describe())
@@ -48,4 +58,7 @@ def run(args) -> int:
     if args.json:
         write_json(args.json, report)
         print(f"\nwrote {args.json}")
+    if report.get("literal_matches_closed_form") is False:
+        raise VerificationFailure("the golden closed form and the literal timestep iLIF model disagree: the "
+                                  "network's arithmetic is not exact (please report this as a bug)")
     return 0
