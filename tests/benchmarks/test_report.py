@@ -8,6 +8,8 @@ import pytest
 from spikeforge import cli
 from spikeforge.ir.random_network import random_network
 from spikeforge.ir import golden
+from spikeforge.ir.fingerprint import identity
+from spikeforge.ir.network import load
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +85,7 @@ def test_report_summarises_a_board_build_beside_the_network(network_dir, tmp_pat
     (design / "board" / "report.json").write_text(json.dumps({
         "format": "spikeforge-board-build", "status": "built", "board": "ULX3S_85F_Platform", "device": "LFE5U-85F",
         "synthesis": {"luts": 9286, "ffs": 2158, "block_rams": 55, "dsps": 2}, "fmax_mhz": 50.2, "clock_mhz": 25.0,
-        "folding": {"fc1": 16, "fc2": 8, "fc3": 2}}))
+        "folding": {"fc1": 16, "fc2": 8, "fc3": 2}, "network": identity(load(network_dir))}))
     out = tmp_path / "report"
     assert cli.main(["report", str(network_dir), "--design", str(design), "-o", str(out)]) == 0
     markdown = (out / "REPORT.md").read_text()
