@@ -61,7 +61,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .plan import signed_bits
+from .layouts import signed_bits
 from spikeforge.ir.errors import InputError
 from spikeforge.ir.network import Conv2dLayer, MaxPool2dLayer
 

@@ -36,6 +36,14 @@ last beat arrives::
 of ``result(n)``; the per-stage means show the bottleneck. For a constant workload and two banks this
 reduces to ``max(in + 1, T·Ce + 2, max_l max(S_l·C_l + 4, T·C_l + 2), C_L + 3)``: the slowest stage,
 not the sum; with one bank a layer's accumulate and readout add up (``S_l·C_l + T·C_l + 6``).
+
+Conv layers (:mod:`spikeforge.hdl.conv_plan`, a max pool fused into its conv: no stage of its own) are
+stages of the same recurrence with three changes: the accumulate work is ``Σ taps × C_l`` over the input
+spikes (:func:`~spikeforge.hdl.conv_plan.spike_work`; from per-feature input codes, so the golden
+model's CHW codes of the layer's input), the first word comes :data:`CONV_DECODE` cycles later (decode
+stages B-D) and the drain is :data:`CONV_DRAIN` cycles; the readout is
+:func:`~spikeforge.hdl.conv_plan.readout_words` ``+ 3``. Given only a count per layer, a conv's work
+is the count times the mean taps over its input positions times ``C_l``.
 """
 
 from __future__ import annotations
@@ -45,8 +53,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .conv_plan import ConvLayerPlan, readout_words
 from .folding import check_membrane_banks, resolve_folding
-from .plan import check_dense, encoder_lanes_for
+from .plan import check_supported, encoder_lanes_for, plan_network
 from .top import DEFAULT_FIFO_DEPTH
 from spikeforge.ir import golden
 from spikeforge.ir.errors import InputError
@@ -60,6 +69,10 @@ RESULT_RELEASE = 1
 #: Cycles a layer's accumulate adds to its spikes' words: the weight-register, scale and membrane-write
 #: stages draining after the last word, and the hand-over.
 ACCUMULATE_DRAIN = 4
+#: A conv core's extra decode latency before its first word (stages B-D of its spike decoder).
+CONV_DECODE = 3
+#: A conv core's drain after its last word (one more registered stage than the dense core's).
+CONV_DRAIN = 5
 
 
 @dataclass
@@ -162,25 +175,60 @@ def predict(net, folding=None, spike_counts_or_samples=None, *, fifo_depth: int 
     Raises
     ------
     InputError
-        For a network with a layer that is not dense (no conv hardware yet), bad spike counts.
+        For a network with a layer there is no core for (see
+        :func:`~spikeforge.hdl.plan.check_supported`), bad spike counts.
     """
-    check_dense(net)
+    check_supported(net)
     banks = check_membrane_banks(membrane_banks)
     folding = resolve_folding(net, folding, membrane_banks=banks)
-    S, steps = spike_counts_per_layer(net, spike_counts_or_samples)
+    has_conv = any(layer.kind == "conv2d" for layer in net.layers)
+    counts = spike_counts_or_samples
+    if has_conv and isinstance(counts, np.ndarray) and counts.dtype.kind in "iu" \
+            and counts.shape[1:] in (net.input_shape, (net.in_features,)):
+        counts = golden.run_timesteps(net, counts)      # kept: a conv's work needs per-feature codes
+    per_feature = counts.input_spikes(per_feature=True) if has_conv and isinstance(counts, golden.GoldenResult) \
+        else None
+    S_all, steps_all = spike_counts_per_layer(net, counts)
+    # One stage per folded layer (a max pool is fused into its conv).
+    kept = [i for i, layer in enumerate(net.layers) if layer.kind != "maxpool2d"]
+    layer_plans = plan_network(net, folding, membrane_banks=banks).layers if has_conv else [None] * len(kept)
+    stage_layers = [net.layers[i] for i in kept]
+    S = S_all[:, kept]
+    steps = None if steps_all is None else [steps_all[i] for i in kept]
+    N, L, T = len(S), len(kept), net.timesteps
+    chunks = [math.ceil(layer.out_features / folding[layer.name]) if layer.kind != "conv2d"
+              else plan.chunks for layer, plan in zip(stage_layers, layer_plans)]
+    # Accumulate work per sample and stage (words issued).
+    work_all = np.zeros((len(S_all), L))
+    for l, (i, plan) in enumerate(zip(kept, layer_plans)):
+        if isinstance(plan, ConvLayerPlan):
+            taps = _conv_taps(plan) * plan.chunks            # words per spike, per CHW input feature
+            if per_feature is not None:
+                work_all[:, l] = np.asarray(per_feature[i], dtype=np.float64) @ taps
+            else:
+                work_all[:, l] = S_all[:, i] * float(taps.mean())
+        else:
+            work_all[:, l] = S_all[:, i] * chunks[l]
     if len(S) == 1:
         S = np.repeat(S, repeat, axis=0)
+        work_all = np.repeat(work_all, repeat, axis=0)
         steps = None if steps is None else [np.repeat(s, repeat, axis=0) for s in steps]
-    N, L, T = len(S), len(net.layers), net.timesteps
+    N = len(S)
     n_in = net.in_features
     enc_lanes = encoder_lanes_for(net, folding, membrane_banks=banks)
     enc_chunks = math.ceil(n_in / enc_lanes)
-    chunks = [math.ceil(layer.out_features / folding[layer.name]) for layer in net.layers]
-    producer_chunks = [enc_chunks] + chunks[:-1]
-    readout = [T * enc_chunks + 2] + [T * c + 2 for c in chunks[:-1]] + [chunks[-1] + 2]
+    out_chunks = [plan.out_chunks if isinstance(plan, ConvLayerPlan) else c for plan, c in zip(layer_plans, chunks)]
+    producer_chunks = [enc_chunks] + out_chunks[:-1]
+    readout = [T * enc_chunks + 2] + [readout_words(plan) + 3 if isinstance(plan, ConvLayerPlan) else T * c + 2
+                                      for plan, c in zip(layer_plans[:-1], chunks[:-1])] + [chunks[-1] + 2]
+    decode = [CONV_DECODE if isinstance(plan, ConvLayerPlan) else 0 for plan in layer_plans]
+    drain = [CONV_DRAIN if isinstance(plan, ConvLayerPlan) else ACCUMULATE_DRAIN for plan in layer_plans]
 
     h = np.zeros(L + 1)          # hand-over of node j (0 = encoder) for the previous sample
     e = np.zeros(L + 1)          # end of node j's readout for the previous sample
+    for l, plan in enumerate(layer_plans):
+        if isinstance(plan, ConvLayerPlan):     # a conv core clears its bank(s) after reset first
+            h[l + 1] = e[l + 1] = plan.bank_words
     first_byte = np.zeros(N)
     results = np.zeros(N)
     acc_time = np.zeros((N, L))
@@ -191,12 +239,12 @@ def predict(net, folding=None, spike_counts_or_samples=None, *, fifo_depth: int 
         e_new[0] = h_new[0] + readout[0]
         for l in range(L):
             j = l + 1
-            work = S[n, l] * chunks[l]
-            acc_time[n, l] = work + ACCUMULATE_DRAIN
+            work = work_all[n, l]
+            acc_time[n, l] = work + decode[l] + drain[l]
             # Two banks: the hand-over of n-1 frees the other bank at once; one bank: the readout of
             # n-1 must be done.
             start = max(h[j] if banks == 2 else e[j], h_new[j - 1] + FIFO_LATENCY)
-            a = max(start + work, e_new[j - 1] + 1) + ACCUMULATE_DRAIN
+            a = max(start + decode[l] + work, e_new[j - 1] + 1 + decode[l]) + drain[l]
             beats = _beats(None if steps is None else steps[l][n], S[n, l], T, producer_chunks[l])
             if beats > fifo_depth:
                 # The producer's sweep stalls on the full FIFO until the consumer has D beats left.
@@ -208,13 +256,16 @@ def predict(net, folding=None, spike_counts_or_samples=None, *, fifo_depth: int 
 
     stages = {"encoder.load": float(n_in + 1), "encoder.emit": float(readout[0])}
     layers = []
-    for l, layer in enumerate(net.layers):
+    for l, (layer, plan) in enumerate(zip(stage_layers, layer_plans)):
         stages[f"{layer.name}.accumulate"] = float(acc_time[:, l].mean())
         stages[f"{layer.name}.{'fire' if layer.fires else 'score'}"] = float(readout[l + 1])
+        # A conv's useful additions: every issued word adds into out_channels of its lanes (padding aside).
+        useful = (float(work_all[:, l].mean()) / plan.chunks * layer.out_channels
+                  if isinstance(plan, ConvLayerPlan) else float(S[:, l].mean() * layer.out_features))
         layers.append({"name": layer.name, "lanes": folding[layer.name], "chunks": chunks[l],
                        "spikes_in": float(S[:, l].mean()), "accumulate_cycles": float(acc_time[:, l].mean()),
                        "fire_cycles": float(readout[l + 1]),
-                       "useful_additions": float(S[:, l].mean() * layer.out_features)})
+                       "useful_additions": useful})
     cycles = float((results[-1] - results[0]) / (N - 1)) if N > 1 else max(stages.values())
     useful = sum(layer["useful_additions"] for layer in layers)
     total_lanes = folding.total_lanes()
@@ -228,3 +279,10 @@ def predict(net, folding=None, spike_counts_or_samples=None, *, fifo_depth: int 
                            layers=layers, useful_additions=useful,
                            adder_utilisation=useful / (total_lanes * cycles) if cycles else 0.0,
                            result_cycles=results)
+
+
+def _conv_taps(plan: ConvLayerPlan) -> np.ndarray:
+    """Kept outputs an input spike reaches, per CHW-flat input feature of ``plan``'s input map."""
+    C, H, W = plan.in_shape
+    per_position = np.array([[plan.taps(y, x) for x in range(W)] for y in range(H)], dtype=np.float64)
+    return np.broadcast_to(per_position, (C, H, W)).reshape(-1)

@@ -13,6 +13,12 @@ accumulate phase. With a lanes budget instead of a target it binary-searches the
 smallest target that fits the budget. Only lane counts that are the smallest for their chunk count
 (``lanes = ceil(out / chunks)``) are ever chosen: any more lanes would only add padding.
 
+Conv layers (issue 13): the lanes of a conv layer are output channels (``1..Co``); the max pool that
+follows a conv is fused into the conv's core and takes no lanes, so a pool's name is refused as a
+folding key (fold its conv instead). A conv input spike costs ``taps × chunks`` words (the kernel taps
+whose output is kept, about ``kh·kw / (sh·sw)`` away from the border) and its fire sweep
+``P·chunks·K + (T-1)·P·chunks`` (``P`` emitted positions, ``K`` the pool window, 1 without a pool).
+
 Without measured spike counts the estimate assumes every input code has ``T/2`` ones on average
 (uniform codes), so layers are balanced by ``in_features × out_features``; pass ``spikes_in`` (mean
 input spikes per sample and layer, e.g. from :func:`spikeforge.ir.golden.run`) for a better balance.
@@ -25,7 +31,8 @@ from dataclasses import dataclass
 from spikeforge.ir.errors import InputError
 
 __all__ = ["FoldingError", "Folding", "parse_lanes", "estimate_spikes_in", "auto_folding",
-           "resolve_folding", "DEFAULT_LANES_BUDGET", "layer_cycles", "MEMBRANE_BANKS", "check_membrane_banks"]
+           "resolve_folding", "DEFAULT_LANES_BUDGET", "layer_cycles", "MEMBRANE_BANKS", "check_membrane_banks",
+           "max_lanes", "folded_layers", "pool_after"]
 
 #: Lanes budget of the automatic default (``Accelerator(net)`` / ``spikeforge generate`` without options).
 DEFAULT_LANES_BUDGET = 64
@@ -44,6 +51,35 @@ class FoldingError(InputError):
     """A folding config names an unknown layer, an out-of-range lanes value, or an unreachable target."""
 
 
+def max_lanes(layer) -> int:
+    """The most lanes a layer can use: output channels for a conv, ``out_features`` for a dense layer."""
+    return layer.out_channels if layer.kind == "conv2d" else layer.out_features
+
+
+def folded_layers(net) -> list:
+    """The layers that take lanes (every layer but the max pools, which are fused into their conv)."""
+    return [layer for layer in net.layers if layer.kind != "maxpool2d"]
+
+
+def pool_after(net, index: int):
+    """The max pool directly after layer ``index`` (fused into its core), or None."""
+    following = net.layers[index + 1] if index + 1 < len(net.layers) else None
+    return following if following is not None and following.kind == "maxpool2d" else None
+
+
+def _conv_cost(net, index: int, lanes: int, spikes: float):
+    """(accumulate, sweep) estimate of conv layer ``index``."""
+    layer = net.layers[index]
+    chunks = math.ceil(layer.out_channels / lanes)
+    (kh, kw), (sh, sw) = layer.kernel, layer.stride
+    pool = pool_after(net, index)
+    positions = (pool.out_shape[1] * pool.out_shape[2]) if pool is not None else layer.out_shape[1] * layer.out_shape[2]
+    window = pool.kernel[0] * pool.kernel[1] if pool is not None else 1
+    accumulate = spikes * (kh * kw) / (sh * sw) * chunks
+    sweep = positions * chunks * window + (net.timesteps - 1) * positions * chunks
+    return accumulate, sweep
+
+
 @dataclass(frozen=True)
 class Folding:
     """Lanes per layer, validated against a network.
@@ -51,12 +87,13 @@ class Folding:
     Parameters
     ----------
     lanes : dict of str -> int
-        One entry per layer of the network, in layer order; ``1 <= lanes <= out_features``.
+        One entry per folded layer of the network (every layer but the max pools), in layer order;
+        ``1 <= lanes <= out_features`` (a conv layer: ``1..out_channels``).
 
     Raises
     ------
     FoldingError
-        On an unknown layer name, a missing layer, or a lanes value outside ``1..out_features``.
+        On an unknown layer name, a max pool's name, a missing layer, or a lanes value out of range.
     """
 
     lanes: dict
@@ -65,14 +102,16 @@ class Folding:
     def for_network(cls, net, config) -> "Folding":
         """Validate a complete ``{layer name: lanes}`` mapping against ``net``."""
         config = dict(config)
-        names = [layer.name for layer in net.layers]
+        names = [layer.name for layer in folded_layers(net)]
         for name, lanes in config.items():
             if name not in names:
+                _refuse_pool_key(net, name)
                 raise FoldingError(f"folding names layer {name!r}, which does not exist; layers: {', '.join(names)}")
             layer = net.layer(name)
-            if isinstance(lanes, bool) or not isinstance(lanes, int) or not 1 <= lanes <= layer.out_features:
-                raise FoldingError(f"layer {name!r}: lanes {lanes!r} is not in 1..{layer.out_features} "
-                                   f"(its out_features)")
+            if isinstance(lanes, bool) or not isinstance(lanes, int) or not 1 <= lanes <= max_lanes(layer):
+                what = "its output channels" if layer.kind == "conv2d" else "its out_features"
+                raise FoldingError(f"layer {name!r}: lanes {lanes!r} is not in 1..{max_lanes(layer)} "
+                                   f"({what})")
         missing = [name for name in names if name not in config]
         if missing:
             raise FoldingError(f"folding does not give lanes for layer(s) {', '.join(missing)}")
@@ -85,7 +124,17 @@ class Folding:
         return sum(self.lanes.values())
 
     def chunks(self, net) -> dict:
-        return {layer.name: math.ceil(layer.out_features / self.lanes[layer.name]) for layer in net.layers}
+        return {layer.name: math.ceil(max_lanes(layer) / self.lanes[layer.name]) for layer in folded_layers(net)}
+
+
+def _refuse_pool_key(net, name: str) -> None:
+    """A folding key that names a max pool: refused, naming the conv it is fused into."""
+    names = [layer.name for layer in net.layers]
+    if name in names and net.layer(name).kind == "maxpool2d":
+        index = names.index(name)
+        conv = net.layers[index - 1].name if index else None
+        raise FoldingError(f"layer {name!r} is a max pool: it is fused into the core of {conv!r} and takes no "
+                           f"lanes; give lanes for {conv!r} instead")
 
 
 def parse_lanes(text: str) -> dict:
@@ -119,6 +168,9 @@ def layer_cycles(net, index: int, lanes: int, spikes_in: list, membrane_banks: i
     consecutive samples. One bank: their sum, the readout sweep follows the accumulate phase.
     """
     layer = net.layers[index]
+    if layer.kind == "conv2d":
+        accumulate, sweep = _conv_cost(net, index, lanes, spikes_in[index])
+        return max(accumulate, sweep) if check_membrane_banks(membrane_banks) == 2 else accumulate + sweep
     chunks = math.ceil(layer.out_features / lanes)
     accumulate = spikes_in[index] * chunks
     sweep = net.timesteps * chunks if layer.fires else chunks
@@ -130,7 +182,7 @@ _layer_cost = layer_cycles
 
 def _lanes_for(net, index: int, target: float, spikes_in: list, membrane_banks: int = 2):
     """The fewest lanes for layer ``index`` whose cost is <= target, or None."""
-    out = net.layers[index].out_features
+    out = max_lanes(net.layers[index])
     for chunks in range(out, 0, -1):
         lanes = math.ceil(out / chunks)
         if _layer_cost(net, index, lanes, spikes_in, membrane_banks) <= target:
@@ -168,8 +220,8 @@ def auto_folding(net, *, lanes_budget=None, target_cycles=None, spikes_in=None, 
     banks = check_membrane_banks(membrane_banks)
     fixed = dict(fixed or {})
     if fixed:   # validates names and ranges of the fixed part
-        Folding.for_network(net, {**{layer.name: 1 for layer in net.layers}, **fixed})
-    free = [i for i, layer in enumerate(net.layers) if layer.name not in fixed]
+        Folding.for_network(net, {**{layer.name: 1 for layer in folded_layers(net)}, **fixed})
+    free = [i for i, layer in enumerate(net.layers) if layer.name not in fixed and layer.kind != "maxpool2d"]
 
     def solve(target):
         lanes = dict(fixed)
@@ -185,16 +237,17 @@ def auto_folding(net, *, lanes_budget=None, target_cycles=None, spikes_in=None, 
             raise FoldingError(f"target cycles {target_cycles!r} must be a positive number")
         lanes = solve(target_cycles)
         if lanes is None:
-            worst = max(free, key=lambda i: _layer_cost(net, i, net.layers[i].out_features, spikes_in, banks))
-            best = _layer_cost(net, worst, net.layers[worst].out_features, spikes_in, banks)
+            worst = max(free, key=lambda i: _layer_cost(net, i, max_lanes(net.layers[i]), spikes_in, banks))
+            best = _layer_cost(net, worst, max_lanes(net.layers[worst]), spikes_in, banks)
             raise FoldingError(f"target {target_cycles} cycles per sample is not reachable: layer "
                                f"{net.layers[worst].name!r} needs about {best:.0f} cycles even with lanes = "
-                               f"out_features = {net.layers[worst].out_features}")
+                               f"{'output channels' if net.layers[worst].kind == 'conv2d' else 'out_features'} = "
+                               f"{max_lanes(net.layers[worst])}")
         return Folding.for_network(net, lanes)
 
     if lanes_budget is None:
-        lanes_budget = min(DEFAULT_LANES_BUDGET, sum(layer.out_features for layer in net.layers))
-        lanes_budget = max(lanes_budget, len(net.layers))
+        lanes_budget = min(DEFAULT_LANES_BUDGET, sum(max_lanes(layer) for layer in folded_layers(net)))
+        lanes_budget = max(lanes_budget, len(folded_layers(net)))
     if isinstance(lanes_budget, bool) or not isinstance(lanes_budget, int):
         raise FoldingError(f"lanes budget {lanes_budget!r} must be an integer")
     budget_left = lanes_budget - sum(fixed.values())
@@ -202,8 +255,8 @@ def auto_folding(net, *, lanes_budget=None, target_cycles=None, spikes_in=None, 
         raise FoldingError(f"lanes budget {lanes_budget} is too small: it needs at least {len(free) + sum(fixed.values())} "
                            f"(one lane per layer{' plus the fixed lanes' if fixed else ''})")
     # Candidate targets: every cost some layer can have; the answer is one of them.
-    candidates = sorted({_layer_cost(net, i, math.ceil(net.layers[i].out_features / c), spikes_in, banks)
-                         for i in free for c in range(1, net.layers[i].out_features + 1)})
+    candidates = sorted({_layer_cost(net, i, math.ceil(max_lanes(net.layers[i]) / c), spikes_in, banks)
+                         for i in free for c in range(1, max_lanes(net.layers[i]) + 1)})
     low, high = 0, len(candidates) - 1
     best = solve(candidates[high])
     while low <= high:
@@ -230,16 +283,17 @@ def resolve_folding(net, folding=None, *, lanes_budget=None, target_cycles=None,
     if not isinstance(folding, dict):
         raise FoldingError(f"folding must be a dict of layer name -> lanes or a Folding, got {type(folding).__name__}")
     if lanes_budget is not None or target_cycles is not None:
-        if len(folding) == len(net.layers):
+        if len(folding) == len(folded_layers(net)):
             raise FoldingError("every layer's lanes are given; a lanes budget or cycle target has nothing to choose")
-    names = [layer.name for layer in net.layers]
+    names = [layer.name for layer in folded_layers(net)]
     if all(name in folding for name in names) or any(name not in names for name in folding):
         return Folding.for_network(net, folding)
     # Validate the given part (names and ranges) before balancing the rest.
     Folding.for_network(net, {**{n: 1 for n in names}, **folding})
     spikes = estimate_spikes_in(net, spikes_in)
+    all_names = [layer.name for layer in net.layers]
     if target_cycles is None and lanes_budget is None:
-        target_cycles = max(_layer_cost(net, names.index(name), lanes, spikes, membrane_banks)
+        target_cycles = max(_layer_cost(net, all_names.index(name), lanes, spikes, membrane_banks)
                             for name, lanes in folding.items())
     return auto_folding(net, lanes_budget=lanes_budget, target_cycles=target_cycles, spikes_in=spikes_in,
                         fixed=folding, membrane_banks=membrane_banks)

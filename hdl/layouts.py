@@ -27,7 +27,12 @@ from amaranth.hdl import signed, unsigned
 from amaranth.lib import data
 from amaranth.utils import ceil_log2
 
-__all__ = ["pixel_layout", "result_layout", "spike_event_layout", "index_shape"]
+__all__ = ["pixel_layout", "result_layout", "spike_event_layout", "index_shape", "signed_bits"]
+
+
+def signed_bits(bound: int) -> int:
+    """Two's-complement bits that hold every integer in ``-bound..bound``."""
+    return int(bound).bit_length() + 1
 
 
 def index_shape(count: int):

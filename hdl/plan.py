@@ -35,12 +35,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .folding import Folding, check_membrane_banks, estimate_spikes_in, layer_cycles
-from .layouts import label_bits
+from .folding import Folding, check_membrane_banks, estimate_spikes_in, layer_cycles, pool_after
+from .conv_plan import ConvLayerPlan, InputMap, event_index_to_chw, plan_conv_layer
+from .layouts import label_bits, signed_bits
 from spikeforge.ir.errors import InputError
 
 __all__ = ["LayerPlan", "AcceleratorPlan", "plan_network", "check_dense", "signed_bits", "ENCODER_MAX_LANES",
-           "encoder_lanes_for"]
+           "encoder_lanes_for", "check_supported"]
 
 #: The input encoder reads at most this many codes per cycle.
 ENCODER_MAX_LANES = 16
@@ -58,17 +59,23 @@ def encoder_lanes_for(net, folding, spikes_in=None, membrane_banks: int = 2) -> 
     T, n_in = net.timesteps, net.in_features
     spikes = estimate_spikes_in(net, spikes_in)
     slowest = max([n_in + 1] + [layer_cycles(net, i, folding[layer.name], spikes, membrane_banks)
-                                for i, layer in enumerate(net.layers)])
+                                for i, layer in enumerate(net.layers) if layer.kind != "maxpool2d"])
     # Half the estimate: the estimate assumes T/2 ones per code, real inputs (digits: about 2.3 of 8)
     # are sparser, and the encoder's sweep costs the same whatever the data.
-    for lanes in range(1, min(n_in, ENCODER_MAX_LANES) + 1):
+    allowed = list(range(1, min(n_in, ENCODER_MAX_LANES) + 1))
+    if net.layers[0].kind == "conv2d":      # a chunk must stay inside one input row (InputMap.chw)
+        width = net.layers[0].in_shape[2]
+        allowed = [lanes for lanes in allowed if width % lanes == 0]
+    for lanes in allowed:
         if T * math.ceil(n_in / lanes) + 2 <= ENCODER_MARGIN * slowest:
             return lanes
-    return min(n_in, ENCODER_MAX_LANES)
+    return allowed[-1]
 
 
 def check_dense(net) -> None:
-    """Refuse a network with a layer the hardware generator has no core for (anything but dense).
+    """Refuse a network with a layer that is not dense: what :func:`~spikeforge.hdl.generate.generate`
+    still requires (its ``design.json`` and ROM images describe dense layers only). The Accelerator,
+    the plan and the cycle model take conv networks (:func:`check_supported`).
 
     Raises
     ------
@@ -81,9 +88,23 @@ def check_dense(net) -> None:
                              f"dense layers only (conv hardware: issue 13)")
 
 
-def signed_bits(bound: int) -> int:
-    """Two's-complement bits that hold every integer in ``-bound..bound``."""
-    return int(bound).bit_length() + 1
+def check_supported(net) -> None:
+    """Refuse a network the hardware generator has no core for: a max pool that does not directly follow
+    a conv layer (pools are fused into the conv core's fire phase), or a conv output layer.
+
+    Raises
+    ------
+    InputError
+        Naming the first such layer.
+    """
+    for index, layer in enumerate(net.layers):
+        if layer.kind == "maxpool2d" and (index == 0 or net.layers[index - 1].kind != "conv2d"):
+            after = "is the first layer" if index == 0 else f"follows {net.layers[index - 1].name!r}, a {net.layers[index - 1].kind} layer"
+            raise InputError(f"layer {layer.name!r} is a maxpool2d layer that {after}; the hardware fuses a max "
+                             f"pool into the conv layer right before it, so a pool must directly follow a conv2d layer")
+        if layer.kind == "conv2d" and not layer.fires:
+            raise InputError(f"layer {layer.name!r} is a conv2d output layer; the hardware generator has no conv "
+                             f"output core: end the network with a dense layer")
 
 
 def _pack(rows: np.ndarray, bits: int) -> list:
@@ -110,7 +131,8 @@ class LayerPlan:
         Neurons per cycle and ``ceil(out_features / lanes)``.
     in_group, in_chunks
         The producer's lanes and chunks: an input event carries ``in_group`` spike bits of chunk
-        ``0..in_chunks-1``.
+        ``0..in_chunks-1`` (after a conv: its lanes and ``P·chunks``, the weight ROM's rows then
+        follow the conv's position-major event indices).
     accumulator_bound, membrane_bits, threshold_bits, bias_bits
         See the module docstring.
     uniform_threshold
@@ -198,26 +220,52 @@ class AcceleratorPlan:
 def plan_network(net, folding: Folding, membrane_banks: int = 2) -> AcceleratorPlan:
     """Derive every width, depth and ROM image of the accelerator for ``net`` folded by ``folding``.
 
-    ``membrane_banks`` (2: ping-pong, default; 1: compact) is recorded in every :class:`LayerPlan`.
+    ``membrane_banks`` (2: ping-pong, default; 1: compact) is recorded in every layer plan.
+    ``layers`` holds one plan per folded layer: a :class:`LayerPlan` for a dense layer, a
+    :class:`~spikeforge.hdl.conv_plan.ConvLayerPlan` for a conv layer (fused with the max pool that
+    follows it, if any; a pool has no plan of its own). The first conv reads the encoder's flat CHW
+    events (:meth:`~spikeforge.hdl.conv_plan.InputMap.chw`, the encoder's lanes divide ``W``), a conv
+    after a conv its position-major events; a dense layer after a conv takes ``in_group`` = the conv's
+    lanes, ``in_chunks`` = its ``P·chunks``, and its weight-ROM rows are the event indices
+    (:func:`~spikeforge.hdl.conv_plan.event_index_to_chw`, zero rows for padding channels).
 
     Raises
     ------
     InputError
-        A layer that is not dense (conv2d, maxpool2d: no hardware core yet), see :func:`check_dense`.
+        A network with a layer there is no core for, see :func:`check_supported`.
     """
-    check_dense(net)
+    check_supported(net)
     banks = check_membrane_banks(membrane_banks)
     T = net.timesteps
     encoder_lanes = encoder_lanes_for(net, folding, membrane_banks=banks)
     group, group_chunks = encoder_lanes, math.ceil(net.in_features / encoder_lanes)
     layers = []
-    for layer in net.layers:
+    for index, layer in enumerate(net.layers):
+        if layer.kind == "maxpool2d":       # fused into the conv core before it
+            continue
         lanes = folding[layer.name]
+        previous = layers[-1] if layers else None
+        if layer.kind == "conv2d":
+            if previous is None:
+                input_map = InputMap.chw(layer.in_shape, encoder_lanes)
+            else:
+                input_map = InputMap.position_major(previous.out_shape, previous.lanes)
+            conv = plan_conv_layer(layer, lanes=lanes, timesteps=T, input_map=input_map,
+                                   pool=pool_after(net, index), membrane_banks=banks)
+            layers.append(conv)
+            group, group_chunks = conv.lanes, conv.out_chunks
+            continue
         chunks = math.ceil(layer.out_features / lanes)
         padded = lanes * chunks
         pad = padded - layer.out_features
         weight = np.pad(layer.weight, ((0, pad), (0, 0)))                      # (padded, in)
-        weight_rows = weight.T.reshape(layer.in_features * chunks, lanes)      # address = i*chunks + c
+        if isinstance(previous, ConvLayerPlan):
+            # The conv emits position-major events: ROM row = event index, column chw of it (0: padding).
+            chw = event_index_to_chw(previous.out_shape, previous.lanes)
+            permuted = np.zeros((padded, len(chw)), dtype=weight.dtype)
+            permuted[:, chw >= 0] = weight[:, chw[chw >= 0]]
+            weight = permuted
+        weight_rows = weight.T.reshape(weight.shape[1] * chunks, lanes)       # address = i*chunks + c
         bound = layer.accumulator_bound(T)
         membrane_bits = signed_bits(bound)
         bias = np.pad(layer.bias + layer.v0, (0, pad)).reshape(chunks, lanes)

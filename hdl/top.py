@@ -1,4 +1,8 @@
-"""The top level: encoder -> FIFO -> dense iLIF layers (FIFOs between) -> output layer -> results.
+"""The top level: encoder -> FIFO -> iLIF layers (FIFOs between) -> output layer -> results.
+
+A hidden layer is a dense core (:class:`~spikeforge.hdl.layer.DenseILIF`) or a conv core
+(:class:`~spikeforge.hdl.conv_layer.ConvILIF`, with the max pool that follows it fused into its fire
+phase); the output layer is dense. Conv cores take the same FIFOs and the same event streams.
 
 Every stage works on a different sample at once: the encoder loads sample n+1 while it emits
 sample n; layer l fires sample n (its events flow through a FIFO straight into layer l+1's
@@ -16,12 +20,14 @@ from amaranth.hdl import Module
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .conv_layer import ConvILIF
+from .conv_plan import ConvLayerPlan
 from .encoder import SpikeEncoder
 from .fifo import StreamFIFO
 from .folding import check_membrane_banks, resolve_folding
 from .layer import DenseILIF, OutputLayer
 from .layouts import pixel_layout, result_layout
-from .plan import check_dense, plan_network
+from .plan import check_supported, plan_network
 from spikeforge.ir.errors import InputError
 
 __all__ = ["Accelerator", "DEFAULT_FIFO_DEPTH"]
@@ -62,15 +68,17 @@ class Accelerator(wiring.Component):
     Raises
     ------
     InputError
-        For a network with a layer that is not dense (no conv hardware yet).
+        For a network with a layer there is no core for (a conv output layer, a max pool that does not
+        directly follow a conv layer), see :func:`~spikeforge.hdl.plan.check_supported`.
     FoldingError
-        For a bad folding (unknown layer, lanes outside ``1..out_features``).
+        For a bad folding (unknown layer, a max pool's name, lanes outside ``1..out_features`` or,
+        for a conv layer, ``1..out_channels``).
     ValueError
         For a ``fifo_depth`` below 2.
     """
 
     def __init__(self, net, folding=None, *, fifo_depth: int = DEFAULT_FIFO_DEPTH, membrane_banks: int = 2):
-        check_dense(net)
+        check_supported(net)
         self.net = net
         self.membrane_banks = check_membrane_banks(membrane_banks)
         self.folding = resolve_folding(net, folding, membrane_banks=self.membrane_banks)
@@ -96,7 +104,12 @@ class Accelerator(wiring.Component):
             fifo = StreamFIFO(producer.payload.shape(), self.fifo_depth)
             m.submodules[f"{layer_plan.name}_fifo"] = fifo
             wiring.connect(m, producer, fifo.w)
-            if layer_plan.fires:
+            if isinstance(layer_plan, ConvLayerPlan):
+                core = ConvILIF(layer_plan)
+                m.submodules[layer_plan.name] = core
+                wiring.connect(m, fifo.r, core.events)
+                producer = core.spikes
+            elif layer_plan.fires:
                 core = DenseILIF(layer_plan)
                 m.submodules[layer_plan.name] = core
                 wiring.connect(m, fifo.r, core.events)
