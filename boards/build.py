@@ -34,6 +34,7 @@ from pathlib import Path
 from spikeforge.hdl import Accelerator
 from spikeforge.hdl.folding import resolve_folding
 from spikeforge.hdl.generate import design_report
+from spikeforge.hdl.plan import check_dense
 from spikeforge.ir.atomic import copy_file, write_json
 from spikeforge.ir.errors import InputError
 from .placeholders import PATCHABLE_MIN_DEPTH, icebram_replace, placeholder_plan, write_rom_images
@@ -277,7 +278,11 @@ def build(net, board: str, out_dir, *, options: BuildOptions | None = None, log=
         The design does not fit (before synthesis, or before place and route).
     ToolError
         A tool failed.
+    InputError
+        A network with a conv or pool layer: the board flow (resource estimate, placeholders,
+        design.json) describes dense layers only so far (issue 13).
     """
+    check_dense(net)
     options = options or BuildOptions()
     if options.membrane_banks is not None:
         return _build(net, board, out_dir, options, log, options.membrane_banks, None)
