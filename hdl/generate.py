@@ -6,9 +6,14 @@
 
 ``rom/*.hex`` are ``$readmemh`` images of the memories *as the hardware packs them* (one word per
 line, lane 0 in the least significant bits; see :mod:`spikeforge.hdl.plan`): ``input_lut.hex``,
-``<layer>.weight.hex``, ``<layer>.bias.hex`` and, for firing layers, ``<layer>.threshold.hex``. The
-same contents are in the Verilog's ``initial`` blocks; the images are for inspection and for flows
-that load memories themselves.
+``<layer>.weight.hex``, ``<layer>.bias.hex`` and, for firing layers, ``<layer>.threshold.hex``; a conv
+layer (:mod:`spikeforge.hdl.conv_plan`) also has ``<layer>.in_map.hex``, ``<layer>.rows.hex`` and
+``<layer>.cols.hex`` (its address-decode ROMs). The same contents are in the Verilog's ``initial``
+blocks; the images are for inspection and for flows that load memories themselves.
+
+A conv layer's ``design.json`` entry (``kind: "conv2d"``) adds its shapes (``in_shape``, ``conv_shape``,
+``out_shape`` — the pooled map when a max pool is fused into it, ``pool``), ``memory_bits`` (every ROM
+and RAM by name) and its cycle figures; a max pool has no entry of its own.
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ from spikeforge.ir.fingerprint import identity
 from .cycle_model import predict
 from .folding import estimate_spikes_in, resolve_folding
 from .layouts import pixel_layout, result_layout, spike_event_layout
-from .plan import check_dense
+from .conv_plan import ConvLayerPlan, readout_words
+from .plan import check_supported
 from .top import DEFAULT_FIFO_DEPTH, Accelerator
 from spikeforge.ir.errors import InputError
 
@@ -51,6 +57,10 @@ def _hex_image(words, bits: int) -> str:
 def _rom_images(plan) -> dict:
     images = {"input_lut.hex": _hex_image(plan.input_lut, plan.timesteps)}
     for layer in plan.layers:
+        if isinstance(layer, ConvLayerPlan):
+            images[f"{layer.name}.in_map.hex"] = _hex_image(layer.in_map_words, sum(layer.in_map_fields))
+            images[f"{layer.name}.rows.hex"] = _hex_image(layer.row_words, sum(layer.row_fields))
+            images[f"{layer.name}.cols.hex"] = _hex_image(layer.col_words, sum(layer.col_fields))
         images[f"{layer.name}.weight.hex"] = _hex_image(layer.weight_words, layer.lanes * layer.weight_bits)
         images[f"{layer.name}.bias.hex"] = _hex_image(layer.bias_words, layer.lanes * layer.bias_bits)
         if layer.fires:
@@ -69,8 +79,13 @@ def design_report(accelerator: Accelerator, *, name: str = "spikeforge_top", spi
                          membrane_banks=accelerator.membrane_banks)
     layers = []
     producer_group, producer_chunks = plan.encoder_lanes, plan.encoder_chunks
-    for layer, source in zip(plan.layers, net.layers):
+    for layer in plan.layers:
+        source = net.layer(layer.name)
         event_bits = Shape.cast(spike_event_layout(producer_group, producer_chunks, plan.timesteps)).width
+        if isinstance(layer, ConvLayerPlan):
+            layers.append(_conv_entry(layer, source, event_bits, accelerator.fifo_depth))
+            producer_group, producer_chunks = layer.lanes, layer.out_chunks
+            continue
         layers.append({
             "name": layer.name, "kind": "dense", "fires": layer.fires,
             "in_features": layer.in_features, "out_features": layer.out_features,
@@ -117,7 +132,9 @@ def design_report(accelerator: Accelerator, *, name: str = "spikeforge_top", spi
         "cycle_model": {
             "module": "spikeforge.hdl.cycle_model",
             "stage_cycles": {"encoder load": "in + 1", "encoder emit": "T*Ce + 2",
-                             "accumulate": "S_l*C_l + 4", "fire": "T*C_l + 2", "score": "C_L + 3"},
+                             "accumulate": "S_l*C_l + 4", "fire": "T*C_l + 2", "score": "C_L + 3",
+                             "conv accumulate": "sum over input spikes of taps*C_l, + 3 decode + 5 drain",
+                             "conv fire": "P*C_l*K + (T-1)*P*C_l + 3 (K: pool window, 1 without a pool)"},
             "membrane_banks": accelerator.membrane_banks,
             "steady_state": ("max over stages (constant workload)" if accelerator.membrane_banks == 2 else
                              "max over stages, a layer's accumulate + readout as one (one bank)")
@@ -132,6 +149,39 @@ def design_report(accelerator: Accelerator, *, name: str = "spikeforge_top", spi
             "bottleneck": max(prediction.stages, key=prediction.stages.get),
             "adder_utilisation": prediction.adder_utilisation,
         },
+    }
+
+
+def _conv_entry(layer: ConvLayerPlan, source, event_bits: int, fifo_depth: int) -> dict:
+    """A conv layer's ``design.json`` entry (the dense keys where they mean the same, plus shapes and memories)."""
+    memory = layer.memory_bits
+    rom_bits = sum(memory[k] for k in ("weight", "bias", "threshold", "in_map", "rows", "cols"))
+    roms = {"weight": f"rom/{layer.name}.weight.hex", "bias": f"rom/{layer.name}.bias.hex",
+            "threshold": f"rom/{layer.name}.threshold.hex", "in_map": f"rom/{layer.name}.in_map.hex",
+            "rows": f"rom/{layer.name}.rows.hex", "cols": f"rom/{layer.name}.cols.hex"}
+    return {
+        "name": layer.name, "kind": "conv2d", "fires": True,
+        "in_shape": list(layer.in_shape), "conv_shape": list(layer.conv_shape), "out_shape": list(layer.out_shape),
+        "kernel": list(layer.kernel), "stride": list(layer.stride), "padding": list(layer.padding),
+        "pool": None if not layer.pooled else {"kernel": list(layer.pool_kernel), "stride": list(layer.pool_stride)},
+        "kept_map": list(layer.cover),
+        "in_features": int(source.in_features), "out_features": int(layer.out_shape[0] * layer.out_positions),
+        "lanes": layer.lanes, "chunks": layer.chunks, "padded_channels": layer.lanes * layer.chunks,
+        "weight_bits": layer.weight_bits,
+        "accumulator_bits": layer.membrane_bits, "membrane_bits": layer.membrane_bits,
+        "accumulator_bound": layer.accumulator_bound, "score_bits": None,
+        "threshold_bits": layer.threshold_bits,
+        "weight_rom_bits": memory["weight"], "rom_bits": rom_bits,
+        "membrane_memory_bits": memory["membrane"] + memory["pooled_residual"],
+        "membrane_banks": layer.membrane_banks, "memory_bits": memory,
+        "input_event_bits": event_bits, "input_fifo_depth": fifo_depth,
+        "cycles_per_input_spike": layer.kernel[0] * layer.kernel[1] * layer.chunks,
+        "cycles_per_input_spike_note": "at most (interior, stride 1): taps x chunks; border spikes cost less",
+        "cycles_per_fire_step": layer.out_positions * layer.chunks,
+        "cycles_per_score_sweep": None,
+        "readout_words": readout_words(layer),
+        "roms": roms,
+        "threshold_range": [int(source.threshold.min()), int(source.threshold.max())],
     }
 
 
@@ -187,7 +237,8 @@ def generate(net, out_dir, *, lanes=None, target_cycles=None, lanes_budget=None,
     Raises
     ------
     InputError
-        For a network with a layer that is not dense (no conv hardware yet).
+        For a network with a layer there is no core for (a conv output layer, a pool that does not
+        follow a conv; see :func:`~spikeforge.hdl.plan.check_supported`).
     FoldingError
         For a bad folding.
     FileExistsError
@@ -197,7 +248,7 @@ def generate(net, out_dir, *, lanes=None, target_cycles=None, lanes_budget=None,
     if not isinstance(net, Network):
         network_path = Path(net)
         net = load(network_path)
-    check_dense(net)
+    check_supported(net)
     if not isinstance(name, str) or not name.isidentifier():
         raise InputError(f"module name {name!r} is not an identifier")
     folding = resolve_folding(net, lanes, lanes_budget=lanes_budget, target_cycles=target_cycles,

@@ -139,21 +139,33 @@ def test_fifo_depth_below_two_is_refused_by_value(net, depth):
         Accelerator(net, fifo_depth=depth)
 
 
-def test_conv_networks_are_refused_by_generate_naming_the_layer(tmp_path, capsys):
-    """The Accelerator and the cycle model take conv networks (tests/hdl/test_accelerator_conv.py);
-    generate (design.json, ROM images) does not yet: it refuses a conv network by layer name and kind."""
+def test_conv_network_design_has_shapes_memories_and_decode_roms(tmp_path, capsys):
+    """A conv-pool-dense network: design.json gives each conv its shapes, memories and cycles, the fused
+    pool has no entry, the ROM images include the conv's decode ROMs; the CLI writes the same."""
     from spikeforge.ir.random_network import random_conv_network
     from spikeforge.ir.errors import InputError
     conv = random_conv_network(1)
-    first = conv.layers[0]
-    assert first.kind == "conv2d"
-    message = rf"layer {first.name!r} is a conv2d layer; the hardware generator supports dense layers only"
-    with pytest.raises(InputError, match=message):
-        generate(conv, tmp_path / "rtl")
-    assert not (tmp_path / "rtl").exists()
+    assert [layer.kind for layer in conv.layers] == ["conv2d", "maxpool2d", "dense", "dense"]
+    design = generate(conv, tmp_path / "rtl", lanes={"c1": 2})
+    entry = design["layers"][0]
+    assert [layer["name"] for layer in design["layers"]] == ["c1", "d3", "d4"]
+    assert entry["kind"] == "conv2d" and entry["lanes"] == 2 and entry["chunks"] == 2
+    assert entry["in_shape"] == [1, 8, 8] and entry["conv_shape"] == [4, 8, 8] and entry["out_shape"] == [4, 4, 4]
+    assert entry["pool"] == {"kernel": [2, 2], "stride": [2, 2]}
+    assert entry["memory_bits"]["membrane"] == 2 * 8 * 8 * 2 * 2 * entry["membrane_bits"]
+    assert design["layers"][1]["in_features"] == 64
+    assert design["folding"] == {"c1": 2, "d3": design["folding"]["d3"], "d4": design["folding"]["d4"]}
+    assert design["prediction"]["cycles_per_sample"] > 0
+    for rom in ("weight", "bias", "in_map", "rows", "cols"):
+        assert (tmp_path / "rtl" / entry["roms"][rom]).is_file()
+    assert "module spikeforge_top" in (tmp_path / "rtl" / "spikeforge_top.v").read_text()
     conv.save(tmp_path / "net")
-    assert main(["generate", str(tmp_path / "net"), "-o", str(tmp_path / "rtl")]) == 2
-    assert "is a conv2d layer" in capsys.readouterr().err
+    assert main(["generate", str(tmp_path / "net"), "-o", str(tmp_path / "rtl2")]) == 0
+    capsys.readouterr()
+    assert json.loads((tmp_path / "rtl2" / "design.json").read_text())["layers"][0]["kind"] == "conv2d"
     pool_first = random_conv_network(2, stack=(("pool", 2, 2), ("dense", 4)))
     with pytest.raises(InputError, match=rf"layer {pool_first.layers[0].name!r} is a maxpool2d layer"):
         plan_network(pool_first, None)
+    with pytest.raises(InputError, match=rf"layer {pool_first.layers[0].name!r} is a maxpool2d layer"):
+        generate(pool_first, tmp_path / "rtl3")
+    assert not (tmp_path / "rtl3").exists()
