@@ -282,7 +282,7 @@ def build(net, board: str, out_dir, *, options: BuildOptions | None = None, log=
         A network with a conv or pool layer: the board flow (resource estimate, placeholders,
         design.json) describes dense layers only so far (issue 13).
     """
-    check_dense(net)
+    check_dense(net, "spikeforge build (resource estimate, placeholder ROMs)")
     options = options or BuildOptions()
     if options.membrane_banks is not None:
         return _build(net, board, out_dir, options, log, options.membrane_banks, None)

@@ -72,10 +72,11 @@ def encoder_lanes_for(net, folding, spikes_in=None, membrane_banks: int = 2) -> 
     return allowed[-1]
 
 
-def check_dense(net) -> None:
-    """Refuse a network with a layer that is not dense: what :func:`~spikeforge.hdl.generate.generate`
-    still requires (its ``design.json`` and ROM images describe dense layers only). The Accelerator,
-    the plan and the cycle model take conv networks (:func:`check_supported`).
+def check_dense(net, what: str = "the hardware generator") -> None:
+    """Refuse a network with a layer that is not dense, for a flow that still requires it (``what``
+    names it in the message; ``spikeforge build``: its resource estimate and placeholder ROMs describe
+    dense layers only). The Accelerator, the plan, the cycle model and ``generate`` take conv networks
+    (:func:`check_supported`).
 
     Raises
     ------
@@ -84,7 +85,7 @@ def check_dense(net) -> None:
     """
     for layer in net.layers:
         if layer.kind != "dense":
-            raise InputError(f"layer {layer.name!r} is a {layer.kind} layer; the hardware generator supports "
+            raise InputError(f"layer {layer.name!r} is a {layer.kind} layer; {what} supports "
                              f"dense layers only (conv hardware: issue 13)")
 
 

@@ -123,10 +123,10 @@ def test_unsupported_conv_networks_are_refused_naming_the_layer():
 
 
 def test_board_build_still_refuses_conv_networks_by_layer(tmp_path):
-    """The board flow (resource estimate, placeholder ROMs, design.json) is dense-only so far."""
+    """The board flow (resource estimate, placeholder ROMs) is dense-only so far."""
     from spikeforge.boards.build import build
     net = _random_net(3)
-    with pytest.raises(InputError, match=r"layer 'c1' is a conv2d layer; the hardware generator supports dense "
-                                         r"layers only"):
+    with pytest.raises(InputError, match=r"layer 'c1' is a conv2d layer; spikeforge build \(resource estimate, "
+                                         r"placeholder ROMs\) supports dense layers only"):
         build(net, "icebreaker", tmp_path / "out", log=lambda line: None)
     assert not (tmp_path / "out").exists()
