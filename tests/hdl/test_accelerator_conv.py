@@ -130,3 +130,21 @@ def test_board_build_still_refuses_conv_networks_by_layer(tmp_path):
                                          r"placeholder ROMs\) supports dense layers only"):
         build(net, "icebreaker", tmp_path / "out", log=lambda line: None)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.verilator
+def test_digits_cnn_verilator_signoff_with_stalls(digits_cnn_net, tmp_path):
+    """`generate` + `verify` (cocotb + Verilator) on the digits CNN: bit-exact alone, streamed and under
+    25/50/90 % random stalls; the cycle model within 5 % of the measured stream."""
+    from spikeforge.hdl.generate import generate
+    from spikeforge.sim.signoff import format_report, verify
+    net, test = digits_cnn_net
+    generate(net, tmp_path / "rtl")
+    report = verify(net, tmp_path / "rtl", test.images[:40], test.labels[:40], stalls="random",
+                    build_root=tmp_path / "build", report_path=False)
+    assert report["ok"], format_report(report)
+    assert [p["name"] for p in report["phases"]] == ["alone", "stream", "stalls-25", "stalls-50", "stalls-90"]
+    for phase in report["phases"]:
+        assert phase["mismatches"] == 0 and phase["missing"] == 0 and phase["stray"] == 0, phase
+    agreement = report["model_agreement"]
+    assert abs(agreement["stream_cycles"]) <= 0.05 and abs(agreement["latency_cycles"]) <= 0.05, agreement
