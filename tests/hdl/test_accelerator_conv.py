@@ -6,17 +6,24 @@ as the dense cores; labels and scores must equal the golden model's, and the ste
 sample the cycle model's within 5 %.
 """
 
+import json
+
 import numpy as np
 import pytest
+
+from spikeforge.boards.build import build
+from spikeforge.cli import main
 
 from spikeforge.hdl import Accelerator
 from spikeforge.hdl.conv_plan import ConvLayerPlan
 from spikeforge.hdl.cycle_model import predict
-from spikeforge.hdl.folding import FoldingError, resolve_folding
+from spikeforge.hdl.folding import FoldingError, auto_folding, layer_cycles, resolve_folding
+from spikeforge.hdl.generate import generate
 from spikeforge.hdl.plan import plan_network
 from spikeforge.ir import golden
 from spikeforge.ir.errors import InputError
 from spikeforge.ir.random_network import random_conv_network
+from spikeforge.sim.signoff import format_report, verify
 from spikeforge.testing.hdl_harness import simulate_accelerator
 
 STACK = (("conv", 4, 3, 1, 1), ("pool", 2, 2), ("conv", 6, 3, 1, 1), ("pool", 2, 2), ("dense", 5))
@@ -66,8 +73,8 @@ def test_conv_without_pool_and_dense_directly_after_conv_with_stalls():
 
 @pytest.fixture(scope="module")
 def digits_cnn_net():
-    torch = pytest.importorskip("torch")    # the converter's dependency
-    del torch
+    pytest.importorskip("torch")
+    # Function-level: the converter and the shipped CNN need torch, an optional heavy dependency.
     from spikeforge.cnn_models import load_digits_cnn
     from spikeforge.converter.convert import convert
     from spikeforge.datasets import load
@@ -124,7 +131,6 @@ def test_unsupported_conv_networks_are_refused_naming_the_layer():
 
 def test_board_build_still_refuses_conv_networks_by_layer(tmp_path):
     """The board flow (resource estimate, placeholder ROMs) is dense-only so far."""
-    from spikeforge.boards.build import build
     net = _random_net(3)
     with pytest.raises(InputError, match=r"layer 'c1' is a conv2d layer; spikeforge build \(resource estimate, "
                                          r"placeholder ROMs\) supports dense layers only"):
@@ -136,8 +142,6 @@ def test_board_build_still_refuses_conv_networks_by_layer(tmp_path):
 def test_digits_cnn_verilator_signoff_with_stalls(digits_cnn_net, tmp_path):
     """`generate` + `verify` (cocotb + Verilator) on the digits CNN: bit-exact alone, streamed and under
     25/50/90 % random stalls; the cycle model within 5 % of the measured stream."""
-    from spikeforge.hdl.generate import generate
-    from spikeforge.sim.signoff import format_report, verify
     net, test = digits_cnn_net
     generate(net, tmp_path / "rtl")
     report = verify(net, tmp_path / "rtl", test.images[:40], test.labels[:40], stalls="random",
@@ -148,3 +152,25 @@ def test_digits_cnn_verilator_signoff_with_stalls(digits_cnn_net, tmp_path):
         assert phase["mismatches"] == 0 and phase["missing"] == 0 and phase["stray"] == 0, phase
     agreement = report["model_agreement"]
     assert abs(agreement["stream_cycles"]) <= 0.05 and abs(agreement["latency_cycles"]) <= 0.05, agreement
+
+
+def test_automatic_folding_gives_conv_layers_channel_lanes_and_pools_none():
+    net = _random_net(3)
+    folding = auto_folding(net, lanes_budget=8)
+    assert list(folding.lanes) == ["c1", "c3", "d5", "d6"]
+    assert 1 <= folding["c1"] <= 4 and 1 <= folding["c3"] <= 6 and folding.total_lanes() <= 8
+    spikes = [100.0] * len(net.layers)
+    # c1: 3x3 stride 1 -> 9 taps per spike, 2 chunks at 2 lanes; the sweep P·chunks·K + (T-1)·P·chunks.
+    assert layer_cycles(net, 0, 2, spikes) == max(100 * 9 * 2, 16 * 2 * 4 + 2 * 16 * 2)
+    assert layer_cycles(net, 0, 2, spikes, membrane_banks=1) == 100 * 9 * 2 + 16 * 2 * 4 + 2 * 16 * 2
+
+
+def test_cli_generate_takes_conv_lanes_by_name_and_refuses_a_pool_name(tmp_path, capsys):
+    net = _random_net(3)
+    net.save(tmp_path / "net")
+    assert main(["generate", str(tmp_path / "net"), "-o", str(tmp_path / "bad"), "--lanes", "p2=2"]) == 2
+    assert "layer 'p2' is a max pool" in capsys.readouterr().err
+    assert main(["generate", str(tmp_path / "net"), "-o", str(tmp_path / "rtl"), "--lanes", "c1=4,c3=3"]) == 0
+    capsys.readouterr()
+    design = json.loads((tmp_path / "rtl" / "design.json").read_text())
+    assert design["folding"]["c1"] == 4 and design["folding"]["c3"] == 3
