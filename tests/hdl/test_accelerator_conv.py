@@ -13,7 +13,6 @@ import pytest
 
 from spikeforge.boards.build import build
 from spikeforge.cli import main
-
 from spikeforge.hdl import Accelerator
 from spikeforge.hdl.conv_plan import ConvLayerPlan
 from spikeforge.hdl.cycle_model import predict
