@@ -38,6 +38,10 @@ from spikeforge.ir.errors import InputError
 __all__ = ["generate", "design_report", "network_fingerprint", "summary", "DESIGN_FORMAT"]
 
 DESIGN_FORMAT = "spikeforge-design"
+#: The conv stages' formulas in ``design.json``'s cycle-model note (only in designs with a conv layer,
+#: so a dense design's ``design.json`` is unchanged).
+_CONV_STAGE_CYCLES = {"conv accumulate": "sum over input spikes of taps*C_l, + 3 decode + 5 drain",
+                      "conv fire": "P*C_l*K + (T-1)*P*C_l + 3 (K: pool window, 1 without a pool)"}
 
 
 def network_fingerprint(net: Network) -> dict:
@@ -133,8 +137,8 @@ def design_report(accelerator: Accelerator, *, name: str = "spikeforge_top", spi
             "module": "spikeforge.hdl.cycle_model",
             "stage_cycles": {"encoder load": "in + 1", "encoder emit": "T*Ce + 2",
                              "accumulate": "S_l*C_l + 4", "fire": "T*C_l + 2", "score": "C_L + 3",
-                             "conv accumulate": "sum over input spikes of taps*C_l, + 3 decode + 5 drain",
-                             "conv fire": "P*C_l*K + (T-1)*P*C_l + 3 (K: pool window, 1 without a pool)"},
+                             **(_CONV_STAGE_CYCLES if any(isinstance(layer, ConvLayerPlan)
+                                                          for layer in plan.layers) else {})},
             "membrane_banks": accelerator.membrane_banks,
             "steady_state": ("max over stages (constant workload)" if accelerator.membrane_banks == 2 else
                              "max over stages, a layer's accumulate + readout as one (one bank)")
