@@ -84,29 +84,12 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from .bitops import lowest_set_bit
 from .conv_plan import ConvLayerPlan
 from .layouts import index_shape, spike_event_layout
 from spikeforge.ir.errors import InputError
 
 __all__ = ["ConvILIF"]
-
-
-def _lowest_set_bit(mask):
-    """The index of the lowest set bit of ``mask``: a log-depth tree (the lower half wins).
-
-    The same idea as the dense core's private helper (copied, not imported: private names stay in
-    their file)."""
-    def tree(lo, hi):
-        if hi - lo == 1:
-            return Const(0, 1), mask[lo]
-        mid = lo + (1 << ((hi - lo - 1).bit_length() - 1))
-        low_index, low_any = tree(lo, mid)
-        high_index, high_any = tree(mid, hi)
-        width = (hi - lo - 1).bit_length()
-        high_index = high_index + (mid - lo)
-        return Mux(low_any, low_index, high_index)[:width], low_any | high_any
-    index, _ = tree(0, len(mask))
-    return index
 
 
 def _fields(value, widths):
@@ -330,7 +313,7 @@ class ConvILIF(wiring.Component):
             m.d.comb += next_mask.eq(Mux(a_spike & b_ready, cur_mask & (cur_mask - 1), cur_mask))
             with m.If(cur_valid & done_with_event & ~cur_last | handover):
                 m.d.sync += cur_valid.eq(0)
-        m.d.sync += [cur_mask.eq(next_mask), low.eq(_lowest_set_bit(next_mask)),
+        m.d.sync += [cur_mask.eq(next_mask), low.eq(lowest_set_bit(next_mask)),
                      mask_empty.eq(next_mask == 0), mask_single.eq((next_mask & (next_mask - 1)) == 0)]
 
         # -- readout sequencer -----------------------------------------------------------------------------

@@ -61,23 +61,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .bitops import pack_lanes
 from .layouts import signed_bits
 from spikeforge.ir.errors import InputError
 from spikeforge.ir.network import Conv2dLayer, MaxPool2dLayer
 
 __all__ = ["InputMap", "ConvLayerPlan", "plan_conv_layer", "event_index_to_chw", "spike_work",
            "readout_words", "ConvSchedule", "conv_layer_schedule"]
-
-
-def _pack_rows(rows, bits: int) -> list:
-    mask = (1 << bits) - 1
-    words = []
-    for row in rows:
-        word = 0
-        for k, value in enumerate(row):
-            word |= (int(value) & mask) << (k * bits)
-        words.append(word)
-    return words
 
 
 def _pack_fields(values, widths) -> int:
@@ -363,8 +353,8 @@ def plan_conv_layer(layer: Conv2dLayer, *, lanes: int, timesteps: int, input_map
         accumulator_bound=bound, membrane_bits=signed_bits(bound), bias_bits=bias_bits,
         threshold_bits=threshold_bits, uniform_threshold=int(unique[0]) if len(unique) == 1 else None,
         membrane_banks=membrane_banks,
-        weight_words=_pack_rows(rom, layer.weight_bits), bias_words=_pack_rows(bias, bias_bits),
-        threshold_words=_pack_rows(threshold, threshold_bits),
+        weight_words=pack_lanes(rom, layer.weight_bits), bias_words=pack_lanes(bias, bias_bits),
+        threshold_words=pack_lanes(threshold, threshold_bits),
         in_map_words=in_words, in_map_fields=in_fields,
         row_words=row_words, row_fields=row_fields, col_words=col_words, col_fields=col_fields,
     )

@@ -67,27 +67,13 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from .bitops import lowest_set_bit
 from .layouts import index_shape, result_layout, spike_event_layout
 from .plan import LayerPlan
 from .sweep import SweepSequencer
 from spikeforge.ir.errors import InputError
 
 __all__ = ["DenseILIF", "OutputLayer", "MembranePort"]
-
-
-def _lowest_set_bit(mask) -> tuple:
-    """(index, any) of the lowest set bit of ``mask``: a log-depth tree (lower half wins)."""
-    def tree(lo, hi):
-        if hi - lo == 1:
-            return Const(0, 1), mask[lo]
-        mid = lo + (1 << ((hi - lo - 1).bit_length() - 1))
-        low_index, low_any = tree(lo, mid)
-        high_index, high_any = tree(mid, hi)
-        width = (hi - lo - 1).bit_length()
-        high_index = high_index + (mid - lo)
-        return Mux(low_any, low_index, high_index)[:width], low_any | high_any
-    index, _ = tree(0, len(mask))
-    return index
 
 
 def _sign_extend(value, width: int):
@@ -248,7 +234,7 @@ class _AccumulatingLayer(wiring.Component):
                 m.d.sync += cur_valid.eq(0)
         with m.If(spike):
             m.d.sync += count.eq(Mux(last_word, 0, count + 1))
-        m.d.sync += [cur_mask.eq(next_mask), low.eq(_lowest_set_bit(next_mask)),
+        m.d.sync += [cur_mask.eq(next_mask), low.eq(lowest_set_bit(next_mask)),
                      mask_empty.eq(next_mask == 0), mask_single.eq((next_mask & (next_mask - 1)) == 0)]
 
         # The banks: the readout (or the clear after reset, into every bank) writes through the same path.

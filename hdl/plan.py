@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .bitops import pack_lanes
 from .folding import Folding, check_membrane_banks, estimate_spikes_in, layer_cycles, pool_after
 from .conv_plan import ConvLayerPlan, InputMap, event_index_to_chw, plan_conv_layer
 from .layouts import label_bits, signed_bits
@@ -106,18 +107,6 @@ def check_supported(net) -> None:
         if layer.kind == "conv2d" and not layer.fires:
             raise InputError(f"layer {layer.name!r} is a conv2d output layer; the hardware generator has no conv "
                              f"output core: end the network with a dense layer")
-
-
-def _pack(rows: np.ndarray, bits: int) -> list:
-    """rows: (depth, lanes) ints -> one int per row, lane 0 in the LSBs, each field two's complement."""
-    mask = (1 << bits) - 1
-    words = []
-    for row in rows:
-        word = 0
-        for k, value in enumerate(row):
-            word |= (int(value) & mask) << (k * bits)
-        words.append(word)
-    return words
 
 
 @dataclass(frozen=True, eq=False)
@@ -280,10 +269,10 @@ def plan_network(net, folding: Folding, membrane_banks: int = 2) -> AcceleratorP
             weight_bits=layer.weight_bits, fires=layer.fires, timesteps=T, lanes=lanes, chunks=chunks,
             in_group=group, in_chunks=group_chunks, accumulator_bound=bound, membrane_bits=membrane_bits,
             threshold_bits=threshold_bits,
-            weight_words=_pack(weight_rows, layer.weight_bits),
-            bias_words=_pack(bias, bias_bits), bias_bits=bias_bits, uniform_threshold=uniform,
+            weight_words=pack_lanes(weight_rows, layer.weight_bits),
+            bias_words=pack_lanes(bias, bias_bits), bias_bits=bias_bits, uniform_threshold=uniform,
             membrane_banks=banks,
-            threshold_words=_pack(threshold, threshold_bits) if layer.fires else [],
+            threshold_words=pack_lanes(threshold, threshold_bits) if layer.fires else [],
         ))
         group, group_chunks = lanes, chunks
     return AcceleratorPlan(timesteps=T, in_features=net.in_features, input_lut=[int(v) for v in net.input_lut],
