@@ -28,7 +28,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 # The inner loop: no slow, Verilator or synthesis test (markers in pyproject.toml), on two workers
-# (pytest-xdist): ~160 s of CPU, about 1.5 minutes on this 2-core machine when it is otherwise idle.
+# (pytest-xdist); the tier is ~160 s of CPU in all.
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -m "not slow and not verilator and not synth"
 
