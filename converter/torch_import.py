@@ -715,12 +715,7 @@ def import_model(model: nn.Module, input_shape=None) -> list:
                                   f"connection); supported: a single chain of {SUPPORTED}")
         if not tensors:
             continue
-        if kind == "bn-training":
-            raise ConversionError(f"{path!r}: {type_name} is in training mode; call model.eval() first")
-        if kind == "unsupported":
-            raise ConversionError(f"{path!r}: {type_name} with {details} is not supported; supported: {SUPPORTED}")
-        if kind == "other":
-            raise ConversionError(f"{path!r}: {type_name} is not supported; supported: {SUPPORTED}")
+        _refuse_kind(kind, path, type_name, details)
         if kind == "arithmetic":
             details = _arithmetic(details, current, classifier, path, type_name)
         shape = recorder.shapes.get(node)
@@ -731,6 +726,16 @@ def import_model(model: nn.Module, input_shape=None) -> list:
         current = node
         chain.add(node)
     return _Fold(input_shape).run(ops)
+
+
+def _refuse_kind(kind: str, path: str, type_name: str, details) -> None:
+    """Raise the ConversionError for an op the classifier judged unconvertible (no-op for the others)."""
+    if kind == "bn-training":
+        raise ConversionError(f"{path!r}: {type_name} is in training mode; call model.eval() first")
+    if kind == "unsupported":
+        raise ConversionError(f"{path!r}: {type_name} with {details} is not supported; supported: {SUPPORTED}")
+    if kind == "other":
+        raise ConversionError(f"{path!r}: {type_name} is not supported; supported: {SUPPORTED}")
 
 
 def _refuse_unsupported(gm):
@@ -747,12 +752,7 @@ def _refuse_unsupported(gm):
         except KeyError:               # a constant not known before the run: judged after it
             continue
         path, type_name = _describe(node, gm)
-        if kind == "bn-training":
-            raise ConversionError(f"{path!r}: {type_name} is in training mode; call model.eval() first")
-        if kind == "unsupported":
-            raise ConversionError(f"{path!r}: {type_name} with {details} is not supported; supported: {SUPPORTED}")
-        if kind == "other":
-            raise ConversionError(f"{path!r}: {type_name} is not supported; supported: {SUPPORTED}")
+        _refuse_kind(kind, path, type_name, details)
 
 
 def _flat_args(node):
