@@ -10,6 +10,28 @@ from .network import Conv2dLayer, DenseLayer, MaxPool2dLayer, Network
 __all__ = ["random_network", "random_conv_network"]
 
 
+def _weights(rng, shape, weight_bits: int) -> np.ndarray:
+    """Uniform weights over the full ``weight_bits`` range, with extra weight on both extremes."""
+    low, high = -(1 << (weight_bits - 1)), (1 << (weight_bits - 1)) - 1
+    weight = rng.integers(low, high + 1, size=shape)
+    weight[rng.random(shape) < 0.05] = low
+    weight[rng.random(shape) < 0.05] = high
+    return weight
+
+
+def _neurons(rng, count: int, fires: bool, per_neuron: bool, threshold_range, bias_range, round_v0: bool) -> dict:
+    """Random ``bias``, ``threshold`` (one per neuron or one shared) and ``v0`` for ``count`` neurons."""
+    if not fires:
+        threshold = np.ones(count, dtype=np.int64)     # the output layer does not fire
+    elif per_neuron:
+        threshold = rng.integers(threshold_range[0], threshold_range[1] + 1, size=count)
+    else:
+        threshold = np.full(count, rng.integers(threshold_range[0], threshold_range[1] + 1))
+    bias = rng.integers(bias_range[0], bias_range[1] + 1, size=count)
+    v0 = threshold // 2 if (round_v0 and fires) else np.zeros(count, dtype=np.int64)
+    return dict(bias=bias, threshold=threshold, v0=v0)
+
+
 def random_network(seed: int, sizes=(16, 12, 8, 4), timesteps: int = 4, weight_bits: int = 8,
                    threshold_range=(1, 200), bias_range=(-500, 500), round_v0: bool = True,
                    per_neuron_threshold: bool = True) -> Network:
@@ -21,26 +43,16 @@ def random_network(seed: int, sizes=(16, 12, 8, 4), timesteps: int = 4, weight_b
     """
     rng = np.random.default_rng(seed)
     code_max = (1 << timesteps) - 1
-    low, high = -(1 << (weight_bits - 1)), (1 << (weight_bits - 1)) - 1
     lut = np.minimum(np.round(np.arange(256) * code_max / 255), code_max).astype(np.int64)
     if seed % 3 == 1:
         lut = rng.integers(0, code_max + 1, size=256)
     layers = []
     for index, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         fires = index < len(sizes) - 2
-        weight = rng.integers(low, high + 1, size=(n_out, n_in))
-        weight[rng.random(weight.shape) < 0.05] = low
-        weight[rng.random(weight.shape) < 0.05] = high
-        if not fires:
-            threshold = np.ones(n_out, dtype=np.int64)     # the output layer does not fire
-        elif per_neuron_threshold:
-            threshold = rng.integers(threshold_range[0], threshold_range[1] + 1, size=n_out)
-        else:
-            threshold = np.full(n_out, rng.integers(threshold_range[0], threshold_range[1] + 1))
-        bias = rng.integers(bias_range[0], bias_range[1] + 1, size=n_out)
-        v0 = threshold // 2 if (round_v0 and fires) else np.zeros(n_out, dtype=np.int64)
-        layers.append(DenseLayer(name=f"fc{index + 1}", weight=weight, bias=bias, threshold=threshold,
-                                 v0=v0, weight_bits=weight_bits, fires=fires))
+        weight = _weights(rng, (n_out, n_in), weight_bits)
+        neurons = _neurons(rng, n_out, fires, per_neuron_threshold, threshold_range, bias_range, round_v0)
+        layers.append(DenseLayer(name=f"fc{index + 1}", weight=weight, weight_bits=weight_bits, fires=fires,
+                                 **neurons))
     return Network(timesteps=timesteps, input_shape=(sizes[0],), input_lut=lut, layers=layers,
                    classes=[f"class{i}" for i in range(sizes[-1])], calibration={"source": f"random seed {seed}"})
 
@@ -63,27 +75,15 @@ def random_conv_network(seed: int, input_shape=(1, 8, 8), stack=(("conv", 4, 3, 
     """
     rng = np.random.default_rng(seed)
     code_max = (1 << timesteps) - 1
-    low, high = -(1 << (weight_bits - 1)), (1 << (weight_bits - 1)) - 1
     lut = np.minimum(np.round(np.arange(256) * code_max / 255), code_max).astype(np.int64)
     if seed % 3 == 1:
         lut = rng.integers(0, code_max + 1, size=256)
 
     def weights(shape):
-        weight = rng.integers(low, high + 1, size=shape)
-        weight[rng.random(shape) < 0.05] = low
-        weight[rng.random(shape) < 0.05] = high
-        return weight
+        return _weights(rng, shape, weight_bits)
 
     def neurons(channels, fires):
-        if not fires:
-            threshold = np.ones(channels, dtype=np.int64)       # the output layer does not fire
-        elif per_channel_threshold:
-            threshold = rng.integers(threshold_range[0], threshold_range[1] + 1, size=channels)
-        else:
-            threshold = np.full(channels, rng.integers(threshold_range[0], threshold_range[1] + 1))
-        bias = rng.integers(bias_range[0], bias_range[1] + 1, size=channels)
-        v0 = threshold // 2 if (round_v0 and fires) else np.zeros(channels, dtype=np.int64)
-        return dict(bias=bias, threshold=threshold, v0=v0)
+        return _neurons(rng, channels, fires, per_channel_threshold, threshold_range, bias_range, round_v0)
 
     layers = []
     shape = tuple(input_shape) if len(input_shape) == 3 else (1,) + tuple(input_shape)
