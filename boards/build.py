@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """Bitstreams with amaranth-boards and YoWASP: fit check, synthesis, place and route, report.
 
 :func:`build` runs, in a build directory (the tools run there with relative paths: YoWASP cannot see
@@ -88,10 +89,21 @@ class BuildOptions:
 
 #: What each memory of a layer is, for people (fit messages and report.json).
 _MEMORY_WHAT = {"weights": "weight ROM", "biases": "bias ROM", "thresholds": "threshold ROM",
-                "in_map": "input decode ROM", "rows": "row ROM", "cols": "column ROM",
-                "membrane": "membrane bank", "membrane0": "membrane bank 0", "membrane1": "membrane bank 1",
-                "pooled": "pooled residual store", "lut": "input lookup table", "buffer": "sample buffer",
+                "in_map": "input decode ROM", "rows": "row ROM", "cols": "column ROM", "pooled": "pooled residual store", "lut": "input lookup table", "buffer": "sample buffer",
                 "fifo": "input event FIFO"}
+
+
+_MEMBRANE_RE = re.compile(r"membrane(\d*)(?:_(\d+))?$")
+
+
+def memory_what(name: str) -> str:
+    """What a memory is, for people: ``weights`` -> ``weight ROM``, ``membrane1_2`` -> ``membrane bank 1,
+    column bank 2``."""
+    match = _MEMBRANE_RE.match(name)
+    if match:
+        bank, column = match.groups()
+        return "membrane bank" + (f" {bank}" if bank else "") + (f", column bank {column}" if column else "")
+    return _MEMORY_WHAT.get(name, name)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,8 +125,7 @@ class MemoryEstimate:
 
     @property
     def label(self) -> str:
-        what = _MEMORY_WHAT.get(self.name, self.name)
-        return f"{self.owner}'s {what} ({self.depth} words x {self.width} bits)"
+        return f"{self.owner}'s {memory_what(self.name)} ({self.depth} words x {self.width} bits)"
 
     def may_be_logic(self) -> bool:
         """Whether the flow may put it in logic rather than block RAM (see :func:`place_memories`)."""
@@ -147,6 +158,12 @@ def plan_memories(plan, fifo_depth: int = DEFAULT_FIFO_DEPTH) -> list:
     for layer in plan.layers:
         L, C, MB = layer.lanes, layer.chunks, layer.membrane_bits
         add(layer.name, "fifo", Shape.cast(spike_event_layout(group, chunks_in, T)).width, fifo_depth, False)
+        own = getattr(layer, "memories", None)
+        if callable(own):       # the plan lists its core's memories itself
+            for memory in own():
+                add(layer.name, memory["name"], memory["width"], memory["depth"], memory["kind"] == "rom")
+            group, chunks_in = L, layer.out_chunks if isinstance(layer, ConvLayerPlan) else C
+            continue
         add(layer.name, "weights", L * layer.weight_bits, len(layer.weight_words), True)
         add(layer.name, "biases", L * layer.bias_bits, C, True)
         if layer.threshold_rom:
@@ -220,7 +237,7 @@ def _block_ram_problems(estimate: dict) -> list:
                     where = MemoryEstimate(owner, name, m["width"], m["depth"], m["rom"]).label + f": {n}"
             if counted:
                 per_layer.append(f"{owner} {sum(counted.values())} ("
-                                 + ", ".join(f"{_MEMORY_WHAT.get(k, k)} {v}" for k, v in counted.items()) + ")")
+                                 + ", ".join(f"{memory_what(k)} {v}" for k, v in counted.items()) + ")")
         note = ""
         if estimate.get("family") == "ice40" and any(name.startswith("membrane") for ms in estimate["layers"].values()
                                                      for name in ms):

@@ -32,7 +32,7 @@ import json
 import os
 from pathlib import Path
 
-from .placeholders import (icebram_replace, parse_hex_image, rom_columns, rom_patchable,
+from .placeholders import (icebram_replace, parse_hex_image, rom_columns, rom_patchable, weight_rom_width,
                            write_column_images)
 from .tools import run_tool
 from spikeforge.hdl.folding import Folding
@@ -104,7 +104,7 @@ def check_patchable(built, new, folding):
             problems.append(f"{old.name} biases (b + v0) differ")
         if fresh.threshold_words != old.threshold_words:
             problems.append(f"{old.name} thresholds differ")
-        if not rom_patchable(len(old.weight_words), old.lanes * old.weight_bits) \
+        if not rom_patchable(len(old.weight_words), weight_rom_width(old)) \
                 and fresh.weight_words != old.weight_words:
             problems.append(f"{old.name} weights differ but its ROM ({len(old.weight_words)} words) is too small "
                             f"to patch")
@@ -156,7 +156,7 @@ def patch_weights(bitstream, new_net, output, *, new_network_path=None) -> dict:
     for layer in new_plan.layers:
         if layer.name not in report["patchable_layers"]:
             continue
-        width = layer.lanes * layer.weight_bits
+        width = weight_rom_width(layer)
         placeholder = parse_hex_image((rom_dir / f"{layer.name}.placeholder.hex").read_text())
         from_columns += rom_columns(placeholder[:len(layer.weight_words)], width)
         to_columns += rom_columns(layer.weight_words, width)

@@ -33,7 +33,8 @@ import numpy as np
 
 from .tools import ToolError, run_tool
 
-__all__ = ["PATCHABLE_MIN_DEPTH", "MIN_BLOCK_WORDS", "BLOCK_WORDS", "rom_patchable", "placeholder_words",
+__all__ = ["PATCHABLE_MIN_DEPTH", "MIN_BLOCK_WORDS", "BLOCK_WORDS", "rom_patchable", "weight_rom_width",
+           "placeholder_words",
            "placeholder_plan", "rom_columns", "column_images", "hex_image", "parse_hex_image",
            "write_rom_images", "write_column_images", "icebram_replace"]
 
@@ -52,6 +53,17 @@ def rom_patchable(depth: int, width: int) -> bool:
     """Whether a ``width``-bit, ``depth``-word weight ROM gets placeholder contents (see the module docstring)."""
     tail = depth % BLOCK_WORDS
     return depth >= PATCHABLE_MIN_DEPTH and (tail == 0 or tail >= MIN_BLOCK_WORDS) and width >= 1
+
+
+def weight_rom_width(layer) -> int:
+    """Bits of one word of a layer plan's weight ROM: ``lanes × weight_bits``, or what the plan's own memory
+    list says (a conv core with tap lanes holds a weight slot per tap lane in a word)."""
+    memories = getattr(layer, "memories", None)
+    if callable(memories):
+        for memory in memories():
+            if memory["name"] == "weights":
+                return int(memory["width"])
+    return layer.lanes * layer.weight_bits
 
 
 def placeholder_words(depth: int, width: int, rng: np.random.Generator) -> list:
@@ -86,7 +98,7 @@ def placeholder_plan(plan, seed: int):
     """
     layers, seen = [], set()
     for index, layer in enumerate(plan.layers):
-        width = layer.lanes * layer.weight_bits
+        width = weight_rom_width(layer)
         if rom_patchable(len(layer.weight_words), width):
             rng = np.random.default_rng((seed, index))
             for _ in range(_MAX_DRAWS):
@@ -164,12 +176,12 @@ def write_rom_images(rom_dir: Path, real_plan, placeholder_plan, layers) -> list
     for real, placeholder in zip(real_plan.layers, placeholder_plan.layers):
         if real.name not in layers:
             continue
-        width = real.lanes * real.weight_bits
+        width = weight_rom_width(real)
         (rom_dir / f"{real.name}.placeholder.hex").write_text(hex_image(placeholder.weight_words, width))
         (rom_dir / f"{real.name}.weights.hex").write_text(hex_image(real.weight_words, width))
         from_columns += rom_columns(placeholder.weight_words, width)
         to_columns += rom_columns(real.weight_words, width)
-    manifest = {"layers": list(layers), "width": {l.name: l.lanes * l.weight_bits for l in real_plan.layers},
+    manifest = {"layers": list(layers), "width": {l.name: weight_rom_width(l) for l in real_plan.layers},
                 "depth": {l.name: len(l.weight_words) for l in real_plan.layers}}
     (rom_dir / "patch.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return write_column_images(rom_dir, "icebram", from_columns, to_columns)

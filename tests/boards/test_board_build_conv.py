@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from spikeforge.boards.build import (FitError, MemoryEstimate, build, check_estimate, estimate_resources,
-                                     memories_by_layer, phase, plan_memories)
+                                     memories_by_layer, memory_what, phase, plan_memories)
 from spikeforge.boards.patch import PatchError, check_patchable
 from spikeforge.boards.placeholders import placeholder_plan, rom_columns
 from spikeforge.boards.platforms import board_info
@@ -94,6 +94,9 @@ def test_memory_estimate_labels_and_logic():
     assert weights.label == "conv2's weight ROM (4608 words x 8 bits)" and not weights.may_be_logic()
     assert MemoryEstimate("conv2", "rows", 24, 4, True).may_be_logic()
     assert MemoryEstimate("conv1", "fifo", 12, 16, False).may_be_logic()
+    assert memory_what("membrane") == "membrane bank" and memory_what("membrane1") == "membrane bank 1"
+    assert memory_what("membrane0_2") == "membrane bank 0, column bank 2" and memory_what("pooled") == \
+        "pooled residual store"
 
 
 def test_memories_by_layer_groups_the_placement():
@@ -161,6 +164,7 @@ def test_patch_check_takes_other_conv_weights_and_refuses_by_layer():
         check_patchable(net, unpadded, folding)
 
 
+@pytest.mark.slow
 @pytest.mark.synth
 def test_icebreaker_conv_bitstream_and_patch_weights(tmp_path, monkeypatch, capsys):
     """A small conv network on the iCE40UP5K: built with placeholder conv ROMs, patched with other weights
