@@ -34,6 +34,7 @@ from .errors import InputError
 __all__ = [
     "FORMAT", "VERSION", "AMPLIFICATION", "MAX_TIMESTEPS", "NetworkFormatError",
     "READ_VERSIONS", "DenseLayer", "Conv2dLayer", "MaxPool2dLayer", "LAYER_KINDS", "Network", "load",
+    "raw_samples", "VALUE_BOUND", "INPUT_SCALE_HINT",
 ]
 
 FORMAT = "spikeforge-network"
@@ -47,14 +48,56 @@ MIN_TIMESTEPS, MAX_TIMESTEPS = 1, 16
 MIN_WEIGHT_BITS, MAX_WEIGHT_BITS = 2, 16
 
 
+#: Biases and initial potentials stay within ±VALUE_BOUND and every potential the golden model (closed
+#: form, and for a network read from disk the literal timestep model too) and the hardware compute
+#: within ±2·VALUE_BOUND: int64 arithmetic is then exact. Larger values are refused.
+VALUE_BOUND = 1 << 61
+
+#: What to do about samples that are not raw bytes (the hint every such refusal carries).
+INPUT_SCALE_HINT = ("spikeforge takes the raw bytes 0..255 (uint8) and folds the model's input scaling into the "
+                    "first layer: pass the unscaled bytes and give the scaling at conversion (--input-scale 255 "
+                    "for a model that saw x/255; InputNormalization(scale=255) in Python)")
+
+
 class NetworkFormatError(InputError):
     """A network directory or object does not follow the spikeforge network format."""
+
+
+def raw_samples(samples, what: str = "samples") -> np.ndarray:
+    """``samples`` as a uint8 array of raw bytes, or an :class:`InputError` saying why they are not.
+
+    Accepted: integer arrays with values 0..255, and float arrays holding only whole numbers 0..255
+    (not all within 0..1). Refused, with :data:`INPUT_SCALE_HINT`: values already scaled (floats in
+    0..1 or with fractions), negative values, values above 255, non-numeric arrays.
+    """
+    try:
+        array = np.asarray(samples)
+    except (TypeError, ValueError) as error:
+        raise InputError(f"{what} are not an array of raw bytes ({error})") from None
+    if array.dtype.kind not in "biuf":
+        raise InputError(f"{what} have dtype {array.dtype}; raw samples are bytes 0..255 (uint8)")
+    if array.size == 0:
+        return array.astype(np.uint8)
+    low, high = array.min(), array.max()
+    span = f"values span {low:g}..{high:g} ({array.dtype})" if array.dtype.kind == "f" else \
+        f"values span {low}..{high} ({array.dtype})"
+    if array.dtype.kind == "f":
+        if not np.all(np.isfinite(array)):
+            raise InputError(f"{what} hold NaN or infinite values; {INPUT_SCALE_HINT}")
+        if high <= 1.0 or np.any(array != np.round(array)):
+            raise InputError(f"{what} are not raw bytes: {span}, they look scaled already; {INPUT_SCALE_HINT}")
+    if low < 0 or high > 255:
+        raise InputError(f"{what} are not raw bytes: {span}, outside 0..255; {INPUT_SCALE_HINT}")
+    return array.astype(np.uint8)
 
 
 def _as_int_array(value, what: str, shape: tuple[int, ...]) -> np.ndarray:
     array = np.asarray(value)
     if array.dtype.kind not in "iub":
         raise NetworkFormatError(f"{what} must be an integer array, got dtype {array.dtype}")
+    if array.dtype.kind == "u" and array.size and array.max() > np.iinfo(np.int64).max:
+        raise NetworkFormatError(f"{what} holds {array.max()}, which does not fit int64 (at most "
+                                 f"{np.iinfo(np.int64).max}; the arithmetic bound is {VALUE_BOUND})")
     array = array.astype(np.int64)
     if array.shape != shape:
         raise NetworkFormatError(f"{what} has shape {array.shape}, expected {shape}")
@@ -102,6 +145,37 @@ def _check_neuron_arrays(layer, out_channels: int) -> None:
     if layer.threshold.min() < 1:
         raise NetworkFormatError(f"layer {name!r}: threshold {layer.threshold.min()} < 1; thresholds must be >= 1")
     layer.fires = bool(layer.fires)
+
+
+def _check_exact(layer, timesteps: int, literal: bool) -> None:
+    """Refuse a layer whose potentials could leave the range where int64 arithmetic is exact.
+
+    Every network: ``|b|`` and ``|v0|`` below :data:`VALUE_BOUND` and the accumulator bound
+    ``Σ|W|·(2^T-1) + |b| + |v0|`` at most ``2·VALUE_BOUND`` (the closed form and the hardware).
+    With ``literal`` (a network read from disk, :func:`load`): the literal timestep model too, which
+    doubles a saturated or negative potential T times in the fire phase and compares with ``θ·2^T``:
+    a firing layer needs ``bound·2^T`` and ``θ·2^(T+1)`` at most ``2·VALUE_BOUND``.
+    """
+    name = layer.name
+    for key in ("bias", "v0"):
+        values = getattr(layer, key)
+        if values.min() < -VALUE_BOUND or values.max() > VALUE_BOUND:
+            extreme = values.min() if -int(values.min()) > int(values.max()) else values.max()
+            raise NetworkFormatError(f"layer {name!r}: {key} {extreme} is out of range: |{key}| must be at most "
+                                     f"{VALUE_BOUND} (2^61) for the arithmetic to stay exact in int64")
+    limit = 2 * VALUE_BOUND
+    bound = layer.accumulator_bound(timesteps)      # safe in int64 now: each term is at most 2^61
+    growth = 1 << timesteps if literal and layer.fires else 1
+    if bound * growth > limit:
+        raise NetworkFormatError(
+            f"layer {name!r}: its potential can reach {bound} (Σ|W|·(2^T-1) + |b| + |v0|)"
+            + (f", which the literal iLIF model doubles T = {timesteps} times" if growth > 1 else "")
+            + f": above {limit} (2^62), where int64 arithmetic stops being exact; at T = {timesteps} the bound "
+              f"is {limit // growth}: the bias or v0 is too large")
+    if literal and layer.fires and int(layer.threshold.max()) << (timesteps + 1) > limit:
+        raise NetworkFormatError(f"layer {name!r}: threshold {layer.threshold.max()}·2^{timesteps + 1} (the literal "
+                                 f"model's fire level, doubled) exceeds {limit} (2^62); at T = {timesteps} θ must be "
+                                 f"at most {limit >> (timesteps + 1)}")
 
 
 def _rom_hex(words: np.ndarray, weight_bits: int) -> str:
@@ -473,8 +547,12 @@ class Network:
                 raise NetworkFormatError(f"layer {layer.name!r}: fires={layer.fires}, but only the last layer "
                                          f"(the output layer) may have fires=False, and it must")
             shape = layer.out_shape
+        for layer in self.linear_layers:
+            _check_exact(layer, self.timesteps, literal=False)
         if np.any(self.output_layer.v0 != 0):
             raise NetworkFormatError(f"output layer {self.output_layer.name!r}: v0 must be 0 (scores are W·q + b)")
+        if not all(isinstance(c, (str, int, np.integer)) and not isinstance(c, bool) for c in self.classes):
+            raise NetworkFormatError(f"class names must be strings (or integers), got {list(self.classes)[:10]!r}")
         self.classes = [str(c) for c in self.classes]
         if len(self.classes) != self.layers[-1].out_features:
             raise NetworkFormatError(f"{len(self.classes)} class names for {self.layers[-1].out_features} outputs")
@@ -535,8 +613,11 @@ class Network:
     # -- running -----------------------------------------------------------------------------------
 
     def run(self, samples):
-        """Classify raw samples with the golden model (closed form); see :func:`spikeforge.ir.golden.run`."""
-        return golden.run(self, samples)
+        """Classify raw samples with the golden model (closed form); see :func:`spikeforge.ir.golden.run`.
+
+        ``samples`` are raw bytes (:func:`raw_samples`): scaled, negative or too large values are refused.
+        """
+        return golden.run(self, raw_samples(samples))
 
     # -- persistence -------------------------------------------------------------------------------
 
@@ -720,11 +801,41 @@ def _load_layer(entry, index: int, version: int, where: str, array):
     return layer
 
 
-def load(path) -> Network:
+def _check_rom(path: Path, entry: dict, layer) -> None:
+    """Refuse a ``rom/<layer>.weight.hex`` that is missing or holds other weights than weights.npz."""
+    relative = entry.get("rom") if isinstance(entry.get("rom"), str) else f"rom/{layer.name}.weight.hex"
+    rom_path = path / relative
+    remedy = (f"the ROM images are part of the format and must equal weights.npz; if weights.npz is right, "
+              f"rewrite them with spikeforge.load({str(path)!r}, check_rom=False).save({str(path)!r})")
+    try:
+        text = rom_path.read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        raise NetworkFormatError(f"{rom_path}: layer {layer.name!r}'s ROM image cannot be read "
+                                 f"({type(error).__name__}); {remedy}") from None
+    if text == layer.rom_hex():
+        return
+    expected = layer.rom_words()
+    mask, sign = (1 << layer.weight_bits) - 1, 1 << (layer.weight_bits - 1)
+    try:
+        words = [int(word, 16) for word in text.split()]
+    except ValueError:
+        raise NetworkFormatError(f"{rom_path}: not a $readmemh image of hex words; {remedy}") from None
+    if len(words) != len(expected):
+        raise NetworkFormatError(f"{rom_path} holds {len(words)} words, but layer {layer.name!r} has "
+                                 f"{len(expected)} weights in weights.npz; {remedy}")
+    for address, (word, weight) in enumerate(zip(words, expected)):
+        if word > mask or (word ^ sign) - sign != weight:
+            raise NetworkFormatError(f"{rom_path} contradicts weights.npz: address {address} holds {word:x}, but "
+                                     f"the weight there is {int(weight)} ({int(weight) & mask:x}); {remedy}")
+
+
+def load(path, *, check_rom: bool = True) -> Network:
     """Read a network directory written by :meth:`Network.save` (or by any tool following DESIGN.md §2).
 
     Reads format versions 1 (dense only) and 2 (conv2d and maxpool2d too). Every malformed manifest
-    or array file is a :class:`NetworkFormatError` naming the key or file at fault.
+    or array file is a :class:`NetworkFormatError` naming the key or file at fault. The arrays come
+    from weights.npz; the ``rom/*.hex`` images must hold the same weights (a missing or contradicting
+    image is refused), unless ``check_rom`` is false (to repair a directory: load it so, then save it).
     """
     path = Path(path)
     manifest_path = path / "network.json"
@@ -771,5 +882,12 @@ def load(path) -> Network:
         return arrays[key]
 
     layers = [_load_layer(entry, index, version, where, array) for index, entry in enumerate(entries)]
-    return Network(timesteps=timesteps, input_shape=input_shape, input_lut=array(lut_key), layers=layers,
-                   classes=classes, calibration=calibration)
+    net = Network(timesteps=timesteps, input_shape=input_shape, input_lut=array(lut_key), layers=layers,
+                  classes=classes, calibration=calibration)
+    for layer in net.linear_layers:
+        _check_exact(layer, net.timesteps, literal=True)
+    if check_rom:
+        for entry, layer in zip(entries, layers):
+            if not isinstance(layer, MaxPool2dLayer):
+                _check_rom(path, entry, layer)
+    return net
