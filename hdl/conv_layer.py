@@ -157,20 +157,26 @@ class ConvILIF(wiring.Component):
         def rom(name, words, width):
             m.submodules[name] = memory = Memory(shape=unsigned(width), depth=max(2, len(words)), init=words)
             return memory.read_port()
-        weight_rd = rom("weights", p.weight_words, lanes * p.weight_bits)
+        weight_rd = rom("weights", p.weight_words, p.taps * lanes * p.weight_bits)
         bias_rd = rom("biases", p.bias_words, lanes * p.bias_bits)
         in_map_rd = rom("in_map", p.in_map_words, sum(p.in_map_fields))
         rows_rd = rom("rows", p.row_words, sum(p.row_fields))
         cols_rd = rom("cols", p.col_words, sum(p.col_fields))
+        # banks[s][b]: membrane bank s (ping-pong), column bank b (outputs with ox mod taps = b).
+        taps = p.taps
+        names = iter(p.membrane_names())
         banks = []
         for index in range(p.membrane_banks):
-            bank = Memory(shape=unsigned(word_bits), depth=max(2, bank_depth), init=[])
-            m.submodules["membrane" if p.membrane_banks == 1 else f"membrane{index}"] = bank
-            wr = bank.write_port()
-            # The accumulate re-reads a word in the cycle of its write only with one or two chunks; the
-            # readout (no pool) with a map of one or two words (module docstring).
-            transparent = chunks <= 2 or (not pooled and p.out_chunks <= 2)
-            banks.append((bank.read_port(transparent_for=(wr,) if transparent else ()), wr))
+            columns = []
+            for column in range(taps):
+                bank = Memory(shape=unsigned(word_bits), depth=max(2, bank_depth), init=[])
+                m.submodules[next(names)] = bank
+                wr = bank.write_port()
+                # The accumulate re-reads a word in the cycle of its write only with one or two chunks; the
+                # readout (no pool) with a map of one or two words (module docstring).
+                transparent = chunks <= 2 or (not pooled and p.out_chunks <= 2)
+                columns.append((bank.read_port(transparent_for=(wr,) if transparent else ()), wr))
+            banks.append(columns)
 
         # -- clear after reset ---------------------------------------------------------------------
         clearing = Signal(init=1)
@@ -210,28 +216,34 @@ class ConvILIF(wiring.Component):
         with m.If(c_ready):
             m.d.sync += [c_valid.eq(b_valid), c_step.eq(b_step), c_ciw.eq(ci * (kh * kw * chunks))]
         ny, w_row_off, m_row_off = _fields(rows_rd.data, p.row_fields)
-        nx, w_col_off, m_col_off = _fields(cols_rd.data, p.col_fields)
+        nx, w_col_off, m_col_off, rotation = _fields(cols_rd.data, p.col_fields)
 
         # Stage D: the descriptor the walker takes.
         d_valid, d_step = Signal(), Signal(index_shape(T))
         d_ny, d_nx = Signal(len(ny)), Signal(len(nx))
         d_w, d_m = Signal(weight_addr_shape), Signal(bank_addr_shape)
+        d_rotation = Signal(len(rotation))
         with m.If(d_ready):
             m.d.sync += [d_valid.eq(c_valid & (ny != 0) & (nx != 0)), d_step.eq(c_step),
                          d_ny.eq(ny), d_nx.eq(nx), d_w.eq(c_ciw + w_row_off + w_col_off),
-                         d_m.eq(m_row_off + m_col_off)]
+                         d_m.eq(m_row_off + m_col_off), d_rotation.eq(rotation)]
 
-        # The walker: one (output, chunk) word per cycle.
+        # The walker: one (output row, column group, chunk) word per cycle; a group is up to ``taps``
+        # consecutive output columns, one per column bank. ``w_rem`` counts the row's columns not yet
+        # issued; column bank b takes slot (b - rotation) mod taps of the group (``w_slot``).
         w_busy = Signal()
-        w_i, w_j = Signal(len(ny)), Signal(len(nx))
+        w_i = Signal(len(ny))
+        w_rem = Signal(len(nx))
         w_c = Signal(index_shape(chunks))
         w_ny, w_nx = Signal(len(ny)), Signal(len(nx))
         w_row, w_tap = Signal(weight_addr_shape), Signal(weight_addr_shape)
         m_row, m_pos = Signal(bank_addr_shape), Signal(bank_addr_shape)
         w_scale = Signal(T)
+        w_rotation = Signal(len(rotation))
+        w_slot = [Signal(index_shape(taps), name=f"w_slot{b}") for b in range(taps)]
         last_c, last_j, last_i, w_final, d_take = Signal(), Signal(), Signal(), Signal(), Signal()
         m.d.comb += [
-            last_c.eq(w_c == chunks - 1), last_j.eq(w_j == w_nx - 1), last_i.eq(w_i == w_ny - 1),
+            last_c.eq(w_c == chunks - 1), last_j.eq(w_rem <= taps), last_i.eq(w_i == w_ny - 1),
             w_final.eq(w_busy & last_c & last_j & last_i),
             d_take.eq(d_valid & (~w_busy | w_final)),
             d_ready.eq(~d_valid | d_take),
@@ -239,57 +251,90 @@ class ConvILIF(wiring.Component):
             b_ready.eq(~b_valid | c_ready),
             weight_rd.addr.eq(w_tap + w_c),
         ]
-        row_step_w, row_step_m = sh * kw * chunks, Wc * chunks
+        row_step_w, row_step_m = sh * kw * chunks, p.bank_columns * chunks
         with m.If(d_take):
-            m.d.sync += [w_busy.eq(1), w_i.eq(0), w_j.eq(0), w_c.eq(0), w_ny.eq(d_ny), w_nx.eq(d_nx),
+            m.d.sync += [w_busy.eq(1), w_i.eq(0), w_rem.eq(d_nx), w_c.eq(0), w_ny.eq(d_ny), w_nx.eq(d_nx),
                          w_row.eq(d_w), w_tap.eq(d_w), m_row.eq(d_m), m_pos.eq(d_m),
-                         w_scale.eq(Const(1 << (T - 1), T) >> d_step)]
+                         w_scale.eq(Const(1 << (T - 1), T) >> d_step), w_rotation.eq(d_rotation)]
+            m.d.sync += [slot.eq(Mux(d_rotation <= b, b - d_rotation, b + taps - d_rotation)[:len(slot)])
+                         for b, slot in enumerate(w_slot)]
         with m.Elif(w_busy):
             with m.If(~last_c):
                 m.d.sync += w_c.eq(w_c + 1)
             with m.Elif(~last_j):
-                m.d.sync += [w_c.eq(0), w_j.eq(w_j + 1), w_tap.eq(w_tap - sw * chunks), m_pos.eq(m_pos + chunks)]
+                m.d.sync += [w_c.eq(0), w_rem.eq(w_rem - taps), w_tap.eq(w_tap - taps * sw * chunks),
+                             m_pos.eq(m_pos + chunks)]
             with m.Elif(~last_i):
-                m.d.sync += [w_c.eq(0), w_j.eq(0), w_i.eq(w_i + 1),
+                m.d.sync += [w_c.eq(0), w_rem.eq(w_nx), w_i.eq(w_i + 1),
                              w_row.eq(w_row - row_step_w), w_tap.eq(w_row - row_step_w),
                              m_row.eq(m_row + row_step_m), m_pos.eq(m_row + row_step_m)]
             with m.Else():
                 m.d.sync += w_busy.eq(0)
 
-        # Stages 2-4 as in the dense core: weight word registered, scaled while the membrane word is
-        # read, added and written.
+        # Stage 2: the weight word and the column banks' enables (slot < columns left in the row) and
+        # group addresses. Stage 3: the weight word registered off the ROM; the membrane words are read.
+        # Stage 4: each column bank's slot of the weight word selected (the rotation). Stage 5: scaled by
+        # the one-hot 2^(T-1-t) while the membrane words are registered off the ports, then added and
+        # written back.
         s2_valid, s2_addr, s2_scale = Signal(), Signal(bank_addr_shape), Signal(T)
-        m.d.sync += [s2_valid.eq(w_busy), s2_addr.eq(m_pos + w_c), s2_scale.eq(w_scale)]
-        s3_valid, s3_addr, s3_scale = Signal(), Signal(bank_addr_shape), Signal(T)
+        s2_rotation = Signal(len(rotation))
+        s2_en = [Signal(name=f"s2_en{b}") for b in range(taps)]
+        s2_slot = [Signal(index_shape(taps), name=f"s2_slot{b}") for b in range(taps)]
+        m.d.sync += [s2_valid.eq(w_busy), s2_addr.eq(m_pos + w_c), s2_scale.eq(w_scale), s2_rotation.eq(w_rotation)]
+        m.d.sync += [en.eq(w_busy & (slot < w_rem)) for en, slot in zip(s2_en, w_slot)]
+        m.d.sync += [a.eq(b) for a, b in zip(s2_slot, w_slot)]
+        s3_valid, s3_scale = Signal(), Signal(T)
+        s3_en = [Signal(name=f"s3_en{b}") for b in range(taps)]
+        s3_addr = [Signal(bank_addr_shape, name=f"s3_addr{b}") for b in range(taps)]
+        s3_slot = [Signal(index_shape(taps), name=f"s3_slot{b}") for b in range(taps)]
         s3_weight = Signal(len(weight_rd.data))
-        m.d.sync += [s3_valid.eq(s2_valid), s3_addr.eq(s2_addr), s3_scale.eq(s2_scale),
-                     s3_weight.eq(weight_rd.data)]
-        weight = data.ArrayLayout(signed(p.weight_bits), lanes)(s3_weight)
-        scaled_bits = p.weight_bits + T
-        s4_valid, s4_addr = Signal(), Signal(bank_addr_shape)
-        s4_scaled = Signal(data.ArrayLayout(signed(scaled_bits), lanes))
-        m.d.sync += [s4_valid.eq(s3_valid), s4_addr.eq(s3_addr),
-                     s4_scaled.eq(Cat((weight[k] * s3_scale)[:scaled_bits] for k in range(lanes)))]
+        m.d.sync += [s3_valid.eq(s2_valid), s3_scale.eq(s2_scale), s3_weight.eq(weight_rd.data)]
+        for b in range(taps):
+            # Column bank b lies one column further on where its slot wrapped round (b < rotation).
+            m.d.sync += [s3_en[b].eq(s2_valid & s2_en[b]), s3_slot[b].eq(s2_slot[b]),
+                         s3_addr[b].eq(s2_addr + Mux(b < s2_rotation, chunks, 0) if taps > 1 else s2_addr)]
+        slot_words = data.ArrayLayout(data.ArrayLayout(signed(p.weight_bits), lanes), taps)(s3_weight)
+        weight_lanes = data.ArrayLayout(signed(p.weight_bits), lanes)
+        s4_valid, s4_scale = Signal(), Signal(T)
+        s4_en = [Signal(name=f"s4_en{b}") for b in range(taps)]
+        s4_addr = [Signal(bank_addr_shape, name=f"s4_addr{b}") for b in range(taps)]
+        s4_weight = [Signal(weight_lanes, name=f"s4_weight{b}") for b in range(taps)]
+        m.d.sync += [s4_valid.eq(s3_valid), s4_scale.eq(s3_scale)]
+        for b in range(taps):
+            selected = slot_words[0]
+            for i in range(1, taps):
+                selected = Mux(s3_slot[b] == i, slot_words[i], selected)
+            m.d.sync += [s4_en[b].eq(s3_en[b]), s4_addr[b].eq(s3_addr[b]), s4_weight[b].eq(selected)]
+
+        def column_data(index):
+            """The data ports of membrane bank ``index``'s column banks."""
+            return [rd.data for rd, _wr in banks[index]]
         if p.membrane_banks == 1:
-            acc_data = readout_data = banks[0][0].data
+            acc_data = readout_columns = column_data(0)
         else:
             acc_bank = Signal()
-            acc_data, readout_data = Signal(word_bits), Signal(word_bits)
-            m.d.comb += [acc_data.eq(Mux(acc_bank, banks[1][0].data, banks[0][0].data)),
-                         readout_data.eq(Mux(acc_bank, banks[0][0].data, banks[1][0].data))]
+            acc_data = [Mux(acc_bank, d1, d0) for d0, d1 in zip(column_data(0), column_data(1))]
+            readout_columns = [Mux(acc_bank, d0, d1) for d0, d1 in zip(column_data(0), column_data(1))]
         # Stage 5: the membrane word registered off the memory port (its clock-to-out gets a cycle of
         # its own), then added and written back. A word re-read two issues after its read meets its write
         # in the same cycle (write-through port, chunks <= 2); re-read in the next issue (one chunk, the
         # same output for two successive spikes) it takes stage 5's sum instead of the port (the bypass).
-        s5_valid, s5_addr = Signal(), Signal(bank_addr_shape)
-        s5_scaled, s5_word = Signal.like(s4_scaled), Signal(membrane)
-        acc_sum = Signal(word_bits)
-        m.d.sync += [s5_valid.eq(s4_valid), s5_addr.eq(s4_addr), s5_scaled.eq(s4_scaled)]
-        if chunks == 1:
-            m.d.sync += s5_word.eq(Mux(s5_valid & (s5_addr == s4_addr), acc_sum, acc_data))
-        else:
-            m.d.sync += s5_word.eq(acc_data)
-        m.d.comb += acc_sum.eq(Cat((s5_word[k] + s5_scaled[k])[:p.membrane_bits] for k in range(lanes)))
+        scaled_bits = p.weight_bits + T
+        s5_valid = Signal()
+        s5_en = [Signal(name=f"s5_en{b}") for b in range(taps)]
+        s5_addr = [Signal(bank_addr_shape, name=f"s5_addr{b}") for b in range(taps)]
+        s5_scaled = [Signal(data.ArrayLayout(signed(scaled_bits), lanes), name=f"s5_scaled{b}") for b in range(taps)]
+        s5_word = [Signal(membrane, name=f"s5_word{b}") for b in range(taps)]
+        acc_sum = [Signal(word_bits, name=f"acc_sum{b}") for b in range(taps)]
+        m.d.sync += s5_valid.eq(s4_valid)
+        for b in range(taps):
+            m.d.sync += [s5_en[b].eq(s4_en[b]), s5_addr[b].eq(s4_addr[b]),
+                         s5_scaled[b].eq(Cat((s4_weight[b][k] * s4_scale)[:scaled_bits] for k in range(lanes)))]
+            if chunks == 1:
+                m.d.sync += s5_word[b].eq(Mux(s5_en[b] & (s5_addr[b] == s4_addr[b]), acc_sum[b], acc_data[b]))
+            else:
+                m.d.sync += s5_word[b].eq(acc_data[b])
+            m.d.comb += acc_sum[b].eq(Cat((s5_word[b][k] + s5_scaled[b][k])[:p.membrane_bits] for k in range(lanes)))
 
         # -- event intake and hand-over ------------------------------------------------------------------
         ro_idle = Signal()
@@ -322,8 +367,21 @@ class ConvILIF(wiring.Component):
         py, px = Signal(index_shape(Hp)), Signal(index_shape(Wp))
         cc = Signal(index_shape(chunks))
         wy, wx = Signal(index_shape(pkh)), Signal(index_shape(pkw))
-        win_row, win, mem_row_off, mem_off = (Signal(bank_addr_shape, name=n)
-                                              for n in ("win_row", "win", "mem_row_off", "mem_off"))
+        # Rows in bank-address units (``win_row``: the window's first row, ``row_base``: the member's);
+        # columns as (column-in-bank × chunks, column bank) pairs: the window's first column and the member's.
+        win_row, row_base = Signal(bank_addr_shape, name="win_row"), Signal(bank_addr_shape, name="row_base")
+        win_q, mem_q = Signal(bank_addr_shape, name="win_q"), Signal(bank_addr_shape, name="mem_q")
+        win_r, mem_r = Signal(index_shape(taps), name="win_r"), Signal(index_shape(taps), name="mem_r")
+        row_words_step = p.bank_columns * chunks
+
+        def column_step(q, r, step):
+            """``(q, r)`` moved on by ``step`` output columns: (new q·chunks, new column bank)."""
+            dq, dr = divmod(step, taps)
+            if taps == 1:
+                return q + step * chunks, r
+            wraps = r + dr >= taps
+            return (q + Mux(wraps, (dq + 1) * chunks, dq * chunks),
+                    Mux(wraps, r + dr - taps, r + dr)[:len(r)])
         out_chunk = Signal(index_shape(p.out_chunks))
         member_phase = Signal()
         last_member = Signal()
@@ -341,28 +399,31 @@ class ConvILIF(wiring.Component):
         ]
         with m.If(handover):
             m.d.sync += ro_busy.eq(1)
+        next_member_q, next_member_r = column_step(mem_q, mem_r, 1)
+        next_win_q, next_win_r = column_step(win_q, win_r, psw)
         with m.If(issue):
             with m.If(~last_member):
                 with m.If(wx != pkw - 1):
-                    m.d.sync += [wx.eq(wx + 1), mem_off.eq(mem_off + chunks)]
+                    m.d.sync += [wx.eq(wx + 1), mem_q.eq(next_member_q), mem_r.eq(next_member_r)]
                 with m.Else():
-                    m.d.sync += [wx.eq(0), wy.eq(wy + 1), mem_row_off.eq(mem_row_off + Wc * chunks),
-                                 mem_off.eq(mem_row_off + Wc * chunks)]
+                    m.d.sync += [wx.eq(0), wy.eq(wy + 1), row_base.eq(row_base + row_words_step),
+                                 mem_q.eq(win_q), mem_r.eq(win_r)]
             with m.Else():
-                m.d.sync += [wx.eq(0), wy.eq(0), mem_off.eq(0), mem_row_off.eq(0)]
+                m.d.sync += [wx.eq(0), wy.eq(0), row_base.eq(win_row), mem_q.eq(win_q), mem_r.eq(win_r)]
                 with m.If(cc != chunks - 1):
                     m.d.sync += [cc.eq(cc + 1), out_chunk.eq(out_chunk + 1)]
                 with m.Else():
                     m.d.sync += [cc.eq(0), out_chunk.eq(out_chunk + 1)]
                     with m.If(px != Wp - 1):
-                        m.d.sync += [px.eq(px + 1), win.eq(win + psw * chunks)]
+                        m.d.sync += [px.eq(px + 1), win_q.eq(next_win_q), win_r.eq(next_win_r),
+                                     mem_q.eq(next_win_q), mem_r.eq(next_win_r)]
                     with m.Else():
-                        m.d.sync += px.eq(0)
+                        m.d.sync += [px.eq(0), win_q.eq(0), win_r.eq(0), mem_q.eq(0), mem_r.eq(0)]
                         with m.If(py != Hp - 1):
-                            m.d.sync += [py.eq(py + 1), win_row.eq(win_row + psh * Wc * chunks),
-                                         win.eq(win_row + psh * Wc * chunks)]
+                            m.d.sync += [py.eq(py + 1), win_row.eq(win_row + psh * row_words_step),
+                                         row_base.eq(win_row + psh * row_words_step)]
                         with m.Else():
-                            m.d.sync += [py.eq(0), win_row.eq(0), win.eq(0), out_chunk.eq(0)]
+                            m.d.sync += [py.eq(0), win_row.eq(0), row_base.eq(0), out_chunk.eq(0)]
                             with m.If(t != T - 1):
                                 m.d.sync += t.eq(t + 1)
                             with m.Else():
@@ -373,13 +434,14 @@ class ConvILIF(wiring.Component):
         s2r_first_member, s2r_last_member = Signal(), Signal()
         s2r_member_phase, s2r_clear, s2r_final = Signal(), Signal(), Signal()
         s2r_addr = Signal(bank_addr_shape)
+        s2r_column = Signal(index_shape(taps))
         ro_addr = Signal(bank_addr_shape)
-        m.d.comb += ro_addr.eq(win + mem_off + cc)
+        m.d.comb += ro_addr.eq(row_base + mem_q + cc)
         with m.If(s2r_move):
             m.d.sync += s2r_valid.eq(0)
         with m.If(issue):
             m.d.sync += [
-                s2r_valid.eq(1), s2r_t.eq(t), s2r_out.eq(out_chunk), s2r_addr.eq(ro_addr),
+                s2r_valid.eq(1), s2r_t.eq(t), s2r_out.eq(out_chunk), s2r_addr.eq(ro_addr), s2r_column.eq(mem_r),
                 s2r_first_member.eq((wy == 0) & (wx == 0)), s2r_last_member.eq(last_member),
                 s2r_member_phase.eq(member_phase),
                 s2r_clear.eq(((wy < psh) | (py == Hp - 1)) & ((wx < psw) | (px == Wp - 1))),
@@ -391,12 +453,13 @@ class ConvILIF(wiring.Component):
         f_t, f_out = Signal(index_shape(T)), Signal(index_shape(p.out_chunks))
         f_first_member, f_member_phase, f_clear, f_final = Signal(), Signal(), Signal(), Signal()
         f_addr = Signal(bank_addr_shape)
+        f_column = Signal(index_shape(taps))
         f_word, f_bias = Signal(membrane), Signal(data.ArrayLayout(signed(p.bias_bits), lanes))
         with m.If(f_valid & advance):
             m.d.sync += f_valid.eq(0)
         with m.If(s2r_move):
             m.d.sync += [
-                f_valid.eq(1), f_t.eq(s2r_t), f_out.eq(s2r_out), f_addr.eq(s2r_addr),
+                f_valid.eq(1), f_t.eq(s2r_t), f_out.eq(s2r_out), f_addr.eq(s2r_addr), f_column.eq(s2r_column),
                 f_first_member.eq(s2r_first_member), f_last_member.eq(s2r_last_member),
                 f_member_phase.eq(s2r_member_phase), f_clear.eq(s2r_clear), f_final.eq(s2r_final),
                 f_bias.eq(bias_rd.data),
@@ -414,6 +477,9 @@ class ConvILIF(wiring.Component):
         # A word read again within two issues of its write-back (a map of one or two words) needs the
         # write-through port; with one word, stage 2 may hold a read issued before the write landed, and
         # takes the fire stage's result instead (the bypass below).
+        readout_data = readout_columns[0]
+        for b in range(1, taps):
+            readout_data = Mux(s2r_column == b, readout_columns[b], readout_data)
         if pooled and T > 1:
             m.submodules.pooled = store = Memory(shape=unsigned(word_bits), depth=max(2, p.out_chunks), init=[])
             store_wr = store.write_port()
@@ -495,26 +561,30 @@ class ConvILIF(wiring.Component):
                                            Mux(f_t == T - 1, bias_word(f_bias), Cat(residual))))]
 
         # -- bank routing: the readout (or the clear after reset) and the accumulate half -------------------
+        # The readout writes one column bank (its fire stage's); the clear writes all of them.
+        ro_writes_column = [Signal(name=f"ro_writes{b}") for b in range(taps)]
+        m.d.comb += [w.eq(ro_wr_en & (f_column == b)) for b, w in enumerate(ro_writes_column)]
         if p.membrane_banks == 1:
-            (bank_rd, bank_wr), = banks
-            ro_writes = Signal()
-            m.d.comb += [
-                ro_writes.eq(ro_wr_en | clear_wr),
-                bank_rd.addr.eq(Mux(ro_idle, s3_addr, ro_addr)),
-                bank_rd.en.eq(ro_idle | ro_rd_en),
-                bank_wr.addr.eq(Mux(clear_wr, clear_wr_addr, Mux(ro_wr_en, ro_wr_addr, s5_addr))),
-                bank_wr.data.eq(Mux(ro_writes, ro_wr_data, acc_sum)),
-                bank_wr.en.eq(ro_writes | s5_valid),
-            ]
-        else:
-            for index, (bank_rd, bank_wr) in enumerate(banks):
-                mine = Signal(name=f"acc_owns{index}")
+            for b, (bank_rd, bank_wr) in enumerate(banks[0]):
+                ro_writes = Signal(name=f"ro_or_clear_writes{b}")
                 m.d.comb += [
-                    mine.eq(acc_bank == index),
-                    bank_rd.addr.eq(Mux(mine, s3_addr, ro_addr)),
-                    bank_rd.en.eq(mine | ro_rd_en),
-                    bank_wr.addr.eq(Mux(clear_wr, clear_wr_addr, Mux(mine, s5_addr, ro_wr_addr))),
-                    bank_wr.data.eq(Mux(mine & ~clear_wr, acc_sum, ro_wr_data)),
-                    bank_wr.en.eq(clear_wr | Mux(mine, s5_valid, ro_wr_en)),
+                    ro_writes.eq(ro_writes_column[b] | clear_wr),
+                    bank_rd.addr.eq(Mux(ro_idle, s3_addr[b], ro_addr)),
+                    bank_rd.en.eq(ro_idle | ro_rd_en),
+                    bank_wr.addr.eq(Mux(clear_wr, clear_wr_addr, Mux(ro_writes_column[b], ro_wr_addr, s5_addr[b]))),
+                    bank_wr.data.eq(Mux(ro_writes, ro_wr_data, acc_sum[b])),
+                    bank_wr.en.eq(ro_writes | s5_en[b]),
                 ]
+        else:
+            for index, columns in enumerate(banks):
+                mine = Signal(name=f"acc_owns{index}")
+                m.d.comb += mine.eq(acc_bank == index)
+                for b, (bank_rd, bank_wr) in enumerate(columns):
+                    m.d.comb += [
+                        bank_rd.addr.eq(Mux(mine, s3_addr[b], ro_addr)),
+                        bank_rd.en.eq(mine | ro_rd_en),
+                        bank_wr.addr.eq(Mux(clear_wr, clear_wr_addr, Mux(mine, s5_addr[b], ro_wr_addr))),
+                        bank_wr.data.eq(Mux(mine & ~clear_wr, acc_sum[b], ro_wr_data)),
+                        bank_wr.en.eq(clear_wr | Mux(mine, s5_en[b], ro_writes_column[b])),
+                    ]
         return m

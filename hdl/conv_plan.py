@@ -20,20 +20,34 @@ Event conventions (the payload is :func:`~spikeforge.hdl.layouts.spike_event_lay
     A conv core decodes an event's chunk with a ROM of ``in_chunks`` words ``(c0, y, x0)`` (the chunk's
     lane 0), then lane ``k`` adds ``k`` to the channel or to ``x``: no divider anywhere.
 
+Tap lanes (``taps``, the column banks)
+    With ``taps = u > 1`` the core updates ``u`` kernel taps of one kernel row per cycle as well as
+    ``lanes`` channels: each membrane bank is split into ``u`` *column banks*, column bank ``b`` holding
+    the conv outputs with ``ox mod u = b`` (``Wb = ceil(Wc / u)`` columns each). An input spike reaches
+    the outputs ``ox0 .. ox0 + nx - 1`` of each reachable output row (consecutive columns for any
+    stride, kernel columns ``dx0, dx0 - sw, ...``), so any ``u`` consecutive ones lie in ``u`` different
+    column banks: the walker issues them as ``ceil(nx / u)`` *groups* of ``u``. Output ``i`` of a group
+    (``ox = ox_s + i``) goes to column bank ``(r + i) mod u`` with ``r = ox0 mod u`` (the spike's
+    *rotation*, the same for all its groups) at column ``ox_s // u`` (+1 where ``r + i >= u``).
+    ``taps = 1`` is one column bank: the plain core.
+
 ROM images (one integer per word, lane 0 in the least significant bits)
-    * ``weight``: depth ``C·kh·kw·chunks``, word ``lanes × weight_bits``; address
-      ``((ci·kh + dy)·kw + dx)·chunks + cc`` holds ``W[cc·lanes + k, ci, dy, dx]`` in lane ``k`` (the IR's
-      ROM order with the output channel split into chunks);
+    * ``weight``: depth ``C·kh·kw·chunks``, word ``taps × lanes × weight_bits``; address
+      ``((ci·kh + dy)·kw + dx)·chunks + cc`` holds, in slot ``i`` (lanes ``i·lanes .. i·lanes + lanes-1``),
+      ``W[cc·lanes + k, ci, dy, dx - i·sw]`` (0 where ``dx - i·sw < 0``): the weights of a group whose
+      first output uses tap ``dx``, so one read feeds every adder. With ``taps = 1`` this is the IR's ROM
+      order with the output channel split into chunks;
     * ``bias`` (``b + v0``) and ``threshold``: depth ``chunks``, as in the dense plan;
     * ``in_map``: depth ``in_chunks``, word ``(c0, y, x0)`` packed ``c0 | y << cb | x0 << (cb + yb)``;
     * ``rows``: depth ``H`` (input rows), word ``(ny, w_row, m_row)``: the input row ``y`` reaches output
       rows ``oy0 .. oy0 + ny - 1`` with kernel rows ``dy0, dy0 - sh, ...``; ``w_row = dy0·kw·chunks`` and
-      ``m_row = oy0·Wc·chunks`` are the weight and membrane address offsets of the first one;
-    * ``cols``: depth ``W``, word ``(nx, w_col, m_col)`` likewise with ``w_col = dx0·chunks``,
-      ``m_col = ox0·chunks``.
+      ``m_row = oy0·Wb·chunks`` are the weight and membrane address offsets of the first one;
+    * ``cols``: depth ``W``, word ``(nx, w_col, m_col, r)`` likewise with ``w_col = dx0·chunks``,
+      ``m_col = (ox0 // taps)·chunks`` and the rotation ``r = ox0 mod taps``.
 
 Membrane address map
-    A bank word is ``lanes`` channels at one conv output position: address ``(oy·Wc + ox)·chunks + cc``.
+    A bank word is ``lanes`` channels at one conv output position: in column bank ``ox mod taps``,
+    address ``(oy·Wb + ox // taps)·chunks + cc`` (``Wb = Wc`` for one tap lane).
     With a max pool only the *covered* part of the conv map is kept (``Hc = (Hp-1)·sp + kp`` rows,
     ``Wc`` likewise; floor mode drops the rest, so those outputs are never accumulated); without one
     ``Hc, Wc = Ho, Wo``. The pooled residual store (pool only) holds ``Hp·Wp·chunks`` words, address
@@ -43,13 +57,14 @@ Widths (DESIGN §1): ``membrane_bits = signed_bits(layer.accumulator_bound(T))``
 of its potentials, so the residual store needs no more.
 
 Cycle model
-    An input spike at ``(y, x)`` issues ``taps(y, x) × chunks`` words (:meth:`ConvLayerPlan.taps`, from the
-    ``rows``/``cols`` ROMs: the kept outputs it reaches); a spike that reaches none costs nothing beyond
+    An input spike at ``(y, x)`` issues ``ny·ceil(nx / taps) × chunks`` words (:meth:`ConvLayerPlan.words`,
+    from the ``rows``/``cols`` ROMs; ``ny·nx`` = :meth:`ConvLayerPlan.taps_reached` are the kept outputs it reaches,
+    its useful additions per channel); a spike that reaches none costs nothing beyond
     its cycle in the decode pipeline. The fire sweep issues :func:`readout_words` words. For the layer on
     its own (back-to-back input, output always ready) :func:`conv_layer_schedule` gives the exact cycle of
     every sample's hand-over and final beat; the RTL test checks it cycle for cycle. In the accelerator's
     max-plus recurrence (:mod:`spikeforge.hdl.cycle_model`) a conv layer is a stage with accumulate work
-    ``Σ taps × chunks`` (:func:`spike_work`) instead of ``S·C``, three more cycles of decode latency
+    ``Σ words × chunks`` (:func:`spike_work`) instead of ``S·C``, three more cycles of decode latency
     before its first word (stages B-D), a 5-cycle drain after its last (one more than the dense core's)
     word, and readout ``readout_words + 3`` instead of ``T·C + 2``.
 """
@@ -172,6 +187,8 @@ class ConvLayerPlan:
         ``(Hc, Wc)``: the part of the conv map kept in the membrane banks.
     lanes, chunks
         Output channels per cycle and ``ceil(Co / lanes)``.
+    taps
+        Tap lanes: kernel taps of one kernel row per cycle (column banks per membrane bank, ``1..kw``).
     input_map
         The producer's :class:`InputMap`.
     accumulator_bound, membrane_bits, bias_bits, threshold_bits, uniform_threshold
@@ -197,6 +214,7 @@ class ConvLayerPlan:
     cover: tuple
     lanes: int
     chunks: int
+    taps: int
     input_map: InputMap
     accumulator_bound: int
     membrane_bits: int
@@ -219,9 +237,19 @@ class ConvLayerPlan:
         return self.pool_kernel is not None
 
     @property
+    def bank_columns(self) -> int:
+        """Columns of one column bank: ``Wb = ceil(Wc / taps)``."""
+        return -(-self.cover[1] // self.taps)
+
+    @property
     def bank_words(self) -> int:
-        """Words of one membrane bank: ``Hc·Wc·chunks``."""
-        return self.cover[0] * self.cover[1] * self.chunks
+        """Words of one column bank of one membrane bank: ``Hc·Wb·chunks`` (``Wb = Wc`` for one tap lane)."""
+        return self.cover[0] * self.bank_columns * self.chunks
+
+    @property
+    def adders(self) -> int:
+        """Membrane adders: ``lanes × taps`` (a border group leaves some idle; they still count)."""
+        return self.lanes * self.taps
 
     @property
     def out_positions(self) -> int:
@@ -243,23 +271,63 @@ class ConvLayerPlan:
 
     @property
     def memory_bits(self) -> dict:
-        """Bits of every memory: ROMs and RAMs, by name."""
+        """Bits of every memory: ROMs and RAMs, by name (the sums over :meth:`memories`)."""
         word = self.lanes * self.membrane_bits
         bits = {
-            "weight": len(self.weight_words) * self.lanes * self.weight_bits,
+            "weight": len(self.weight_words) * self.taps * self.lanes * self.weight_bits,
             "bias": self.chunks * self.lanes * self.bias_bits,
             "threshold": self.chunks * self.lanes * self.threshold_bits if self.threshold_rom else 0,
             "in_map": len(self.in_map_words) * sum(self.in_map_fields),
             "rows": len(self.row_words) * sum(self.row_fields),
             "cols": len(self.col_words) * sum(self.col_fields),
-            "membrane": self.membrane_banks * self.bank_words * word,
+            "membrane": self.membrane_banks * self.taps * self.bank_words * word,
             "pooled_residual": self.out_chunks * word if self.pooled and self.timesteps > 1 else 0,
         }
         return bits
 
-    def taps(self, y: int, x: int) -> int:
-        """Output positions (in the kept map) an input spike at row ``y``, column ``x`` reaches."""
-        return _unpack(self.row_words[y], self.row_fields)[0] * _unpack(self.col_words[x], self.col_fields)[0]
+    def memories(self) -> list:
+        """Every memory of the core as ``{"name", "kind", "width", "depth"}`` (``kind`` ``"rom"`` or
+        ``"ram"``; ``name`` as the Verilog instance names it), for block-RAM estimates: the ROMs, each
+        column bank of each membrane bank (``membrane{i}_{b}``; ``membrane_{b}`` with one membrane bank,
+        no ``_{b}`` with one tap lane) and the pooled residual store. Depths as planned (the RTL makes
+        a one-word memory two words deep)."""
+        word = self.lanes * self.membrane_bits
+        out = [{"name": "weights", "kind": "rom", "width": self.taps * self.lanes * self.weight_bits,
+                "depth": len(self.weight_words)},
+               {"name": "biases", "kind": "rom", "width": self.lanes * self.bias_bits, "depth": self.chunks}]
+        if self.threshold_rom:
+            out.append({"name": "thresholds", "kind": "rom", "width": self.lanes * self.threshold_bits,
+                        "depth": self.chunks})
+        out += [{"name": "in_map", "kind": "rom", "width": sum(self.in_map_fields), "depth": len(self.in_map_words)},
+                {"name": "rows", "kind": "rom", "width": sum(self.row_fields), "depth": len(self.row_words)},
+                {"name": "cols", "kind": "rom", "width": sum(self.col_fields), "depth": len(self.col_words)}]
+        out += [{"name": name, "kind": "ram", "width": word, "depth": self.bank_words}
+                for name in self.membrane_names()]
+        if self.pooled and self.timesteps > 1:
+            out.append({"name": "pooled", "kind": "ram", "width": word, "depth": self.out_chunks})
+        return out
+
+    def membrane_names(self) -> list:
+        """Instance names of the membrane memories, membrane bank major, column bank minor."""
+        names = []
+        for index in range(self.membrane_banks):
+            base = "membrane" if self.membrane_banks == 1 else f"membrane{index}"
+            names += [base] if self.taps == 1 else [f"{base}_{b}" for b in range(self.taps)]
+        return names
+
+    def reach(self, y: int, x: int) -> tuple:
+        """``(ny, nx)``: kept output rows and columns an input spike at row ``y``, column ``x`` reaches."""
+        return _unpack(self.row_words[y], self.row_fields)[0], _unpack(self.col_words[x], self.col_fields)[0]
+
+    def taps_reached(self, y: int, x: int) -> int:
+        """Output positions (in the kept map) an input spike at ``(y, x)`` reaches: ``ny·nx``."""
+        ny, nx = self.reach(y, x)
+        return ny * nx
+
+    def words(self, y: int, x: int) -> int:
+        """Walker steps per chunk of an input spike at ``(y, x)``: ``ny·ceil(nx / taps)``."""
+        ny, nx = self.reach(y, x)
+        return ny * -(-nx // self.taps)
 
 
 def _unpack(word: int, widths) -> list:
@@ -271,13 +339,15 @@ def _unpack(word: int, widths) -> list:
 
 
 def plan_conv_layer(layer: Conv2dLayer, *, lanes: int, timesteps: int, input_map: InputMap,
-                    pool: MaxPool2dLayer | None = None, membrane_banks: int = 2) -> ConvLayerPlan:
-    """Derive the widths, ROM images and address maps of ``layer`` folded to ``lanes``.
+                    pool: MaxPool2dLayer | None = None, membrane_banks: int = 2, taps: int = 1) -> ConvLayerPlan:
+    """Derive the widths, ROM images and address maps of ``layer`` folded to ``lanes`` channel lanes and
+    ``taps`` tap lanes (column banks, see the module docstring).
 
     Raises
     ------
     InputError
-        A conv output layer (``fires`` false), lanes outside ``1..Co``, a bank count other than 1 or 2,
+        A conv output layer (``fires`` false), lanes outside ``1..Co``, taps outside ``1..kw``, a bank
+        count other than 1 or 2,
         a pool whose input is not this conv's output map, or an input map for a different shape.
     """
     if not isinstance(layer, Conv2dLayer):
@@ -289,6 +359,8 @@ def plan_conv_layer(layer: Conv2dLayer, *, lanes: int, timesteps: int, input_map
     C, H, W = layer.in_shape
     if not isinstance(lanes, int) or not 1 <= lanes <= Co:
         raise InputError(f"layer {layer.name!r}: lanes {lanes!r} is not in 1..{Co} (its output channels)")
+    if isinstance(taps, bool) or not isinstance(taps, int) or not 1 <= taps <= layer.kernel[1]:
+        raise InputError(f"layer {layer.name!r}: tap lanes {taps!r} is not in 1..{layer.kernel[1]} (its kernel width)")
     if membrane_banks not in (1, 2):
         raise InputError(f"membrane_banks {membrane_banks!r} is not supported; use 2 (ping-pong) or 1 (compact)")
     if pool is not None:
@@ -317,12 +389,18 @@ def plan_conv_layer(layer: Conv2dLayer, *, lanes: int, timesteps: int, input_map
         out_shape = tuple(layer.out_shape)
     Hc, Wc = cover
 
-    # Weight ROM: IR order (tap-major, output channel minor), channels padded and cut into chunks.
+    # Weight ROM: IR order (tap-major, output channel minor), channels padded and cut into chunks; slot
+    # i of the word at tap dx holds tap dx - i·sw (zero before the kernel's first column).
     padded = lanes * chunks
-    taps = C * kh * kw
-    rom = layer.rom_words().reshape(taps, Co)
-    rom = np.pad(rom, ((0, 0), (0, padded - Co))).reshape(taps * chunks, lanes)
     pad = padded - Co
+    weight = np.pad(np.asarray(layer.weight, dtype=np.int64), ((0, pad), (0, 0), (0, 0), (0, 0)))  # (P, C, kh, kw)
+    slots = []
+    for i in range(taps):
+        shifted = np.zeros_like(weight)
+        if i * sw < kw:
+            shifted[..., i * sw:] = weight[..., :kw - i * sw]
+        slots.append(shifted.transpose(1, 2, 3, 0).reshape(C * kh * kw * chunks, lanes))   # (C, kh, kw, P)
+    rom = np.concatenate(slots, axis=1)                    # slot i in lanes i·lanes .. i·lanes + lanes-1
     bias = np.pad(np.broadcast_to(layer.bias + layer.v0, (Co,)), (0, pad)).reshape(chunks, lanes)
     threshold_values = np.broadcast_to(np.asarray(layer.threshold), (Co,))
     threshold = np.pad(threshold_values, (0, pad), constant_values=1).reshape(chunks, lanes)
@@ -334,14 +412,16 @@ def plan_conv_layer(layer: Conv2dLayer, *, lanes: int, timesteps: int, input_map
     # Input decode ROMs.
     in_fields = (_bits(C), _bits(H), _bits(W))
     in_words = [_pack_fields(entry, in_fields) for entry in input_map.entries]
-    weight_depth = taps * chunks
-    bank_depth = Hc * Wc * chunks
+    weight_depth = C * kh * kw * chunks
+    Wb = -(-Wc // taps)
+    bank_depth = Hc * Wb * chunks
     row_lut = _window_lut(H, Hc, kh, sh, ph)
     col_lut = _window_lut(W, Wc, kw, sw, pw)
     row_fields = (_bits(kh + 1), _bits(weight_depth), _bits(bank_depth))
-    col_fields = (_bits(kw + 1), _bits(weight_depth), _bits(bank_depth))
-    row_words = [_pack_fields((n, dy * kw * chunks, oy * Wc * chunks), row_fields) for n, dy, oy in row_lut]
-    col_words = [_pack_fields((n, dx * chunks, ox * chunks), col_fields) for n, dx, ox in col_lut]
+    col_fields = (_bits(kw + 1), _bits(weight_depth), _bits(bank_depth), _bits(taps))
+    row_words = [_pack_fields((n, dy * kw * chunks, oy * Wb * chunks), row_fields) for n, dy, oy in row_lut]
+    col_words = [_pack_fields((n, dx * chunks, (ox // taps) * chunks, ox % taps), col_fields)
+                 for n, dx, ox in col_lut]
 
     return ConvLayerPlan(
         name=layer.name, timesteps=T, weight_bits=layer.weight_bits, fires=True,
@@ -349,7 +429,7 @@ def plan_conv_layer(layer: Conv2dLayer, *, lanes: int, timesteps: int, input_map
         kernel=(kh, kw), stride=(sh, sw), padding=(ph, pw),
         pool_kernel=None if pool is None else tuple(pool.kernel),
         pool_stride=None if pool is None else tuple(pool.stride),
-        cover=cover, lanes=lanes, chunks=chunks, input_map=input_map,
+        cover=cover, lanes=lanes, chunks=chunks, taps=taps, input_map=input_map,
         accumulator_bound=bound, membrane_bits=signed_bits(bound), bias_bits=bias_bits,
         threshold_bits=threshold_bits, uniform_threshold=int(unique[0]) if len(unique) == 1 else None,
         membrane_banks=membrane_banks,
@@ -364,7 +444,8 @@ def plan_conv_layer(layer: Conv2dLayer, *, lanes: int, timesteps: int, input_map
 
 def spike_work(plan: ConvLayerPlan, beats) -> list:
     """Per input event beat ``(mask, chunk, step, last)``: the words each of its spikes issues
-    (``taps × chunks``, 0 for a spike that reaches no kept output), lowest bit first."""
+    (``words × chunks``, :meth:`ConvLayerPlan.words`; 0 for a spike that reaches no kept output), lowest
+    bit first."""
     imap = plan.input_map
     work = []
     for mask, chunk, _step, _last in beats:
@@ -372,7 +453,7 @@ def spike_work(plan: ConvLayerPlan, beats) -> list:
         spikes = []
         for k in range(imap.group):
             if (mask >> k) & 1:
-                spikes.append(plan.taps(y, x + k if imap.lane_axis == "x" else x) * plan.chunks)
+                spikes.append(plan.words(y, x + k if imap.lane_axis == "x" else x) * plan.chunks)
         work.append(spikes)
     return work
 
@@ -394,7 +475,7 @@ class ConvSchedule:
     final_beat : list of int
         Per sample: the cycle its ``last`` spike beat is offered (and, the output never stalling, taken).
     issued : list of int
-        Per sample: words the accumulate issued (``Σ taps × chunks``).
+        Per sample: words the accumulate issued (``Σ words × chunks``).
     spikes : list of int
         Per sample: input spikes.
     cycles_per_sample : float
@@ -417,7 +498,7 @@ def conv_layer_schedule(plan: ConvLayerPlan, samples) -> ConvSchedule:
     :mod:`spikeforge.hdl.conv_layer`): stage A takes one spike per cycle and the next event in the
     cycle its last spike moves on; stages B, C, D hold one spike each and move when the next stage is
     free or moving; the walker takes a descriptor in the cycle it issues its previous spike's last word
-    and issues ``taps × chunks`` words; the hand-over comes five cycles after the last word is issued
+    and issues ``words × chunks`` words; the hand-over comes five cycles after the last word is issued
     (four write stages, then the hand-over itself) once the readout is idle; the readout issues one
     word per cycle from the next cycle and offers a sample's final beat two cycles after issuing its
     last word (the read and the fire stage), and is idle the cycle after that. After reset the banks are cleared (``Hc·Wc·chunks``

@@ -38,12 +38,19 @@ reduces to ``max(in + 1, T·Ce + 2, max_l max(S_l·C_l + 4, T·C_l + 2), C_L + 3
 not the sum; with one bank a layer's accumulate and readout add up (``S_l·C_l + T·C_l + 6``).
 
 Conv layers (:mod:`spikeforge.hdl.conv_plan`, a max pool fused into its conv: no stage of its own) are
-stages of the same recurrence with three changes: the accumulate work is ``Σ taps × C_l`` over the input
-spikes (:func:`~spikeforge.hdl.conv_plan.spike_work`; from per-feature input codes, so the golden
-model's CHW codes of the layer's input), the first word comes :data:`CONV_DECODE` cycles later (decode
-stages B-D) and the drain is :data:`CONV_DRAIN` cycles; the readout is
-:func:`~spikeforge.hdl.conv_plan.readout_words` ``+ 3``. Given only a count per layer, a conv's work
-is the count times the mean taps over its input positions times ``C_l``.
+stages of the same recurrence with three changes: the accumulate work is ``Σ words × C_l`` over the input
+spikes (``words = ny·ceil(nx / taps)``, :meth:`~spikeforge.hdl.conv_plan.ConvLayerPlan.words`: kernel rows
+reached times column groups of ``taps`` tap lanes; :func:`~spikeforge.hdl.conv_plan.spike_work`; from
+per-feature input codes, so the golden model's CHW codes of the layer's input), the first word comes
+:data:`CONV_DECODE` cycles later (decode stages B-D) and the drain is :data:`CONV_DRAIN` cycles; the
+readout is :func:`~spikeforge.hdl.conv_plan.readout_words` ``+ 3``. Given only a count per layer, a
+conv's work is the count times the mean words over its input positions times ``C_l``.
+
+Adders and utilisation: a layer has ``lanes × taps`` adders (taps = 1 for dense layers); a conv's useful
+additions are ``Σ ny·nx × Co`` over its input spikes (the outputs each spike reaches, padding channels
+and the idle column banks of border groups not counted). ``adder_utilisation`` is the useful additions
+over ``total adders × cycles_per_sample``; each layer's ``utilisation`` is its own useful additions
+over ``its adders × cycles_per_sample``.
 """
 
 from __future__ import annotations
@@ -94,12 +101,12 @@ class CyclePrediction:
     stages : dict of str -> float
         Mean cycles per sample of every stage (``encoder.load``, ``fc1.accumulate``, ``fc1.fire``...).
     layers : list of dict
-        Per layer: ``name, lanes, chunks, spikes_in, accumulate_cycles, fire_cycles,
-        useful_additions`` (means per sample).
+        Per layer: ``name, lanes, taps, adders, chunks, spikes_in, accumulate_cycles, fire_cycles,
+        useful_additions, utilisation`` (means per sample).
     useful_additions : float
-        Mean ``Σ_l S_l · out_l`` per sample.
+        Mean ``Σ_l S_l · out_l`` per sample (a conv: ``Σ ny·nx × Co`` over its input spikes).
     adder_utilisation : float
-        ``useful_additions / (total lanes × cycles_per_sample)``.
+        ``useful_additions / (total adders × cycles_per_sample)`` (adders = ``Σ lanes × taps``).
     result_cycles : ndarray
         Predicted cycle of every result beat.
     """
@@ -200,18 +207,24 @@ def predict(net, folding=None, spike_counts_or_samples=None, *, fifo_depth: int 
               else plan.chunks for layer, plan in zip(stage_layers, layer_plans)]
     # Accumulate work per sample and stage (words issued).
     work_all = np.zeros((len(S_all), L))
+    useful_all = np.zeros((len(S_all), L))
     for l, (i, plan) in enumerate(zip(kept, layer_plans)):
         if isinstance(plan, ConvLayerPlan):
-            taps = _conv_taps(plan) * plan.chunks            # words per spike, per CHW input feature
+            words = _conv_per_feature(plan, plan.words) * plan.chunks    # words per spike, per CHW input feature
+            reached = _conv_per_feature(plan, plan.taps_reached) * stage_layers[l].out_channels
             if per_feature is not None:
-                work_all[:, l] = np.asarray(per_feature[i], dtype=np.float64) @ taps
+                codes = np.asarray(per_feature[i], dtype=np.float64)
+                work_all[:, l], useful_all[:, l] = codes @ words, codes @ reached
             else:
-                work_all[:, l] = S_all[:, i] * float(taps.mean())
+                work_all[:, l] = S_all[:, i] * float(words.mean())
+                useful_all[:, l] = S_all[:, i] * float(reached.mean())
         else:
             work_all[:, l] = S_all[:, i] * chunks[l]
+            useful_all[:, l] = S_all[:, i] * stage_layers[l].out_features
     if len(S) == 1:
         S = np.repeat(S, repeat, axis=0)
         work_all = np.repeat(work_all, repeat, axis=0)
+        useful_all = np.repeat(useful_all, repeat, axis=0)
         steps = None if steps is None else [np.repeat(s, repeat, axis=0) for s in steps]
     N = len(S)
     n_in = net.in_features
@@ -255,20 +268,22 @@ def predict(net, folding=None, spike_counts_or_samples=None, *, fifo_depth: int 
         h, e = h_new, e_new
 
     stages = {"encoder.load": float(n_in + 1), "encoder.emit": float(readout[0])}
+    cycles = float((results[-1] - results[0]) / (N - 1)) if N > 1 else None
     layers = []
-    for l, (layer, plan) in enumerate(zip(stage_layers, layer_plans)):
+    for l, layer in enumerate(stage_layers):
         stages[f"{layer.name}.accumulate"] = float(acc_time[:, l].mean())
         stages[f"{layer.name}.{'fire' if layer.fires else 'score'}"] = float(readout[l + 1])
-        # A conv's useful additions: every issued word adds into out_channels of its lanes (padding aside).
-        useful = (float(work_all[:, l].mean()) / plan.chunks * layer.out_channels
-                  if isinstance(plan, ConvLayerPlan) else float(S[:, l].mean() * layer.out_features))
-        layers.append({"name": layer.name, "lanes": folding[layer.name], "chunks": chunks[l],
+        layers.append({"name": layer.name, "lanes": folding[layer.name], "taps": folding.tap_lanes(layer.name),
+                       "adders": folding.adders(layer.name), "chunks": chunks[l],
                        "spikes_in": float(S[:, l].mean()), "accumulate_cycles": float(acc_time[:, l].mean()),
                        "fire_cycles": float(readout[l + 1]),
-                       "useful_additions": useful})
-    cycles = float((results[-1] - results[0]) / (N - 1)) if N > 1 else max(stages.values())
+                       "useful_additions": float(useful_all[:, l].mean())})
+    if cycles is None:
+        cycles = max(stages.values())
+    for entry in layers:
+        entry["utilisation"] = entry["useful_additions"] / (entry["adders"] * cycles) if cycles else 0.0
     useful = sum(layer["useful_additions"] for layer in layers)
-    total_lanes = folding.total_lanes()
+    total_lanes = folding.total_adders()
     slowest = max(stages.values())
     if banks == 1:      # a layer's accumulate and readout take turns on its one bank: one stage
         slowest = max([slowest] + [acc_time[:, l].mean() + readout[l + 1] for l in range(L)])
@@ -281,8 +296,8 @@ def predict(net, folding=None, spike_counts_or_samples=None, *, fifo_depth: int 
                            result_cycles=results)
 
 
-def _conv_taps(plan: ConvLayerPlan) -> np.ndarray:
-    """Kept outputs an input spike reaches, per CHW-flat input feature of ``plan``'s input map."""
+def _conv_per_feature(plan: ConvLayerPlan, per_position) -> np.ndarray:
+    """``per_position(y, x)`` (walker words or kept outputs reached) per CHW-flat input feature of ``plan``."""
     C, H, W = plan.in_shape
-    per_position = np.array([[plan.taps(y, x) for x in range(W)] for y in range(H)], dtype=np.float64)
-    return np.broadcast_to(per_position, (C, H, W)).reshape(-1)
+    table = np.array([[per_position(y, x) for x in range(W)] for y in range(H)], dtype=np.float64)
+    return np.broadcast_to(table, (C, H, W)).reshape(-1)

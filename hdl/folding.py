@@ -15,9 +15,17 @@ smallest target that fits the budget. Only lane counts that are the smallest for
 
 Conv layers (issue 13): the lanes of a conv layer are output channels (``1..Co``); the max pool that
 follows a conv is fused into the conv's core and takes no lanes, so a pool's name is refused as a
-folding key (fold its conv instead). A conv input spike costs ``taps × chunks`` words (the kernel taps
-whose output is kept, about ``kh·kw / (sh·sw)`` away from the border) and its fire sweep
+folding key (fold its conv instead). A conv layer also has *tap lanes* (``1..kw``, default 1): kernel
+taps of one kernel row updated in the same cycle, each in its own column bank
+(:mod:`spikeforge.hdl.conv_plan`). Written ``conv2=32x3`` (32 channel lanes × 3 tap lanes), a
+``(lanes, taps)`` pair or the string ``"32x3"`` in a dict. A conv input spike costs about
+``(kh/sh)·groups × chunks`` words with ``groups = kw/sw`` for one tap lane and ``ceil(kw / (sw·taps))``
+for more (border spikes cost less; the cycle model counts them exactly) and its fire sweep
 ``P·chunks·K + (T-1)·P·chunks`` (``P`` emitted positions, ``K`` the pool window, 1 without a pool).
+A layer's *adders* are ``lanes × taps``; a lanes budget counts adders, and the balancer picks, per
+layer, the fewest adders that meet the target (fewer tap lanes on a tie: channel lanes waste nothing
+at the border and need no extra memories), so tap lanes come in only where channel lanes are used up
+or cost more.
 
 Without measured spike counts the estimate assumes every input code has ``T/2`` ones on average
 (uniform codes), so layers are balanced by ``in_features × out_features``; pass ``spikes_in`` (mean
@@ -27,12 +35,12 @@ input spikes per sample and layer, e.g. from :func:`spikeforge.ir.golden.run`) f
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from spikeforge.ir.errors import InputError
 
 __all__ = ["FoldingError", "Folding", "parse_lanes", "estimate_spikes_in", "auto_folding",
            "resolve_folding", "DEFAULT_LANES_BUDGET", "layer_cycles", "MEMBRANE_BANKS", "check_membrane_banks",
-           "max_lanes", "folded_layers", "pool_after"]
+           "max_lanes", "max_taps", "tap_choices", "split_entry", "folded_layers", "pool_after"]
 
 #: Lanes budget of the automatic default (``Accelerator(net)`` / ``spikeforge generate`` without options).
 DEFAULT_LANES_BUDGET = 64
@@ -67,7 +75,21 @@ def pool_after(net, index: int):
     return following if following is not None and following.kind == "maxpool2d" else None
 
 
-def _conv_cost(net, index: int, lanes: int, spikes: float):
+def max_taps(layer) -> int:
+    """The most tap lanes a layer can use: the kernel width for a conv, 1 for a dense layer."""
+    return layer.kernel[1] if layer.kind == "conv2d" else 1
+
+
+def tap_choices(layer) -> list:
+    """Tap lane counts worth choosing for ``layer``: the smallest for each number of column groups a
+    kernel row takes (``ceil(ceil(kw/sw) / taps)``); 1 for a dense layer."""
+    if layer.kind != "conv2d":
+        return [1]
+    reach = min(layer.kernel[1], math.ceil(layer.kernel[1] / layer.stride[1]))
+    return sorted({math.ceil(reach / groups) for groups in range(1, reach + 1)})
+
+
+def _conv_cost(net, index: int, lanes: int, spikes: float, taps: int = 1):
     """(accumulate, sweep) estimate of conv layer ``index``."""
     layer = net.layers[index]
     chunks = math.ceil(layer.out_channels / lanes)
@@ -75,53 +97,108 @@ def _conv_cost(net, index: int, lanes: int, spikes: float):
     pool = pool_after(net, index)
     positions = (pool.out_shape[1] * pool.out_shape[2]) if pool is not None else layer.out_shape[1] * layer.out_shape[2]
     window = pool.kernel[0] * pool.kernel[1] if pool is not None else 1
-    accumulate = spikes * (kh * kw) / (sh * sw) * chunks
+    groups = kw / sw if taps == 1 else math.ceil(kw / (sw * taps))
+    accumulate = spikes * kh / sh * groups * chunks
     sweep = positions * chunks * window + (net.timesteps - 1) * positions * chunks
     return accumulate, sweep
 
 
+def split_entry(name: str, value) -> tuple:
+    """A folding value -> ``(lanes, taps)``: an int (one tap lane), a ``(lanes, taps)`` pair, or the
+    string ``"LxT"`` / ``"L"`` (a malformed string is a :class:`FoldingError` naming the layer; the
+    numbers are checked by :meth:`Folding.for_network`)."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        parts = text.split("x")
+        if len(parts) in (1, 2) and all(part.strip().isdigit() for part in parts):
+            value = tuple(int(part) for part in parts) if len(parts) == 2 else int(parts[0])
+        else:
+            raise FoldingError(f"layer {name!r}: lanes {value!r} is not LANES or LANESxTAPS (e.g. 32 or 32x3)")
+    if isinstance(value, (tuple, list)) and len(value) == 2:
+        return tuple(value)
+    return value, 1
+
+
+def _whole(number) -> bool:
+    return isinstance(number, int) and not isinstance(number, bool)
+
+
 @dataclass(frozen=True)
 class Folding:
-    """Lanes per layer, validated against a network.
+    """Lanes (and, for conv layers, tap lanes) per layer, validated against a network.
 
     Parameters
     ----------
     lanes : dict of str -> int
         One entry per folded layer of the network (every layer but the max pools), in layer order;
         ``1 <= lanes <= out_features`` (a conv layer: ``1..out_channels``).
+    taps : dict of str -> int
+        Tap lanes per layer (``1..kw`` for a conv layer, 1 for a dense one); missing layers have 1.
 
     Raises
     ------
     FoldingError
-        On an unknown layer name, a max pool's name, a missing layer, or a lanes value out of range.
+        On an unknown layer name, a max pool's name, a missing layer, or a lanes or tap lanes value out
+        of range (tap lanes on a dense layer included).
     """
 
     lanes: dict
+    taps: dict = field(default_factory=dict)
 
     @classmethod
     def for_network(cls, net, config) -> "Folding":
-        """Validate a complete ``{layer name: lanes}`` mapping against ``net``."""
+        """Validate a complete ``{layer name: lanes}`` mapping against ``net`` (a value may be an int, a
+        ``(lanes, taps)`` pair or ``"LxT"``, see :func:`split_entry`)."""
         config = dict(config)
         names = [layer.name for layer in folded_layers(net)]
-        for name, lanes in config.items():
+        split = {}
+        for name, value in config.items():
             if name not in names:
                 _refuse_pool_key(net, name)
                 raise FoldingError(f"folding names layer {name!r}, which does not exist; layers: {', '.join(names)}")
             layer = net.layer(name)
-            if isinstance(lanes, bool) or not isinstance(lanes, int) or not 1 <= lanes <= max_lanes(layer):
+            lanes, taps = split_entry(name, value)
+            if not _whole(lanes) or not 1 <= lanes <= max_lanes(layer):
                 what = "its output channels" if layer.kind == "conv2d" else "its out_features"
                 raise FoldingError(f"layer {name!r}: lanes {lanes!r} is not in 1..{max_lanes(layer)} "
                                    f"({what})")
+            if not _whole(taps) or not 1 <= taps <= max_taps(layer):
+                if layer.kind != "conv2d":
+                    raise FoldingError(f"layer {name!r}: tap lanes {taps!r} given for a {layer.kind} layer; only "
+                                       f"conv layers take tap lanes (write {name}={lanes})")
+                raise FoldingError(f"layer {name!r}: tap lanes {taps!r} is not in 1..{max_taps(layer)} "
+                                   f"(its kernel width)")
+            split[name] = (lanes, taps)
         missing = [name for name in names if name not in config]
         if missing:
             raise FoldingError(f"folding does not give lanes for layer(s) {', '.join(missing)}")
-        return cls({name: int(config[name]) for name in names})
+        return cls({name: split[name][0] for name in names},
+                   {name: split[name][1] for name in names if split[name][1] != 1})
 
     def __getitem__(self, name: str) -> int:
         return self.lanes[name]
 
+    def tap_lanes(self, name: str) -> int:
+        """Tap lanes of layer ``name`` (1 unless given)."""
+        return self.taps.get(name, 1)
+
+    def adders(self, name: str) -> int:
+        """Membrane adders of layer ``name``: ``lanes × taps``."""
+        return self.lanes[name] * self.tap_lanes(name)
+
     def total_lanes(self) -> int:
+        """Channel lanes over all layers (tap lanes not counted; see :meth:`total_adders`)."""
         return sum(self.lanes.values())
+
+    def total_adders(self) -> int:
+        """Adders over all layers: ``Σ lanes × taps`` (what a lanes budget counts)."""
+        return sum(self.adders(name) for name in self.lanes)
+
+    def config(self) -> dict:
+        """``{name: lanes}``, or ``"LxT"`` for a layer with tap lanes: what :meth:`for_network` takes back
+        and ``design.json`` records."""
+        return {name: (f"{lanes}x{self.taps[name]}" if name in self.taps else lanes)
+                for name, lanes in self.lanes.items()}
 
     def chunks(self, net) -> dict:
         return {layer.name: math.ceil(max_lanes(layer) / self.lanes[layer.name]) for layer in folded_layers(net)}
@@ -138,16 +215,19 @@ def _refuse_pool_key(net, name: str) -> None:
 
 
 def parse_lanes(text: str) -> dict:
-    """``"fc1=8,fc2=4"`` -> ``{"fc1": 8, "fc2": 4}``; a malformed entry is a :class:`FoldingError`."""
+    """``"fc1=8,conv2=32x3"`` -> ``{"fc1": 8, "conv2": (32, 3)}`` (``LxT``: channel lanes × tap lanes, conv
+    layers only); a malformed entry is a :class:`FoldingError`."""
     config = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         name, sep, value = item.partition("=")
         name, value = name.strip(), value.strip()
-        if not sep or not name or not value.lstrip("-").isdigit():
-            raise FoldingError(f"lanes entry {item!r} is not NAME=INTEGER (e.g. fc1=8,fc2=4)")
+        lanes, x, taps = value.lower().partition("x")
+        lanes, taps = lanes.strip(), taps.strip()
+        if not sep or not name or not lanes.lstrip("-").isdigit() or (x and not taps.lstrip("-").isdigit()):
+            raise FoldingError(f"lanes entry {item!r} is not NAME=INTEGER or NAME=LANESxTAPS (e.g. fc1=8,conv2=32x3)")
         if name in config:
             raise FoldingError(f"lanes entry for layer {name!r} is given twice")
-        config[name] = int(value)
+        config[name] = (int(lanes), int(taps)) if x else int(lanes)
     return config
 
 
@@ -161,15 +241,15 @@ def estimate_spikes_in(net, spikes_in=None) -> list:
     return spikes_in
 
 
-def layer_cycles(net, index: int, lanes: int, spikes_in: list, membrane_banks: int = 2) -> float:
-    """Estimated cycles per sample of layer ``index`` with ``lanes``.
+def layer_cycles(net, index: int, lanes: int, spikes_in: list, membrane_banks: int = 2, taps: int = 1) -> float:
+    """Estimated cycles per sample of layer ``index`` with ``lanes`` (and ``taps`` tap lanes, conv only).
 
     Two membrane banks: the larger of accumulate and fire (or score) sweep, which overlap on
     consecutive samples. One bank: their sum, the readout sweep follows the accumulate phase.
     """
     layer = net.layers[index]
     if layer.kind == "conv2d":
-        accumulate, sweep = _conv_cost(net, index, lanes, spikes_in[index])
+        accumulate, sweep = _conv_cost(net, index, lanes, spikes_in[index], taps)
         return max(accumulate, sweep) if check_membrane_banks(membrane_banks) == 2 else accumulate + sweep
     chunks = math.ceil(layer.out_features / lanes)
     accumulate = spikes_in[index] * chunks
@@ -180,14 +260,24 @@ def layer_cycles(net, index: int, lanes: int, spikes_in: list, membrane_banks: i
 _layer_cost = layer_cycles
 
 
+def _choices(layer) -> list:
+    """Every ``(lanes, taps)`` worth choosing for ``layer``, fewest adders first (fewer taps on a tie)."""
+    out = max_lanes(layer)
+    pairs = {(math.ceil(out / chunks), taps) for chunks in range(1, out + 1) for taps in tap_choices(layer)}
+    return sorted(pairs, key=lambda pair: (pair[0] * pair[1], pair[1]))
+
+
 def _lanes_for(net, index: int, target: float, spikes_in: list, membrane_banks: int = 2):
-    """The fewest lanes for layer ``index`` whose cost is <= target, or None."""
-    out = max_lanes(net.layers[index])
-    for chunks in range(out, 0, -1):
-        lanes = math.ceil(out / chunks)
-        if _layer_cost(net, index, lanes, spikes_in, membrane_banks) <= target:
-            return lanes
+    """The ``(lanes, taps)`` with the fewest adders for layer ``index`` whose cost is <= target, or None."""
+    for lanes, taps in _choices(net.layers[index]):
+        if _layer_cost(net, index, lanes, spikes_in, membrane_banks, taps) <= target:
+            return lanes, taps
     return None
+
+
+def _best_cost(net, index: int, spikes_in: list, membrane_banks: int) -> float:
+    layer = net.layers[index]
+    return min(_layer_cost(net, index, lanes, spikes_in, membrane_banks, taps) for lanes, taps in _choices(layer))
 
 
 def auto_folding(net, *, lanes_budget=None, target_cycles=None, spikes_in=None, fixed=None,
@@ -197,14 +287,15 @@ def auto_folding(net, *, lanes_budget=None, target_cycles=None, spikes_in=None, 
     Parameters
     ----------
     lanes_budget : int, optional
-        Total lanes over all layers (>= number of layers not in ``fixed``).
+        Total adders (``Σ lanes × taps``) over all layers (>= number of layers not in ``fixed``).
     target_cycles : int, optional
         Estimated cycles per sample each layer must meet. Exactly one of the two, or neither
         (then ``DEFAULT_LANES_BUDGET`` capped at the total of ``out_features``).
     spikes_in : list of float, optional
         Mean input spikes per sample per layer (default: :func:`estimate_spikes_in`).
     fixed : dict, optional
-        Lanes already chosen for some layers; only the others are chosen.
+        Lanes (ints, ``(lanes, taps)`` pairs or ``"LxT"``) already chosen for some layers; only the
+        others are chosen.
     membrane_banks : int
         2 (ping-pong, default) or 1: how a layer's accumulate and sweep combine (:func:`layer_cycles`).
 
@@ -212,7 +303,8 @@ def auto_folding(net, *, lanes_budget=None, target_cycles=None, spikes_in=None, 
     ------
     FoldingError
         When the budget is smaller than the number of layers or the target cannot be met even with
-        ``lanes = out_features`` (the message names the layer and its best possible cycles).
+        ``lanes = out_features`` and, for a conv, ``taps = kw`` (the message names the layer and its best
+        possible cycles).
     """
     if lanes_budget is not None and target_cycles is not None:
         raise FoldingError("give either a lanes budget or a cycle target, not both")
@@ -223,6 +315,8 @@ def auto_folding(net, *, lanes_budget=None, target_cycles=None, spikes_in=None, 
         Folding.for_network(net, {**{layer.name: 1 for layer in folded_layers(net)}, **fixed})
     free = [i for i, layer in enumerate(net.layers) if layer.name not in fixed and layer.kind != "maxpool2d"]
 
+    fixed_adders = sum(lanes * taps for lanes, taps in (split_entry(n, v) for n, v in fixed.items()))
+
     def solve(target):
         lanes = dict(fixed)
         for i in free:
@@ -232,17 +326,22 @@ def auto_folding(net, *, lanes_budget=None, target_cycles=None, spikes_in=None, 
             lanes[net.layers[i].name] = chosen
         return lanes
 
+    def adders(lanes):
+        return sum(lanes[net.layers[i].name][0] * lanes[net.layers[i].name][1] for i in free)
+
     if target_cycles is not None:
         if not isinstance(target_cycles, (int, float)) or target_cycles <= 0:
             raise FoldingError(f"target cycles {target_cycles!r} must be a positive number")
         lanes = solve(target_cycles)
         if lanes is None:
-            worst = max(free, key=lambda i: _layer_cost(net, i, max_lanes(net.layers[i]), spikes_in, banks))
-            best = _layer_cost(net, worst, max_lanes(net.layers[worst]), spikes_in, banks)
+            worst = max(free, key=lambda i: _best_cost(net, i, spikes_in, banks))
+            best = _best_cost(net, worst, spikes_in, banks)
+            conv = net.layers[worst].kind == "conv2d"
             raise FoldingError(f"target {target_cycles} cycles per sample is not reachable: layer "
                                f"{net.layers[worst].name!r} needs about {best:.0f} cycles even with lanes = "
-                               f"{'output channels' if net.layers[worst].kind == 'conv2d' else 'out_features'} = "
-                               f"{max_lanes(net.layers[worst])}")
+                               f"{'output channels' if conv else 'out_features'} = "
+                               f"{max_lanes(net.layers[worst])}"
+                               + (f" and tap lanes = {max(tap_choices(net.layers[worst]))}" if conv else ""))
         return Folding.for_network(net, lanes)
 
     if lanes_budget is None:
@@ -250,19 +349,19 @@ def auto_folding(net, *, lanes_budget=None, target_cycles=None, spikes_in=None, 
         lanes_budget = max(lanes_budget, len(folded_layers(net)))
     if isinstance(lanes_budget, bool) or not isinstance(lanes_budget, int):
         raise FoldingError(f"lanes budget {lanes_budget!r} must be an integer")
-    budget_left = lanes_budget - sum(fixed.values())
+    budget_left = lanes_budget - fixed_adders
     if budget_left < len(free):
-        raise FoldingError(f"lanes budget {lanes_budget} is too small: it needs at least {len(free) + sum(fixed.values())} "
+        raise FoldingError(f"lanes budget {lanes_budget} is too small: it needs at least {len(free) + fixed_adders} "
                            f"(one lane per layer{' plus the fixed lanes' if fixed else ''})")
     # Candidate targets: every cost some layer can have; the answer is one of them.
-    candidates = sorted({_layer_cost(net, i, math.ceil(max_lanes(net.layers[i]) / c), spikes_in, banks)
-                         for i in free for c in range(1, max_lanes(net.layers[i]) + 1)})
+    candidates = sorted({_layer_cost(net, i, lanes, spikes_in, banks, taps)
+                         for i in free for lanes, taps in _choices(net.layers[i])})
     low, high = 0, len(candidates) - 1
     best = solve(candidates[high])
     while low <= high:
         mid = (low + high) // 2
         lanes = solve(candidates[mid])
-        if lanes is not None and sum(lanes[net.layers[i].name] for i in free) <= budget_left:
+        if lanes is not None and adders(lanes) <= budget_left:
             best, high = lanes, mid - 1
         else:
             low = mid + 1
@@ -276,7 +375,7 @@ def resolve_folding(net, folding=None, *, lanes_budget=None, target_cycles=None,
     Layers a partial dict leaves out are balanced to the slowest layer it names.
     """
     if isinstance(folding, Folding):
-        return Folding.for_network(net, folding.lanes)
+        return Folding.for_network(net, folding.config())
     if folding is None or not folding:
         return auto_folding(net, lanes_budget=lanes_budget, target_cycles=target_cycles, spikes_in=spikes_in,
                             membrane_banks=membrane_banks)
@@ -293,7 +392,8 @@ def resolve_folding(net, folding=None, *, lanes_budget=None, target_cycles=None,
     spikes = estimate_spikes_in(net, spikes_in)
     all_names = [layer.name for layer in net.layers]
     if target_cycles is None and lanes_budget is None:
-        target_cycles = max(_layer_cost(net, all_names.index(name), lanes, spikes, membrane_banks)
-                            for name, lanes in folding.items())
+        given = {name: split_entry(name, value) for name, value in folding.items()}
+        target_cycles = max(_layer_cost(net, all_names.index(name), lanes, spikes, membrane_banks, taps)
+                            for name, (lanes, taps) in given.items())
     return auto_folding(net, lanes_budget=lanes_budget, target_cycles=target_cycles, spikes_in=spikes_in,
                         fixed=folding, membrane_banks=membrane_banks)

@@ -59,7 +59,8 @@ def encoder_lanes_for(net, folding, spikes_in=None, membrane_banks: int = 2) -> 
     """
     T, n_in = net.timesteps, net.in_features
     spikes = estimate_spikes_in(net, spikes_in)
-    slowest = max([n_in + 1] + [layer_cycles(net, i, folding[layer.name], spikes, membrane_banks)
+    slowest = max([n_in + 1] + [layer_cycles(net, i, folding[layer.name], spikes, membrane_banks,
+                                             folding.tap_lanes(layer.name))
                                 for i, layer in enumerate(net.layers) if layer.kind != "maxpool2d"])
     # Half the estimate: the estimate assumes T/2 ones per code, real inputs (digits: about 2.3 of 8)
     # are sparser, and the encoder's sweep costs the same whatever the data.
@@ -241,7 +242,8 @@ def plan_network(net, folding: Folding, membrane_banks: int = 2) -> AcceleratorP
             else:
                 input_map = InputMap.position_major(previous.out_shape, previous.lanes)
             conv = plan_conv_layer(layer, lanes=lanes, timesteps=T, input_map=input_map,
-                                   pool=pool_after(net, index), membrane_banks=banks)
+                                   pool=pool_after(net, index), membrane_banks=banks,
+                                   taps=folding.tap_lanes(layer.name))
             layers.append(conv)
             group, group_chunks = conv.lanes, conv.out_chunks
             continue

@@ -2,9 +2,12 @@
 """ConvILIF on its own in Amaranth's simulator: output codes bit-exact against the golden model over
 random conv layers (with and without a following max pool, overlapping windows included), both input
 conventions, two banks and one, random input gaps and output stalls; cycles equal to the schedule
-model; ping-pong vs one-bank turn-taking; the plan's refusals."""
+model; ping-pong vs one-bank turn-taking; the plan's refusals. Tap lanes (column banks): bit-exact
+layers with stride 2, padding 0/1, non-square kernels, with and without pools, one and two membrane
+banks; a planted bank-selection bug caught; the walk against a brute-force enumeration."""
 
 import random
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -87,11 +90,13 @@ def _decode(plan, spikes):
 
 
 def _run_case(seed, shape, conv, pool, lanes, timesteps, *, group=1, axis="x", banks=2, n=2, gap=0.0,
-              stall=0.0, uniform=False, density=0.5):
+              stall=0.0, uniform=False, density=0.5, taps=1, plan_hook=None):
     net = _net(seed, shape, conv, pool, timesteps, uniform)
     imap = InputMap.chw(shape, group) if axis == "x" else InputMap.position_major(shape, group)
     plan = plan_conv_layer(net.layers[0], lanes=lanes, timesteps=timesteps, input_map=imap,
-                           pool=net.layers[1] if pool else None, membrane_banks=banks)
+                           pool=net.layers[1] if pool else None, membrane_banks=banks, taps=taps)
+    if plan_hook is not None:
+        plan = plan_hook(plan)
     rng = np.random.default_rng(seed)
     features = int(np.prod(shape))
     codes = rng.integers(0, 1 << timesteps, size=(n, features)) * (rng.random((n, features)) < density)
@@ -226,6 +231,8 @@ def test_plan_refusals_name_the_bad_value():
         InputMap.chw((1, 6, 6), 4)
     with pytest.raises(InputError, match="lanes 5 is not in 1..4"):
         plan_conv_layer(conv, lanes=5, timesteps=4, input_map=imap)
+    with pytest.raises(InputError, match=r"tap lanes 4 is not in 1..3 \(its kernel width\)"):
+        plan_conv_layer(conv, lanes=2, timesteps=4, input_map=imap, taps=4)
     with pytest.raises(InputError, match="membrane_banks 3"):
         plan_conv_layer(conv, lanes=2, timesteps=4, input_map=imap, membrane_banks=3)
     with pytest.raises(InputError, match="pool 'other' takes"):
@@ -284,3 +291,144 @@ def test_verilog_has_the_stream_ports():
     for port in ("events__valid", "events__ready", "events__payload", "spikes__valid", "spikes__ready",
                  "spikes__payload"):
         assert port in text
+
+
+# Tap lanes (column banks): (shape, conv (Co, (kh, kw), stride, padding), pool, lanes, taps, T, group, axis,
+# banks, gap, stall). Stride 2, padding 0/1, non-square kernels, no pool, one and two membrane banks.
+TAP_CASES = [
+    ((1, 6, 6), (4, 3, 1, 1), (2, 2), 4, 3, 4, 2, "x", 2, 0.0, 0.0),
+    ((2, 6, 7), (5, (2, 3), 1, 0), None, 3, 3, 3, 1, "channel", 1, 0.3, 0.5),
+    ((1, 7, 6), (3, (3, 2), 2, 1), None, 2, 2, 3, 3, "x", 2, 0.3, 0.3),
+    ((2, 7, 7), (4, 3, 2, 0), None, 4, 2, 2, 1, "channel", 2, 0.0, 0.5),     # stride 2: two columns a row
+    ((1, 8, 8), (6, 3, 1, 1), (3, 2), 3, 2, 3, 4, "x", 1, 0.3, 0.0),         # taps < kw: groups of 2 then 1
+    ((1, 3, 4), (3, (2, 3), 1, 1), None, 3, 3, 4, 2, "x", 2, 0.0, 0.5),      # one chunk: the bypass
+    ((1, 4, 3), (2, 3, 1, 0), None, 1, 3, 3, 1, "x", 2, 0.0, 0.0),           # a 2x1 map: Wc < taps
+]
+
+
+@pytest.mark.parametrize("shape,conv,pool,lanes,taps,timesteps,group,axis,banks,gap,stall", TAP_CASES)
+def test_tap_lanes_are_exact(shape, conv, pool, lanes, taps, timesteps, group, axis, banks, gap, stall):
+    """Column banks: a spike's taps of one kernel row in one cycle; codes bit-exact, dense saturated corner."""
+    seed = 40 + TAP_CASES.index((shape, conv, pool, lanes, taps, timesteps, group, axis, banks, gap, stall))
+    plan, *_ = _run_case(seed, shape, conv, pool, lanes, timesteps, group=group, axis=axis, banks=banks,
+                         gap=gap, stall=stall, taps=taps, density=0.7)
+    assert plan.taps == taps and len(plan.membrane_names()) == banks * taps
+
+
+def test_random_tap_lane_layers_are_exact():
+    """Random layers with tap lanes 2..kw (stride 1-2, padding 0-1, non-square kernels, pools or none)."""
+    rng = random.Random(31)
+    for index in range(3):
+        C, H, W = rng.choice([1, 2]), rng.choice([5, 6, 7]), rng.choice([5, 6, 7])
+        kh, kw, s = rng.randint(1, 3), rng.randint(2, 3), rng.randint(1, 2)
+        p = rng.randint(0, min(1, kh - 1, kw - 1))
+        Co, T = rng.randint(2, 6), rng.randint(1, 5)
+        Ho, Wo = (H + 2 * p - kh) // s + 1, (W + 2 * p - kw) // s + 1
+        pool = (2, rng.randint(1, 2)) if min(Ho, Wo) >= 2 and rng.random() < 0.5 else None
+        axis = rng.choice(["x", "channel"])
+        group = rng.choice([g for g in range(1, W + 1) if W % g == 0]) if axis == "x" else rng.randint(1, C)
+        _run_case(700 + index, (C, H, W), (Co, (kh, kw), s, p), pool, rng.randint(1, Co), T, group=group,
+                  axis=axis, banks=rng.choice([1, 2]), gap=0.3, stall=0.4, taps=rng.randint(2, kw))
+
+
+def _swap_rotation(plan):
+    """A planted bug in the bank selection: every spike's rotation off by one column bank."""
+    fields = plan.col_fields
+    words = []
+    for word in plan.col_words:
+        shift = sum(fields[:3])
+        rotation = (word >> shift) & ((1 << fields[3]) - 1)
+        words.append((word & ~(((1 << fields[3]) - 1) << shift)) | (((rotation + 1) % plan.taps) << shift))
+    return replace(plan, col_words=words)
+
+
+def test_a_planted_bank_selection_bug_fails():
+    with pytest.raises(AssertionError):
+        _run_case(41, (1, 6, 6), (4, 3, 1, 1), (2, 2), 4, 4, group=2, taps=3, density=0.7, plan_hook=_swap_rotation)
+
+
+@pytest.mark.parametrize("banks", [2, 1])
+@pytest.mark.parametrize("shape,conv,pool,lanes,taps,timesteps,group,density", [
+    ((2, 6, 6), (6, 3, 1, 1), (2, 2), 3, 3, 3, 6, 0.5),
+    ((1, 7, 7), (5, (2, 3), 2, 0), None, 5, 2, 4, 7, 0.5),
+])
+def test_tap_lane_cycles_equal_the_schedule(shape, conv, pool, lanes, taps, timesteps, group, density, banks):
+    net = _net(8, shape, conv, pool, timesteps)
+    plan = plan_conv_layer(net.layers[0], lanes=lanes, timesteps=timesteps, input_map=InputMap.chw(shape, group),
+                           pool=net.layers[1] if pool else None, membrane_banks=banks, taps=taps)
+    rng = np.random.default_rng(2)
+    features = int(np.prod(shape))
+    codes = rng.integers(0, 1 << timesteps, size=(3, features)) * (rng.random((3, features)) < density)
+    samples = _samples_beats(plan, codes, shape, timesteps)
+    spikes = _simulate(plan, samples)
+    np.testing.assert_array_equal(_decode(plan, spikes), golden.run_codes(net, codes).codes[2 if pool else 1])
+    assert [cycle for cycle, beat in spikes if beat[3]] == conv_layer_schedule(plan, samples).final_beat
+
+
+def test_walk_matches_a_brute_force_enumeration():
+    """Plan geometry against brute force: every (spike, output) pair of the conv formula is issued once,
+    to column bank ox mod taps at column ox // taps, with the weight of tap (dy, dx) in its slot."""
+    rng = random.Random(5)
+    for index in range(25):
+        C, H, W = rng.choice([1, 2]), rng.randint(3, 8), rng.randint(3, 8)
+        kh, kw, sh, sw = rng.randint(1, 3), rng.randint(1, 3), rng.randint(1, 2), rng.randint(1, 2)
+        ph, pw = rng.randint(0, min(1, kh - 1)), rng.randint(0, min(1, kw - 1))
+        if (H + 2 * ph - kh) < 0 or (W + 2 * pw - kw) < 0:
+            continue
+        Co = rng.randint(1, 5)
+        net = random_conv_network(index, input_shape=(C, H, W), stack=[("conv", Co, (kh, kw), (sh, sw), (ph, pw))],
+                                  timesteps=2, weight_bits=5)
+        layer = net.layers[0]
+        lanes, taps = rng.randint(1, Co), rng.randint(1, kw)
+        plan = plan_conv_layer(layer, lanes=lanes, timesteps=2, input_map=InputMap.chw((C, H, W), 1), taps=taps)
+        _, Ho, Wo = layer.out_shape
+        weights = np.array(plan.weight_words, dtype=object)
+        for y in range(H):
+            for x in range(W):
+                expected = {(oy, ox, oy * sh + dy - ph, ox * sw + dx - pw)
+                            for oy in range(Ho) for ox in range(Wo) for dy in range(kh) for dx in range(kw)
+                            if oy * sh + dy - ph == y and ox * sw + dx - pw == x}
+                walked = _walk(plan, y, x)
+                assert {(oy, ox, y, x) for oy, ox, *_ in walked} == expected
+                assert len(walked) == len(expected) == plan.taps_reached(y, x)
+                groups = {(oy, g) for oy, ox, g, *_ in walked}
+                assert len(groups) == plan.words(y, x)
+                for oy, ox, g, bank, column, slot, w_addr in walked:
+                    assert bank == ox % taps and column == ox // taps
+                    dy, dx = y + ph - oy * sh, x + pw - ox * sw
+                    word = int(weights[w_addr])
+                    bits = plan.weight_bits
+                    got = [(word >> ((slot * lanes + k) * bits)) & ((1 << bits) - 1) for k in range(lanes)]
+                    got = [v - (1 << bits) if v >> (bits - 1) else v for v in got]
+                    assert got == [int(layer.weight[k, 0, dy, dx]) if k < Co else 0 for k in range(lanes)]
+
+
+def _walk(plan, y, x):
+    """The walker in Python from the plan's ROM fields (chunk 0, input channel 0): per reached output
+    ``(oy, ox, group, column bank, column in bank, weight slot, weight address)``."""
+    def unpack(word, widths):
+        out = []
+        for width in widths:
+            out.append(word & ((1 << width) - 1))
+            word >>= width
+        return out
+    ny, w_row, m_row = unpack(plan.row_words[y], plan.row_fields)
+    nx, w_col, m_col, rotation = unpack(plan.col_words[x], plan.col_fields)
+    kw, chunks, taps, Wb = plan.kernel[1], plan.chunks, plan.taps, plan.bank_columns
+    (sh, sw) = plan.stride
+    out = []
+    for i in range(ny):
+        w_tap, m_pos, remaining = w_row - i * sh * kw * chunks + w_col, m_row + i * Wb * chunks + m_col, nx
+        group = 0
+        while remaining > 0:
+            for bank in range(taps):
+                slot = (bank - rotation) % taps
+                if slot < remaining:
+                    address = m_pos + (chunks if bank < rotation else 0)
+                    row, column = divmod(address // chunks, Wb)
+                    out.append((row, column * taps + bank, group, bank, column, slot, w_tap))
+            remaining -= taps
+            w_tap -= taps * sw * chunks
+            m_pos += chunks
+            group += 1
+    return out

@@ -4,9 +4,9 @@ import math
 
 import pytest
 
-from spikeforge.ir.random_network import random_network
-from spikeforge.hdl.folding import (DEFAULT_LANES_BUDGET, Folding, FoldingError, auto_folding, parse_lanes,
-                                    resolve_folding)
+from spikeforge.ir.random_network import random_conv_network, random_network
+from spikeforge.hdl.folding import (DEFAULT_LANES_BUDGET, Folding, FoldingError, auto_folding, layer_cycles,
+                                    max_lanes, parse_lanes, resolve_folding, tap_choices)
 
 
 @pytest.fixture
@@ -32,6 +32,9 @@ def test_missing_layer_in_full_folding(net):
 
 def test_parse_lanes():
     assert parse_lanes("fc1=8, fc2=4") == {"fc1": 8, "fc2": 4}
+    assert parse_lanes("conv2=32x3,fc=2") == {"conv2": (32, 3), "fc": 2}
+    with pytest.raises(FoldingError, match=r"lanes entry 'c=4x' is not NAME=INTEGER or NAME=LANESxTAPS"):
+        parse_lanes("c=4x")
     with pytest.raises(FoldingError, match=r"lanes entry 'fc1:8' is not NAME=INTEGER"):
         parse_lanes("fc1:8")
     with pytest.raises(FoldingError, match="given twice"):
@@ -86,3 +89,50 @@ def test_partial_config_balances_the_rest(net, banks):
 def test_default_is_a_budget(net):
     folding = resolve_folding(net, None)
     assert folding.total_lanes() <= min(DEFAULT_LANES_BUDGET, 30)
+
+
+@pytest.fixture
+def cnn():
+    return random_conv_network(1, input_shape=(1, 8, 8), stack=[("conv", 4, 3, 1, 1), ("pool", 2, 2),
+                                                                 ("conv", 6, (2, 3), 2, 0)], classes=3)
+
+
+def test_tap_lanes_validated_by_layer(cnn, net):
+    folding = Folding.for_network(cnn, {"c1": "4x3", "c3": (6, 2), "d4": 1})
+    assert folding.lanes == {"c1": 4, "c3": 6, "d4": 1} and folding.taps == {"c1": 3, "c3": 2}
+    assert folding.total_adders() == 12 + 12 + 1 and folding.total_lanes() == 11
+    assert folding.config() == {"c1": "4x3", "c3": "6x2", "d4": 1}
+    assert Folding.for_network(cnn, folding.config()) == folding
+    assert resolve_folding(cnn, folding) == folding
+    with pytest.raises(FoldingError, match=r"layer 'c3': tap lanes 4 is not in 1..3 \(its kernel width\)"):
+        Folding.for_network(cnn, {"c1": 1, "c3": "1x4", "d4": 1})
+    with pytest.raises(FoldingError, match=r"layer 'd4': tap lanes 2 given for a dense layer"):
+        Folding.for_network(cnn, {"c1": 1, "c3": 1, "d4": (1, 2)})
+    with pytest.raises(FoldingError, match=r"layer 'c1': lanes '4y3' is not LANES or LANESxTAPS"):
+        Folding.for_network(cnn, {"c1": "4y3", "c3": 1, "d4": 1})
+
+
+def test_tap_choices_and_estimate(cnn):
+    assert tap_choices(cnn.layers[0]) == [1, 2, 3]           # 3 wide, stride 1: 3, 2 or 1 groups a row
+    assert tap_choices(cnn.layers[2]) == [1, 2]              # 3 wide, stride 2: at most 2 columns a row
+    spikes = [100.0] * len(cnn.layers)
+    # c1: 16 pooled positions, chunks 1, window 4: sweep 16·4 + 3·16 = 112; accumulate 100·3·groups.
+    assert layer_cycles(cnn, 0, 4, spikes) == 100 * 9
+    assert layer_cycles(cnn, 0, 4, spikes, taps=2) == 100 * 3 * 2
+    assert layer_cycles(cnn, 0, 4, spikes, taps=3) == 100 * 3
+
+
+def test_balancer_takes_tap_lanes_only_when_channel_lanes_run_out(cnn):
+    spikes = [50.0, 300.0, 200.0, 80.0]
+    small = auto_folding(cnn, lanes_budget=6, spikes_in=spikes)
+    assert small.taps == {}                                   # channel lanes first
+    big = auto_folding(cnn, lanes_budget=40, spikes_in=spikes)
+    assert big.taps and big.total_adders() <= 40
+    for name, taps in big.taps.items():
+        assert big[name] == max_lanes(cnn.layer(name))       # tap lanes only on top of all channel lanes
+    fastest = max(layer_cycles(cnn, i, big[layer.name], spikes, taps=big.tap_lanes(layer.name))
+                  for i, layer in enumerate(cnn.layers) if layer.kind != "maxpool2d")
+    plain = auto_folding(cnn, target_cycles=fastest, spikes_in=spikes)
+    assert plain == big
+    with pytest.raises(FoldingError, match=r"layer 'c3' needs about .* and tap lanes = 2"):
+        auto_folding(cnn, target_cycles=1, spikes_in=[1.0, 1.0, 1e6, 1.0])
