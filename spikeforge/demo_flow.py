@@ -2,7 +2,9 @@
 
 The flow's steps (:mod:`spikeforge.flow`) do the work; the demo adds what only a demo needs: the
 shipped (or retrained) model, its export, an accuracy-vs.-T sweep and the golden-model evaluation
-between the convert and generate steps.
+between the convert and generate steps. The model is the digits MLP, or with ``model="cnn"``
+(``spikeforge demo --cnn``) the digits CNN, through the same steps (:data:`~spikeforge.demo_model.DEMO_MODELS`);
+with a ``board`` the flow's build step follows the sign-off.
 """
 
 from __future__ import annotations
@@ -14,10 +16,10 @@ import numpy as np
 import torch
 
 from spikeforge.datasets import load as load_dataset
-from spikeforge.demo_hardware import hardware_config, hardware_report
-from spikeforge.demo_model import float_accuracy, load_digits_mlp, train_digits_mlp
+from spikeforge.demo_hardware import board_config, hardware_config, hardware_report
+from spikeforge.demo_model import DEMO_MODELS, DemoModel
 from spikeforge.evaluate import evaluate, format_evaluation
-from spikeforge.flow import FlowConfig, FlowState, convert_network, run_flow
+from spikeforge.flow import FlowConfig, FlowConfigError, FlowState, convert_network, run_flow
 from spikeforge.ir.atomic import write_json
 from spikeforge.progress import bar, step
 
@@ -26,46 +28,65 @@ __all__ = ["run_demo", "demo_config", "ACCURACY_SWEEP_TIMESTEPS"]
 ACCURACY_SWEEP_TIMESTEPS = (1, 2, 3, 4, 6, 8, 12, 16)
 
 
-def demo_config(output, timesteps: int = 8) -> FlowConfig:
-    """The demo's flow configuration: digits, 8-bit weights, the shipped model exported to model.pt2."""
+def demo_config(output, timesteps: int | None = None, model: str = "mlp") -> FlowConfig:
+    """The demo's flow configuration: digits, 8-bit weights, the shipped ``model`` (``mlp`` or ``cnn``)
+    exported to model.pt2, at ``timesteps`` (default: the model's, 8 for the MLP and 4 for the CNN)."""
+    spec = _spec(model)
     return hardware_config(FlowConfig(output=str(output), model=str(Path(output) / "model.pt2"), dataset="digits",
-                                      timesteps=timesteps, weight_bits=8))
+                                      timesteps=timesteps or spec.timesteps, weight_bits=8,
+                                      input_scale=spec.input_scale))
 
 
-def _export(model, path: Path):
+def _spec(model: str) -> DemoModel:
+    if model not in DEMO_MODELS:
+        raise FlowConfigError(f"demo model {model!r} is not one of {', '.join(DEMO_MODELS)}")
+    return DEMO_MODELS[model]
+
+
+def _export(model, path: Path, example_shape: tuple):
     temporary = path.parent / f".{path.stem}.tmp.pt2"
     batch = torch.export.Dim("batch")
-    torch.export.save(torch.export.export(model, (torch.zeros(2, 8, 8),), dynamic_shapes=({0: batch},)), temporary)
+    torch.export.save(torch.export.export(model, (torch.zeros(2, *example_shape),), dynamic_shapes=({0: batch},)),
+                      temporary)
     temporary.replace(path)
 
 
-def run_demo(output: Path, timesteps: int = 8, retrain: bool = False, rtl: bool = True) -> int:
-    """Model -> convert (flow) -> accuracy sweep and evaluation -> generate, verify (flow); report.json.
+def run_demo(output: Path, timesteps: int | None = None, retrain: bool = False, rtl: bool = True,
+             model: str = "mlp", board: str | None = None) -> int:
+    """Model -> convert (flow) -> accuracy sweep and evaluation -> generate, verify (flow) [-> build]; report.json.
+
+    ``model`` is ``mlp`` (the default) or ``cnn``; ``timesteps`` defaults to the model's (8 / 4). With
+    ``board`` (and ``rtl``) the flow's build step runs after a passing sign-off, with the board's
+    default folding (:func:`~spikeforge.demo_hardware.board_config`), into ``<output>/board``.
 
     Returns the exit status: 1 when the sign-off finds a mismatch, else 0.
     """
     started = time.perf_counter()
+    spec = _spec(model)
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
-    config = demo_config(output, timesteps)
+    config = demo_config(output, timesteps, model)
+    if board:
+        config = config.replace(board=board)
+    timesteps = config.timesteps
     config.save(output / "config.json")      # `spikeforge flow build/demo/config.json` reruns the flow's steps
-    report = {"output": str(output)}
+    report = {"output": str(output), "model": spec.key}
     test = load_dataset("digits", "test")
-    print(f"spikeforge demo: scikit-learn digits (8x8), {len(test)} test samples -> {output}/\n")
+    print(f"spikeforge demo: scikit-learn digits (8x8), {len(test)} test samples, the {spec.title} -> {output}/\n")
 
     if retrain:
-        progress = bar(200, "training", unit="epoch")
-        with step("training the 64-64-32-10 MLP (seed 0)"):
-            model = train_digits_mlp(progress=lambda done, total: progress.update(1))
+        progress = bar(spec.epochs, "training", unit="epoch")
+        with step(f"training the {spec.title} (seed 0)"):
+            network = spec.train(lambda done, total: progress.update(1))
         progress.close()
     else:
-        with step("loading the shipped 64-64-32-10 MLP"):
-            model = load_digits_mlp()
-    _export(model, Path(config.model))
-    report["float_accuracy"] = float_accuracy(model, test)
+        with step(f"loading the shipped {spec.title}"):
+            network = spec.load()
+    _export(network, Path(config.model), spec.example_shape)
+    report["float_accuracy"] = spec.float_accuracy(network, test)
     print(f"   float ANN test accuracy {100 * report['float_accuracy']:.2f} %, exported to {config.model}\n")
 
-    state = FlowState(model=model)
+    state = FlowState(model=network)
     flow = run_flow(config, "convert", "convert", state=state)
     net = state.network
 
@@ -73,7 +94,7 @@ def run_demo(output: Path, timesteps: int = 8, retrain: bool = False, rtl: bool 
     print()
     with step("accuracy vs. T: converting at T = " + ", ".join(map(str, ACCURACY_SWEEP_TIMESTEPS))):
         for t in ACCURACY_SWEEP_TIMESTEPS:
-            candidate = net if t == timesteps else convert_network(model, config.replace(timesteps=t))
+            candidate = net if t == timesteps else convert_network(network, config.replace(timesteps=t))
             sweep[t] = float(np.mean(candidate.run(test.samples).labels == test.labels))
     report["accuracy_vs_timesteps"] = sweep
     print("   T        " + "".join(f"{t:>8}" for t in sweep))
@@ -87,6 +108,8 @@ def run_demo(output: Path, timesteps: int = 8, retrain: bool = False, rtl: bool 
 
     if rtl:
         flow = run_flow(config, "generate", "verify", state=state, into=flow)
+        if board and flow.ok:
+            flow = run_flow(board_config(config), "build", "build", state=state, into=flow)
         report.update(hardware_report(flow))
 
     report["seconds"] = time.perf_counter() - started
