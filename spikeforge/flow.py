@@ -165,9 +165,9 @@ class FlowConfig:
         if isinstance(self.lanes, str):
             self.lanes = parse_lanes(self.lanes)        # "fc1=8,fc2=4", as the command line writes it
         if self.lanes is not None and not (isinstance(self.lanes, dict) and all(
-                isinstance(k, str) and isinstance(v, int) for k, v in self.lanes.items())):
-            raise FlowConfigError(f"flow config lanes {self.lanes!r} must map layer names to integers, "
-                                  f"e.g. {{\"fc1\": 8}}")
+                isinstance(k, str) and isinstance(v, (int, str)) for k, v in self.lanes.items())):
+            raise FlowConfigError(f"flow config lanes {self.lanes!r} must map layer names to integers "
+                                  f"(or \"LANESxTAPS\" for a conv), e.g. {{\"fc1\": 8, \"conv2\": \"32x3\"}}")
         if self.clock_mhz <= 0:
             raise FlowConfigError(f"flow config clock_mhz {self.clock_mhz} must be > 0")
 
