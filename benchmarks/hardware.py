@@ -12,6 +12,18 @@ ULX3S-85F (ECP5-85F), at T = 8 and at the smallest T within 0.5 points of the fl
 * derived: µs per sample and samples/s at the achieved Fmax, adder utilisation (useful additions /
   (lanes × cycles)) and the lower bound the adders set (spike-driven additions / lanes).
 
+Convolutional networks (issue 13, :data:`CNN_CASES`; they always run, whatever ``--networks`` selects
+among the MLPs): the shipped digits CNN on iCEBreaker with the board's default folding (one lane per
+layer: the fewest block RAMs and LUTs) and the Fashion-MNIST CNN of the ``cnn_accuracy`` section
+(:func:`~spikeforge.benchmarks.cnn_accuracy.trained_model`, cached under ``<out>/models``) on ULX3S-85F,
+both at T = 4, through the same steps: LUT4/FF/block RAM/DSP, Fmax, Verilator cycles per sample and
+bit-exactness, samples/s at the clock the bitstream runs at and at Fmax, and the ratio to Skydiver's
+22.6 k samples/s (beside the published conv designs, :data:`~.published.PUBLISHED_CNN`). ``--quick``
+measures the digits CNN's golden accuracy and prediction only.
+
+Bitstreams and Verilator sign-offs are cached per design (network, board, folding, the generator's and
+board flow's sources, samples): a rerun of an unchanged design reuses them (``reused`` in the results).
+
 Each step that cannot run (a package not there yet, a tool failing) is reported as not measured,
 with the reason; nothing is filled in from a model where a measurement is asked for.
 """
@@ -26,21 +38,23 @@ from pathlib import Path
 
 import numpy as np
 
+import spikeforge
 import spikeforge.boards
 import spikeforge.hdl
 from spikeforge.boards.build import FitError
 from spikeforge.flow import FlowConfig, FlowState, run_step
 from spikeforge.hdl.cycle_model import predict
-from spikeforge.hdl.folding import auto_folding
+from spikeforge.hdl.folding import auto_folding, folded_layers
 from spikeforge.hdl.generate import network_fingerprint
 from spikeforge.ir import golden
 from spikeforge.reporting import fmt, markdown_table
 
 from .accuracy_vs_timesteps import converted, parity_point
+from .cnn_accuracy import CALIBRATION_SAMPLES, CNNS, trained_model
 from .common import NETWORKS, dataset, float_accuracy, float_model, log
-from .published import PUBLISHED
+from .published import PUBLISHED, PUBLISHED_CNN, SKYDIVER_SAMPLES_PER_SECOND
 
-__all__ = ["measure", "render", "CASES", "SPIKER_PLUS_US", "summary_lines"]
+__all__ = ["measure", "render", "CASES", "CNN_CASES", "SPIKER_PLUS_US", "summary_lines"]
 
 #: Which network goes on which board, and how its lanes are chosen: the first folding whose bitstream
 #: fits the device is reported (a larger one that did not fit is listed with the reason).
@@ -49,6 +63,14 @@ CASES = (
                                                              {"lanes_budget": 12}, {"lanes_budget": 6},
                                                              {"lanes_budget": 3}), "verify_samples": None},
     {"network": "fmnist", "board": "ulx3s-85f", "foldings": ({"lanes_budget": 36},), "verify_samples": 1000},
+)
+#: The convolutional networks (issue 13): which CNN (a key of the cnn_accuracy section's CNNS), its T, the
+#: board and the foldings to try (``{"lanes": 1}``: one lane per layer, what an iCE40 build does by itself).
+CNN_CASES = (
+    {"network": "digits-cnn", "cnn": "digits", "board": "icebreaker", "timesteps": 4,
+     "foldings": ({"lanes": 1},), "verify_samples": None},
+    {"network": "fmnist-cnn", "cnn": "fmnist", "board": "ulx3s-85f", "timesteps": 4,
+     "foldings": ({"lanes_budget": 58},), "verify_samples": 1000},
 )
 #: Spiker+'s MNIST latency (arXiv 2401.01141); the goal is 10× faster on Fashion-MNIST 784-128-10.
 SPIKER_PLUS_US = 780.0
@@ -80,6 +102,8 @@ def _smallest_t(ctx, key: str, tolerance: float = 0.5):
 
 
 def _folding(net, spikes_in, how: dict) -> dict:
+    if "lanes" in how:      # the same lanes for every folded layer
+        return {layer.name: how["lanes"] for layer in folded_layers(net)}
     return dict(auto_folding(net, spikes_in=spikes_in, **how).lanes)
 
 
@@ -127,6 +151,25 @@ def _board_build(ctx, state: FlowState, config: FlowConfig) -> dict:
     return report
 
 
+def _verify(state: FlowState, config: FlowConfig) -> dict:
+    """The flow's verify step (Verilator sign-off), reusing an earlier sign-off of exactly this design on the
+    same samples (the generator's and board flow's sources are part of the key)."""
+    key = hashlib.sha256(json.dumps({"net": network_fingerprint(state.network), "lanes": config.lanes,
+                                     "samples": config.samples, "dataset": config.dataset,
+                                     "generator": _generator_fingerprint()}, sort_keys=True).encode()).hexdigest()[:16]
+    stamp = Path(config.output) / "verify-cache.json"
+    if stamp.is_file():
+        try:
+            cached = json.loads(stamp.read_text())
+        except ValueError:
+            cached = {}
+        if cached.get("key") == key and cached.get("report"):
+            return {**cached["report"], "reused": True}
+    report = run_step("verify", state, config).details
+    stamp.write_text(json.dumps({"key": key, "report": report}, default=str) + "\n")
+    return report
+
+
 def _resources(board: dict) -> dict:
     synthesis = board.get("synthesis") or {}
     utilisation = (board.get("place_and_route") or {}).get("utilisation") or {}
@@ -140,7 +183,9 @@ def _resources(board: dict) -> dict:
             "build_seconds": board.get("seconds"), "reused": board.get("reused"),
             "synthesis_seconds": synthesis.get("seconds"),
             "pnr_seconds": (board.get("place_and_route") or {}).get("seconds"),
-            "device": board.get("device"), "board": board.get("board")}
+            "device": board.get("device"), "board": board.get("board"),
+            "membrane_banks": board.get("membrane_banks"), "patchable_layers": board.get("patchable_layers"),
+            "pack_seconds": board.get("pack_seconds")}
 
 
 def _case(ctx, case: dict, T: int, why: str) -> dict:
@@ -149,12 +194,19 @@ def _case(ctx, case: dict, T: int, why: str) -> dict:
     net = converted(ctx, key, T)
     test = dataset(spec.dataset, "test").head(ctx.test_samples(key))
     entry = {"network": key, "sizes": spec.sizes, "board": board, "timesteps": T, "why": why,
-             "float_accuracy": float_accuracy(float_model(ctx, spec), test), "test_samples": len(test)}
+             "float_accuracy": float_accuracy(float_model(ctx, spec), test), "test_samples": len(test),
+             "dataset": spec.dataset}
     result = golden.run(net, test.samples)
     spikes = result.input_spikes()
     entry["golden_accuracy"] = float(np.mean(result.labels == test.labels))
     entry["spikes_in"] = [float(s.mean()) for s in spikes]
     entry["additions_per_sample"] = float(golden.spike_driven_additions(net, spikes).mean())
+    _attempts(ctx, case, net, test, entry)
+    return entry
+
+
+def _attempts(ctx, case: dict, net, test, entry: dict):
+    """Try the case's foldings in order; the first whose bitstream fits is reported (in ``entry``)."""
     entry["attempts"] = []
     for how in case["foldings"]:
         attempt = _attempt(ctx, case, net, test, entry, how)
@@ -165,6 +217,34 @@ def _case(ctx, case: dict, T: int, why: str) -> dict:
         entry.update(attempt)
         break
     entry["derived"] = _derived(entry)
+
+
+def _cnn_case(ctx, case: dict) -> dict:
+    """One convolutional network (:data:`CNN_CASES`) through the same steps as the MLPs."""
+    # Function-level: the CNNs need torch, an optional heavy dependency.
+    from spikeforge.cnn_models import float_accuracy as cnn_float_accuracy
+
+    spec = CNNS[case["cnn"]]
+    T = case["timesteps"]
+    model, training = trained_model(ctx, spec)
+    train = dataset(spec.dataset, "train")
+    test = dataset(spec.dataset, "test").head(ctx.test_samples(spec.key))
+    start = time.perf_counter()
+    net = spikeforge.convert(model, train.images[:CALIBRATION_SAMPLES], timesteps=T, weight_bits=8,
+                             labels=train.labels[:CALIBRATION_SAMPLES], classes=train.classes)
+    shape = "-".join(str(layer.out_shape[0]) if layer.kind == "conv2d" else "pool" if layer.kind == "maxpool2d"
+                     else str(layer.out_features) for layer in net.layers)
+    entry = {"network": case["network"], "sizes": f"{'x'.join(map(str, net.input_shape))}-{shape}",
+             "board": case["board"], "timesteps": T, "why": f"T = {T} (the cnn_accuracy section's target T)",
+             "dataset": spec.dataset, "convert_seconds": time.perf_counter() - start,
+             "float_accuracy": cnn_float_accuracy(model, test.images, test.labels), "test_samples": len(test),
+             "training": training, "network_fingerprint": network_fingerprint(net)}
+    result = golden.run(net, test.samples)
+    entry["golden_accuracy"] = float(np.mean(result.labels == test.labels))
+    entry["spikes_in"] = [float(s.mean()) for s in result.input_spikes()]
+    entry["additions_per_sample"] = float(golden.spike_driven_additions(
+        net, result.input_spikes(per_feature=True)).mean())
+    _attempts(ctx, case, net, test, entry)
     return entry
 
 
@@ -178,7 +258,10 @@ def _attempt(ctx, case: dict, net, test, entry: dict, how: dict) -> dict:
     attempt["folding_rule"] = how
     attempt["total_lanes"] = int(sum(lanes.values()))
     attempt["adder_bound_cycles"] = entry["additions_per_sample"] / attempt["total_lanes"]
+    conv = "cnn" in case
     try:
+        if conv:    # the generate step's prediction (on the measured spikes) below
+            raise LookupError("from generate")
         prediction = predict(net, lanes, [s for s in golden.run_timesteps(net, test.samples[:2000]).spike_counts])
         attempt["prediction"] = {"cycles_per_sample": prediction.cycles_per_sample,
                                  "slowest_stage": max(prediction.stages, key=prediction.stages.get),
@@ -186,11 +269,13 @@ def _attempt(ctx, case: dict, net, test, entry: dict, how: dict) -> dict:
                                  "sum_of_stages": prediction.sum_of_stages, "stages": prediction.stages,
                                  "adder_utilisation": prediction.adder_utilisation,
                                  "samples": min(len(test), 2000)}
+    except LookupError:
+        pass
     except Exception as error:  # reported, never blocks the measurement
         attempt["prediction"] = {"error": _error(error)}
     count = min(case["verify_samples"] or len(test), len(test))
     # The test split's first `count` samples are the ones `test` starts with (a head of the same split).
-    config = FlowConfig(output=str(folder), dataset=NETWORKS[key].dataset, split="test", samples=count,
+    config = FlowConfig(output=str(folder), dataset=entry["dataset"], split="test", samples=count,
                         lanes=lanes, board=board, rtl_dir=str(folder / "rtl"), board_dir=str(folder / "board"),
                         verify_report=str(folder / "verify.json"), sim_build=str(ctx.out_dir / "sim_build"))
     state = FlowState(network=net, spikes_in=entry["spikes_in"], log=lambda message: None)
@@ -202,7 +287,15 @@ def _attempt(ctx, case: dict, net, test, entry: dict, how: dict) -> dict:
         attempt["generate"] = {"seconds": time.perf_counter() - start,
                                "verilog_bytes": (rtl / design["verilog"]).stat().st_size,
                                "rom_bits": int(sum(layer["rom_bits"] for layer in design["layers"])),
-                               "weight_rom_bits": int(sum(layer["weight_rom_bits"] for layer in design["layers"]))}
+                               "weight_rom_bits": int(sum(layer.get("weight_rom_bits", 0)
+                                                          for layer in design["layers"]))}
+        if conv:
+            predicted = design["prediction"]
+            attempt["prediction"] = {"cycles_per_sample": predicted["cycles_per_sample"],
+                                     "slowest_stage": predicted.get("bottleneck"),
+                                     "latency": predicted.get("latency"),
+                                     "adder_utilisation": predicted.get("adder_utilisation"),
+                                     "spikes_basis": predicted.get("spikes_basis")}
     except Exception as error:
         attempt["generate"] = {"error": _error(error)}
         return attempt
@@ -224,7 +317,7 @@ def _attempt(ctx, case: dict, net, test, entry: dict, how: dict) -> dict:
     try:
         log(f"hardware: {key} T={T}: Verilator sign-off on {count} samples")
         start = time.perf_counter()
-        report = run_step("verify", state, config).details
+        report = _verify(state, config)
         timing = report.get("timing") or {}
         simulation = report.get("simulation") or {}
         attempt["verify"] = {
@@ -238,10 +331,10 @@ def _attempt(ctx, case: dict, net, test, entry: dict, how: dict) -> dict:
             "simulated_cycles_per_second": simulation.get("cycles_per_second"),
             "verilator_build_seconds": simulation.get("build_seconds"),
             "verilator_build_reused": simulation.get("build_reused"),
-            "wall_seconds": time.perf_counter() - start}
+            "wall_seconds": time.perf_counter() - start, "reused": report.get("reused", False)}
         subset = golden.run(net, test.samples[:count])
         attempt["verify"]["additions_per_sample"] = float(
-            golden.spike_driven_additions(net, subset.input_spikes()).mean())
+            golden.spike_driven_additions(net, subset.input_spikes(per_feature=conv)).mean())
     except Exception as error:
         attempt["verify"] = {"error": _error(error), "traceback": traceback.format_exc(limit=3)}
     return attempt
@@ -263,6 +356,10 @@ def _derived(entry: dict) -> dict:
         derived["samples_per_second_at_fmax"] = fmax * 1e6 / cycles
     if cycles and board.get("clock_mhz"):
         derived["us_per_sample_at_board_clock"] = cycles / board["clock_mhz"]
+        derived["samples_per_second_at_board_clock"] = board["clock_mhz"] * 1e6 / cycles
+    for where in ("at_fmax", "at_board_clock"):
+        if derived.get(f"samples_per_second_{where}"):
+            derived[f"skydiver_ratio_{where}"] = derived[f"samples_per_second_{where}"] / SKYDIVER_SAMPLES_PER_SECOND
     if verify.get("latency_cycles") and fmax:
         derived["latency_us_at_fmax"] = verify["latency_cycles"] / fmax
     return derived
@@ -284,6 +381,12 @@ def measure(ctx) -> dict:
         for T, why in timesteps:
             log(f"hardware: {case['network']} on {case['board']}, T = {T} ({why})")
             results["cases"].append(_case(ctx, case, T, why))
+    results["cnn_cases"] = []
+    results["published_cnn"] = list(PUBLISHED_CNN)
+    results["skydiver_samples_per_second"] = SKYDIVER_SAMPLES_PER_SECOND
+    for case in (CNN_CASES[:1] if ctx.quick else CNN_CASES):
+        log(f"hardware: {case['network']} on {case['board']}, T = {case['timesteps']}")
+        results["cnn_cases"].append(_cnn_case(ctx, case))
     return results
 
 
@@ -336,6 +439,61 @@ def summary_lines(result: dict) -> list:
                      f"{fmt(v.get('steady_cycles_per_sample'), 0)} cycles/sample (Verilator), "
                      f"Fmax {fmt(b.get('fmax_mhz'), 1)} MHz, {fmt(d.get('us_per_sample_at_fmax'), 1)} µs/sample, "
                      f"{fmt(b.get('luts'))} LUT4" + (" (does not fit)" if "error" in b else ""))
+    for entry in result.get("cnn_cases") or []:
+        d, v, b = entry.get("derived", {}), entry.get("verify") or {}, entry.get("board_build") or {}
+        lines.append(f"hardware {entry['network']} T={entry['timesteps']} on {entry['board']}: "
+                     f"{fmt(v.get('steady_cycles_per_sample'), 0)} cycles/sample (Verilator), "
+                     f"{fmt(b.get('luts'))} LUT4, Fmax {fmt(b.get('fmax_mhz'), 1)} MHz, "
+                     f"{fmt(d.get('samples_per_second_at_board_clock'), 0)} samples/s at {fmt(b.get('clock_mhz'), 0)} MHz, "
+                     f"{fmt(d.get('samples_per_second_at_fmax'), 0)} at Fmax"
+                     + (" (does not fit)" if "error" in b else ""))
+    return lines
+
+
+def _render_cnn(result: dict) -> list:
+    """The convolutional networks beside the published conv designs (issue 13)."""
+    cases = result.get("cnn_cases") or []
+    if not cases:
+        return []
+    skydiver = result.get("skydiver_samples_per_second", SKYDIVER_SAMPLES_PER_SECOND)
+    lines = ["### Convolutional networks (issue 13)", "",
+             "Each CNN converted at T = 4 (8-bit weights, 99.9th-percentile calibration on 2,000 training images), "
+             "generated, signed off in Verilator against the golden model and built with YoWASP for its board. "
+             "Samples/s are Verilator's steady-state cycles per sample at the clock the bitstream runs at (the "
+             "board's oscillator: iCEBreaker 12 MHz, ULX3S 25 MHz) and, labelled so, at the achieved Fmax (a PLL "
+             "would be needed to run there). The ratio is to Skydiver's 22.6 k samples/s (MNIST, XC7Z045).", ""]
+    rows = []
+    for e in cases:
+        v, b, d = e.get("verify") or {}, e.get("board_build") or {}, e.get("derived") or {}
+        agree = "not measured" if not v or "ok" not in v else (f"{'yes' if v['ok'] else 'NO'} ({v['samples']})")
+        rows.append([f"{e['network']} ({e['sizes']}) on {e['board']}", e["timesteps"],
+                     f"{100 * e['float_accuracy']:.2f} / {100 * e['golden_accuracy']:.2f} %", agree,
+                     ", ".join(f"{k} {n}" for k, n in (e.get("folding") or {}).items()) or "—",
+                     _cell(b, "luts", 0), _cell(b, "ffs", 0), _cell(b, "block_rams", 0), _cell(b, "dsps", 0),
+                     _cell(b, "fmax_mhz", 1), _cell(b, "clock_mhz", 0), _cell(v, "steady_cycles_per_sample", 0),
+                     fmt(d.get("samples_per_second_at_board_clock"), 0), fmt(d.get("samples_per_second_at_fmax"), 0),
+                     "—" if d.get("skydiver_ratio_at_board_clock") is None else
+                     f"{d['skydiver_ratio_at_board_clock']:.3f} / {d.get('skydiver_ratio_at_fmax', 0):.3f}"])
+    lines.append(markdown_table(["design", "T", "float / golden acc.", "RTL = golden (samples)", "lanes", "LUT4", "FF",
+                                 "BRAM", "DSP", "Fmax (MHz)", "board clock (MHz)", "cycles / sample (Verilator)",
+                                 "samples/s @ board clock", "samples/s @ Fmax",
+                                 f"÷ Skydiver {skydiver / 1000:g} k (board clock / Fmax)"], rows))
+    lines.append("")
+    notes = [f"* {e['network']}: {note}" for e in cases for note in _why_missing(e)]
+    notes += [f"* {e['network']}: lanes {a['lanes']} did not fit: {a['did_not_fit'][:400]}"
+              for e in cases for a in e.get("attempts", [])]
+    for e in cases:
+        b = e.get("board_build") or {}
+        if b.get("membrane_banks") == 1:
+            notes.append(f"* {e['network']}: one membrane bank per layer (two did not fit the device's block RAM)")
+    if notes:
+        lines += ["Notes:", "", *notes, ""]
+    lines += ["Published convolutional designs (throughput as the papers state it):", ""]
+    rows = [[p["name"], p["cite"], p["network"], p["dataset"],
+             "—" if p["accuracy"] is None else f"{p['accuracy']} %", fmt(p["samples_per_second"], 0), p["device"]]
+            for p in result.get("published_cnn") or PUBLISHED_CNN]
+    lines.append(markdown_table(["design", "source", "network", "data", "accuracy", "samples/s", "device"], rows))
+    lines += ["", *[f"* **{p['name']}**: {p['differs']}." for p in result.get("published_cnn") or PUBLISHED_CNN], ""]
     return lines
 
 
@@ -405,6 +563,7 @@ def render(result: dict, ctx, commands: str = "") -> str:
                     short.append(f"{goal['luts'] - SPIKER_PLUS_LOGIC:,} LUTs over")
                 lines.append(f"Short by: {', '.join(short)}.")
         lines.append("")
+    lines += _render_cnn(result)
     lines += ["### Published designs (numbers as their papers state them)", ""]
     rows = [[p["name"], p["cite"], p["network"], p["dataset"], "—" if p["accuracy"] is None else f"{p['accuracy']} %",
              fmt(p["us_per_sample"], 2), p["logic"], p["bram"], p["power"] or "—", p["device"]]
