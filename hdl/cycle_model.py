@@ -92,7 +92,10 @@ class CyclePrediction:
         Steady-state cycles per sample of a back-to-back stream (mean result spacing; for one sample,
         the slowest stage).
     latency : float
-        Mean cycles from a sample's first byte being taken to its result beat.
+        The latency, one definition everywhere (generate, report, verify, build): cycles from the first
+        sample's first byte being taken to its result beat, that sample alone in an idle pipeline
+        (``spikeforge verify`` measures it in its ``alone`` phase). In a saturated stream a sample
+        also waits behind the ones ahead of it: that queueing is throughput, not latency.
     slowest_stage_cycles : float
         The largest per-stage mean cycles per sample (what the pipeline should run at); with one
         membrane bank a layer's accumulate and readout count as one stage (their sum).
@@ -289,7 +292,7 @@ def predict(net, folding=None, spike_counts_or_samples=None, *, fifo_depth: int 
         slowest = max([slowest] + [acc_time[:, l].mean() + readout[l + 1] for l in range(L)])
     slowest = float(slowest)
     sum_of_stages = float(sum(acc_time.mean(axis=0)) + sum(readout[1:]) + n_in + 1)
-    return CyclePrediction(cycles_per_sample=cycles, latency=float((results - first_byte).mean()),
+    return CyclePrediction(cycles_per_sample=cycles, latency=float(results[0] - first_byte[0]),
                            slowest_stage_cycles=slowest, sum_of_stages=sum_of_stages, stages=stages,
                            layers=layers, useful_additions=useful,
                            adder_utilisation=useful / (total_lanes * cycles) if cycles else 0.0,
