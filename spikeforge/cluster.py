@@ -25,6 +25,7 @@ naming the address.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import os
 import re
@@ -36,6 +37,9 @@ from distributed import Client, LocalCluster
 from spikeforge.ir.errors import InputError
 
 __all__ = ["ClusterError", "client", "describe", "default_workers", "check_address"]
+
+#: Seconds a worker process of the embedded cluster gets to exit when the cluster closes.
+CLOSE_TIMEOUT = 60.0
 
 _ADDRESS = re.compile(r"^(tcp|tls|inproc)://[^\s/:]+(:\d{1,5})?$|^(tcp|tls)://\[[0-9A-Fa-f:]+\](:\d{1,5})?$")
 
@@ -111,7 +115,16 @@ def client(scheduler: str | None = None, workers: int | None = None, *,
         yield local
     finally:
         local.close()
-        cluster.close()
+        try:
+            # Dask gives a closing worker process 4 s before it kills it; one that has imported torch
+            # can take longer than that just to exit on a busy machine. Close them with more patience.
+            cluster.sync(_close_workers, cluster, CLOSE_TIMEOUT)
+        finally:
+            cluster.close()
+
+
+async def _close_workers(cluster: LocalCluster, timeout: float) -> None:
+    await asyncio.gather(*(worker.close(timeout=timeout) for worker in list(cluster.workers.values())))
 
 
 def describe(dask: Client) -> str:
