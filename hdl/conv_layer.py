@@ -6,13 +6,17 @@
 docstring fixes the event conventions (flat CHW in from the encoder, position-major in and out
 between conv cores).
 
-Membrane banks (``plan.membrane_banks``)
+Membrane banks (``plan.membrane_banks``) and column banks (``plan.taps``)
     A bank holds the kept conv map (``Hc·Wc`` positions, the part a pool window covers; the whole map
     without a pool) × ``chunks`` words of ``lanes × membrane_bits`` (lane ``k`` of word
-    ``pos·chunks + cc`` is channel ``cc·lanes + k``). Two banks (default) ping-pong exactly as in the
-    dense core: the accumulate half fills one while the readout fires the other; with one bank they
-    take turns. After reset every bank is written with ``b + v0`` (one word per cycle, no event
-    taken meanwhile).
+    ``pos·chunks + cc`` is channel ``cc·lanes + k``). With ``taps`` tap lanes each bank is ``taps``
+    memories, *column banks*: column bank ``b`` holds the outputs with ``ox mod taps = b`` at address
+    ``(oy·Wb + ox // taps)·chunks + cc`` (``Wb = ceil(Wc / taps)``), so the up to ``taps`` consecutive
+    output columns an input spike reaches in one output row are in different memories and are added
+    in the same cycle. Two banks (default) ping-pong exactly as in the dense core: the accumulate half
+    fills one while the readout fires the other; with one bank they take turns. After reset every
+    column bank of every bank is written with ``b + v0`` (one word per cycle, all memories at once, no
+    event taken meanwhile).
 
 Accumulate (event-driven)
     An input spike at ``(ci, y, x)`` of step ``t`` adds ``W[:, ci, dy, dx]·2^(T-1-t)`` to every kept
@@ -25,22 +29,27 @@ Accumulate (event-driven)
        ROM at the event's chunk (the position ``(c0, y, x0)`` of its lane 0);
     B. lane ``k`` adds ``k`` to the channel or to ``x`` (the map's ``lane_axis``); the ``rows`` ROM is
        read at ``y`` and the ``cols`` ROM at ``x``; ``ci·kh·kw·chunks`` is registered;
-    C. the descriptor: ``ny × nx`` reachable outputs, the weight address of the first tap and the
-       membrane address of its output (sums of the ROM fields). A spike that reaches no kept output
-       is dropped here: it costs no cycle.
+    C. the descriptor: ``ny × nx`` reachable outputs, the weight address of the first tap, the
+       membrane address of its output and its *rotation* ``r = ox0 mod taps`` (sums of the ROM
+       fields). A spike that reaches no kept output is dropped here: it costs no cycle.
 
     The *walker* takes a descriptor in the cycle it issues its previous spike's last word and issues
     one word per cycle: for each reachable output row (kernel row ``dy`` falling by ``sh``), each
-    reachable output column (``dx`` falling by ``sw``), each chunk — weight address
-    ``w_tap + cc``, membrane address ``m_pos + cc``, both stepped by constants (no multiplier, no
-    divider). Then five registered stages: the weight word is registered, scaled by the one-hot
-    ``2^(T-1-t)`` while the membrane word is read, the membrane word is registered off the port (one
-    more stage than the dense core: block RAM clock-to-out, the bank mux and the adder no longer share a
-    cycle), then added and written back. So a spike costs exactly ``taps × chunks`` cycles once the
-    decode pipeline is full, and a zero bit nothing. Successive words go to different addresses
-    within a spike; across spikes a word may be read again one issue after its read (one chunk: the
-    write-back is forwarded into stage 5, a bypass mux) or two issues after (two chunks: the read port
-    is write-through for its own write); with three or more chunks the write has landed.
+    *group* of up to ``taps`` reachable output columns (the group's first tap ``dx`` falling by
+    ``taps·sw``), each chunk — weight address ``w_tap + cc``, membrane address ``m_pos + cc``, both
+    stepped by constants (no multiplier, no divider). The weight word holds the group's ``taps`` kernel
+    taps (slot ``i``: tap ``dx - i·sw``, :mod:`~spikeforge.hdl.conv_plan`); column bank ``b`` takes slot
+    ``(b - r) mod taps``, enabled while that slot is among the row's columns not yet issued, at the
+    group's column (+1 where ``b < r``: its column wrapped round). Then five registered stages: the
+    group's enables and column-bank addresses (stage 2); the weight word registered off the ROM while
+    the membrane words are read (3); each column bank's slot selected (4); the slot scaled by the
+    one-hot ``2^(T-1-t)`` while the membrane words are registered off the ports (5: block RAM
+    clock-to-out, the bank mux and the adder do not share a cycle), then added and written back. So a
+    spike costs exactly ``ny·ceil(nx / taps) × chunks`` cycles once the decode pipeline is full, and a
+    zero bit nothing; border groups leave some column banks idle. Successive words go to different
+    addresses within a spike; across spikes a word may be read again one issue after its read (one
+    chunk: the write-back is forwarded into stage 5, a bypass mux) or two issues after (two chunks: the
+    read port is write-through for its own write); with three or more chunks the write has landed.
 
 Hand-over
     As in the dense core: when the ``last`` event has been taken and every stage is empty and the
@@ -49,7 +58,9 @@ Hand-over
 
 Fire (with or without a max pool)
     The readout visits step ``t = 0..T-1``, emitted position ``p = 0..P-1`` (row-major), chunk
-    ``cc``: a three-stage sweep (issue the read; the data on the memory port; the *fire stage*, which
+    ``cc``: a three-stage sweep (issue the read of one column bank — the position's column
+    ``ox`` kept as the pair ``(ox // taps, ox mod taps)``, stepped without a divider; the data on the
+    memory port, the column bank's selected; the *fire stage*, which
     registers the word, its bias and level and then computes — the block RAM's clock-to-out gets a
     cycle of its own), each stage moving on when the next is free or moving; the fire stage stalls on
     ``spikes.ready`` at each word that may emit. With ``level = θ·2^(T-1-t)``: ``d = V - level``,

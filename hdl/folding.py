@@ -215,8 +215,9 @@ def _refuse_pool_key(net, name: str) -> None:
 
 
 def parse_lanes(text: str) -> dict:
-    """``"fc1=8,conv2=32x3"`` -> ``{"fc1": 8, "conv2": (32, 3)}`` (``LxT``: channel lanes × tap lanes, conv
-    layers only); a malformed entry is a :class:`FoldingError`."""
+    """``"fc1=8,conv2=32x3"`` -> ``{"fc1": 8, "conv2": "32x3"}`` (``LxT``: channel lanes × tap lanes, conv
+    layers only, kept as the string :class:`Folding` takes and ``design.json`` records); a malformed entry
+    is a :class:`FoldingError`."""
     config = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         name, sep, value = item.partition("=")
@@ -227,7 +228,7 @@ def parse_lanes(text: str) -> dict:
             raise FoldingError(f"lanes entry {item!r} is not NAME=INTEGER or NAME=LANESxTAPS (e.g. fc1=8,conv2=32x3)")
         if name in config:
             raise FoldingError(f"lanes entry for layer {name!r} is given twice")
-        config[name] = (int(lanes), int(taps)) if x else int(lanes)
+        config[name] = f"{int(lanes)}x{int(taps)}" if x else int(lanes)
     return config
 
 

@@ -12,8 +12,12 @@ layer (:mod:`spikeforge.hdl.conv_plan`) also has ``<layer>.in_map.hex``, ``<laye
 blocks; the images are for inspection and for flows that load memories themselves.
 
 A conv layer's ``design.json`` entry (``kind: "conv2d"``) adds its shapes (``in_shape``, ``conv_shape``,
-``out_shape`` — the pooled map when a max pool is fused into it, ``pool``), ``memory_bits`` (every ROM
-and RAM by name) and its cycle figures; a max pool has no entry of its own.
+``out_shape`` — the pooled map when a max pool is fused into it, ``pool``), its tap lanes (``taps``,
+``adders`` = lanes × taps, ``column_banks``), ``memory_bits`` (every ROM and RAM by name), ``memories``
+(every memory instance: name, kind, width, depth — :meth:`~spikeforge.hdl.conv_plan.ConvLayerPlan.memories`)
+and its cycle figures; a max pool has no entry of its own. ``folding`` records a conv with tap lanes
+as ``"LxT"`` (what ``--lanes`` and :class:`~spikeforge.hdl.folding.Folding` take back); designs with a
+conv layer also record ``total_adders``.
 """
 
 from __future__ import annotations
@@ -40,7 +44,8 @@ __all__ = ["generate", "design_report", "network_fingerprint", "summary", "DESIG
 DESIGN_FORMAT = "spikeforge-design"
 #: The conv stages' formulas in ``design.json``'s cycle-model note (only in designs with a conv layer,
 #: so a dense design's ``design.json`` is unchanged).
-_CONV_STAGE_CYCLES = {"conv accumulate": "sum over input spikes of taps*C_l, + 3 decode + 5 drain",
+_CONV_STAGE_CYCLES = {"conv accumulate": "sum over input spikes of ny*ceil(nx/taps)*C_l (ny x nx kept outputs "
+                                         "reached, taps = tap lanes), + 3 decode + 5 drain",
                       "conv fire": "P*C_l*K + (T-1)*P*C_l + 3 (K: pool window, 1 without a pool)"}
 
 
@@ -65,7 +70,8 @@ def _rom_images(plan) -> dict:
             images[f"{layer.name}.in_map.hex"] = _hex_image(layer.in_map_words, sum(layer.in_map_fields))
             images[f"{layer.name}.rows.hex"] = _hex_image(layer.row_words, sum(layer.row_fields))
             images[f"{layer.name}.cols.hex"] = _hex_image(layer.col_words, sum(layer.col_fields))
-        images[f"{layer.name}.weight.hex"] = _hex_image(layer.weight_words, layer.lanes * layer.weight_bits)
+        slots = layer.taps if isinstance(layer, ConvLayerPlan) else 1
+        images[f"{layer.name}.weight.hex"] = _hex_image(layer.weight_words, slots * layer.lanes * layer.weight_bits)
         images[f"{layer.name}.bias.hex"] = _hex_image(layer.bias_words, layer.lanes * layer.bias_bits)
         if layer.fires:
             images[f"{layer.name}.threshold.hex"] = _hex_image(layer.threshold_words,
@@ -110,6 +116,7 @@ def design_report(accelerator: Accelerator, *, name: str = "spikeforge_top", spi
             "threshold_range": [int(source.threshold.min()), int(source.threshold.max())],
         })
         producer_group, producer_chunks = layer.lanes, layer.chunks
+    has_conv = any(isinstance(layer, ConvLayerPlan) for layer in plan.layers)
     network = {"timesteps": net.timesteps, "input_shape": list(net.input_shape), **network_fingerprint(net)}
     if network_path is not None:
         network["path"] = str(network_path)
@@ -130,15 +137,15 @@ def design_report(accelerator: Accelerator, *, name: str = "spikeforge_top", spi
         "fifo_depth": accelerator.fifo_depth,
         "membrane_banks": accelerator.membrane_banks,
         "layers": layers,
-        "folding": dict(plan.folding.lanes),
+        "folding": plan.folding.config(),
         "total_lanes": plan.folding.total_lanes(),
+        **({"total_adders": plan.folding.total_adders()} if has_conv else {}),
         "network": network,
         "cycle_model": {
             "module": "spikeforge.hdl.cycle_model",
             "stage_cycles": {"encoder load": "in + 1", "encoder emit": "T*Ce + 2",
                              "accumulate": "S_l*C_l + 4", "fire": "T*C_l + 2", "score": "C_L + 3",
-                             **(_CONV_STAGE_CYCLES if any(isinstance(layer, ConvLayerPlan)
-                                                          for layer in plan.layers) else {})},
+                             **(_CONV_STAGE_CYCLES if has_conv else {})},
             "membrane_banks": accelerator.membrane_banks,
             "steady_state": ("max over stages (constant workload)" if accelerator.membrane_banks == 2 else
                              "max over stages, a layer's accumulate + readout as one (one bank)")
@@ -170,17 +177,20 @@ def _conv_entry(layer: ConvLayerPlan, source, event_bits: int, fifo_depth: int) 
         "pool": None if not layer.pooled else {"kernel": list(layer.pool_kernel), "stride": list(layer.pool_stride)},
         "kept_map": list(layer.cover),
         "in_features": int(source.in_features), "out_features": int(layer.out_shape[0] * layer.out_positions),
-        "lanes": layer.lanes, "chunks": layer.chunks, "padded_channels": layer.lanes * layer.chunks,
+        "lanes": layer.lanes, "taps": layer.taps, "adders": layer.adders, "column_banks": layer.taps,
+        "chunks": layer.chunks, "padded_channels": layer.lanes * layer.chunks,
         "weight_bits": layer.weight_bits,
         "accumulator_bits": layer.membrane_bits, "membrane_bits": layer.membrane_bits,
         "accumulator_bound": layer.accumulator_bound, "score_bits": None,
         "threshold_bits": layer.threshold_bits,
         "weight_rom_bits": memory["weight"], "rom_bits": rom_bits,
         "membrane_memory_bits": memory["membrane"] + memory["pooled_residual"],
-        "membrane_banks": layer.membrane_banks, "memory_bits": memory,
+        "membrane_banks": layer.membrane_banks, "memory_bits": memory, "memories": layer.memories(),
         "input_event_bits": event_bits, "input_fifo_depth": fifo_depth,
-        "cycles_per_input_spike": layer.kernel[0] * layer.kernel[1] * layer.chunks,
-        "cycles_per_input_spike_note": "at most (interior, stride 1): taps x chunks; border spikes cost less",
+        "cycles_per_input_spike": max(layer.words(y, x) for y in range(layer.in_shape[1])
+                                      for x in range(layer.in_shape[2])) * layer.chunks,
+        "cycles_per_input_spike_note": "at most: kernel rows reached x ceil(kernel columns reached / taps) x chunks; "
+                                       "border spikes cost less",
         "cycles_per_fire_step": layer.out_positions * layer.chunks,
         "cycles_per_score_sweep": None,
         "readout_words": readout_words(layer),
@@ -195,7 +205,8 @@ def summary(design: dict) -> str:
              "cyc/spike", "cyc/step", "est. cyc")]
     stages = design["prediction"]["stages"]
     for layer in design["layers"]:
-        rows.append((layer["name"], f"{layer['in_features']}->{layer['out_features']}", str(layer["lanes"]),
+        lanes = str(layer["lanes"]) if layer.get("taps", 1) == 1 else f"{layer['lanes']}x{layer['taps']}"
+        rows.append((layer["name"], f"{layer['in_features']}->{layer['out_features']}", lanes,
                      str(layer["chunks"]), str(layer["weight_bits"]), str(layer["accumulator_bits"]),
                      str(layer["accumulator_bound"]), str(layer["rom_bits"]), str(layer["cycles_per_input_spike"]),
                      str(layer["cycles_per_fire_step"] or "-"),
@@ -209,7 +220,10 @@ def summary(design: dict) -> str:
         "",
         f"T = {design['timesteps']}, {design['in_features']} inputs, {design['classes']} classes; "
         f"label {design['label_bits']} bits, scores {design['score_bits']} bits; "
-        f"{design['total_lanes']} lanes in total, {design['membrane_banks']} membrane bank(s) per layer",
+        f"{design['total_lanes']} lanes in total"
+        + (f" ({design['total_adders']} adders with tap lanes)" if design.get("total_adders", design["total_lanes"])
+           != design["total_lanes"] else "")
+        + f", {design['membrane_banks']} membrane bank(s) per layer",
         f"predicted: {pred['cycles_per_sample']:.0f} cycles/sample (bottleneck {pred['bottleneck']}), "
         f"latency {pred['latency']:.0f} cycles, adder utilisation {100 * pred['adder_utilisation']:.0f} % "
         f"[{pred['spikes_basis']}]",
@@ -226,7 +240,8 @@ def generate(net, out_dir, *, lanes=None, target_cycles=None, lanes_budget=None,
     net : Network or path
         The integer network (or its directory).
     lanes : dict of str -> int, optional
-        Lanes per layer (partial: the rest are balanced to the slowest named layer).
+        Lanes per layer (partial: the rest are balanced to the slowest named layer); a conv layer may
+        take ``(lanes, taps)`` or ``"LxT"`` (tap lanes, see :mod:`~spikeforge.hdl.folding`).
     target_cycles, lanes_budget : int, optional
         Automatic folding for a cycle target or a total lanes budget (see
         :func:`~spikeforge.hdl.folding.auto_folding`).

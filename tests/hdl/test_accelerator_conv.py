@@ -62,6 +62,32 @@ def test_random_conv_pool_conv_pool_dense_is_bit_exact_and_on_the_cycle_model(se
     assert abs(measured - predicted) <= 0.05 * measured, (measured, predicted)
 
 
+@pytest.mark.parametrize("seed,folding,banks", [
+    (9, {"c1": "4x3", "c3": "3x2", "d5": 2}, 2),
+    (10, {"c1": (2, 2), "c3": "6x3", "d5": 1}, 1),
+])
+def test_tap_lanes_in_the_pipeline_are_bit_exact_and_on_the_cycle_model(seed, folding, banks):
+    """Conv cores with column banks in the whole pipeline; the model's adders count lanes x taps."""
+    net = _random_net(seed)
+    samples = np.random.default_rng(seed).integers(0, 256, size=(4, net.in_features))
+    run, dut = _check(net, samples, folding, banks)
+    assert [p.taps for p in dut.plan.layers[:2]] == [dut.folding.tap_lanes("c1"), dut.folding.tap_lanes("c3")]
+    model = predict(net, dut.folding, samples, fifo_depth=dut.fifo_depth, membrane_banks=banks)
+    measured, predicted = _spacing(run.result_cycles), _spacing(model.result_cycles)
+    assert abs(measured - predicted) <= 0.05 * measured, (measured, predicted)
+    adders = {entry["name"]: entry["adders"] for entry in model.layers}
+    assert adders == {name: dut.folding[name] * dut.folding.tap_lanes(name) for name in adders}
+    assert model.adder_utilisation == pytest.approx(model.useful_additions / (sum(adders.values()) *
+                                                                              model.cycles_per_sample))
+
+
+def test_conv_with_tap_lanes_stride_2_no_pool_into_dense_with_stalls():
+    """Stride 2, a non-square kernel, padding 1, no pool, tap lanes: input gaps and output stalls."""
+    net = _random_net(11, timesteps=2, stack=(("conv", 5, (2, 3), 2, 1), ("dense", 4)), input_shape=(2, 7, 6))
+    samples = np.random.default_rng(11).integers(0, 256, size=(4, net.in_features))
+    _check(net, samples, {"c1": "3x2", "d2": 3}, gap=0.3, stall=0.3)
+
+
 def test_conv_without_pool_and_dense_directly_after_conv_with_stalls():
     """A stride-2 conv without a pool feeding a dense layer; input gaps and output stalls."""
     net = _random_net(8, timesteps=2, stack=(("conv", 5, 3, 2, 0), ("dense", 4)), input_shape=(2, 7, 6))

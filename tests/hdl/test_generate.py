@@ -169,3 +169,30 @@ def test_conv_network_design_has_shapes_memories_and_decode_roms(tmp_path, capsy
     with pytest.raises(InputError, match=rf"layer {pool_first.layers[0].name!r} is a maxpool2d layer"):
         generate(pool_first, tmp_path / "rtl3")
     assert not (tmp_path / "rtl3").exists()
+
+
+def test_conv_tap_lanes_in_design_json_and_the_cli(tmp_path, capsys):
+    """``--lanes c1=4x3``: design.json records the folding as "4x3", the adders, one memory per column
+    bank (what a block-RAM estimate reads), the wider weight ROM image; it regenerates the same folding."""
+    from spikeforge.ir.random_network import random_conv_network
+    conv = random_conv_network(1)
+    conv.save(tmp_path / "net")
+    assert main(["generate", str(tmp_path / "net"), "-o", str(tmp_path / "rtl"), "--lanes", "c1=4x3,d3=2"]) == 0
+    assert "4x3" in capsys.readouterr().out
+    design = json.loads((tmp_path / "rtl" / "design.json").read_text())
+    entry = design["layers"][0]
+    assert design["folding"]["c1"] == "4x3" and design["total_adders"] == design["total_lanes"] + 8
+    assert (entry["lanes"], entry["taps"], entry["adders"], entry["column_banks"]) == (4, 3, 12, 3)
+    names = [memory["name"] for memory in entry["memories"]]
+    assert [n for n in names if n.startswith("membrane")] == [f"membrane{s}_{b}" for s in (0, 1) for b in range(3)]
+    banks = [memory for memory in entry["memories"] if memory["name"].startswith("membrane")]
+    assert all(memory["depth"] == 8 * 3 * 1 and memory["width"] == 4 * entry["membrane_bits"] for memory in banks)
+    weights = next(memory for memory in entry["memories"] if memory["name"] == "weights")
+    assert (weights["width"], weights["depth"]) == (3 * 4 * entry["weight_bits"], 9)
+    assert sum(m["width"] * m["depth"] for m in banks) == entry["memory_bits"]["membrane"]
+    image = (tmp_path / "rtl" / entry["roms"]["weight"]).read_text().split()
+    assert len(image) == 9 and all(len(word) == (weights["width"] + 3) // 4 for word in image)
+    text = (tmp_path / "rtl" / "spikeforge_top.v").read_text()
+    assert all(name in text for name in names)
+    again = generate(conv, tmp_path / "rtl2", lanes=design["folding"])
+    assert again["folding"] == design["folding"]
