@@ -44,7 +44,7 @@ import spikeforge.hdl
 from spikeforge.boards.build import FitError
 from spikeforge.flow import FlowConfig, FlowState, run_step
 from spikeforge.hdl.cycle_model import predict
-from spikeforge.hdl.folding import auto_folding, folded_layers
+from spikeforge.hdl.folding import Folding, auto_folding, folded_layers
 from spikeforge.hdl.generate import network_fingerprint
 from spikeforge.ir import golden
 from spikeforge.reporting import fmt, markdown_table
@@ -104,7 +104,7 @@ def _smallest_t(ctx, key: str, tolerance: float = 0.5):
 def _folding(net, spikes_in, how: dict) -> dict:
     if "lanes" in how:      # the same lanes for every folded layer
         return {layer.name: how["lanes"] for layer in folded_layers(net)}
-    return dict(auto_folding(net, spikes_in=spikes_in, **how).lanes)
+    return auto_folding(net, spikes_in=spikes_in, **how).config()
 
 
 def _generator_fingerprint() -> str:
@@ -256,7 +256,8 @@ def _attempt(ctx, case: dict, net, test, entry: dict, how: dict) -> dict:
     folder = ctx.out_dir / "hardware" / f"{key}-T{T}-{'-'.join(f'{k}{v}' for k, v in sorted(lanes.items()))}"
     attempt["folding"] = lanes
     attempt["folding_rule"] = how
-    attempt["total_lanes"] = int(sum(lanes.values()))
+    # Adders: lanes × tap lanes summed over the layers (lanes alone for dense layers).
+    attempt["total_lanes"] = int(Folding.for_network(net, lanes).total_adders())
     attempt["adder_bound_cycles"] = entry["additions_per_sample"] / attempt["total_lanes"]
     conv = "cnn" in case
     try:

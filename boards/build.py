@@ -184,6 +184,11 @@ def plan_memories(plan, fifo_depth: int = DEFAULT_FIFO_DEPTH) -> list:
     return memories
 
 
+def _adders(layer) -> int:
+    """Membrane adders of a layer plan: lanes, times the tap lanes of a conv core that has them."""
+    return getattr(layer, "adders", layer.lanes)
+
+
 def estimate_resources(plan, device, fifo_depth: int = DEFAULT_FIFO_DEPTH) -> dict:
     """Analytic estimate before synthesis: every memory's bits and block RAMs, logic per lane.
 
@@ -206,12 +211,13 @@ def estimate_resources(plan, device, fifo_depth: int = DEFAULT_FIFO_DEPTH) -> di
     # Each lane adds (accumulate), subtracts (fire) and selects the write-back (accumulate sum, fire
     # residual or bias) of a membrane-wide word: about 3 LUTs per membrane bit. This is a lower bound,
     # for refusing hopeless designs early (control, ROM read muxes and the link come on top).
-    logic = sum(3 * layer.lanes * layer.membrane_bits for layer in plan.layers)
+    logic = sum(3 * _adders(layer) * layer.membrane_bits for layer in plan.layers)
     return {"rom_bits": rom_bits, "block_ram_bits": device.block_rams * device.block_ram_bits,
             "weight_rom_block_rams": weight_ebrs, "block_rams_needed": needed, "block_rams": device.block_rams,
             "block_ram_kbits": device.block_ram_bits // 1024, "family": family,
             "logic_lower_bound": logic, "logic": device.logic,
-            "lanes": sum(layer.lanes for layer in plan.layers), "layers": layers}
+            "lanes": sum(layer.lanes for layer in plan.layers),
+            "adders": sum(_adders(layer) for layer in plan.layers), "layers": layers}
 
 
 def _block_ram_problems(estimate: dict) -> list:
@@ -260,7 +266,8 @@ def check_estimate(estimate: dict, board: str):
     if "layers" in estimate:
         problems += _block_ram_problems(estimate)
     if estimate["logic_lower_bound"] > estimate["logic"]:
-        problems.append(f"{estimate['lanes']} lanes need at least {estimate['logic_lower_bound']} LUTs, the device "
+        problems.append(f"{estimate.get('adders', estimate['lanes'])} adders need at least "
+                        f"{estimate['logic_lower_bound']} LUTs, the device "
                         f"has {estimate['logic']} ({estimate['logic_lower_bound'] - estimate['logic']} over); "
                         f"use fewer lanes (--lanes / --lanes-budget)")
     if problems:
@@ -516,7 +523,7 @@ def _build(net, board, out_dir, options, log, membrane_banks: int, fallback) -> 
         "format": REPORT_FORMAT, "version": 1, "board": info.name, "family": info.family,
         "device": getattr(platform, "device", None), "package": getattr(platform, "package", None),
         "toolchain": info.toolchain, "clock_mhz": info.clock_hz / 1e6, "baud": baud, "scores": options.scores,
-        "folding": dict(real_plan.folding.lanes), "membrane_banks": membrane_banks,
+        "folding": real_plan.folding.config(), "membrane_banks": membrane_banks,
         "membrane_banks_fallback": fallback, "link": dataclasses.asdict(config),
         "network": design["network"], "in_features": net.in_features, "classes": net.num_classes,
         "timesteps": net.timesteps, "score_bits": real_plan.score_bits,

@@ -203,3 +203,23 @@ def test_ulx3s_conv_bitstream(tmp_path, monkeypatch):
     assert report["timing_met"] and report["membrane_banks"] == 2
     assert (tmp_path / "ulx3s" / "top.bit").stat().st_size > 100_000
     assert {"c1", "d3", "d4"} <= set(report["estimate"]["layers"])
+
+
+def test_tap_lanes_column_banks_and_slotted_weight_rom():
+    """A conv folded ``1x3`` (tap lanes): one membrane bank per column bank, 3 tap slots in a weight word;
+    the placeholders and the patch check use the plan's own widths."""
+    from spikeforge.boards.placeholders import weight_rom_width
+    net = small_net(6, stack=PATCHABLE)
+    folding = Folding.for_network(net, {"c1": "1x3", "d3": 1, "d4": 1})
+    plan = plan_network(net, folding)
+    conv = plan.layers[0]
+    names = [m.name for m in plan_memories(plan) if m.owner == "c1" and m.name.startswith("membrane")]
+    assert names == ["membrane0_0", "membrane0_1", "membrane0_2", "membrane1_0", "membrane1_1", "membrane1_2"]
+    assert weight_rom_width(conv) == 3 * 1 * 6
+    estimate = estimate_resources(plan, board_info("ulx3s-85f").device)
+    assert estimate["adders"] == 1 * 3 + 1 + 1 and estimate["layers"]["c1"]["weights"]["width"] == 3 * 1 * 6
+    fake = placeholder_plan(plan, seed=1)
+    assert fake.layers[0].weight_words is not conv.weight_words         # patchable: 72 words x 18 bits
+    columns = rom_columns(fake.layers[0].weight_words, weight_rom_width(conv))
+    assert len(columns) == len(set(columns)) == 18
+    check_patchable(net, _other_weights(net, 2), folding)
