@@ -109,7 +109,8 @@ def run(args) -> int:
     cycles = report["cycles"]
     if cycles.get("available"):
         print(f"cycle model: {cycles['cycles_per_sample']:.0f} cycles/sample, latency {cycles['latency']:.0f} "
-              f"cycles, adder utilisation {100 * cycles['adder_utilisation']:.0f} %")
+              f"cycles (one sample alone, first pixel to result), adder utilisation "
+              f"{100 * cycles['adder_utilisation']:.0f} %")
     else:
         print(f"cycles: not available ({cycles.get('why')})")
     print(f"wrote {written['markdown']}, {written['json'].name} and "
