@@ -250,11 +250,12 @@ def _stats(values) -> dict | None:
 
 
 def _design_lanes(design: Design):
-    """``{layer: lanes}`` from design.json's ``folding`` (a mapping, or one holding ``lanes``)."""
+    """``{layer: lanes}`` from design.json's ``folding`` (a mapping, or one holding ``lanes``; a conv with
+    tap lanes is ``"LxT"``, as :class:`~spikeforge.hdl.folding.Folding` takes it)."""
     folding = design.info.get("folding")
     if isinstance(folding, dict):
         lanes = folding.get("lanes", folding)
-        if isinstance(lanes, dict) and all(isinstance(v, int) for v in lanes.values()):
+        if isinstance(lanes, dict) and all(isinstance(v, (int, str)) for v in lanes.values()):
             return lanes
     return None
 
