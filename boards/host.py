@@ -3,20 +3,76 @@
 :class:`BoardClient` keeps up to ``window`` sample frames in flight (the board answers in order; a
 window of 2 keeps the link busy while the board computes), matches answers by sequence number,
 and resends a sample whose answer is an error (:class:`~.link.Status`) or does not come within
-``answer_timeout`` seconds. The same client talks to a real board and to the simulated board's
-pseudo-terminal.
+``answer_timeout`` seconds (each resend of a sample waits twice as long, and a late answer still
+counts). The same client talks to a real board and to the simulated board's pseudo-terminal.
+
+A board does not say over the link which network it runs, only its sizes (:class:`~.link.LinkConfig`).
+What it was made from is recorded beside it: the ``report.json`` of ``spikeforge build``, the
+``report.json`` of a simulated board's folder, or the ``<bitstream>.json`` that ``spikeforge
+patch-weights`` writes beside a patched bitstream. :func:`board_record` finds that record, so
+``spikeforge run --network NET --build PATH`` can refuse a board made from another network
+(:func:`spikeforge.ir.fingerprint.check_identity`).
 """
 
+import json
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .link import LinkConfig, LinkError, Result, SlipStreamDecoder, Status, info_request, parse_frame, sample_frame
 from spikeforge.ir.errors import InputError
 
-__all__ = ["BoardClient", "RunStats", "CANDIDATE_BAUDS"]
+__all__ = ["BoardClient", "RunStats", "CANDIDATE_BAUDS", "BOARD_BUILD_FORMAT", "SIMULATED_BOARD_FORMAT",
+           "PATCHED_BITSTREAM_FORMAT", "board_record", "check_board_shape"]
 
 #: Tried in this order when the baud rate is not given.
 CANDIDATE_BAUDS = (1_000_000, 115200, 3_000_000, 921600, 460800, 230400)
+
+
+#: The ``format`` of each record that names a board's network (the first is boards.build's REPORT_FORMAT).
+BOARD_BUILD_FORMAT = "spikeforge-board-build"
+SIMULATED_BOARD_FORMAT = "spikeforge-simulated-board"
+PATCHED_BITSTREAM_FORMAT = "spikeforge-patched-bitstream"
+_RECORD_FORMATS = (BOARD_BUILD_FORMAT, SIMULATED_BOARD_FORMAT, PATCHED_BITSTREAM_FORMAT)
+
+
+def board_record(path) -> tuple:
+    """``(record, where)``: the record of what a board was made from, found from ``path``.
+
+    ``path`` is a ``spikeforge build`` folder or a simulated board's folder (their ``report.json``),
+    such a ``report.json`` itself, or a bitstream (``<bitstream>.json`` from patch-weights when
+    present, else the ``report.json`` beside it). Raises :class:`InputError` when there is none.
+    """
+    path = Path(path)
+    if path.is_dir():
+        candidates = [path / "report.json"]
+    elif path.suffix == ".json":
+        candidates = [path]
+    else:
+        candidates = [path.with_name(path.name + ".json"), path.parent / "report.json"]
+    for candidate in candidates:
+        if not candidate.is_file():
+            continue
+        try:
+            record = json.loads(candidate.read_text())
+        except (OSError, ValueError) as error:
+            raise InputError(f"--build: {candidate} is not readable JSON ({error})") from None
+        if isinstance(record, dict) and record.get("format") in _RECORD_FORMATS:
+            return record, candidate
+    raise InputError(f"--build {path}: no record of a board's network there (looked for "
+                     f"{', '.join(str(c) for c in candidates)}); give the folder `spikeforge build` or "
+                     f"`spikeforge simboard` wrote, or a bitstream from either or from `spikeforge patch-weights`")
+
+
+def check_board_shape(config: LinkConfig, net, port: str, network_path) -> None:
+    """Refuse a board whose sizes (inputs, classes, T) are not ``net``'s: it runs another network."""
+    board = (config.in_features, config.classes, config.timesteps)
+    wanted = (net.in_features, net.num_classes, net.timesteps)
+    if board != wanted:
+        raise InputError(f"the board on {port} runs a network of {board[0]} inputs, {board[1]} classes, T = "
+                         f"{board[2]}, but {network_path} has {wanted[0]} inputs, {wanted[1]} classes, T = "
+                         f"{wanted[2]}: it was built for another network (load the bitstream built from "
+                         f"{network_path}, or give the network it was built from)")
 
 
 @dataclass
@@ -126,6 +182,7 @@ class BoardClient:
         results = [None] * len(frames)
         next_index = 0
         in_flight = {}          # seq -> (index, sent_at)
+        late = {}               # seq -> index: timed out and resent, but its answer is still taken if it comes
         tries = {}              # index -> resends so far
         queue = []              # indices to resend first
         seq = 0
@@ -137,7 +194,7 @@ class BoardClient:
                     index = queue.pop(0)
                 else:
                     index, next_index = next_index, next_index + 1
-                while seq in in_flight:
+                while seq in in_flight or seq in late:
                     seq = (seq + 1) & 0xFF
                 self.serial.write(sample_frame(seq, frames[index]))
                 in_flight[seq] = (index, time.monotonic())
@@ -148,9 +205,16 @@ class BoardClient:
                 except LinkError:
                     stats.errors["bad frame"] = stats.errors.get("bad frame", 0) + 1
                     continue
-                if not isinstance(answer, Result) or answer.seq not in in_flight:
+                if not isinstance(answer, Result):
                     continue
-                index, _ = in_flight.pop(answer.seq)
+                if answer.seq in in_flight:
+                    index, _ = in_flight.pop(answer.seq)
+                elif answer.seq in late:
+                    index = late.pop(answer.seq)      # a slow board (a loaded simulation): still a good answer
+                    if answer.status != Status.OK or results[index] is not None:
+                        continue
+                else:
+                    continue
                 if answer.status != Status.OK:
                     stats.errors[answer.status.name] = stats.errors.get(answer.status.name, 0) + 1
                     self._resend(index, tries, queue, stats)
@@ -158,12 +222,21 @@ class BoardClient:
                 if results[index] is None:
                     results[index] = answer
                     done += 1
+                    if index in queue:
+                        queue.remove(index)          # answered late: its resend is not needed
                     if on_result is not None:
                         on_result(index, answer)
             now = time.monotonic()
             for key, (index, sent_at) in list(in_flight.items()):
-                if now - sent_at > self.answer_timeout:
+                # Each resend of a sample waits twice as long: a board slower than the timeout (a
+                # simulation on a loaded machine) is waited for rather than flooded.
+                if now - sent_at > self.answer_timeout * (1 << tries.get(index, 0)):
                     del in_flight[key]
+                    if results[index] is not None:
+                        continue                      # answered late under an older sequence number
+                    late[key] = index
+                    if len(late) > 128:
+                        del late[next(iter(late))]
                     stats.errors["no answer"] = stats.errors.get("no answer", 0) + 1
                     self._resend(index, tries, queue, stats)
         stats.samples += len(frames)

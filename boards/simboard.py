@@ -1,6 +1,7 @@
 """The simulated board: the board design (UART and all) under cocotb + Verilator, on a pseudo-terminal.
 
-``spikeforge run --port <pty>`` talks to it exactly as to a real board: the cocotb test
+``spikeforge simboard NET`` starts one and prints its port; ``spikeforge run --port <pty>`` talks to
+it exactly as to a real board (at its defaults): the cocotb test
 (:mod:`.simboard_cocotb`) opens a pty, drives the design's ``rx`` pin bit by bit with what the host
 writes, and writes back what it samples on ``tx``. Only the bit time differs from a board (a few
 clock cycles per bit, so the simulation is quick); the framing, the UART and the accelerator are the
@@ -12,6 +13,7 @@ real ones.
 """
 
 import os
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -19,9 +21,11 @@ from pathlib import Path
 from amaranth.back import verilog
 
 from spikeforge.hdl import Accelerator
-from spikeforge.ir.atomic import write_text
+from spikeforge.ir.atomic import write_json, write_text
+from spikeforge.ir.fingerprint import identity
 from spikeforge.sim import verilator
 from spikeforge.ir.errors import ExternalToolError
+from .host import SIMULATED_BOARD_FORMAT
 from .link import LinkConfig
 from .top import SerialAccelerator, link_config_for
 
@@ -59,8 +63,10 @@ class SimulatedBoard:
         over the whole run).
     """
 
-    def __init__(self, net, work_dir, *, lanes=None, scores=True, drop_rx_byte=None, startup_timeout=600.0):
+    def __init__(self, net, work_dir, *, lanes=None, scores=True, drop_rx_byte=None, startup_timeout=600.0,
+                 network_path=None):
         self.net = net
+        self.network_path = network_path
         self.work_dir = Path(work_dir)
         self.lanes = lanes
         self.scores = scores
@@ -94,17 +100,31 @@ class SimulatedBoard:
         self._thread = threading.Thread(target=serve, name="simulated-board", daemon=True)
         self._thread.start()
         deadline = time.monotonic() + self.startup_timeout
-        while not self._port_file.exists():
-            if self._error is not None or not self._thread.is_alive():
-                raise ExternalToolError(f"the simulated board did not start: {self._error}")
-            if time.monotonic() > deadline:
-                raise ExternalToolError("the simulated board did not open its pty in time")
-            time.sleep(0.05)
+        try:
+            while not self._port_file.exists():
+                if self._error is not None or not self._thread.is_alive():
+                    raise ExternalToolError(f"the simulated board did not start: {self._error}")
+                if time.monotonic() > deadline:
+                    raise ExternalToolError("the simulated board did not open its pty in time")
+                time.sleep(0.05)
+        except BaseException:              # a failed start or Ctrl-C / SIGTERM: stop it, leave nothing behind
+            self._stop_file.write_text("stop\n")
+            self._thread.join(timeout=60)
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise
         self.port = self._port_file.read_text().strip()
+        # What this board runs, for `spikeforge run --network NET --build <work_dir>` to check.
+        self.record_path = write_json(self.work_dir / "report.json", {
+            "format": SIMULATED_BOARD_FORMAT, "version": 1, "port": self.port,
+            "network": {**identity(self.net), **({"path": str(self.network_path)} if self.network_path else {})},
+            "in_features": self.config.in_features, "classes": self.config.classes,
+            "timesteps": self.config.timesteps, "baud": self.config.baud, "scores": self.config.scores})
         return self
 
     def __exit__(self, *exc):
         self._stop_file.write_text("stop\n")
         self._thread.join(timeout=60)
+        if not self._thread.is_alive():
+            shutil.rmtree(self._stop_file.parent, ignore_errors=True)     # this run's pty name and cocotb results
         if self._error is not None and exc[0] is None:
             raise ExternalToolError(f"the simulated board failed: {self._error}")

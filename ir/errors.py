@@ -18,7 +18,8 @@ The subclasses live beside the code that raises them (``ConversionError`` in the
 from __future__ import annotations
 
 __all__ = ["SpikeforgeError", "InputError", "VerificationFailure", "ExternalToolError",
-           "EXIT_OK", "EXIT_MISMATCH", "EXIT_USAGE", "EXIT_TOOL", "EXIT_INTERNAL", "EXIT_INTERRUPTED"]
+           "EXIT_OK", "EXIT_MISMATCH", "EXIT_USAGE", "EXIT_TOOL", "EXIT_INTERNAL", "EXIT_INTERRUPTED",
+           "EXIT_TERMINATED"]
 
 #: Exit codes of the ``spikeforge`` command (documented in the README).
 EXIT_OK = 0
@@ -27,6 +28,8 @@ EXIT_USAGE = 2
 EXIT_TOOL = 3
 EXIT_INTERNAL = 4
 EXIT_INTERRUPTED = 130
+#: SIGTERM (CI, ``timeout``, ``kill``): handled like Ctrl-C; 128 + 15, the shell's convention.
+EXIT_TERMINATED = 143
 
 
 class SpikeforgeError(Exception):

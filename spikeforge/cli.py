@@ -11,12 +11,14 @@ import argparse
 import ast
 import importlib
 import pkgutil
+import signal
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from spikeforge import __version__, commands as _commands
-from spikeforge.ir.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, SpikeforgeError
+from spikeforge.ir.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, SpikeforgeError
 
 
 @dataclass(frozen=True)
@@ -84,11 +86,37 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what CI, ``timeout`` and ``kill`` send), raised where the program is, like Ctrl-C.
+
+    A :class:`KeyboardInterrupt`, so every cleanup that runs on Ctrl-C runs on it too: staged outputs
+    (:mod:`spikeforge.ir.atomic`) are removed, child processes (simulators, synthesis) are killed by
+    :mod:`subprocess`, a simulated board is stopped.
+    """
+
+
+@contextmanager
+def _sigterm_as_interrupt():
+    """Turn SIGTERM into :class:`Terminated` while a command runs (main thread only; restored after)."""
+    def terminate(signum, frame):
+        raise Terminated()
+    try:
+        previous = signal.signal(signal.SIGTERM, terminate)
+    except ValueError:              # not the main thread (a library caller's worker): leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv=None) -> int:
     """Run one command; map the error tree (:mod:`spikeforge.ir.errors`) to the documented exit codes.
 
     0 success; 1 a verification mismatch; 2 bad input or usage; 3 a missing or failing external tool;
-    4 an internal error (a bug: one line, and ``--debug`` shows the traceback); 130 interrupted.
+    4 an internal error (a bug: one line, and ``--debug`` shows the traceback); 130 interrupted (Ctrl-C);
+    143 terminated (SIGTERM, handled like Ctrl-C: partial outputs are removed).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
@@ -97,7 +125,11 @@ def main(argv=None) -> int:
         parser.print_help()
         return EXIT_USAGE
     try:
-        return int(args._run(args) or 0)
+        with _sigterm_as_interrupt():
+            return int(args._run(args) or 0)
+    except Terminated:
+        print(f"spikeforge {args.command}: terminated (SIGTERM); partial outputs removed", file=sys.stderr)
+        return EXIT_TERMINATED
     except SpikeforgeError as error:
         # Our own errors carry messages written for people: the message, never a traceback.
         print(f"spikeforge {args.command}: error: {error}", file=sys.stderr)

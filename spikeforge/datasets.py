@@ -9,6 +9,10 @@
   Split per class with a fixed seed: 4,000 train (400 a class), 1,000 test (100 a class).
 * any directory holding MNIST-format IDX files (``train-images-idx3-ubyte[.gz]`` and friends):
   MNIST, EMNIST, Kuzushiji-MNIST... bring your own copy; nothing is ever downloaded.
+* any ``.npz`` file of raw byte samples and integer labels: ``x_train``/``y_train`` and
+  ``x_test``/``y_test`` (Keras's ``mnist.npz`` layout), or ``x``/``y`` (also spelt ``samples``/``labels``)
+  used for either split; optional ``classes`` (names). Samples must be raw bytes 0..255: values
+  already scaled (floats in 0..1), negative or above 255 are refused with the ``--input-scale`` hint.
 * any CIFAR python-batch directory: CIFAR-10's ``cifar-10-batches-py`` (``data_batch_1`` ..
   ``data_batch_5``, ``test_batch``, ``batches.meta``) or CIFAR-100's ``cifar-100-python`` (``train``,
   ``test``, ``meta``; the 100 fine labels). Samples are (N, 3, 32, 32) bytes, channels first.
@@ -24,11 +28,14 @@ import gzip
 import importlib.util
 import pickle
 import struct
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from spikeforge.ir.errors import InputError
+from spikeforge.ir.network import raw_samples
 
 __all__ = ["Dataset", "DatasetError", "load", "read_idx", "read_cifar_batch", "mnist_5k_file", "NAMES",
            "FASHION_MNIST_DIRS"]
@@ -300,6 +307,32 @@ def _cifar_directory(directory: Path, split: str, layout: str) -> Dataset:
     return Dataset(directory.name, split, images, labels, classes)
 
 
+def _npz_file(path: Path, split: str) -> Dataset:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as error:
+        raise DatasetError(f"{path} is not a readable .npz archive ({type(error).__name__}: {error})") from None
+    for samples_key, labels_key in ((f"x_{split}", f"y_{split}"), ("x", "y"), ("samples", "labels")):
+        if samples_key in arrays and labels_key in arrays:
+            break
+    else:
+        raise DatasetError(f"{path} holds {', '.join(sorted(arrays)) or 'no arrays'}; a dataset .npz holds "
+                           f"x_train/y_train and x_test/y_test, or x/y (samples/labels)")
+    samples = raw_samples(arrays[samples_key], f"{path}: {samples_key!r}")
+    labels = arrays[labels_key]
+    if labels.dtype.kind not in "iu" or labels.shape != (len(samples),) or (labels.size and labels.min() < 0):
+        raise DatasetError(f"{path}: {labels_key!r} must hold one label >= 0 per sample ({len(samples)} integers), "
+                           f"got {labels.dtype} of shape {labels.shape}")
+    if samples.ndim < 2 or len(samples) == 0:
+        raise DatasetError(f"{path}: {samples_key!r} has shape {samples.shape}; samples are (N, ...) with N >= 1")
+    count = int(labels.max()) + 1
+    classes = [str(c) for c in arrays["classes"]] if "classes" in arrays else [str(i) for i in range(count)]
+    if len(classes) < count:
+        raise DatasetError(f"{path}: labels reach {count - 1} but 'classes' names {len(classes)} classes")
+    return Dataset(path.stem, split, samples, labels.astype(np.int64), classes)
+
+
 def load(name: str, split: str = "test") -> Dataset:
     """Load a dataset split by name (``digits``, ``fashion-mnist``, ``mnist-5k``) or from a directory of
     MNIST-format IDX files or CIFAR-10/100 python batches."""
@@ -317,6 +350,8 @@ def load(name: str, split: str = "test") -> Dataset:
                            f"(looked in {', '.join(FASHION_MNIST_DIRS)}), or pass the directory holding its "
                            f"IDX files")
     path = Path(name)
+    if path.suffix == ".npz" and path.is_file():
+        return _npz_file(path, split)
     if path.is_dir():
         layout = _cifar_layout(path)
         if layout is not None:
@@ -324,4 +359,4 @@ def load(name: str, split: str = "test") -> Dataset:
         return _idx_directory(path, split, path.name)
     raise DatasetError(f"unknown dataset {name!r}; supported: {', '.join(NAMES)}, or a directory of "
                        f"MNIST-format IDX files or of CIFAR-10/100 python batches (cifar-10-batches-py, "
-                       f"cifar-100-python)")
+                       f"cifar-100-python), or a .npz file of raw byte samples and labels")

@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 
-from spikeforge.ir.network import Network
+from spikeforge.ir.network import Network, raw_samples
 from spikeforge.ir import golden
 
 __all__ = ["evaluate", "format_evaluation"]
@@ -18,11 +18,12 @@ def evaluate(net: Network, dataset, float_accuracy: float | None = None, check_l
     ``float_accuracy`` defaults to the one recorded at conversion for this dataset split, if any.
     With ``check_literal`` the literal timestep iLIF model is run too and must agree exactly.
     """
+    samples = raw_samples(dataset.samples, f"the samples of {dataset.name}/{dataset.split}")
     key = f"{dataset.name}/{dataset.split}"
     if float_accuracy is None:
         float_accuracy = net.calibration.get("float_accuracy", {}).get(key)
     start = time.perf_counter()
-    result = golden.run(net, dataset.samples)
+    result = golden.run(net, samples)
     seconds = time.perf_counter() - start
     report = {
         "dataset": key, "samples": len(dataset), "timesteps": net.timesteps,
@@ -37,7 +38,7 @@ def evaluate(net: Network, dataset, float_accuracy: float | None = None, check_l
     report["additions_per_sample"] = float(np.mean(golden.spike_driven_additions(
         net, result.input_spikes(per_feature=True))))
     if check_literal:
-        literal = golden.run_timesteps(net, dataset.samples)
+        literal = golden.run_timesteps(net, samples)
         report["literal_matches_closed_form"] = bool(
             np.array_equal(literal.scores, result.scores) and np.array_equal(literal.labels, result.labels))
     report["labels"] = result.labels.tolist()

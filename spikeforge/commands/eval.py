@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -28,12 +29,16 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
+    if args.input_scale is not None and not (math.isfinite(args.input_scale) and args.input_scale > 0):
+        raise InputError(f"--input-scale {args.input_scale:g} must be a finite number > 0 (the model saw raw / SCALE)")
+    if args.input_scale is not None and not args.model:
+        raise InputError("--input-scale goes with --model (the scale the float model saw its input at)")
+    if args.state_dict is not None and not args.model:
+        raise InputError("--state-dict goes with --model file.py:factory")
     net = load(args.network)
     dataset = load_dataset(args.dataset, args.split).head(args.samples)
     float_accuracy = None
     if args.model:
-        if args.input_scale is not None and args.input_scale <= 0:
-            raise InputError(f"--input-scale {args.input_scale:g} must be > 0 (the model saw raw / SCALE)")
         # The converter (and torch, seconds to import) only when a float model is compared: kept off
         # `spikeforge --help`.
         from spikeforge.converter.calibrate import InputNormalization  # imports torch

@@ -8,7 +8,7 @@ from pathlib import Path
 from spikeforge.boards.build import REPORT_FORMAT as BOARD_FORMAT
 from spikeforge.datasets import load as load_dataset
 from spikeforge.hdl.generate import DESIGN_FORMAT
-from spikeforge.hdl.folding import parse_lanes
+from spikeforge.hdl.folding import parse_lanes, resolve_folding
 from spikeforge.ir.errors import InputError
 from spikeforge.ir.fingerprint import check_identity
 from spikeforge.ir.network import MAX_TIMESTEPS, load
@@ -35,6 +35,10 @@ def add_arguments(parser):
                         help="folding for the cycle model, e.g. fc1=8,fc2=4 (default: the design's, else automatic)")
     parser.add_argument("-o", "--output", type=Path, default=None,
                         help="folder for REPORT.md, report.json and the plots (default: NETWORK/report)")
+
+
+#: Without a dataset, random stimuli drive the spike statistics: at most this many (memory stays small).
+MAX_RANDOM_SAMPLES = 100_000
 
 
 def _parse_timesteps(text: str) -> tuple:
@@ -85,13 +89,19 @@ def run(args) -> int:
         _check_design(args.design, net, args.network)
     if args.samples is not None and args.samples < 0:
         raise InputError(f"--samples {args.samples} must be >= 0 (0 = all)")
+    if not args.dataset and (args.samples or 0) > MAX_RANDOM_SAMPLES:
+        raise InputError(f"--samples {args.samples}: without --dataset at most {MAX_RANDOM_SAMPLES:,} random "
+                         f"stimuli drive the spike statistics")
     data = None
     if args.dataset:
         data = load_dataset(args.dataset, args.split)
     lanes = None
-    if args.lanes:
+    if args.lanes is not None:
         lanes = parse_lanes(args.lanes)
-    timesteps = _parse_timesteps(args.timesteps) if args.timesteps else REPORT_TIMESTEPS
+        # Checked here: the cycle model's failures are reported as "not available", which would hide
+        # a misspelt layer or an impossible lanes value.
+        resolve_folding(net, lanes)
+    timesteps = _parse_timesteps(args.timesteps) if args.timesteps is not None else REPORT_TIMESTEPS
     report = network_report(net, dataset=data, samples=args.samples or None, network_dir=args.network,
                             design_dir=args.design, timesteps=timesteps, lanes=lanes)
     out_dir = args.output or args.network / "report"

@@ -1,15 +1,16 @@
 """`spikeforge run`: classify a dataset on a board (or the simulated board) over its serial port."""
 
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from spikeforge import datasets
-from spikeforge.boards.host import BoardClient, RunStats
+from spikeforge.boards.host import BoardClient, RunStats, board_record, check_board_shape
 from spikeforge.ir import golden as golden_model
+from spikeforge.ir.atomic import write_json
 from spikeforge.ir.errors import InputError
+from spikeforge.ir.fingerprint import check_identity
 from spikeforge.ir.network import load
 from spikeforge.progress import bar
 
@@ -24,6 +25,10 @@ def add_arguments(parser):
     parser.add_argument("--baud", type=int, help="baud rate (default: try the usual ones until the board answers)")
     parser.add_argument("--network", type=Path,
                         help="the network on the board: also check every label and score against the golden model")
+    parser.add_argument("--build", type=Path, metavar="PATH",
+                        help="what the board was made from: the folder of `spikeforge build` or `spikeforge "
+                             "simboard`, or the bitstream loaded (a patched one too); with --network, a board "
+                             "made from another network is refused before any sample is sent")
     parser.add_argument("--window", type=int, default=2, help="samples in flight (default 2)")
     parser.add_argument("--timeout", type=float, default=1.0, help="seconds to wait for an answer (default 1)")
     parser.add_argument("--quiet", action="store_true", help="no per-sample lines")
@@ -31,16 +36,35 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
+    if args.timeout <= 0 or args.timeout != args.timeout:
+        raise InputError(f"--timeout {args.timeout:g} must be > 0 seconds")
+    if args.baud is not None and args.baud < 1:
+        raise InputError(f"--baud {args.baud} must be a positive integer")
+    if args.build is not None and args.network is None:
+        raise InputError("--build goes with --network (the board's record is checked against that network)")
     data = datasets.load(args.dataset, "test").head(args.samples)
     golden = None
+    identified = False
     if args.network is not None:
-        golden = golden_model.run(load(args.network), data.samples)
+        net = load(args.network)
+        if args.build is not None:
+            record, where = board_record(args.build)
+            check_identity(record.get("network"), net, what="the board", where=where, network_path=args.network,
+                           remedy="load the bitstream built from that network, or rebuild it with `spikeforge build`")
+            identified = True
+        golden = golden_model.run(net, data.samples.reshape(len(data), -1))     # the bytes the board is sent
     stats = RunStats()
     lines = []
     with BoardClient(args.port, args.baud, answer_timeout=args.timeout, window=args.window) as client:
         cfg = client.config
         print(f"board on {args.port}: {cfg.in_features} inputs, {cfg.classes} classes, T = {cfg.timesteps}, "
               f"{cfg.clk_freq / 1e6:g} MHz, {cfg.baud} baud" + (", scores" if cfg.scores else ""))
+        if args.network is not None:
+            check_board_shape(cfg, net, args.port, args.network)
+            if not identified:
+                print(f"note: the board's sizes match {args.network}, but a board cannot say over the link which "
+                      f"weights it holds: pass --build (its build folder or bitstream) to check it was made from "
+                      f"{args.network}")
         samples = data.samples.reshape(len(data), -1)
         if samples.shape[1] != cfg.in_features:
             raise InputError(f"{args.dataset} samples have {samples.shape[1]} bytes; the board takes "
@@ -72,11 +96,13 @@ def run(args) -> int:
         mismatches = sum(1 for i, r in enumerate(results)
                          if r.label != golden.labels[i]
                          or (cfg.scores and tuple(r.scores) != tuple(int(v) for v in golden.scores[i])))
-        print(f"golden model: {len(labels) - mismatches}/{len(labels)} agree")
+        print(f"golden model: {len(labels) - mismatches}/{len(labels)} agree"
+              + ("" if identified else " (the board's network not identified: no --build)"))
         status = 1 if mismatches else 0
     if args.json:
-        args.json.write_text(json.dumps({
+        write_json(args.json, ({
             "labels": labels.tolist(), "true": data.labels.tolist(), "accuracy": accuracy,
             "samples_per_second": stats.samples_per_second, "resent": stats.resent, "errors": stats.errors,
-        }, indent=2) + "\n")
+            "board_identified": identified if args.network is not None else None,
+        }))
     return status
