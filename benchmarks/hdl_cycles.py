@@ -12,6 +12,19 @@ Measures, on back-to-back streams in Amaranth's simulator (results always taken)
 * the time to generate the digits design (Amaranth elaboration + Verilog conversion).
 
 Bit-exactness is asserted on every simulated sample (a wrong result aborts the benchmark).
+
+With ``--conv`` it measures the CNNs in Verilator instead (cocotb sign-off, :func:`spikeforge.sim.signoff.verify`):
+
+    python -m benchmarks.hdl_cycles --conv [--digits-folding conv1=2x3,conv2=16x3,fc=1]
+        [--fmnist-net DIR --fmnist-budget 128 --fmnist-samples 100] [-o build/bench/hdl_cycles_conv.json]
+
+* the digits CNN (shipped, converted at T = 4) with channel and tap lanes: the whole test split (540)
+  back to back and again at 50 % and 90 % random input gaps and output back-pressure, bit-exact; cycles
+  per sample measured vs the cycle model; per-layer adder utilisation (useful additions / (lanes × taps
+  × cycles));
+* the Fashion-MNIST CNN (a converted network directory, ``--fmnist-net``) folded by the balancer at a
+  lanes budget (adders): measured vs predicted cycles per sample on the first ``--fmnist-samples`` test
+  samples.
 """
 
 from __future__ import annotations
@@ -28,9 +41,11 @@ import numpy as np
 from spikeforge.ir.random_network import random_network
 from spikeforge.hdl import Accelerator
 from spikeforge.hdl.cycle_model import predict
-from spikeforge.hdl.folding import auto_folding, resolve_folding
+from spikeforge.hdl.folding import auto_folding, parse_lanes, resolve_folding
 from spikeforge.hdl.generate import generate
 from spikeforge.ir import golden
+from spikeforge.ir.network import load as load_network
+from spikeforge.sim.signoff import format_report, stall_phases, verify
 from spikeforge import datasets
 from spikeforge.demo import demo_network
 from spikeforge.testing.hdl_harness import simulate_accelerator
@@ -135,13 +150,99 @@ def text(results: dict) -> str:
     return "\n".join(lines)
 
 
+def _conv_signoff(net, folding, samples, labels, out_dir: Path, phases, spikes_in) -> dict:
+    """Generate ``net`` folded by ``folding``, run ``phases`` in Verilator, the model beside it."""
+    design = generate(net, out_dir / "rtl", lanes=folding, spikes_in=spikes_in)
+    started = time.perf_counter()
+    report = verify(net, out_dir / "rtl", samples, labels, phases=phases, build_root=out_dir / "build",
+                    report_path=False)
+    seconds = time.perf_counter() - started
+    if not report["ok"]:
+        raise AssertionError("Verilator sign-off failed:\n" + format_report(report))
+    stream = next(p for p in report["phases"] if p["name"] == "stream")
+    measured = report["timing"]["cycles_per_sample"]["mean"]
+    model = predict(net, design["folding"], samples)
+    return {
+        "folding": design["folding"], "total_adders": design["total_adders"], "samples": len(samples),
+        "phases": {p["name"]: {"checked": p["checked"], "mismatches": p["mismatches"]} for p in report["phases"]},
+        "accuracy": stream.get("accuracy"),
+        "measured_cycles_per_sample": measured, "predicted_cycles_per_sample": model.cycles_per_sample,
+        "model_error": measured / model.cycles_per_sample - 1,
+        "stages": model.stages, "slowest_stage": max(model.stages, key=model.stages.get),
+        "layers": [{**entry, "measured_utilisation": entry["useful_additions"] / (entry["adders"] * measured)}
+                   for entry in model.layers],
+        "adder_utilisation": model.useful_additions / (design["total_adders"] * measured),
+        "verify_seconds": seconds,
+    }
+
+
+def run_conv(digits_folding: str, fmnist_net=None, fmnist_budget: int = 128, fmnist_samples: int = 100,
+             work_dir=None) -> dict:
+    """The ``--conv`` measurements (see the module docstring)."""
+    # Function-level: the shipped CNN and the converter need torch, an optional heavy dependency.
+    from spikeforge.cnn_models import load_digits_cnn
+    from spikeforge.converter.convert import convert
+    work = Path(work_dir or tempfile.mkdtemp(prefix="hdl-cycles-conv-"))
+    results = {}
+    train, test = datasets.load("digits", "train"), datasets.load("digits", "test")
+    net = convert(load_digits_cnn(), train.images, timesteps=4, weight_bits=8, labels=train.labels)
+    n = len(test.samples)
+    phases = [{"name": "alone", "samples": [0]}, {"name": "stream", "samples": list(range(n))}] \
+        + stall_phases(n, densities=(0.5, 0.9))
+    spikes = [float(s.mean()) for s in golden.run(net, test.samples).input_spikes()]
+    results["digits_cnn"] = {"network": "digits CNN conv16-pool-conv32-pool-fc, T = 4",
+                             **_conv_signoff(net, parse_lanes(digits_folding), test.samples, test.labels,
+                                             work / "digits", phases, spikes)}
+    if fmnist_net is not None:
+        fnet = load_network(fmnist_net)
+        ftest = datasets.load("fashion-mnist", "test")
+        spikes = [float(s.mean()) for s in golden.run(fnet, ftest.samples[:1000]).input_spikes()]
+        folding = auto_folding(fnet, lanes_budget=fmnist_budget, spikes_in=spikes)
+        samples = ftest.samples[:fmnist_samples]
+        phases = [{"name": "alone", "samples": [0]}, {"name": "stream", "samples": list(range(len(samples)))}]
+        results["fmnist_cnn"] = {"network": f"Fashion-MNIST CNN conv16-pool-conv32-pool-fc, T = 4 ({fmnist_net})",
+                                 "lanes_budget": fmnist_budget,
+                                 **_conv_signoff(fnet, folding.config(), samples, ftest.labels[:fmnist_samples],
+                                                 work / "fmnist", phases, spikes)}
+    return results
+
+
+def conv_text(results: dict) -> str:
+    lines = []
+    for key, r in results.items():
+        phases = ", ".join(f"{name} {p['checked']} checked / {p['mismatches']} mismatches"
+                           for name, p in r["phases"].items())
+        lines += [f"{r['network']}: folding {r['folding']} ({r['total_adders']} adders), {r['samples']} samples, "
+                  f"phases {phases}",
+                  f"  measured {r['measured_cycles_per_sample']:.1f} cycles/sample, model "
+                  f"{r['predicted_cycles_per_sample']:.1f} ({100 * r['model_error']:+.2f} %), slowest stage "
+                  f"{r['slowest_stage']} {r['stages'][r['slowest_stage']]:.0f}; adder utilisation "
+                  f"{100 * r['adder_utilisation']:.1f} % overall, by layer "
+                  + ", ".join(f"{e['name']} {e['lanes']}x{e['taps']} {100 * e['measured_utilisation']:.1f} %"
+                              for e in r["layers"])]
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.hdl_cycles", description=__doc__.split("\n\n")[0])
     parser.add_argument("--samples", type=int, default=100, help="digits test samples to simulate (100)")
-    parser.add_argument("-o", "--output", type=Path, default=Path("build/bench/hdl_cycles.json"))
+    parser.add_argument("--conv", action="store_true", help="measure the CNNs in Verilator instead")
+    parser.add_argument("--digits-folding", default="conv1=2x3,conv2=16x3,fc=1",
+                        help="--conv: the digits CNN's folding (conv1=2x3,conv2=16x3,fc=1)")
+    parser.add_argument("--fmnist-net", type=Path, help="--conv: a converted Fashion-MNIST CNN directory")
+    parser.add_argument("--fmnist-budget", type=int, default=128, help="--conv: its lanes budget in adders (128)")
+    parser.add_argument("--fmnist-samples", type=int, default=100, help="--conv: its test samples (100)")
+    parser.add_argument("-o", "--output", type=Path, default=None,
+                        help="JSON results (build/bench/hdl_cycles.json, with --conv hdl_cycles_conv.json)")
     args = parser.parse_args(argv)
-    results = run(args.samples)
-    print(text(results))
+    if args.conv:
+        results = run_conv(args.digits_folding, args.fmnist_net, args.fmnist_budget, args.fmnist_samples)
+        print(conv_text(results))
+        args.output = args.output or Path("build/bench/hdl_cycles_conv.json")
+    else:
+        results = run(args.samples)
+        print(text(results))
+        args.output = args.output or Path("build/bench/hdl_cycles.json")
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.output}")
