@@ -22,6 +22,7 @@ SECTIONS = {
     "tool_speed": "convert, generate, Verilator and bitstream times",
     "verilator_speed": "cocotb + Verilator sign-off: build time, simulated cycles/s, samples/s",
     "scaling": "cycles, ROM bits and LUTs vs. layer width and T",
+    "sweep": "design-space sweep on Dask: 16 points (golden, generate, cycle model, fast RTL) on 1 vs 2 workers",
 }
 
 #: The benchmark networks (keys of :data:`spikeforge.benchmarks.common.NETWORKS`).

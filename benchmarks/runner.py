@@ -25,7 +25,7 @@ from spikeforge.ir.errors import InputError, SpikeforgeError
 from spikeforge.reporting import markdown_table, write_json
 
 from . import (accuracy_vs_timesteps, amplification_sweep, cnn_accuracy, golden_speed, hardware, hdl_cycles, scaling,
-               tool_speed, verilator_speed)
+               sweep, tool_speed, verilator_speed)
 from .accuracy_vs_timesteps import headline, robust_counts
 from .common import NETWORKS, Context, log, machine, repo_root
 from .hardware import SPIKER_PLUS_LOGIC, SPIKER_PLUS_US, headline as hw_headline
@@ -44,6 +44,7 @@ MODULES = {
     "tool_speed": tool_speed,
     "verilator_speed": verilator_speed,
     "scaling": scaling,
+    "sweep": sweep,
 }
 assert list(MODULES) == list(SECTIONS) and set(NETWORK_NAMES) == set(NETWORKS), "options.py is out of step"
 
