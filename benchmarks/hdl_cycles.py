@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -152,6 +153,7 @@ def text(results: dict) -> str:
 
 def _conv_signoff(net, folding, samples, labels, out_dir: Path, phases, spikes_in) -> dict:
     """Generate ``net`` folded by ``folding``, run ``phases`` in Verilator, the model beside it."""
+    shutil.rmtree(out_dir / "rtl", ignore_errors=True)
     design = generate(net, out_dir / "rtl", lanes=folding, spikes_in=spikes_in)
     started = time.perf_counter()
     report = verify(net, out_dir / "rtl", samples, labels, phases=phases, build_root=out_dir / "build",
@@ -232,11 +234,15 @@ def main(argv=None) -> int:
     parser.add_argument("--fmnist-net", type=Path, help="--conv: a converted Fashion-MNIST CNN directory")
     parser.add_argument("--fmnist-budget", type=int, default=128, help="--conv: its lanes budget in adders (128)")
     parser.add_argument("--fmnist-samples", type=int, default=100, help="--conv: its test samples (100)")
+    parser.add_argument("--work-dir", type=Path, default=None,
+                        help="--conv: where designs and Verilator builds go (a fresh temporary folder); "
+                             "builds of an unchanged design there are reused")
     parser.add_argument("-o", "--output", type=Path, default=None,
                         help="JSON results (build/bench/hdl_cycles.json, with --conv hdl_cycles_conv.json)")
     args = parser.parse_args(argv)
     if args.conv:
-        results = run_conv(args.digits_folding, args.fmnist_net, args.fmnist_budget, args.fmnist_samples)
+        results = run_conv(args.digits_folding, args.fmnist_net, args.fmnist_budget, args.fmnist_samples,
+                           args.work_dir)
         print(conv_text(results))
         args.output = args.output or Path("build/bench/hdl_cycles_conv.json")
     else:
