@@ -70,7 +70,7 @@ CNN_CASES = (
     {"network": "digits-cnn", "cnn": "digits", "board": "icebreaker", "timesteps": 4,
      "foldings": ({"lanes": 1},), "verify_samples": None},
     {"network": "fmnist-cnn", "cnn": "fmnist", "board": "ulx3s-85f", "timesteps": 4,
-     "foldings": ({"lanes_budget": 58},), "verify_samples": 1000},
+     "foldings": ({"lanes_budget": 128},), "verify_samples": 1000},
 )
 #: Spiker+'s MNIST latency (arXiv 2401.01141); the goal is 10× faster on Fashion-MNIST 784-128-10.
 SPIKER_PLUS_US = 780.0
