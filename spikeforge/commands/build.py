@@ -1,4 +1,6 @@
-"""`spikeforge build`: a network -> bitstream for an FPGA board, with a resource / Fmax / throughput report."""
+"""`spikeforge build`: a network (dense, conv, pooled) -> bitstream for an FPGA board, with a resource / Fmax /
+throughput report; a design that does not fit is refused naming the layer's memory (or the resource) that
+overflows and by how much."""
 
 import json
 from pathlib import Path
@@ -16,7 +18,8 @@ def add_arguments(parser):
     parser.add_argument("--baud", type=int, help="UART baud rate (default: the board's, e.g. 1000000 on "
                                                  "icebreaker and ulx3s-85f, else 115200)")
     parser.add_argument("--lanes", metavar="NAME=N,...",
-                        help="lanes per layer (default: 1 each on iCE40, automatic elsewhere)")
+                        help="lanes per layer, NAME=LxT for a conv with T tap lanes (conv2=32x3) (default: 1 each "
+                             "on iCE40, automatic elsewhere)")
     parser.add_argument("--lanes-budget", type=int, metavar="N", help="choose lanes automatically within N in total")
     parser.add_argument("--no-scores", action="store_true", help="answer with the label only")
     parser.add_argument("--no-patchable", action="store_true",
