@@ -13,7 +13,8 @@ __version__ = "0.1.0"
 
 from spikeforge.ir.network import DenseLayer, Network, NetworkFormatError, load  # noqa: E402
 
-__all__ = ["__version__", "DenseLayer", "Network", "NetworkFormatError", "load", "convert", "ConversionError"]
+__all__ = ["__version__", "DenseLayer", "Network", "NetworkFormatError", "load", "convert", "ConversionError",
+           "InputNormalization", "ChanceLevelWarning"]
 
 
 def __getattr__(name):
@@ -21,6 +22,9 @@ def __getattr__(name):
     if name == "convert":          # dataset names resolved here; the converter itself takes arrays
         from spikeforge.conversion import convert
         return convert
+    if name in ("InputNormalization", "ChanceLevelWarning"):     # the scale defaults to the data's (255 for images)
+        from spikeforge import conversion
+        return getattr(conversion, name)
     if name == "ConversionError":
         from spikeforge.converter.torch_import import ConversionError
         return ConversionError
