@@ -3,8 +3,8 @@
 :class:`BoardClient` keeps up to ``window`` sample frames in flight (the board answers in order; a
 window of 2 keeps the link busy while the board computes), matches answers by sequence number,
 and resends a sample whose answer is an error (:class:`~.link.Status`) or does not come within
-``answer_timeout`` seconds (each resend of a sample waits twice as long, and a late answer still
-counts). The same client talks to a real board and to the simulated board's pseudo-terminal.
+``answer_timeout`` seconds (each resend of a sample waits twice as long; a late answer still counts
+and doubles the timeout, up to :data:`MAX_ANSWER_TIMEOUT`, so a slow board is waited for). The same client talks to a real board and to the simulated board's pseudo-terminal.
 
 A board does not say over the link which network it runs, only its sizes (:class:`~.link.LinkConfig`).
 What it was made from is recorded beside it: the ``report.json`` of ``spikeforge build``, the
@@ -24,6 +24,10 @@ from spikeforge.ir.errors import InputError
 
 __all__ = ["BoardClient", "RunStats", "CANDIDATE_BAUDS", "BOARD_BUILD_FORMAT", "SIMULATED_BOARD_FORMAT",
            "PATCHED_BITSTREAM_FORMAT", "board_record", "check_board_shape"]
+
+#: A board whose answers come after the timeout (a simulation on a loaded machine) doubles the timeout
+#: up to this many seconds.
+MAX_ANSWER_TIMEOUT = 60.0
 
 #: Tried in this order when the baud rate is not given.
 CANDIDATE_BAUDS = (1_000_000, 115200, 3_000_000, 921600, 460800, 230400)
@@ -82,6 +86,8 @@ class RunStats:
     seconds: float = 0.0
     resent: int = 0
     errors: dict = field(default_factory=dict)
+    #: Set when late answers made the client wait longer than it was told: the timeout it ended with.
+    answer_timeout: float | None = None
 
     @property
     def samples_per_second(self) -> float:
@@ -211,6 +217,9 @@ class BoardClient:
                     index, _ = in_flight.pop(answer.seq)
                 elif answer.seq in late:
                     index = late.pop(answer.seq)      # a slow board (a loaded simulation): still a good answer
+                    # ...and the timeout was too short for it: wait longer from now on, not resend more.
+                    self.answer_timeout = min(2 * self.answer_timeout, MAX_ANSWER_TIMEOUT)
+                    stats.answer_timeout = self.answer_timeout
                     if answer.status != Status.OK or results[index] is not None:
                         continue
                 else:

@@ -297,3 +297,12 @@ def test_sigterm_in_process_exits_143(network_dir, monkeypatch, capsys):
     monkeypatch.setattr(eval_command, "evaluate", terminated)
     assert cli.main(["eval", str(network_dir), "--samples", "3"]) == EXIT_TERMINATED
     assert "terminated (SIGTERM)" in capsys.readouterr().err
+
+
+def test_convert_warns_loudly_when_the_float_model_is_at_chance_level(files, tmp_path, capsys):
+    """An untrained model stands in for a forgotten normalisation: the float model itself is at chance."""
+    assert cli.main(["convert", str(files / "good.pt"), "--calibrate", "digits", "-T", "4", "-o",
+                     str(tmp_path / "net")]) == 0
+    err = capsys.readouterr().err
+    assert "WARNING: the float model classifies only" in err and "(chance is 10.0 %)" in err, err
+    assert "--input-scale/--input-mean/--input-std" in err

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+import warnings
 from pathlib import Path
 
 from spikeforge.ir.errors import InputError
@@ -39,6 +41,7 @@ def add_arguments(parser):
 def run(args) -> int:
     # The flow imports torch (the converter) and amaranth (the generator): imported here so
     # `spikeforge --help` stays fast.
+    from spikeforge.conversion import ChanceLevelWarning
     from spikeforge.converter.model_files import load_model
     from spikeforge.flow import FlowConfig, FlowState, run_step
 
@@ -50,9 +53,16 @@ def run(args) -> int:
     state = FlowState()
     with step(f"loading {args.model}"):
         state.model = load_model(config.model, config.state_dict)
-    with step(f"converting (T = {args.timesteps}, {args.weight_bits}-bit weights)"):
+    with step(f"converting (T = {args.timesteps}, {args.weight_bits}-bit weights)"), \
+            warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ChanceLevelWarning)
         report = run_step("convert", state, config)
     print("\n".join(report.lines()))
+    for warning in caught:
+        if issubclass(warning.category, ChanceLevelWarning):
+            print(f"\nWARNING: {warning.message}\n", file=sys.stderr, flush=True)
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     return 0
 
 

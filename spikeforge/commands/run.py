@@ -91,6 +91,9 @@ def run(args) -> int:
     print(f"accuracy {accuracy:.2%} ({int((labels == data.labels).sum())}/{len(labels)}), "
           f"{stats.samples_per_second:,.1f} samples/s measured at the host ({stats.seconds:.2f} s), "
           f"{stats.resent} resent" + (f" {stats.errors}" if stats.errors else ""))
+    if stats.answer_timeout is not None:
+        print(f"the board answered slower than --timeout {args.timeout:g} s: waited up to {stats.answer_timeout:g} s "
+              f"for an answer")
     status = 0
     if golden is not None:
         mismatches = sum(1 for i, r in enumerate(results)
