@@ -58,6 +58,7 @@ import tempfile
 import time
 import tomllib
 import traceback
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -111,7 +112,7 @@ SETTINGS = {
     "spike_samples": (512, "test samples whose spike counts balance the folding"),
     "clock_mhz": (100.0, "the clock of µs/sample for points without a bitstream"),
     "seed": (1, "the seed of random stalls and of place and route"),
-    "output": (None, "the sweep's folder (default: build/sweep/<spec name>; the command's -o wins)"),
+    "output": (None, "the sweep's folder, relative to the spec (default: build/sweep/<spec name>; the command's -o wins)"),
 }
 
 #: Axes: name -> (type, default when the spec leaves the axis out, what it is).
@@ -211,6 +212,8 @@ def parse_spec(data: dict, *, base=".", name: str = "sweep") -> SweepSpec:
         settings["model"] = str(resolved) + model[len(file):]
     if settings["state_dict"] is not None:
         settings["state_dict"] = str(base / settings["state_dict"])
+    if settings["output"] is not None:
+        settings["output"] = str(base / settings["output"])
     if settings["dataset"] and (base / settings["dataset"]).is_dir():
         settings["dataset"] = str(base / settings["dataset"])
     for key in ("golden_samples", "spike_samples"):
@@ -576,9 +579,13 @@ def _cached(folder: Path, key: str):
     return result if result.get("key") == key and result.get("status") in ("ok", "mismatch") else None
 
 
+def _first_line(text) -> str:
+    return (text or "").strip().splitlines()[0] if (text or "").strip() else ""
+
+
 def _progress_line(done: int, total: int, label: str, result: dict) -> str:
     if result["status"] == "failed":
-        return f"[{done}/{total}] {label}: FAILED in {result['failed_step']}: {result['error'].splitlines()[0]}"
+        return f"[{done}/{total}] {label}: FAILED in {result['failed_step']}: {_first_line(result.get('error'))}"
     parts = [f"accuracy {100 * result['golden_accuracy']:.2f} %", f"{result['us_per_sample']:.2f} µs/sample",
              f"{result['cycles_per_sample']:.0f} cycles ({result['cycles_basis']})", f"{result['total_lanes']} lanes"]
     rtl = result.get("rtl")
@@ -615,7 +622,7 @@ def run_sweep(spec: SweepSpec, *, output=None, scheduler: str | None = None, wor
     finished = cached
     try:
         if pending:
-            with (_given(dask) if dask is not None else dask_client(scheduler, workers)) as dask_:
+            with (nullcontext(dask) if dask is not None else dask_client(scheduler, workers)) as dask_:
                 sweep.cluster = describe_cluster(dask_)
                 log(f"running on {sweep.cluster}")
                 futures = {}
@@ -654,19 +661,6 @@ def run_sweep(spec: SweepSpec, *, output=None, scheduler: str | None = None, wor
         sweep.seconds = time.perf_counter() - started
         sweep.files = write_outputs(sweep)
     return sweep
-
-
-class _given:
-    """A caller's client as a context manager that leaves it open."""
-
-    def __init__(self, dask):
-        self.dask = dask
-
-    def __enter__(self):
-        return self.dask
-
-    def __exit__(self, *exc):
-        return False
 
 
 # --- outputs ------------------------------------------------------------------------------------------
@@ -709,7 +703,7 @@ def _row(result: dict, front_keys: set) -> dict:
     rtl, build = result.get("rtl") or {}, result.get("build") or {}
     row = {"key": result["key"], "label": result.get("label", ""), **result["point"],
            "status": result["status"], "failed_step": result.get("failed_step", ""),
-           "error": (result.get("error") or "").splitlines()[0] if result.get("error") else "",
+           "error": _first_line(result.get("error")),
            "float_accuracy": result.get("float_accuracy"), "golden_accuracy": result.get("golden_accuracy"),
            "golden_samples": result.get("golden_samples"), "total_lanes": result.get("total_lanes"),
            "folding": " ".join(f"{k}={v}" for k, v in (result.get("folding") or {}).items()),

@@ -31,7 +31,7 @@ def run(args) -> int:
     print(f"\n{len(finished)} points in {sweep.seconds:.1f} s ({sweep.cached} cached, {sweep.ran} run, "
           f"{len(sweep.failed)} failed, {len(sweep.mismatched)} RTL mismatches)")
     for result in sweep.failed:
-        print(f"  FAILED {result['label']}: {result['failed_step']}: {result['error'].splitlines()[0]}")
+        print(f"  FAILED {result['label']}: {result['failed_step']}: {(result.get('error') or '').strip()[:300]}")
     for result in sweep.mismatched:
         print(f"  RTL MISMATCH {result['label']}: {result['rtl'].get('mismatches')} mismatches "
               f"(see {sweep.output / 'points' / result['key']})")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import socket
 
 import pytest
 
@@ -62,8 +63,9 @@ def test_a_network_spec_refuses_conversion_axes(tmp_path):
     (tmp_path / "net").mkdir()
     with pytest.raises(SweepSpecError, match="axes timesteps, weight_bits need a conversion"):
         _spec(tmp_path, 'network = "net"\n[axes]\ntimesteps = [4]\nweight_bits = [8]\nlanes_budget = [8]\n')
-    spec = _spec(tmp_path, 'network = "net"\n[axes]\nlanes_budget = [8, 16]\n')
+    spec = _spec(tmp_path, 'network = "net"\noutput = "runs/a"\n[axes]\nlanes_budget = [8, 16]\n')
     assert spec.network == str(tmp_path / "net")           # relative to the spec's folder
+    assert spec.output == str(tmp_path / "runs" / "a")
 
 
 def test_not_toml_is_refused(tmp_path):
@@ -224,3 +226,14 @@ def test_a_tiny_sweep_end_to_end_resumes_from_its_cache(tmp_path, dask):
         assert key != done[0]["key"] and (out / "points" / key / "result.json").is_file()
         resumed = run_sweep(spec_one, output=out, dask=dask, log=lines.append)
     assert (resumed.cached, resumed.ran) == (1, 0) and resumed.results[0]["key"] == key
+
+
+@pytest.mark.slow
+def test_the_command_names_a_scheduler_that_does_not_answer(tmp_path, capsys):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{probe.getsockname()[1]}"
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY)
+    assert main(["sweep", str(path), "-o", str(tmp_path / "out"), "--scheduler", address]) == 2
+    assert f"cannot connect to the Dask scheduler at {address}" in capsys.readouterr().err
