@@ -11,6 +11,7 @@ import argparse
 import ast
 import importlib
 import pkgutil
+import shutil
 import signal
 import sys
 from contextlib import contextmanager
@@ -111,6 +112,29 @@ def _sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
+def _new_output_root(args) -> Path | None:
+    """The highest folder (or file) of the command's ``--output`` that does not exist yet, if any."""
+    output = getattr(args, "output", None)
+    if output is None:
+        return None
+    path = Path(output).absolute()
+    if path.exists():
+        return None
+    while not path.parent.exists():
+        path = path.parent
+    return path
+
+
+def _remove_new_output(root: Path | None) -> None:
+    """A refused or interrupted command leaves no output it started (nor the folders made for it)."""
+    if root is None or not root.exists():
+        return
+    if root.is_dir() and not root.is_symlink():
+        shutil.rmtree(root, ignore_errors=True)
+    else:
+        root.unlink(missing_ok=True)
+
+
 def main(argv=None) -> int:
     """Run one command; map the error tree (:mod:`spikeforge.ir.errors`) to the documented exit codes.
 
@@ -124,21 +148,29 @@ def main(argv=None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return EXIT_USAGE
+    # Refused input and interruptions leave nothing behind: an output folder this run created is removed
+    # (a failing external tool's or a mismatch's outputs are kept: they are the evidence).
+    new_output = _new_output_root(args)
     try:
         with _sigterm_as_interrupt():
             return int(args._run(args) or 0)
     except Terminated:
+        _remove_new_output(new_output)
         print(f"spikeforge {args.command}: terminated (SIGTERM); partial outputs removed", file=sys.stderr)
         return EXIT_TERMINATED
     except SpikeforgeError as error:
         # Our own errors carry messages written for people: the message, never a traceback.
+        if error.exit_code == EXIT_USAGE:
+            _remove_new_output(new_output)
         print(f"spikeforge {args.command}: error: {error}", file=sys.stderr)
         return error.exit_code
     except OSError as error:
         # A file the user named that cannot be read or written (missing, a directory, no permission).
+        _remove_new_output(new_output)
         print(f"spikeforge {args.command}: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
+        _remove_new_output(new_output)
         print(f"spikeforge {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as error:  # noqa: BLE001 - the last resort: a bug, reported in one line

@@ -306,3 +306,16 @@ def test_convert_warns_loudly_when_the_float_model_is_at_chance_level(files, tmp
     err = capsys.readouterr().err
     assert "WARNING: the float model classifies only" in err and "(chance is 10.0 %)" in err, err
     assert "--input-scale/--input-mean/--input-std" in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["build", "{net}", "--board", "icebreaker", "--lanes", "fc9=1", "-o", "{out}"], "folding names layer 'fc9'"),
+    (["build", "{net}", "--board", "icebreaker", "--baud", "-5", "-o", "{out}"], "baud rate -5"),
+    (["generate", "{net}", "--lanes", "fc1=0", "-o", "{out}"], "lanes 0 is not in 1..12"),
+    (["report", "{net}", "--lanes", "fc9=2", "-o", "{out}"], "folding names layer 'fc9'"),
+])
+def test_a_refused_command_leaves_no_output_nor_the_folders_made_for_it(network_dir, tmp_path, capsys, argv,
+                                                                        message):
+    out = tmp_path / "new" / "deeper" / "out"
+    _fails([a.format(net=network_dir, out=out) for a in argv], message, capsys)
+    assert list(tmp_path.iterdir()) == []
