@@ -239,7 +239,7 @@ def test_public_api_convert_resolves_dataset_names_and_the_converter_takes_array
 def test_a_model_that_normalises_itself_is_not_scaled_twice_by_a_dataset_default():
     """The shipped digits CNN divides by 255 in forward: it takes raw bytes."""
     with pytest.raises(ConversionError, match=r"when fed raw bytes: it normalises its input itself. Pass "
-                                              r"normalization=InputNormalization\(\)"):
+                                              r"normalization=InputNormalization\(scale=1\)"):
         convert_named(load_digits_cnn(), "digits", timesteps=4)
     net = convert_named(load_digits_cnn(), "digits", timesteps=4, normalization=InputNormalization())
     assert net.calibration["float_accuracy"]["digits/test"] >= 0.98
