@@ -15,6 +15,11 @@ On disk (DESIGN.md §2) a network is a directory with ``network.json`` (the mani
 images; dense address = ``in_index * out_features + out_index``, conv address
 ``((ci·kh + dy)·kw + dx)·Co + co``). Dense-only networks are written as format version 1, byte for
 byte as before; a conv or pool makes it version 2. :func:`load` reads both.
+
+What :func:`load` refuses beyond the manifest's structure: ROM images that are missing or hold other
+weights than weights.npz (they are part of the format, for tools that read them instead of the npz;
+``load(path, check_rom=False).save(path)`` rewrites them), and values whose arithmetic would leave
+exact int64 (:data:`VALUE_BOUND`). Samples are raw bytes (:func:`raw_samples`).
 """
 
 from __future__ import annotations
