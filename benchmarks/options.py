@@ -23,6 +23,7 @@ SECTIONS = {
     "verilator_speed": "cocotb + Verilator sign-off: build time, simulated cycles/s, samples/s",
     "scaling": "cycles, ROM bits and LUTs vs. layer width and T",
     "sweep": "design-space sweep on Dask: 16 points (golden, generate, cycle model, fast RTL) on 1 vs 2 workers",
+    "finetune": "quantisation-aware fine-tuning at T = 2-3: accuracy vs. float, exactness, additions, cost",
 }
 
 #: The benchmark networks (keys of :data:`spikeforge.benchmarks.common.NETWORKS`).

@@ -15,6 +15,7 @@ first layer by the import. Both end up in the first layer, so the hardware is fe
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -101,6 +102,14 @@ def fold_normalization(layers: list, normalization: InputNormalization, input_sh
     if normalization.is_identity():
         return list(layers)
     a, b = normalization.affine(shape)
+    encoder = first.quantized.encoder
+    if encoder is not None:
+        # A fine-tuned network recovers the raw byte from its input itself: compose, keep the integer weights.
+        composed = copy.copy(first)
+        composed.quantized = copy.copy(first.quantized)
+        composed.quantized.encoder = {**encoder, "scale": encoder["scale"] * a, "offset": encoder["scale"] * b +
+                                      encoder["offset"]}
+        return [composed] + list(layers[1:])
     return [fold_input_affine(first, a, b, "normalisation")] + list(layers[1:])
 
 

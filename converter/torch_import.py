@@ -19,6 +19,12 @@ a ``torch.export`` program (``.pt2``), so models need not be ``nn.Sequential``. 
 * ``nn.Flatten``, ``torch.flatten``, ``Tensor.view`` / ``reshape`` / ``flatten`` / ``squeeze`` (any
   reshape of the input; afterwards a flatten to features);
 * ``nn.Dropout`` / ``aten.dropout``, ``nn.Identity``, ``Tensor.float`` / ``contiguous`` (no-ops at inference);
+* ``spikeforge.nn.QuantReLU`` (``spikeforge::quant_relu``): a ReLU whose learned step becomes the layer's
+  activation step (no calibration for that layer);
+* a network fine-tuned by :func:`spikeforge.converter.qat.finetune`: ``spikeforge::encode`` at the input
+  (the input LUT), Linear/Conv2d on integer weights, ``spikeforge::fire`` after every hidden layer (the
+  threshold and ``v0``), and a positive scale of the scores: the integers are taken as they are;
+* a positive scalar multiplication or division of the scores after the output layer (argmax unchanged);
 * input normalisation written in ``forward``: constant arithmetic on the input before the first layer
   (``x / 255``, ``x - mean``, ``(x - mean) / std``, ``x * s + t``, with scalars, tensors, buffers or
   attributes broadcast against the input, e.g. per channel ``(C, 1, 1)``), also inside a submodule.
@@ -42,6 +48,7 @@ import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
 from spikeforge.ir.errors import InputError
+from .quant_ops import ENCODE, FIRE, QUANT_RELU
 
 __all__ = ["ConversionError", "FloatLayer", "FloatConv", "FloatMaxPool", "import_model", "fold_input_affine",
            "model_input_shape", "first_layer_kind", "float_forward", "static_batch", "SUPPORTED"]
@@ -49,7 +56,8 @@ __all__ = ["ConversionError", "FloatLayer", "FloatConv", "FloatMaxPool", "import
 SUPPORTED = ("Linear, Conv2d (groups=1, dilation=1, zero padding), BatchNorm1d/2d after a Linear/Conv2d, "
              "ReLU (nn.ReLU, F.relu, torch.relu), MaxPool2d (no padding, floor mode), AvgPool2d/"
              "AdaptiveAvgPool2d after a ReLU (folded into the next layer), Flatten/view/reshape, Dropout, "
-             "Identity, constant arithmetic on the input (x / 255, (x - mean) / std)")
+             "Identity, constant arithmetic on the input (x / 255, (x - mean) / std), spikeforge.nn.QuantReLU, a "
+             "positive scale of the scores")
 
 
 class ConversionError(InputError):
@@ -57,6 +65,58 @@ class ConversionError(InputError):
 
 
 # --- the float layers ---------------------------------------------------------------------------------
+
+@dataclass
+class Quantized:
+    """What a quantisation-aware model fixed about a float layer (all ``None``: nothing, an ordinary layer).
+
+    Attributes
+    ----------
+    encoder : dict, optional
+        First layer of a fine-tuned network: ``scale``, ``offset`` (per input feature) and ``lut`` (256
+        codes): the input ``x`` becomes the code ``lut[clip(round(scale·x + offset), 0, 255)]``.
+    neuron : dict, optional
+        A fine-tuned hidden layer (``spikeforge::fire``): ``threshold`` and ``v0`` (per output channel),
+        ``code_max`` and ``step``; its weights and bias are the integers themselves.
+    step : array, optional
+        A ``QuantReLU`` after this layer: its step (one, or one per channel) and ``code_max``.
+    score_scale : float
+        A positive constant the model multiplies its scores by (the output layer only).
+    """
+
+    encoder: dict | None = None
+    neuron: dict | None = None
+    step: np.ndarray | None = None
+    code_max: int | None = None
+    score_scale: float = 1.0
+
+    def encode(self, x: np.ndarray) -> np.ndarray:
+        if self.encoder is None:
+            return x
+        raw = np.clip(np.round(x * self.encoder["scale"] + self.encoder["offset"]), 0, 255).astype(np.int64)
+        return self.encoder["lut"][raw].astype(np.float64)
+
+    def activate(self, z: np.ndarray, relu: bool, out_shape) -> np.ndarray:
+        """The layer's activation on its flat outputs ``z`` (N, features)."""
+        if self.neuron is not None:
+            per_channel = _per_feature(self.neuron["threshold"], z.shape[1], out_shape)
+            v0 = _per_feature(self.neuron["v0"], z.shape[1], out_shape)
+            return np.clip(np.floor((z + v0) / per_channel), 0, self.neuron["code_max"])
+        if self.step is not None:
+            step = _per_feature(self.step, z.shape[1], out_shape)
+            return step * np.clip(np.floor(z / step + 0.5), 0, self.code_max)
+        if relu:
+            z = np.maximum(z, 0.0)
+        return z * self.score_scale if self.score_scale != 1.0 else z
+
+
+def _per_feature(values, features: int, out_shape) -> np.ndarray:
+    """One value or one per output channel, spread over a layer's flat (CHW) outputs."""
+    values = np.asarray(values, dtype=np.float64).reshape(-1)
+    if values.size == 1:
+        return values
+    return np.repeat(values, features // values.size)
+
 
 @dataclass
 class FloatLayer:
@@ -70,6 +130,7 @@ class FloatLayer:
     bias: np.ndarray        # float64 (out,)
     relu: bool
     kind: str = field(default="dense", init=False)
+    quantized: Quantized = field(default_factory=lambda: Quantized())
 
     @property
     def in_shape(self) -> tuple:
@@ -84,8 +145,8 @@ class FloatLayer:
         return self.weight.shape[0]
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        z = x @ self.weight.T + self.bias
-        return np.maximum(z, 0.0) if self.relu else z
+        z = self.quantized.encode(x) @ self.weight.T + self.bias
+        return self.quantized.activate(z, self.relu, None)
 
 
 @dataclass
@@ -103,6 +164,7 @@ class FloatConv:
     stride: tuple = (1, 1)
     padding: tuple = (0, 0)
     kind: str = field(default="conv2d", init=False)
+    quantized: Quantized = field(default_factory=lambda: Quantized())
 
     @property
     def kernel(self) -> tuple:
@@ -120,11 +182,10 @@ class FloatConv:
                                                                  self.padding))
 
     def forward(self, x: np.ndarray) -> np.ndarray:
+        x = self.quantized.encode(x)
         images = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64)).reshape((len(x),) + tuple(self.in_shape))
         z = F.conv2d(images, torch.from_numpy(self.weight), torch.from_numpy(self.bias), self.stride, self.padding)
-        if self.relu:
-            z = torch.relu(z)
-        return z.reshape(len(x), -1).numpy()
+        return self.quantized.activate(z.reshape(len(x), -1).numpy(), self.relu, self.out_shape)
 
 
 @dataclass
@@ -372,6 +433,12 @@ class _Classifier:
                                       _arg(node, 5, "dilation", 1), _arg(node, 6, "groups", 1))
         if target in _RELU_FUNCTIONS:
             return "relu", None
+        if target is QUANT_RELU:
+            return "quant_relu", (self.const(args[1]), args[2])
+        if target is ENCODE:
+            return "encode", tuple(self.const(a) for a in args[1:4])
+        if target is FIRE:
+            return "fire", (self.const(args[1]), self.const(args[2]), args[3], self.const(args[4]))
         if target in _RESHAPE_FUNCTIONS:
             return "reshape", None
         if target in _IDENTITY_FUNCTIONS:
@@ -415,6 +482,8 @@ class _Classifier:
                                   node.kwargs.get("alpha", 1))
         if target is getattr or target is operator.getitem or target in _SHAPE_FUNCTIONS:
             return "shape", None
+        if target is torch.ops.aten._assert_tensor_metadata.default:
+            return "guard", None             # torch.export's check before a dtype cast
         return "other", None
 
     # -- details
@@ -822,6 +891,7 @@ def fold_input_affine(layer, scale: np.ndarray, offset: np.ndarray, where: str):
         weight = layer.weight * channel_scale[None, :, None, None]
         bias = layer.bias + layer.weight.sum(axis=(2, 3)) @ channel_offset
         folded = FloatConv(layer.path, weight, bias, layer.relu, layer.in_shape, layer.stride, layer.padding)
+    folded.quantized = layer.quantized             # a QuantReLU's step stays with its layer
     if not (np.isfinite(folded.weight).all() and np.isfinite(folded.bias).all()):
         raise ConversionError(f"{layer.path!r}: folding the input {where} gives non-finite weights (a division "
                               f"by zero?)")
@@ -846,6 +916,8 @@ class _Fold:
         self.layers = []
         self.pool = None                           # a pending average pool: dict(path, in_shape, kernel, stride)
         self.previous = None                       # kind of the previous meaningful op
+        self.encoder = None                        # spikeforge::encode seen: a fine-tuned (integer) network
+        self.scaled = None                         # the op that scaled the scores (nothing may follow it)
 
     # -- helpers
 
@@ -875,6 +947,8 @@ class _Fold:
     def _add_linear(self, layer, op):
         if not (np.isfinite(layer.weight).all() and np.isfinite(layer.bias).all()):
             raise ConversionError(f"{layer.path!r}: {op.type_name} has non-finite weights or bias (NaN or inf)")
+        if self.encoder is not None and not self.layers:
+            layer.quantized.encoder = self.encoder
         if not self.layers and self.arithmetic is not None:
             layer = fold_input_affine(layer, self.scale, self.offset, f"arithmetic in forward ({self.arithmetic!r})")
         self.layers.append(layer)
@@ -884,6 +958,15 @@ class _Fold:
 
     def run(self, ops):
         for op in ops:
+            if self.scaled is not None and op.kind not in ("identity", "reshape"):
+                scaled = self.scaled
+                raise ConversionError(f"{scaled.path!r}: {scaled.type_name} (constant arithmetic) after "
+                                      f"{self.layers[-1].path!r} is not supported; supported: constant arithmetic on "
+                                      f"the input, before the first layer, or a positive scale of the scores")
+            if self.encoder is not None and op.kind in _NOT_IN_FINETUNED:
+                raise ConversionError(f"{op.path!r}: {op.type_name} in a fine-tuned network (one that encodes its input "
+                                      f"with spikeforge::encode) is not supported; such a network holds only integer "
+                                      f"Linear/Conv2d layers, spikeforge::fire neurons, max pools and flattens")
             handler = getattr(self, "_" + op.kind)
             handler(op)
             if op.kind not in ("identity", "reshape"):
@@ -905,6 +988,18 @@ class _Fold:
 
     def _arithmetic(self, op):
         operation, value = op.details
+        last = self.layers[-1] if self.layers else None
+        if last is not None and last.kind in LINEAR_KINDS and not last.relu and self.pool is None \
+                and operation in ("mul", "div") and value.size == 1 and float(value.reshape(-1)[0]) > 0:
+            # Maybe the scores times a positive constant (temperature, a fine-tuned network's score unit):
+            # no label changes. Refused in run() if anything but a no-op follows.
+            factor = float(value.reshape(-1)[0])
+            last.quantized.score_scale *= factor if operation == "mul" else 1.0 / factor
+            self.scaled = op
+            return
+        if self.encoder is not None and not self.layers:
+            raise ConversionError(f"{op.path!r}: {op.type_name} (constant arithmetic) between spikeforge::encode and "
+                                  f"the first layer is not supported")
         if self.layers or self.pool is not None:
             after = self.layers[-1].path if self.layers else self.pool["path"]
             raise ConversionError(f"{op.path!r}: {op.type_name} (constant arithmetic) after {after!r} is not "
@@ -1003,6 +1098,54 @@ class _Fold:
         # relu(maxpool(z)) == maxpool(relu(z)), and a pending average of ReLU outputs is never negative.
         last.relu = True
 
+    def _encode(self, op):
+        scale, offset, lut = (np.asarray(torch.as_tensor(v).double().numpy(), dtype=np.float64) for v in op.details)
+        if self.layers or self.pool is not None or self.encoder is not None:
+            raise ConversionError(f"{op.path!r}: spikeforge::encode must come before the first layer, once")
+        if lut.shape != (256,):
+            raise ConversionError(f"{op.path!r}: spikeforge::encode's LUT has shape {lut.shape}; expected (256,)")
+        count = self.features
+        try:
+            scale = np.broadcast_to(scale, (1,) + self.shape).reshape(-1)
+            offset = np.broadcast_to(offset, (1,) + self.shape).reshape(-1)
+        except ValueError:
+            raise ConversionError(f"{op.path!r}: spikeforge::encode's scale/offset do not broadcast against the input "
+                                  f"shape {self.shape}") from None
+        if scale.size != count:
+            raise ConversionError(f"{op.path!r}: spikeforge::encode's scale has {scale.size} values for {count} inputs")
+        # Earlier input arithmetic x' = s·x + t composes: raw = a·x' + b = (a·s)·x + (a·t + b).
+        self.encoder = {"scale": scale * self.scale, "offset": scale * self.offset + offset, "lut": lut,
+                        "path": op.path}
+        self.scale, self.offset, self.arithmetic = np.ones(count), np.zeros(count), None
+
+    def _fire(self, op):
+        threshold, v0, code_max, step = op.details
+        last = self._last_linear()
+        if self.encoder is None:
+            raise ConversionError(f"{op.path!r}: spikeforge::fire in a network whose input is not encoded by "
+                                  f"spikeforge::encode; supported: the networks spikeforge.finetune writes")
+        if last is None or self.previous not in ("linear", "conv") or last.relu:
+            raise ConversionError(f"{op.path!r}: spikeforge::fire must directly follow a Linear or Conv2d")
+        channels = last.out_channels
+        values = {}
+        for name, value in (("threshold", threshold), ("v0", v0), ("step", step)):
+            array = torch.as_tensor(value).double().numpy().reshape(-1)
+            if array.size == 1:
+                array = np.full(channels, array[0])
+            if array.size != channels:
+                raise ConversionError(f"{op.path!r}: spikeforge::fire's {name} has {array.size} values for "
+                                      f"{channels} output channels of {last.path!r}")
+            values[name] = array
+        last.relu = True
+        last.quantized.neuron = {**values, "code_max": int(code_max)}
+
+    def _quant_relu(self, op):
+        step, code_max = op.details
+        self._relu(op)
+        last = self._last_linear()
+        last.quantized.step = torch.as_tensor(step).double().numpy().reshape(-1).copy()
+        last.quantized.code_max = int(code_max)
+
     def _maxpool(self, op):
         kernel, stride = op.details
         if not self.layers:
@@ -1090,7 +1233,17 @@ class _Fold:
         if last.relu:
             raise ConversionError(f"{last.path!r}: the output layer is followed by a ReLU; the scores must be "
                                   f"the last layer's output (remove the final ReLU)")
+        if self.encoder is not None:
+            for layer in linear[:-1]:
+                if layer.quantized.neuron is None:
+                    raise ConversionError(f"{layer.path!r}: a hidden layer of a fine-tuned network (one that encodes "
+                                          f"its input with spikeforge::encode) must end in spikeforge::fire")
         return self.layers
+
+
+#: Op kinds a fine-tuned network cannot hold: its layers are integers already (nothing to fold into
+#: them) and its neurons are spikeforge::fire.
+_NOT_IN_FINETUNED = ("batchnorm", "avgpool", "adaptive", "mean", "relu", "quant_relu")
 
 
 def _spread_dense(weight, pool):

@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 from spikeforge.ir.network import DenseLayer, Network, NetworkFormatError, load  # noqa: E402
 
 __all__ = ["__version__", "DenseLayer", "Network", "NetworkFormatError", "load", "convert", "ConversionError",
-           "InputNormalization", "ChanceLevelWarning"]
+           "InputNormalization", "ChanceLevelWarning", "finetune", "nn"]
 
 
 def __getattr__(name):
@@ -25,6 +25,12 @@ def __getattr__(name):
     if name in ("InputNormalization", "ChanceLevelWarning"):     # the scale defaults to the data's (255 for images)
         from spikeforge import conversion
         return getattr(conversion, name)
+    if name == "finetune":         # quantisation-aware fine-tuning, dataset names resolved (spikeforge.finetuning)
+        from spikeforge.finetuning import finetune
+        return finetune
+    if name == "nn":               # QuantReLU and the fine-tuned network's modules (imports torch)
+        import spikeforge.nn
+        return spikeforge.nn
     if name == "ConversionError":
         from spikeforge.converter.torch_import import ConversionError
         return ConversionError

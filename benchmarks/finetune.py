@@ -1,0 +1,225 @@
+"""Quantisation-aware fine-tuning at T = 2-3 (:func:`spikeforge.finetune`): accuracy, exactness, work, cost.
+
+* digits MLP (64-64-32-10), the 8 retrained seeds of the accuracy section (``train_digits_mlp(seed)``):
+  each seed's float accuracy, its post-training conversion at T = 2 (default clip), and the fine-tuned
+  network at T = 2; spike-driven additions of the fine-tuned network beside the classic rate-coded IF
+  baseline (spike input, ``V0 = 0``; on the seed's T = 16 conversion, first T within 1 point of float);
+* Fashion-MNIST 784-128-10 (the accuracy section's model) at T = 2 and T = 3;
+* the Fashion-MNIST CNN (conv16-pool-conv32-pool-fc, the cnn_accuracy section's cached model) at T = 2,
+  fine-tuned on a subset of the training split (one core: ~3 min an epoch on all 60,000 images);
+* every fine-tuned network is converted by ``spikeforge.convert`` (its integers read off the graph, no
+  calibration) and its golden-model labels compared with the fine-tuned model's own eval-mode labels on
+  the whole test split (agreement, the samples that differ);
+* the fine-tuning time (calibration, training, validation) on this machine, one torch thread.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+import spikeforge
+from spikeforge.converter.calibrate import InputNormalization
+from spikeforge.converter.qat import accuracy, finetune
+from spikeforge.demo_model import train_digits_mlp
+from spikeforge.ir import golden
+from spikeforge.reporting import markdown_table
+
+from .accuracy_vs_timesteps import ROBUSTNESS_SEEDS, parity_point
+from .common import NETWORKS, dataset, float_accuracy, float_model, log
+from .rate_coded import rate_coded_curve
+
+__all__ = ["measure", "render", "summary_lines", "RECIPES"]
+
+#: Fine-tuning recipes (epochs, Adam learning rate, batch, training samples; None = the whole split).
+RECIPES = {
+    "digits": {"epochs": 40, "lr": 3e-3, "batch": 32, "samples": None},
+    "fmnist": {"epochs": 4, "lr": 1e-3, "batch": 128, "samples": None},
+    "fmnist-cnn": {"epochs": 1, "lr": 1e-3, "batch": 64, "samples": 12_000},
+}
+QUICK = {"digits": {"epochs": 5}, "fmnist": {"epochs": 1, "samples": 5000}, "fmnist-cnn": {"epochs": 1, "samples": 1000}}
+CNN_MODEL = "build/bench-cnn/models/cnn-fmnist-609fbb2bc6.pt"
+TOLERANCE = 1.0          # points below float
+
+
+def _recipe(ctx, key):
+    recipe = dict(RECIPES[key])
+    if ctx.quick:
+        recipe.update(QUICK[key])
+    return recipe
+
+
+def _finetuned(ctx, key, model, train, test, timesteps, normalization, images=False):
+    """Fine-tune, convert, and compare: a result row."""
+    recipe = _recipe(ctx, key)
+    samples = recipe["samples"]
+    raw = train.images if images else train.samples
+    start = time.perf_counter()
+    result = finetune(model, raw[:samples], train.labels[:samples], timesteps=timesteps, epochs=recipe["epochs"],
+                      lr=recipe["lr"], batch=recipe["batch"], normalization=normalization, seed=ctx.seed, threads=1)
+    seconds = time.perf_counter() - start
+    test_raw = test.images if images else test.samples
+    net = spikeforge.convert(result.model, raw[:2000], timesteps=timesteps, normalization=normalization)
+    run = golden.run(net, test_raw)
+    inputs = normalization.apply(test_raw).astype(np.float32)
+    with torch.no_grad():
+        own = np.concatenate([result.model.eval()(torch.from_numpy(inputs[i:i + 1000])).argmax(1).numpy()
+                              for i in range(0, len(inputs), 1000)])
+    differ = np.flatnonzero(own != run.labels)
+    additions = golden.spike_driven_additions(net, run.input_spikes())
+    return {"timesteps": timesteps, "accuracy": float(np.mean(run.labels == test.labels)),
+            "model_accuracy": float(np.mean(own == test.labels)), "agreement": float(np.mean(own == run.labels)),
+            "differ": differ[:10].tolist(), "additions_per_sample": float(additions.mean()),
+            "minutes": seconds / 60, "recipe": recipe, "train_samples": result.train_samples,
+            "validation_samples": result.validation_samples, "best_epoch": result.best_epoch,
+            "validation_accuracy": result.validation_accuracy, "history": result.history, "steps": result.steps}
+
+
+def _digits(ctx) -> dict:
+    train, test = dataset("digits", "train"), dataset("digits", "test")
+    scale = InputNormalization(scale=255.0)
+    seeds = ROBUSTNESS_SEEDS[:2] if ctx.quick else ROBUSTNESS_SEEDS
+    rows = []
+    for seed in seeds:
+        log(f"finetune: digits seed {seed}")
+        model = train_digits_mlp(seed=seed)
+        float_acc = float_accuracy(model, test)
+        ptq = spikeforge.convert(model, "digits", timesteps=2, weight_bits=8)
+        ptq_acc = float(np.mean(ptq.run(test.samples).labels == test.labels))
+        tuned = _finetuned(ctx, "digits", model, train, test, 2, scale)
+        # The classic rate-coded baseline (spike input, V0 = 0) on this seed's T = 16 conversion.
+        base_net = spikeforge.convert(model, "digits", timesteps=16, weight_bits=8)
+        curve = rate_coded_curve(base_net, test.samples, 64 if ctx.quick else 256, input_mode="spikes", seed=ctx.seed)
+        out_features = np.array([layer.out_features for layer in base_net.layers], dtype=np.float64)
+        points = [{"timesteps": t + 1, "accuracy": float(np.mean(curve.labels[t] == test.labels)),
+                   "additions_per_sample": float(curve.spike_counts[t].mean(axis=1) @ out_features)}
+                  for t in range(len(curve.labels))]
+        baseline = parity_point(points, float_acc, TOLERANCE)
+        rows.append({"seed": seed, "float_accuracy": float_acc, "ptq_accuracy": ptq_acc, "finetuned": tuned,
+                     "rate_baseline": baseline})
+    return {"samples": len(test), "seeds": list(seeds), "rows": rows}
+
+
+def _fmnist(ctx) -> dict:
+    spec = NETWORKS["fmnist"]
+    model = float_model(ctx, spec)
+    train, test = dataset(spec.dataset, "train"), dataset(spec.dataset, "test")
+    float_acc = float_accuracy(model, test)
+    out = {"float_accuracy": float_acc, "samples": len(test), "points": []}
+    for timesteps in (2, 3):
+        log(f"finetune: fmnist 784-128-10 at T = {timesteps}")
+        ptq = spikeforge.convert(model, spec.dataset, timesteps=timesteps, weight_bits=8)
+        row = _finetuned(ctx, "fmnist", model, train, test, timesteps, InputNormalization(scale=255.0))
+        row["ptq_accuracy"] = float(np.mean(ptq.run(test.samples).labels == test.labels))
+        out["points"].append(row)
+    return out
+
+
+def _cnn(ctx) -> dict | None:
+    from spikeforge.cnn_models import ImageCNN, float_accuracy as cnn_accuracy  # imports torch (as this module)
+
+    path = ctx.out_dir.parent / "bench-cnn" / "models" / "cnn-fmnist-609fbb2bc6.pt"
+    if not path.is_file():
+        log(f"finetune: no cached Fashion-MNIST CNN at {path}; run --only cnn_accuracy first")
+        return None
+    model = ImageCNN((1, 28, 28), (16, 32), 10)
+    model.load_state_dict(torch.load(path, weights_only=True))
+    model.eval()
+    train, test = dataset("fashion-mnist", "train"), dataset("fashion-mnist", "test")
+    if ctx.quick:
+        test = test.head(1000)
+    float_acc = cnn_accuracy(model, test.images, test.labels)
+    log("finetune: Fashion-MNIST CNN at T = 2")
+    ptq = spikeforge.convert(model, train.images[:5000], timesteps=2, weight_bits=8,
+                             normalization=InputNormalization(scale=1.0))
+    row = _finetuned(ctx, "fmnist-cnn", model, train, test, 2, InputNormalization(scale=1.0), images=True)
+    row["ptq_accuracy"] = float(np.mean(ptq.run(test.images).labels == test.labels))
+    return {"model": str(path), "float_accuracy": float_acc, "samples": len(test), "points": [row]}
+
+
+def measure(ctx) -> dict:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = {"tolerance_points": TOLERANCE, "digits": _digits(ctx), "fmnist": _fmnist(ctx)}
+        result["fmnist_cnn"] = _cnn(ctx)
+    finally:
+        torch.set_num_threads(previous)
+    return result
+
+
+# --- rendering ---------------------------------------------------------------------------------------
+
+def _pct(value) -> str:
+    return f"{100 * value:.2f} %"
+
+
+def digits_counts(result: dict) -> dict:
+    rows = result["digits"]["rows"]
+    within = sum(r["finetuned"]["accuracy"] >= r["float_accuracy"] - TOLERANCE / 100 - 1e-12 for r in rows)
+    ratios = [r["rate_baseline"]["additions_per_sample"] / r["finetuned"]["additions_per_sample"]
+              if r["rate_baseline"] else None for r in rows]
+    fewer = sum(1 for r in ratios if r is not None and r >= 4)
+    return {"seeds": len(rows), "within": within, "four_times": fewer, "ratios": ratios}
+
+
+def render(result: dict, ctx=None) -> str:
+    lines = ["## Fine-tuning for short trains (quantisation-aware, T = 2-3)", "",
+             "`spikeforge.finetune` (`spikeforge finetune`): the float model's ReLUs become QuantReLU (the iLIF neuron's "
+             "clip-floor with v0 = θ/2), weights and input are quantised as the converter quantises them, steps start "
+             "from calibration and are learned with the weights (Adam, cosine schedule, a 10 % validation split picks "
+             "the epoch). The fine-tuned network is converted by `spikeforge.convert` (integers read off its graph) "
+             "and run by the golden model on the whole test split; *agreement* is the share of test samples on which "
+             "its labels equal the fine-tuned model's own eval-mode labels. Times: one torch thread on the shared "
+             "2-core machine.", ""]
+    digits = result["digits"]
+    header = ["seed", "float", "converted T = 2", "fine-tuned T = 2", "within 1 point", "agreement",
+              "additions (fine-tuned)", "rate IF, spike input: T, additions", "ratio", "minutes"]
+    rows = []
+    for row in digits["rows"]:
+        tuned, base = row["finetuned"], row["rate_baseline"]
+        ok = tuned["accuracy"] >= row["float_accuracy"] - TOLERANCE / 100 - 1e-12
+        ratio = base["additions_per_sample"] / tuned["additions_per_sample"] if base else None
+        rows.append([row["seed"], _pct(row["float_accuracy"]), _pct(row["ptq_accuracy"]), _pct(tuned["accuracy"]),
+                     "yes" if ok else "no", _pct(tuned["agreement"]), f"{tuned['additions_per_sample']:,.0f}",
+                     "not reached" if base is None else f"T = {base['timesteps']}, {base['additions_per_sample']:,.0f}",
+                     "—" if ratio is None else f"{ratio:.1f}×", f"{tuned['minutes']:.2f}"])
+    counts = digits_counts(result)
+    recipe = digits["rows"][0]["finetuned"]["recipe"] if digits["rows"] else {}
+    lines += [f"### digits MLP 64-64-32-10, {len(digits['rows'])} retrained seeds, {digits['samples']} test samples", "",
+              f"Recipe: {recipe.get('epochs')} epochs, lr {recipe.get('lr')}, batch {recipe.get('batch')}.", "",
+              markdown_table(header, rows), "",
+              f"Within 1 point of the seed's float model at T = 2: **{counts['within']} of {counts['seeds']}**; "
+              f"≥ 4× fewer spike-driven additions than the classic rate-coded IF baseline (spike input) at its own "
+              f"1-point parity: **{counts['four_times']} of {counts['seeds']}**.", ""]
+    for key, title in (("fmnist", "Fashion-MNIST 784-128-10"), ("fmnist_cnn", "Fashion-MNIST CNN conv16-pool-conv32-pool-fc")):
+        block = result.get(key)
+        if not block:
+            lines += [f"### {title}: not measured (no cached model)", ""]
+            continue
+        rows = []
+        for point in block["points"]:
+            recipe = point["recipe"]
+            rows.append([point["timesteps"], _pct(block["float_accuracy"]), _pct(point["ptq_accuracy"]),
+                         _pct(point["accuracy"]), f"{100 * (point['accuracy'] - block['float_accuracy']):+.2f}",
+                         _pct(point["agreement"]), f"{point['additions_per_sample']:,.0f}",
+                         f"{recipe['epochs']} on {point['train_samples'] + point['validation_samples']:,}",
+                         f"{point['minutes']:.1f}"])
+        lines += [f"### {title}, {block['samples']} test samples", "",
+                  markdown_table(["T", "float", "converted", "fine-tuned", "vs float (points)", "agreement",
+                                  "additions / sample", "epochs on samples", "minutes"], rows), ""]
+    return "\n".join(lines)
+
+
+def summary_lines(result: dict) -> list:
+    counts = digits_counts(result)
+    lines = [f"digits T = 2 fine-tuned: {counts['within']} of {counts['seeds']} seeds within 1 point; "
+             f"{counts['four_times']} of {counts['seeds']} with >= 4x fewer additions than rate IF"]
+    for key in ("fmnist", "fmnist_cnn"):
+        block = result.get(key)
+        for point in (block or {}).get("points", []):
+            lines.append(f"{key} T = {point['timesteps']}: float {_pct(block['float_accuracy'])}, fine-tuned "
+                         f"{_pct(point['accuracy'])}, agreement {_pct(point['agreement'])}, {point['minutes']:.1f} min")
+    return lines

@@ -1,0 +1,176 @@
+"""Quantisation-aware fine-tuning: QuantReLU, the weight fake-quantiser, the fine-tuned network and its exact
+conversion (fx-traced module and torch.export program)."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from spikeforge.cnn_models import load_digits_cnn
+from spikeforge.converter.calibrate import InputNormalization
+from spikeforge.converter.convert import ConversionError, convert
+from spikeforge.converter.model_files import load_model
+from spikeforge.converter.qat import QuantReLU, finetune, integer_weights, save
+from spikeforge.converter.quantize import quantize_layers
+from spikeforge.converter.torch_import import FloatLayer
+from spikeforge.datasets import load as load_dataset
+from spikeforge.demo_model import load_digits_mlp
+
+SCALE = InputNormalization(scale=255.0)
+
+
+def test_quant_relu_is_the_clip_floor_neuron_with_lsq_gradients():
+    neuron = QuantReLU(timesteps=2, step=0.5)
+    z = torch.tensor([-1.0, 0.2, 0.26, 0.74, 1.3, 1.76, 5.0], requires_grad=True)
+    out = neuron(z)
+    assert out.tolist() == pytest.approx([0.0, 0.0, 0.5, 0.5, 1.5, 1.5, 1.5])     # 0.5 · clip(floor(z/0.5 + 1/2), 0, 3)
+    out.sum().backward()
+    assert z.grad.tolist() == [0.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0]
+    # ∂/∂step: q - z/step inside, 3 above, 0 below; through log_step: times step.
+    x = z.detach() / 0.5
+    q = torch.clamp(torch.floor(x + 0.5), 0, 3)
+    inside = (torch.floor(x + 0.5) >= 0) & (torch.floor(x + 0.5) <= 3)
+    expected = torch.where(inside, q - x, torch.where(torch.floor(x + 0.5) > 3, 3.0, 0.0)).sum() * 0.5
+    assert float(neuron.log_step.grad) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_quant_relu_refuses_bad_arguments():
+    with pytest.raises(ConversionError, match=r"timesteps 0 is not in 1\.\.16"):
+        QuantReLU(timesteps=0)
+    with pytest.raises(ConversionError, match=r"QuantReLU step -1 must be a positive number"):
+        QuantReLU(timesteps=2, step=-1)
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_integer_weights_match_the_converters_quantisation(per_channel):
+    rng = np.random.default_rng(3)
+    weight, bias = rng.normal(size=(6, 5)), rng.normal(size=6)
+    hidden = FloatLayer("a", weight, bias, relu=True)
+    output = FloatLayer("b", rng.normal(size=(3, 6)), rng.normal(size=3), relu=False)
+    input_max, scale, timesteps = 200.0, 3.7, 3
+    layers, _ = quantize_layers([hidden, output], input_max, [scale], timesteps, 8, per_channel=per_channel)
+    step_in, step_out = torch.tensor([input_max / 7]), torch.tensor([scale / 7])
+    mine = integer_weights(torch.tensor(weight), torch.tensor(bias), step_in, step_out, 8, per_channel)
+    assert np.array_equal(mine.weight.numpy(), layers[0].weight)
+    assert np.array_equal(mine.bias.numpy(), layers[0].bias)
+    assert np.array_equal(mine.threshold.numpy(), layers[0].threshold)
+    assert np.array_equal(mine.v0.numpy(), layers[0].v0)
+    scores = integer_weights(torch.tensor(output.weight), torch.tensor(output.bias), mine.step[:1], None, 8)
+    assert np.array_equal(scores.weight.numpy(), layers[1].weight)
+    assert np.array_equal(scores.bias.numpy(), layers[1].bias)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits", "train"), load_dataset("digits", "test")
+
+
+def _agreement(model, net, samples, normalization):
+    with torch.no_grad():
+        own = model(torch.tensor(normalization.apply(samples), dtype=torch.float32))
+    result = net.run(samples.astype(np.uint8))
+    return np.mean(own.argmax(1).numpy() == result.labels), own.numpy(), result
+
+
+@pytest.mark.slow     # torch.export and its loader: seconds each
+def test_finetuned_mlp_converts_exactly_with_its_learned_steps(digits, tmp_path):
+    train, test = digits
+    result = finetune(load_digits_mlp(), train.samples[:300], train.labels[:300], timesteps=2, epochs=1,
+                      normalization=SCALE, batch=64)
+    assert [r["epoch"] for r in result.history] == [0, 1]
+    assert result.validation_samples == 30 and result.train_samples == 270
+    model = result.model
+    # The converter reads the integers off the graph: no calibration, the learned steps recorded.
+    net = convert(model, train.samples[:50], timesteps=2, normalization=SCALE)
+    assert net.calibration["method"] == "finetuned"
+    assert net.calibration["activation_steps"] == pytest.approx([result.steps["fc1"], result.steps["fc2"]])
+    agree, own, golden = _agreement(model, net, test.samples, SCALE)
+    assert agree == 1.0
+    # The model's eval-mode outputs are the integer scores times one positive constant.
+    ratio = own / np.where(golden.scores == 0, np.nan, golden.scores)
+    assert np.nanmax(ratio) == pytest.approx(np.nanmin(ratio), rel=1e-5)
+    # Same network from a torch.export program on disk.
+    path = save(model, tmp_path / "qat.pt2")
+    again = convert(load_model(str(path)), train.samples[:50], timesteps=2, normalization=SCALE)
+    for a, b in zip(net.layers, again.layers):
+        assert np.array_equal(a.weight, b.weight) and np.array_equal(a.threshold, b.threshold)
+    assert np.array_equal(net.input_lut, again.input_lut)
+
+
+def test_finetuned_cnn_with_per_channel_steps_converts_exactly(digits):
+    train, test = digits
+    result = finetune(load_digits_cnn(), train.images[:200], train.labels[:200], timesteps=2, epochs=1,
+                      per_channel=True, batch=50)
+    assert isinstance(result.steps["conv1"], list) and len(result.steps["conv1"]) == 16
+    net = convert(result.model, train.images[:50], timesteps=2)
+    assert [layer.kind for layer in net.layers] == ["conv2d", "maxpool2d", "conv2d", "maxpool2d", "dense"]
+    assert len(set(net.layers[0].threshold.tolist())) > 1
+    agree, _, _ = _agreement(result.model, net, test.images[:200], InputNormalization())
+    assert agree == 1.0
+
+
+def test_finetuned_network_refuses_another_t_or_fewer_weight_bits(digits):
+    train, _ = digits
+    model = finetune(load_digits_mlp(), train.samples[:100], train.labels[:100], timesteps=2, epochs=0,
+                     normalization=SCALE).model
+    with pytest.raises(ConversionError, match=r"fine-tuned for T = 2; convert it with timesteps 2 \(asked: 3\)"):
+        convert(model, train.samples[:20], timesteps=3, normalization=SCALE)
+    with pytest.raises(ConversionError, match=r"the fine-tuned weights need 8 bits; weight_bits 4 is too narrow"):
+        convert(model, train.samples[:20], timesteps=2, weight_bits=4, normalization=SCALE)
+
+
+def test_a_quant_relu_model_converts_with_its_step_instead_of_calibration(digits):
+    train, _ = digits
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), QuantReLU(timesteps=3, step=0.4), nn.Linear(32, 10))
+    x = torch.tensor(SCALE.apply(train.samples[:200]), dtype=torch.float32)
+    optimiser = torch.optim.Adam(model.parameters(), lr=0.01)
+    for _ in range(20):
+        optimiser.zero_grad()
+        F.cross_entropy(model(x), torch.tensor(train.labels[:200])).backward()
+        optimiser.step()
+    model.eval()
+    step = float(model[2].step.detach())
+    assert step != pytest.approx(0.4)                          # it learned
+    net = convert(model, train.samples[:200], timesteps=3, normalization=SCALE)
+    assert net.calibration["learned_steps"] == ["layer1"]
+    assert net.calibration["activation_steps"] == pytest.approx([step], rel=1e-6)
+    with pytest.raises(ConversionError, match=r"'1': its QuantReLU was trained for T = 3 \(codes 0\.\.7\); convert "
+                                              r"with timesteps 3"):
+        convert(model, train.samples[:200], timesteps=2, normalization=SCALE)
+    per_channel = nn.Sequential(nn.Linear(64, 8), QuantReLU(timesteps=2, channels=8), nn.Linear(8, 10)).eval()
+    with pytest.raises(ConversionError, match=r"a QuantReLU with one step per channel converts only as part of a "
+                                              r"network spikeforge.finetune wrote"):
+        convert(per_channel, train.samples[:50].reshape(50, 64), timesteps=2, normalization=SCALE)
+
+
+def test_a_positive_scale_of_the_scores_is_allowed_and_changes_nothing(digits):
+    train, _ = digits
+
+    class Scaled(nn.Module):
+        def __init__(self, base):
+            super().__init__()
+            self.base = base
+
+        def forward(self, x):
+            return self.base(x) * 3.0
+
+    base = load_digits_mlp()
+    plain = convert(base, train.samples[:100], timesteps=4, normalization=SCALE)
+    scaled = convert(Scaled(base).eval(), train.samples[:100], timesteps=4, normalization=SCALE)
+    for a, b in zip(plain.layers, scaled.layers):
+        assert np.array_equal(a.weight, b.weight) and np.array_equal(a.bias, b.bias)
+
+
+def test_finetune_refuses_bad_arguments(digits):
+    train, _ = digits
+    model = load_digits_mlp()
+    with pytest.raises(ConversionError, match=r"validation fraction 1.5 is not in \(0, 1\)"):
+        finetune(model, train.samples[:50], train.labels[:50], timesteps=2, validation=1.5)
+    with pytest.raises(ConversionError, match=r"epochs -1 must be an integer >= 0"):
+        finetune(model, train.samples[:50], train.labels[:50], timesteps=2, epochs=-1)
+    with pytest.raises(ConversionError, match=r"49 labels for training samples of shape \(50, 8, 8\)"):
+        finetune(model, train.samples[:50], train.labels[:49], timesteps=2)
+    with pytest.raises(ConversionError, match=r"a fine-tuned model is saved as \.pt2"):
+        save(finetune(model, train.samples[:50], train.labels[:50], timesteps=2, epochs=0).model, "x.onnx")
