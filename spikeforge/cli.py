@@ -112,6 +112,11 @@ def _sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
+def _without_torch_trailer(message: str) -> str:
+    """A message quoting a torch.fx error, without the graph dump and log hints fx appends to it."""
+    return message.split("\n\nWhile executing")[0].rstrip()
+
+
 def _new_output_root(args) -> Path | None:
     """The highest folder (or file) of the command's ``--output`` that does not exist yet, if any."""
     output = getattr(args, "output", None)
@@ -162,7 +167,7 @@ def main(argv=None) -> int:
         # Our own errors carry messages written for people: the message, never a traceback.
         if error.exit_code == EXIT_USAGE:
             _remove_new_output(new_output)
-        print(f"spikeforge {args.command}: error: {error}", file=sys.stderr)
+        print(f"spikeforge {args.command}: error: {_without_torch_trailer(str(error))}", file=sys.stderr)
         return error.exit_code
     except OSError as error:
         # A file the user named that cannot be read or written (missing, a directory, no permission).

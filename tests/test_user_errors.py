@@ -142,8 +142,10 @@ def test_calibration_samples_that_are_not_raw_bytes_are_refused_with_the_scale_h
         assert "--input-scale 255" in err
 
 
-def test_eval_with_a_model_of_another_input_size_is_refused(files, network_dir, capsys):
-    _fails(["eval", network_dir, "--samples", "5", "--model", files / "wide.pt"], "failed", capsys)
+def test_eval_with_a_model_of_another_input_size_is_refused_in_one_line(files, network_dir, capsys):
+    err = _fails(["eval", network_dir, "--samples", "5", "--model", files / "wide.pt"],
+                 "failed: mat1 and mat2 shapes cannot be multiplied", capsys)
+    assert len(err.strip().splitlines()) == 1 and "While executing" not in err, err
 
 
 @pytest.mark.parametrize("argv, message", [
