@@ -321,3 +321,23 @@ def test_a_refused_command_leaves_no_output_nor_the_folders_made_for_it(network_
     out = tmp_path / "new" / "deeper" / "out"
     _fails([a.format(net=network_dir, out=out) for a in argv], message, capsys)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow      # a second Python process imports torch to pickle the model
+def test_a_pickled_model_whose_class_lives_in_the_current_directory_loads(tmp_path, monkeypatch):
+    """torch.save(model) from a script beside its class: the CLI finds the class as the script did."""
+    (tmp_path / "my_digits_net.py").write_text(
+        "import torch\n"
+        "class MyNet(torch.nn.Module):\n"
+        "    def __init__(self):\n        super().__init__()\n        self.fc = torch.nn.Linear(64, 10)\n"
+        "    def forward(self, x):\n        return self.fc(torch.flatten(x, 1))\n")
+    subprocess.run([sys.executable, "-c", "import torch, my_digits_net; torch.save(my_digits_net.MyNet(), 'm.pt')"],
+                   cwd=tmp_path, check=True, timeout=300)
+    from spikeforge.converter.model_files import load_model
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delitem(sys.modules, "my_digits_net", raising=False)
+    assert type(load_model("m.pt")).__name__ == "MyNet"
+    monkeypatch.chdir(tmp_path.parent)
+    monkeypatch.delitem(sys.modules, "my_digits_net", raising=False)
+    with pytest.raises(InputError, match=r"the pickled model's class cannot be found \(ModuleNotFoundError"):
+        load_model(str(tmp_path / "m.pt"))
