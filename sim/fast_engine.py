@@ -312,8 +312,12 @@ def _check_samples(samples, in_features: int) -> np.ndarray:
     samples = samples.reshape(len(samples), -1)
     if samples.shape[1] != in_features:
         raise SignoffError(f"samples have {samples.shape[1]} values each, the design takes {in_features}")
-    if samples.dtype != np.uint8 and (samples.min() < 0 or samples.max() > 255):
-        raise SignoffError(f"samples span {samples.min()}..{samples.max()}; raw samples are bytes 0..255")
+    if samples.dtype != np.uint8:
+        if samples.dtype.kind not in "iuf" or (samples.dtype.kind == "f" and not np.all(samples == np.round(samples))):
+            raise SignoffError(f"samples of dtype {samples.dtype} are not raw bytes (whole numbers 0..255); "
+                               f"give the dataset's raw values, not normalised ones")
+        if samples.min() < 0 or samples.max() > 255:
+            raise SignoffError(f"samples span {samples.min()}..{samples.max()}; raw samples are bytes 0..255")
     return np.ascontiguousarray(samples, dtype=np.uint8)
 
 
@@ -388,16 +392,17 @@ def run_fast(design, samples, *, build_root=None, alone: bool = True, progress: 
                                            bufsize=1)
             except OSError as error:
                 raise verilator.SimulatorError(f"cannot run the harness {build.executable}: {error}") from None
-            for line in process.stdout:
-                parts = line.split()
-                if len(parts) == 3 and parts[0] == "P":
-                    done, cycle = int(parts[1]), int(parts[2])
-                    bar.update(done - bar.n)
-                    elapsed = time.perf_counter() - started
-                    if elapsed > 0:
-                        bar.set_postfix_str(f"{cycle / elapsed / 1e6:.2f} M cycles/s", refresh=False)
-            stderr = process.stderr.read()
-            status = process.wait()
+            with process:
+                for line in process.stdout:
+                    parts = line.split()
+                    if len(parts) == 3 and parts[0] == "P":
+                        done, cycle = int(parts[1]), int(parts[2])
+                        bar.update(done - bar.n)
+                        elapsed = time.perf_counter() - started
+                        if elapsed > 0:
+                            bar.set_postfix_str(f"{cycle / elapsed / 1e6:.2f} M cycles/s", refresh=False)
+                stderr = process.stderr.read()
+                status = process.wait()
         seconds = time.perf_counter() - started
         if status not in (0, 1) or not out.is_file():
             raise verilator.SimulatorError(f"the harness {build.executable} exited with status {status}: "

@@ -41,6 +41,8 @@ import numpy as np
 from spikeforge.boards.build import BuildOptions
 from spikeforge.boards.build import build as build_bitstream
 from spikeforge.boards.build import format_report as format_build_report
+from spikeforge.cluster import client as dask_client
+from spikeforge.cluster import describe as describe_cluster
 from spikeforge.conversion import convert as convert_named
 from spikeforge.conversion import load_calibration
 from spikeforge.converter.calibrate import InputNormalization
@@ -55,6 +57,7 @@ from spikeforge.ir.atomic import write_json
 from spikeforge.ir.errors import InputError
 from spikeforge.ir.network import Network
 from spikeforge.ir.network import load as load_network
+from spikeforge.sim.fast_engine import verify_fast
 from spikeforge.sim.signoff import format_report as format_verify_report
 from spikeforge.sim.signoff import verify as verify_design
 
@@ -103,6 +106,11 @@ class FlowConfig:
         stalls (``"none"``/``"random"``) and their seed, a waveform, the clock of the throughput figure.
     verify_report : str, optional
         verify: the JSON report path (default ``<rtl_dir>/verify.json``).
+    engine, shards, scheduler
+        verify: ``"cocotb"`` (the sign-off: stalls, waves) or ``"fast"`` (the compiled Verilator
+        harness, :mod:`spikeforge.sim.fast_engine`); the fast engine may split the samples into
+        ``shards`` simulations run on Dask (:mod:`spikeforge.cluster`: an embedded local cluster, or
+        the running scheduler at ``scheduler``, ``tcp://HOST:PORT``).
     board, baud, scores, patchable, build_seed
         build: the board (icebreaker, ulx3s-85f, an amaranth-boards class name) and its options.
     network_dir, rtl_dir, sim_build, board_dir, report
@@ -139,6 +147,9 @@ class FlowConfig:
     waves: bool = False
     clock_mhz: float = 100.0
     verify_report: str | None = None
+    engine: str = "cocotb"
+    shards: int = 1
+    scheduler: str | None = None
     board: str | None = None
     baud: int | None = None
     scores: bool = True
@@ -151,12 +162,13 @@ class FlowConfig:
     report: str | None = None
 
     def __post_init__(self):
-        choices = {"stalls": ("none", "random"), "split": ("train", "test"), "membrane_banks": (None, 1, 2)}
+        choices = {"stalls": ("none", "random"), "split": ("train", "test"), "membrane_banks": (None, 1, 2),
+                   "engine": ("cocotb", "fast")}
         for key, accepted in choices.items():
             if getattr(self, key) not in accepted:
                 raise FlowConfigError(f"flow config {key} {getattr(self, key)!r} is not accepted; accepted: "
                                       f"{', '.join(map(repr, accepted))}")
-        for key in ("samples", "spike_samples", "lanes_budget", "target_cycles"):
+        for key in ("samples", "spike_samples", "lanes_budget", "target_cycles", "shards"):
             value = getattr(self, key)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise FlowConfigError(f"flow config {key} {value!r} must be a positive integer (or null)")
@@ -170,6 +182,12 @@ class FlowConfig:
                                   f"(or \"LANESxTAPS\" for a conv), e.g. {{\"fc1\": 8, \"conv2\": \"32x3\"}}")
         if self.clock_mhz <= 0:
             raise FlowConfigError(f"flow config clock_mhz {self.clock_mhz} must be > 0")
+        if self.engine == "fast" and (self.stalls != "none" or self.waves):
+            raise FlowConfigError("flow config engine 'fast' streams without stalls or waves; use engine 'cocotb' "
+                                  "for stalls 'random' and waves")
+        if self.engine != "fast" and (self.shards != 1 or self.scheduler is not None):
+            raise FlowConfigError(f"flow config shards {self.shards} / scheduler {self.scheduler!r} need engine "
+                                  f"'fast' (the cocotb sign-off runs as one simulation)")
 
     # --- paths -------------------------------------------------------------------------------------
     def _path(self, value, default: str) -> Path:
@@ -484,15 +502,46 @@ def step_verify(state: FlowState, config: FlowConfig) -> VerifyReport:
     source = state.network_dir if state.network_dir is not None else "(in memory)"
     state.log(f"network {source}, RTL {rtl}, {len(data)} samples of {config.dataset} "
               f"({config.split}), stalls: {config.stalls}")
-    report = verify_design(net, rtl, data.samples, data.labels, stalls=config.stalls, seed=config.seed,
-                           waves=config.waves, build_root=config.sim_build_path,
-                           report_path=config.verify_report, clock_mhz=config.clock_mhz,
-                           progress=lambda message: state.log(f"   {message}"), network_path=state.network_dir)
+    say = lambda message: state.log(f"   {message}")     # noqa: E731
+    if config.engine == "fast":
+        report = _verify_fast(net, rtl, data, config, say, state.network_dir)
+    else:
+        report = verify_design(net, rtl, data.samples, data.labels, stalls=config.stalls, seed=config.seed,
+                               waves=config.waves, build_root=config.sim_build_path,
+                               report_path=config.verify_report, clock_mhz=config.clock_mhz,
+                               progress=say, network_path=state.network_dir)
     return VerifyReport(ok=bool(report["ok"]), samples=len(data), checked=report.get("checked"),
                         mismatches=report.get("mismatches"), accuracy=report.get("accuracy"),
                         golden_accuracy=report.get("golden_accuracy"), timing=report.get("timing"),
                         model_agreement=report.get("model_agreement"), simulation=report.get("simulation"),
                         report_path=str(config.verify_report or rtl / "verify.json"), details=report)
+
+
+def _dask_mapper(dask):
+    """``mapper(function, items)`` for :func:`~spikeforge.sim.fast_engine.verify_fast` on a Dask client:
+    yields ``(index, result)`` as the tasks finish."""
+    # distributed is imported by spikeforge.cluster already; as_completed only here, where it is used.
+    from distributed import as_completed
+
+    def mapper(function, items):
+        futures = dask.map(function, items, pure=False)
+        index = {future.key: i for i, future in enumerate(futures)}
+        for future in as_completed(futures, loop=dask.loop):     # the client is not the default one
+            yield index[future.key], future.result()
+    return mapper
+
+
+def _verify_fast(net: Network, rtl: Path, data, config: FlowConfig, say, network_path) -> dict:
+    """verify with the compiled engine, on Dask when asked to shard or given a scheduler."""
+    options = dict(build_root=config.sim_build_path, report_path=config.verify_report, clock_mhz=config.clock_mhz,
+                   network_path=network_path, say=say)
+    if config.shards == 1 and config.scheduler is None:
+        return verify_fast(net, rtl, data.samples, data.labels, **options)
+    workers = None if config.scheduler is not None else max(1, min(config.shards, len(data)))
+    with dask_client(config.scheduler, workers) as dask:
+        where = describe_cluster(dask)
+        return verify_fast(net, rtl, data.samples, data.labels, shards=config.shards, mapper=_dask_mapper(dask),
+                           where=where, **options)
 
 
 _NO_BOARD = "the build step needs a board: set board (icebreaker, ulx3s-85f or an amaranth-boards platform class name)"
@@ -516,7 +565,7 @@ def step_build(state: FlowState, config: FlowConfig) -> BuildReport:
 STEPS: dict[str, tuple[Callable[[FlowState, FlowConfig], StepReport], str]] = {
     "convert": (step_convert, "float model -> integer iLIF network"),
     "generate": (step_generate, "integer network -> Verilog (Amaranth)"),
-    "verify": (step_verify, "RTL vs. golden model (cocotb + Verilator)"),
+    "verify": (step_verify, "RTL vs. golden model (cocotb + Verilator, or the compiled Verilator engine)"),
     "build": (step_build, "integer network -> bitstream (YoWASP)"),
 }
 

@@ -1,4 +1,5 @@
-"""`spikeforge verify`: sign off the emitted Verilog against the golden model with cocotb + Verilator."""
+"""`spikeforge verify`: sign off the emitted Verilog against the golden model with cocotb + Verilator,
+or run a whole split through the compiled Verilator engine (``--engine fast``, shardable on Dask)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,14 @@ def add_arguments(parser):
                         help="where Verilator builds go, one folder per design (default <rtl>/sim_build)")
     parser.add_argument("--clock-mhz", type=float, default=100.0,
                         help="clock for the samples/s figure of the throughput (100)")
+    parser.add_argument("--engine", choices=["cocotb", "fast"], default="cocotb",
+                        help="cocotb: the sign-off (stalls, waves); fast: a compiled Verilator harness streams "
+                             "the samples with no Python per cycle, no stalls (default: cocotb)")
+    parser.add_argument("--shards", type=int, default=1,
+                        help="--engine fast: split the samples into N simulations run on Dask workers (an "
+                             "embedded local cluster of min(N, cores) processes unless --scheduler) (1)")
+    parser.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT",
+                        help="--engine fast: run the shards on the Dask cluster of this running `dask scheduler`")
 
 
 def run(args) -> int:
@@ -38,11 +47,19 @@ def run(args) -> int:
         raise InputError(f"--samples {args.samples} must be >= 1")
     if args.clock_mhz <= 0:
         raise InputError(f"--clock-mhz {args.clock_mhz} must be > 0")
+    if args.shards < 1:
+        raise InputError(f"--shards {args.shards} must be >= 1")
+    if args.engine != "fast" and (args.shards != 1 or args.scheduler is not None):
+        raise InputError(f"--shards/--scheduler need --engine fast (got --engine {args.engine}: the cocotb "
+                         f"sign-off runs as one simulation)")
+    if args.engine == "fast" and (args.stalls != "none" or args.waves):
+        raise InputError("--engine fast streams without stalls or waves; drop --stalls/--waves or use --engine cocotb")
     build_dir = args.build_dir if args.build_dir is not None else args.rtl / "sim_build"
     config = FlowConfig(network_dir=str(args.network), rtl_dir=str(args.rtl), dataset=args.dataset,
                         split=args.split, samples=args.samples, stalls=args.stalls, seed=args.seed,
                         waves=args.waves, verify_report=None if args.report is None else str(args.report),
-                        sim_build=str(build_dir), clock_mhz=args.clock_mhz)
+                        sim_build=str(build_dir), clock_mhz=args.clock_mhz, engine=args.engine,
+                        shards=args.shards, scheduler=args.scheduler)
     # A missing or failing simulator is an ExternalToolError (exit 3); only a mismatch exits 1.
     report = run_step("verify", FlowState(log=lambda line: print(line, flush=True)), config)
     print("\n".join(report.lines()))
