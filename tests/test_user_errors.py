@@ -341,3 +341,39 @@ def test_a_pickled_model_whose_class_lives_in_the_current_directory_loads(tmp_pa
     monkeypatch.delitem(sys.modules, "my_digits_net", raising=False)
     with pytest.raises(InputError, match=r"the pickled model's class cannot be found \(ModuleNotFoundError"):
         load_model(str(tmp_path / "m.pt"))
+
+
+@pytest.mark.parametrize("command", ["eval", "generate", "report"])
+@pytest.mark.parametrize("breakage, message", [
+    ("manifest_list", "the manifest must be a JSON object, got list"),
+    ("layers_dict", "key 'layers' must be a list of layer objects"),
+    ("layer_string", "layer 0 must be an object, got 'fc1'"),
+    ("truncated_npz", "weights.npz: not a readable .npz archive (BadZipFile"),
+    ("rom_contradicts", "rom/fc1.weight.hex contradicts weights.npz: address 0"),
+])
+def test_a_broken_network_directory_is_exit_2_on_every_command(network_dir, tmp_path, capsys, command, breakage,
+                                                                message):
+    broken = tmp_path / "net"
+    broken.mkdir()
+    manifest = json.loads((network_dir / "network.json").read_text())
+    (broken / "rom").mkdir()
+    for rom in (network_dir / "rom").iterdir():
+        (broken / "rom" / rom.name).write_text(rom.read_text())
+    weights = (network_dir / "weights.npz").read_bytes()
+    if breakage == "manifest_list":
+        manifest = []
+    elif breakage == "layers_dict":
+        manifest["layers"] = {"fc1": manifest["layers"][0]}
+    elif breakage == "layer_string":
+        manifest["layers"][0] = "fc1"
+    elif breakage == "truncated_npz":
+        weights = weights[: len(weights) // 2]
+    else:
+        lines = (broken / "rom" / "fc1.weight.hex").read_text().splitlines()
+        lines[0] = "00" if lines[0] != "00" else "01"
+        (broken / "rom" / "fc1.weight.hex").write_text("\n".join(lines) + "\n")
+    (broken / "network.json").write_text(json.dumps(manifest))
+    (broken / "weights.npz").write_bytes(weights)
+    argv = {"eval": ["eval", broken], "generate": ["generate", broken, "-o", tmp_path / "rtl"],
+            "report": ["report", broken, "-o", tmp_path / "report"]}[command]
+    _fails(argv, message, capsys)
