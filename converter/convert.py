@@ -337,7 +337,8 @@ def _check_finetuned(net: Network, folded, raw: np.ndarray):
     """The integer network must give the fine-tuned chain's scores (up to its positive score unit) exactly."""
     raw_bytes = np.clip(np.round(raw), 0, 255)
     expected = float_forward(folded, raw_bytes)
-    scores = golden.run(net, raw_bytes.astype(np.uint8)).scores * folded[-1].quantized.score_scale
+    scores = golden.run(net, raw_bytes.reshape(len(raw_bytes), -1).astype(np.uint8)).scores * \
+        folded[-1].quantized.score_scale
     if not np.allclose(scores, expected, rtol=1e-9, atol=1e-9 * (1 + np.abs(expected).max())):
         raise ConversionError("the integer network does not reproduce the fine-tuned model's scores; the model does "
                               "not follow the form spikeforge.finetune writes")
