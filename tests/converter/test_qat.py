@@ -174,3 +174,24 @@ def test_finetune_refuses_bad_arguments(digits):
         finetune(model, train.samples[:50], train.labels[:49], timesteps=2)
     with pytest.raises(ConversionError, match=r"a fine-tuned model is saved as \.pt2"):
         save(finetune(model, train.samples[:50], train.labels[:50], timesteps=2, epochs=0).model, "x.onnx")
+
+
+@pytest.mark.slow     # fine-tunes, evaluates the test split, converts: ~10 s
+def test_finetune_command_prints_epochs_and_writes_a_model_convert_takes(tmp_path, capsys):
+    from spikeforge import cli
+
+    factory = tmp_path / "mlp.py"
+    factory.write_text("from spikeforge.demo_model import load_digits_mlp\n\ndef make():\n    return load_digits_mlp()\n")
+    out = tmp_path / "qat.pt"
+    status = cli.main(["finetune", f"{factory}:make", "--dataset", "digits", "-T", "2", "--epochs", "1",
+                       "--samples", "200", "--threads", "1", "-o", str(out)])
+    printed = capsys.readouterr().out
+    assert status == 0, printed
+    assert "(steps from calibration, before training)" in printed
+    assert "validation split: 20 of 200 training samples held out (seed 0)" in printed
+    assert "test accuracy on digits/test (540 samples): float 97.96 %, fine-tuned T = 2" in printed
+    assert "next: spikeforge convert" in printed and out.is_file()
+    assert cli.main(["convert", str(out), "--calibrate", "digits", "-T", "2", "-o", str(tmp_path / "net")]) == 0
+    assert "finetuned" in (tmp_path / "net" / "network.json").read_text()
+    assert cli.main(["finetune", f"{factory}:make", "--dataset", "digits", "-T", "2", "-o",
+                     str(tmp_path / "x.onnx")]) == 2
