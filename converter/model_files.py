@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import sys
 import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -127,6 +128,10 @@ def load_model(spec: str, state_dict=None) -> torch.nn.Module:
     if state_dict is not None:
         raise ConversionError("--state-dict goes with file.py:factory")
     if path.suffix == ".pt2":
+        if not zipfile.is_zipfile(path):      # empty, truncated or not one: say so without loading torch.export
+            raise ConversionError(f"{spec} is not a readable torch.export program (not a zip archive: empty, "
+                                  f"truncated or another format); write one with torch.export.save("
+                                  f"torch.export.export(model, (example,)), '{path.name}')")
         try:
             with warnings.catch_warnings():
                 # torch 2.13's own loader trips its pytree deprecation; not the user's problem.

@@ -94,7 +94,7 @@ def _fails(argv, message, capsys):
 @pytest.mark.parametrize("model, message", [
     ("empty.pt", "empty.pt is not a readable torch file (EOFError"),
     ("truncated.pt", "truncated.pt is not a readable torch file"),
-    ("garbage.pt2", "garbage.pt2 is not a readable torch.export program (BadZipFile"),
+    ("garbage.pt2", "garbage.pt2 is not a readable torch.export program (not a zip archive"),
     ("model.onnx", "model.onnx: ONNX models are not supported; export the PyTorch model with torch.export.save"),
     ("list.pt", "list.pt holds a list, not a torch.nn.Module"),
     ("state.pt", "state.pt holds a state dict, not a module: pass file.py:factory --state-dict"),
