@@ -377,3 +377,23 @@ def test_a_broken_network_directory_is_exit_2_on_every_command(network_dir, tmp_
     argv = {"eval": ["eval", broken], "generate": ["generate", broken, "-o", tmp_path / "rtl"],
             "report": ["report", broken, "-o", tmp_path / "report"]}[command]
     _fails(argv, message, capsys)
+
+
+def test_patch_weights_records_the_network_the_bitstream_now_runs(network_dir, tmp_path, monkeypatch, capsys):
+    """`run --build patched.bin` checks the patched network, not the one the build's report.json names."""
+    from spikeforge.commands import patch_weights as patch_command
+
+    def patched(bitstream, net, output, new_network_path=None):        # icebram itself is a synth test
+        output.write_bytes(b"bitstream")
+        return {"bitstream": str(output), "bytes": 9, "layers": ["build/roms/fc1.hex"], "board": "ICEBreakerPlatform"}
+    monkeypatch.setattr(patch_command, "patch_weights", patched)
+    build = _board_record(tmp_path, random_network(1, sizes=(64, 12, 10), timesteps=4))     # built from another
+    assert cli.main(["patch-weights", str(build / "top.bin"), str(network_dir), "-o", str(build / "new.bin")]) == 0
+    assert "and new.bin.json (the network it now runs)" in capsys.readouterr().out
+    record = json.loads((build / "new.bin.json").read_text())
+    assert record["format"] == PATCHED_BITSTREAM_FORMAT
+    assert record["network"]["fingerprint"] == identity(load_network(network_dir))["fingerprint"]
+    _fails(["run", "--port", "/dev/no-such-port", "--network", network_dir, "--build", build / "new.bin"],
+           "cannot open serial port", capsys)
+    _fails(["run", "--port", "/dev/no-such-port", "--network", network_dir, "--build", build / "top.bin"],
+           "their fingerprints differ", capsys)
