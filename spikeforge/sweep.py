@@ -86,7 +86,8 @@ from spikeforge.sim.fast_engine import FastDesign, build_fast, verify_fast
 from spikeforge.sim.signoff import verify as cocotb_verify
 
 __all__ = ["SweepSpec", "SweepSpecError", "SweepResult", "SETTINGS", "AXES", "BUILTIN_MODELS", "RTL_ENGINES",
-           "load_spec", "points", "generator_digest", "point_key", "run_point", "run_sweep", "pareto_front",
+           "load_spec", "parse_spec", "points", "generator_digest", "point_key", "run_point", "run_sweep",
+           "pareto_front", "best_table", "plot",
            "write_outputs"]
 
 
