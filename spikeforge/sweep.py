@@ -363,7 +363,7 @@ def _rtl_fast(net, rtl_dir: Path, samples, labels, *, stalls: str, seed: int, wo
     """The compiled Verilator engine (:mod:`spikeforge.sim.fast_engine`): every label and score vs golden."""
     # One compiler job: a sweep worker is one core's worth of work (Dask runs one point per worker
     # thread); verify_fast then finds this build and reuses it.
-    build_fast(FastDesign.load(rtl_dir), build_root, jobs=1)
+    build = build_fast(FastDesign.load(rtl_dir), build_root, jobs=1)
     report = verify_fast(net, rtl_dir, samples, labels, build_root=build_root, report_path=work_dir / "verify.json",
                          network_path=network_path, progress=False)
     timing = report.get("timing") or {}
@@ -372,8 +372,8 @@ def _rtl_fast(net, rtl_dir: Path, samples, labels, *, stalls: str, seed: int, wo
             "mismatches": report.get("mismatches"), "missing": report.get("missing"), "error": report.get("error"),
             "accuracy": report.get("accuracy"), "cycles_per_sample": timing.get("steady_cycles_per_sample"),
             "latency_cycles": timing.get("latency_cycles"), "simulated_cycles": simulation.get("cycles"),
-            "simulation_seconds": simulation.get("seconds"), "build_seconds": simulation.get("build_seconds"),
-            "build_reused": simulation.get("build_reused")}
+            "simulation_seconds": simulation.get("seconds"), "build_seconds": build.seconds,
+            "build_reused": build.reused}
 
 
 #: rtl_engine name -> (function, whether it can stall the streams).
