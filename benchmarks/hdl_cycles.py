@@ -163,7 +163,7 @@ def _conv_signoff(net, folding, samples, labels, out_dir: Path, phases, spikes_i
         raise AssertionError("Verilator sign-off failed:\n" + format_report(report))
     stream = next(p for p in report["phases"] if p["name"] == "stream")
     measured = report["timing"]["cycles_per_sample"]["mean"]
-    model = predict(net, design["folding"], samples)
+    model = predict(net, design["folding"], np.asarray(samples).reshape(len(samples), -1))
     return {
         "folding": design["folding"], "total_adders": design["total_adders"], "samples": len(samples),
         "phases": {p["name"]: {"checked": p["checked"], "mismatches": p["mismatches"]} for p in report["phases"]},
@@ -186,15 +186,6 @@ def run_conv(digits_folding: str, fmnist_net=None, fmnist_budget: int = 128, fmn
     from spikeforge.converter.convert import convert
     work = Path(work_dir or tempfile.mkdtemp(prefix="hdl-cycles-conv-"))
     results = {}
-    train, test = datasets.load("digits", "train"), datasets.load("digits", "test")
-    net = convert(load_digits_cnn(), train.images, timesteps=4, weight_bits=8, labels=train.labels)
-    n = len(test.samples)
-    phases = [{"name": "alone", "samples": [0]}, {"name": "stream", "samples": list(range(n))}] \
-        + stall_phases(n, densities=(0.5, 0.9))
-    spikes = [float(s.mean()) for s in golden.run(net, test.samples).input_spikes()]
-    results["digits_cnn"] = {"network": "digits CNN conv16-pool-conv32-pool-fc, T = 4",
-                             **_conv_signoff(net, parse_lanes(digits_folding), test.samples, test.labels,
-                                             work / "digits", phases, spikes)}
     if fmnist_net is not None:
         fnet = load_network(fmnist_net)
         ftest = datasets.load("fashion-mnist", "test")
@@ -206,6 +197,16 @@ def run_conv(digits_folding: str, fmnist_net=None, fmnist_budget: int = 128, fmn
                                  "lanes_budget": fmnist_budget,
                                  **_conv_signoff(fnet, folding.config(), samples, ftest.labels[:fmnist_samples],
                                                  work / "fmnist", phases, spikes)}
+        print(conv_text({"fmnist_cnn": results["fmnist_cnn"]}), flush=True)
+    train, test = datasets.load("digits", "train"), datasets.load("digits", "test")
+    net = convert(load_digits_cnn(), train.images, timesteps=4, weight_bits=8, labels=train.labels)
+    n = len(test.samples)
+    phases = [{"name": "alone", "samples": [0]}, {"name": "stream", "samples": list(range(n))}] \
+        + stall_phases(n, densities=(0.5, 0.9))
+    spikes = [float(s.mean()) for s in golden.run(net, test.samples).input_spikes()]
+    results["digits_cnn"] = {"network": "digits CNN conv16-pool-conv32-pool-fc, T = 4",
+                             **_conv_signoff(net, parse_lanes(digits_folding), test.samples, test.labels,
+                                             work / "digits", phases, spikes)}
     return results
 
 
