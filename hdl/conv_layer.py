@@ -152,7 +152,6 @@ class ConvILIF(wiring.Component):
         group = p.input_map.group
         kh, kw = p.kernel
         sh, sw = p.stride
-        Hc, Wc = p.cover
         _, Hp, Wp = p.out_shape
         pooled = p.pooled
         pkh, pkw = p.pool_kernel if pooled else (1, 1)
