@@ -61,11 +61,17 @@ class SimulatedBoard:
     drop_rx_byte : int, optional
         Fault injection: the simulated wire loses the host's byte with this index (0-based, counted
         over the whole run).
+    network_path : path, optional
+        Where ``net`` was loaded from (recorded in ``<work_dir>/report.json`` for people).
+    build_root : path, optional
+        Where Verilator builds go, one folder per design (default ``<work_dir>/sim_build``); a shared
+        root also shares Verilator's compiled runtime between designs.
     """
 
     def __init__(self, net, work_dir, *, lanes=None, scores=True, drop_rx_byte=None, startup_timeout=600.0,
-                 network_path=None):
+                 network_path=None, build_root=None):
         self.net = net
+        self.build_root = Path(build_root) if build_root is not None else None
         self.network_path = network_path
         self.work_dir = Path(work_dir)
         self.lanes = lanes
@@ -79,7 +85,7 @@ class SimulatedBoard:
 
     def __enter__(self):
         source, self.config = write_verilog(self.net, self.work_dir / "rtl", lanes=self.lanes, scores=self.scores)
-        build_dir = verilator.build_dir_for(self.work_dir / "sim_build", [source], TOPLEVEL)
+        build_dir = verilator.build_dir_for(self.build_root or self.work_dir / "sim_build", [source], TOPLEVEL)
         built = verilator.build([source], TOPLEVEL, build_dir)
         run_dir = (self.work_dir / f"run-{os.getpid()}-{time.monotonic_ns()}").resolve()
         run_dir.mkdir(parents=True)

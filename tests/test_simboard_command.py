@@ -14,14 +14,15 @@ from spikeforge.ir.random_network import random_network
 pytestmark = pytest.mark.verilator      # the simulated board is the board design running in Verilator
 
 
-def test_simboard_serves_run_at_its_defaults_and_stops_cleanly_on_sigterm(tmp_path, capsys):
+def test_simboard_serves_run_at_its_defaults_and_stops_cleanly_on_sigterm(tmp_path, signoff_build_root, capsys):
     from spikeforge.demo import demo_network
     net_dir = demo_network().save(tmp_path / "net")
     other = random_network(1, sizes=(64, 16, 10), timesteps=demo_network().timesteps)
     other.input_shape = (8, 8)
     other_dir = other.save(tmp_path / "other")
     work = tmp_path / "board"
-    board = subprocess.Popen([sys.executable, "-m", "spikeforge", "simboard", str(net_dir), "-o", str(work)],
+    board = subprocess.Popen([sys.executable, "-m", "spikeforge", "simboard", str(net_dir), "-o", str(work),
+                              "--build-dir", str(signoff_build_root)],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         port = None

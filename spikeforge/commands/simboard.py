@@ -23,6 +23,8 @@ def add_arguments(parser):
                              "`spikeforge run --build` checks (default build/simboard)")
     parser.add_argument("--lanes", metavar="NAME=N,...", help="lanes per layer (default: automatic)")
     parser.add_argument("--no-scores", action="store_true", help="answer with the label only")
+    parser.add_argument("--build-dir", type=Path, default=None,
+                        help="where Verilator builds go, one folder per design (default <output>/sim_build)")
     parser.add_argument("--seconds", type=float, default=None,
                         help="stop after this many seconds (default: run until Ctrl-C or SIGTERM)")
 
@@ -38,7 +40,7 @@ def run(args) -> int:
     print(f"building the simulated board for {args.network} in {args.output}/ (Verilator; reused when unchanged) "
           f"...", flush=True)
     with SimulatedBoard(net, args.output, lanes=lanes, scores=not args.no_scores,
-                        network_path=args.network) as board:
+                        network_path=args.network, build_root=args.build_dir) as board:
         cfg = board.config
         print(f"simulated board on {board.port}: {cfg.in_features} inputs, {cfg.classes} classes, "
               f"T = {cfg.timesteps}" + (", scores" if cfg.scores else ""))
