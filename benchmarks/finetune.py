@@ -99,6 +99,10 @@ def _digits(ctx) -> dict:
         baseline = parity_point(points, float_acc, TOLERANCE)
         rows.append({"seed": seed, "float_accuracy": float_acc, "ptq_accuracy": ptq_acc, "finetuned": tuned,
                      "rate_baseline": baseline})
+        log(f"finetune: digits seed {seed}: float {100 * float_acc:.2f} %, converted T = 2 {100 * ptq_acc:.2f} %, "
+            f"fine-tuned {100 * tuned['accuracy']:.2f} % (agreement {100 * tuned['agreement']:.2f} %, "
+            f"{tuned['additions_per_sample']:.0f} additions, {tuned['minutes']:.2f} min); rate IF "
+            f"{baseline if baseline is None else (baseline['timesteps'], round(baseline['additions_per_sample']))}")
     return {"samples": len(test), "seeds": list(seeds), "rows": rows}
 
 
@@ -114,6 +118,9 @@ def _fmnist(ctx) -> dict:
         row = _finetuned(ctx, "fmnist", model, train, test, timesteps, InputNormalization(scale=255.0))
         row["ptq_accuracy"] = float(np.mean(ptq.run(test.samples).labels == test.labels))
         out["points"].append(row)
+        log(f"finetune: fmnist T = {timesteps}: float {100 * float_acc:.2f} %, converted {100 * row['ptq_accuracy']:.2f} %, "
+            f"fine-tuned {100 * row['accuracy']:.2f} % (agreement {100 * row['agreement']:.2f} %, "
+            f"{row['minutes']:.1f} min)")
     return out
 
 
@@ -136,6 +143,8 @@ def _cnn(ctx) -> dict | None:
                              normalization=InputNormalization(scale=1.0))
     row = _finetuned(ctx, "fmnist-cnn", model, train, test, 2, InputNormalization(scale=1.0), images=True)
     row["ptq_accuracy"] = float(np.mean(ptq.run(test.images).labels == test.labels))
+    log(f"finetune: fmnist CNN T = 2: float {100 * float_acc:.2f} %, converted {100 * row['ptq_accuracy']:.2f} %, "
+        f"fine-tuned {100 * row['accuracy']:.2f} % (agreement {100 * row['agreement']:.2f} %, {row['minutes']:.1f} min)")
     return {"model": str(path), "float_accuracy": float_acc, "samples": len(test), "points": [row]}
 
 

@@ -327,7 +327,7 @@ def _finetuned_layers(folded, timesteps: int, weight_bits, names):
             layers.append(DenseLayer(name=name, weight=weight, bias=bias, threshold=threshold, v0=v0,
                                      weight_bits=int(wbits), fires=fires))
         order += 1
-    per_channel = any(np.ptp(layer.threshold) > 0 for layer in layers if getattr(layer, "fires", False))
+    per_channel = any(np.ptp(layer.threshold) > 0 for layer in layers if layer.kind != "maxpool2d" and layer.fires)
     record = {"method": "finetuned", "percentile": None, "activation_steps": steps, "per_channel": bool(per_channel),
               "v0": "round", "weight_bits": [int(b) for b in bits]}
     return layers, lut, record

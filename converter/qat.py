@@ -169,7 +169,8 @@ def integer_weights(weight: torch.Tensor, bias: torch.Tensor, step_in: torch.Ten
         return IntegerWeights(torch.round(alpha * scaled), torch.round(alpha * bias), None, None, 1.0 / alpha)
     # Should θ fall below 1 the step grows instead, so nothing overflows (as in quantize.py).
     smallest = scaled.abs().max() / top
-    step_out = torch.maximum(step_out.detach().reshape(-1), smallest).expand(rows)
+    effective = torch.maximum(step_out.detach().reshape(-1), smallest)     # (1,) or one per output channel
+    step_out = effective.expand(rows)
     per_row = (-1, 1, 1, 1) if conv else (-1, 1)
     codes = scaled / step_out.reshape(per_row)                          # M: the weights on codes, in output codes
     magnitude = codes.abs().reshape(rows, -1).amax(1)
@@ -178,7 +179,7 @@ def integer_weights(weight: torch.Tensor, bias: torch.Tensor, step_in: torch.Ten
     threshold = torch.clamp(torch.floor(top / torch.clamp(magnitude, min=1e-30)), min=1.0)
     integer = torch.clamp(torch.round(threshold.reshape(per_row) * codes), -top - 1, top)
     return IntegerWeights(integer, torch.round(threshold * bias / step_out), threshold, torch.floor(threshold / 2),
-                          None, step_out)
+                          None, effective)
 
 
 def _surrogate(hard: torch.Tensor, soft: torch.Tensor, low: float | None = None, high: float | None = None):

@@ -98,14 +98,15 @@ def test_finetuned_mlp_converts_exactly_with_its_learned_steps(digits, tmp_path)
     assert np.array_equal(net.input_lut, again.input_lut)
 
 
-def test_finetuned_cnn_with_per_channel_steps_converts_exactly(digits):
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_finetuned_cnn_converts_exactly(digits, per_channel):
     train, test = digits
     result = finetune(load_digits_cnn(), train.images[:200], train.labels[:200], timesteps=2, epochs=1,
-                      per_channel=True, batch=50)
-    assert isinstance(result.steps["conv1"], list) and len(result.steps["conv1"]) == 16
+                      per_channel=per_channel, batch=50)
+    assert isinstance(result.steps["conv1"], list if per_channel else float)
     net = convert(result.model, train.images[:50], timesteps=2)
     assert [layer.kind for layer in net.layers] == ["conv2d", "maxpool2d", "conv2d", "maxpool2d", "dense"]
-    assert len(set(net.layers[0].threshold.tolist())) > 1
+    assert (len(set(net.layers[0].threshold.tolist())) > 1) == per_channel
     agree, _, _ = _agreement(result.model, net, test.images[:200], InputNormalization())
     assert agree == 1.0
 
