@@ -9,7 +9,8 @@ its result. The job is a JSON file named by the environment variable ``SPIKEFORG
      "phases": [{"name": ..., "samples": [i, ...], "input_pauses": {"density": d, "seed": s} | null,
                  "output_pauses": {...} | null,
                  "reset_after_beats": k | null, "reset_delay_cycles": d, "reset_cycles": r}],
-     "result": "<json path>"}
+     "result": "<json path>",
+     "progress": "<text path>" | null}  # optional: "<results seen> <cycle>" rewritten every 0.2 s
 
 Phases run one after the other, each on an empty pipeline. A phase streams its samples through the
 ``pixels`` stream while a sink takes ``results`` beats; a scoreboard compares every beat in order with
@@ -68,6 +69,9 @@ class _Bench:
         self.beats_taken = 0        # all pixel beats, all phases (watchdog progress)
         self.results_seen = 0
         self.resets = 0
+        # Progress for the parent process (a bar): a small file it polls, rewritten at most every 0.2 s.
+        self.progress_path = job.get("progress")
+        self.progress_written = 0.0
 
     # -- bus-functional models, (re)started per phase ------------------------------------------------
 
@@ -103,6 +107,8 @@ class _Bench:
 
     def _on_result(self, transfer):
         self.results_seen += 1
+        if self.progress_path:
+            self.report_progress()
         record = self.record
         # The scoreboard's callback ran first (registered first) and tagged the beat.
         tag = transfer.tag
@@ -115,6 +121,16 @@ class _Bench:
 
     def progress(self):
         return (self.beats_taken, self.results_seen, self.resets)
+
+    def report_progress(self, force: bool = False):
+        now = time.perf_counter()
+        if not force and now - self.progress_written < 0.2:
+            return
+        self.progress_written = now
+        staging = f"{self.progress_path}.tmp"
+        with open(staging, "w") as f:
+            f.write(f"{self.results_seen} {self.clocking.now()}\n")
+        os.replace(staging, self.progress_path)
 
     async def wait_until(self, event, what: str):
         """Wait for ``event``; a stretch of ``idle_limit`` cycles without any beat is a deadlock."""
@@ -215,6 +231,8 @@ async def signoff(dut):
         for index, phase in enumerate(job["phases"]):
             await bench.run_phase(index, phase)
         tail_record = await bench.tail(int(job.get("tail_cycles", 200)))
+        if bench.progress_path:
+            bench.report_progress(force=True)
     except Exception as error:
         bench.error = f"{type(error).__name__}: {error}" if not isinstance(error, Deadlock) else str(error)
         raise

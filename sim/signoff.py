@@ -26,12 +26,15 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from spikeforge.hdl import cycle_model
 from spikeforge.hdl.layouts import pixel_layout, result_layout
@@ -200,14 +203,50 @@ def stall_phases(count: int, densities=STALL_DENSITIES, seed: int = 1, start: in
     return phases
 
 
+class _ProgressBar:
+    """A tqdm bar fed by the simulator: the cocotb test rewrites ``path`` ("<results> <cycle>"), a thread
+    here polls it (the simulation runs in another process) and shows samples done and simulated cycles/s."""
+
+    def __init__(self, path: Path, total: int, enabled: bool):
+        self.path, self.enabled = path, enabled
+        self.bar = tqdm(total=total, desc="cocotb + Verilator", unit="sample", disable=not enabled, leave=False,
+                        file=sys.stderr)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _poll(self):
+        started = time.perf_counter()
+        while not self.stop.wait(0.25):
+            try:
+                done, cycle = (int(v) for v in self.path.read_text().split())
+            except (OSError, ValueError):
+                continue
+            self.bar.update(min(done, self.bar.total) - self.bar.n)
+            self.bar.set_postfix_str(f"{cycle / max(time.perf_counter() - started, 1e-9) / 1e3:,.0f} k cycles/s",
+                                     refresh=False)
+
+    def __enter__(self):
+        if self.enabled:
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        if self.thread.is_alive():
+            self.thread.join()
+        self.bar.close()
+
+
 def run_phases(built: verilator.Build, codec: PayloadCodec, samples: np.ndarray, expected: list, phases: list, *,
                idle_limit: int, work_dir=None, waves: bool = False, waves_file=None,
-               tail_cycles: int = 200) -> dict:
+               tail_cycles: int = 200, bar: bool | None = False) -> dict:
     """Run ``phases`` in one simulation of ``built``; returns the raw result of :mod:`.cocotb_signoff`.
 
     ``samples`` are raw (N, F) bytes, ``expected`` the N results payloads (ints). A failed cocotb test
     (mismatches, a deadlock) still returns its result file, with ``simulator_error`` set; a simulator
-    that crashed before writing one raises :class:`~.verilator.SimulatorError`.
+    that crashed before writing one raises :class:`~.verilator.SimulatorError`. ``bar``: a tqdm bar on
+    stderr while the simulator runs (results checked of all phases, simulated cycles/s); ``None``: when
+    stderr is a terminal.
     """
     own_dir = work_dir is None
     work_dir = Path(tempfile.mkdtemp(prefix="signoff-", dir=built.build_dir) if own_dir else work_dir).resolve()
@@ -220,13 +259,18 @@ def run_phases(built: verilator.Build, codec: PayloadCodec, samples: np.ndarray,
     job = {"period_ns": CLOCK_PERIOD_NS, "reset_cycles": 4, "idle_limit": int(idle_limit),
            "tail_cycles": int(tail_cycles), "pixels": str(pixels),
            "expected": [f"{int(p):x}" for p in expected], "phases": phases, "result": str(result_path)}
+    enabled = sys.stderr.isatty() if bar is None else bool(bar)
+    progress_path = work_dir / "progress.txt"
+    if enabled:
+        job["progress"] = str(progress_path)
     job_path = work_dir / "job.json"
     job_path.write_text(json.dumps(job))
     started = time.perf_counter()
     error = None
     try:
-        verilator.test(built, TEST_MODULE, test_dir=work_dir, env={JOB_ENV: str(job_path)}, waves=waves,
-                       waves_file=waves_file)
+        with _ProgressBar(progress_path, sum(len(p.get("samples", [])) for p in phases), enabled):
+            verilator.test(built, TEST_MODULE, test_dir=work_dir, env={JOB_ENV: str(job_path)}, waves=waves,
+                           waves_file=waves_file)
     except verilator.SimulatorError as failure:
         if not result_path.is_file():
             raise
@@ -351,7 +395,8 @@ def _timing(stream: dict, alone: dict | None) -> dict:
 
 def verify(net: Network, rtl_dir, samples, labels=None, *, stalls: str = "none", waves: bool = False,
            build_root=None, seed: int = 1, report_path=None, clock_mhz: float = 100.0,
-           phases=None, simulator: str = "verilator", progress=None, network_path=None) -> dict:
+           phases=None, simulator: str = "verilator", progress=None, network_path=None,
+           bar: bool | None = None) -> dict:
     """Sign off the Verilog in ``rtl_dir`` against the golden model of ``net`` on ``samples``.
 
     Parameters
@@ -383,6 +428,9 @@ def verify(net: Network, rtl_dir, samples, labels=None, *, stalls: str = "none",
         Called with one-line progress messages.
     network_path : path, optional
         Where ``net`` was loaded from, for the messages.
+    bar : bool, optional
+        A progress bar on stderr while the simulator runs (samples checked, simulated cycles/s);
+        default: when stderr is a terminal.
 
     Returns
     -------
@@ -443,7 +491,7 @@ def verify(net: Network, rtl_dir, samples, labels=None, *, stalls: str = "none",
     idle_limit = 2 * worst_case_cycles(net) + 4096
     waves_file = Path(rtl_dir).resolve() / f"signoff.{built.wave_format}" if waves else None
     say(f"simulating {n} samples ({', '.join(p['name'] for p in phases)})")
-    raw = run_phases(built, codec, samples, expected, phases, idle_limit=idle_limit, waves=waves,
+    raw = run_phases(built, codec, samples, expected, phases, idle_limit=idle_limit, waves=waves, bar=bar,
                      waves_file=waves_file)
 
     summaries = [_phase_summary(p, expected, codec, labels) for p in raw["phases"]]
@@ -548,7 +596,12 @@ def format_report(report: dict) -> str:
         lines.append(f"model       unavailable: {model['error']}")
     elif not model:
         lines.append("model       unavailable (no cycle model or no folding in design.json)")
-    lines.append(f"simulation  {sim['simulator']}: {sim['cycles']:,} cycles in {sim['seconds']:.1f} s "
+    if sim.get("engine") == "fast":
+        engine = "Verilator, compiled harness" + (f", {sim['shards']} shards on {sim['where']}" if sim.get("shards", 1) > 1
+                                                  else "")
+    else:
+        engine = f"{sim['simulator']} + cocotb"
+    lines.append(f"simulation  {engine}: {sim['cycles']:,} cycles in {sim['seconds']:.1f} s "
                  f"({sim['cycles_per_second']:,.0f} cycles/s); build "
                  + ("reused" if sim["build_reused"] else f"{sim['build_seconds']:.1f} s"))
     if report.get("waves"):
