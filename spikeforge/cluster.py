@@ -12,7 +12,8 @@ Design-space sweeps (:mod:`spikeforge.sweep`) and sharded RTL regressions (``spi
 By default the context manager starts a :class:`distributed.LocalCluster` on the loopback interface
 with one single-threaded worker *process* per core (the work is numpy, Amaranth and Verilator: the
 GIL and the numerical libraries' own threads would fight over the cores otherwise; Dask's nanny sets
-``OMP_NUM_THREADS=1`` and friends in each worker) and no dashboard. Given a scheduler address it
+``OMP_NUM_THREADS=1`` and friends in each worker); the scheduler's HTTP endpoints take a free
+loopback port, so several sweeps (or a test beside a sweep) run at once without fighting over 8787. Given a scheduler address it
 connects to a running cluster instead: start one with ``dask scheduler`` and one ``dask worker
 tcp://HOST:8786`` per machine, each with spikeforge installed (the workers import it to run the jobs).
 Either way, leaving the ``with`` block closes the client and, for the embedded cluster, its workers
@@ -105,7 +106,7 @@ def client(scheduler: str | None = None, workers: int | None = None, *,
             connected.close()
         return
     cluster = LocalCluster(n_workers=workers or default_workers(), processes=True, threads_per_worker=1,
-                           host="127.0.0.1", dashboard_address=None, timeout=f"{max(timeout, 30)}s")
+                           host="127.0.0.1", dashboard_address="127.0.0.1:0", timeout=f"{max(timeout, 30)}s")
     try:
         local = Client(cluster, set_as_default=False)
     except BaseException:
