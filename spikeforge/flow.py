@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+from distributed import as_completed
 
 from spikeforge.boards.build import BuildOptions
 from spikeforge.boards.build import build as build_bitstream
@@ -520,9 +521,6 @@ def step_verify(state: FlowState, config: FlowConfig) -> VerifyReport:
 def _dask_mapper(dask):
     """``mapper(function, items)`` for :func:`~spikeforge.sim.fast_engine.verify_fast` on a Dask client:
     yields ``(index, result)`` as the tasks finish."""
-    # distributed is imported by spikeforge.cluster already; as_completed only here, where it is used.
-    from distributed import as_completed
-
     def mapper(function, items):
         futures = dask.map(function, items, pure=False)
         index = {future.key: i for i, future in enumerate(futures)}
