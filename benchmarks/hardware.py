@@ -447,7 +447,8 @@ def summary_lines(result: dict) -> list:
                      f"{fmt(b.get('luts'))} LUT4, Fmax {fmt(b.get('fmax_mhz'), 1)} MHz, "
                      f"{fmt(d.get('samples_per_second_at_board_clock'), 0)} samples/s at {fmt(b.get('clock_mhz'), 0)} MHz, "
                      f"{fmt(d.get('samples_per_second_at_fmax'), 0)} at Fmax"
-                     + (" (does not fit)" if "error" in b else ""))
+                     + (" (does not fit)" if b.get("fit_error") else " (bitstream not built: a tool failed)"
+                        if "error" in b else ""))
     return lines
 
 
