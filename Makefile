@@ -23,9 +23,11 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/spikeforge demo
 
-# Everything: unit tests, Verilator sign-off, synthesis (CI runs this).
+# Everything: unit tests, Verilator sign-off, synthesis (CI runs this), on two workers (pytest-xdist;
+# --dist loadscope keeps a test file's module fixtures, such as one Verilator build, on one worker).
+# The slowest tests are listed at the end.
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadscope --durations=15
 
 # The inner loop: no slow, Verilator or synthesis test (markers in pyproject.toml), on two workers
 # (pytest-xdist); the tier is ~160 s of CPU in all.
