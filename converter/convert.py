@@ -22,8 +22,8 @@ import torch
 from .calibrate import InputNormalization, calibrate, fold_normalization, to_numpy_raw
 from .clip_search import search_percentile
 from spikeforge.ir import golden
-from spikeforge.ir.network import MAX_TIMESTEPS, Conv2dLayer, DenseLayer, MaxPool2dLayer, Network
-from .quantize import V0_MODES, input_lut, quantize_layers
+from spikeforge.ir.network import MAX_TIMESTEPS, MaxPool2dLayer, Network
+from .quantize import V0_MODES, input_lut, integer_layer, quantize_layers
 from .torch_import import (LINEAR_KINDS, ConversionError, float_forward, import_model, model_input_shape,
                            static_batch)
 
@@ -319,13 +319,7 @@ def _finetuned_layers(folded, timesteps: int, weight_bits, names):
         else:
             threshold = np.ones(weight.shape[0], dtype=np.int64)
             v0 = np.zeros(weight.shape[0], dtype=np.int64)
-        if layer.kind == "conv2d":
-            layers.append(Conv2dLayer(name=name, weight=weight, bias=bias, threshold=threshold, v0=v0,
-                                      weight_bits=int(wbits), in_shape=layer.in_shape, stride=layer.stride,
-                                      padding=layer.padding, fires=fires))
-        else:
-            layers.append(DenseLayer(name=name, weight=weight, bias=bias, threshold=threshold, v0=v0,
-                                     weight_bits=int(wbits), fires=fires))
+        layers.append(integer_layer(layer, name, weight, bias, threshold, v0, wbits, fires))
         order += 1
     per_channel = any(np.ptp(layer.threshold) > 0 for layer in layers if layer.kind != "maxpool2d" and layer.fires)
     record = {"method": "finetuned", "percentile": None, "activation_steps": steps, "per_channel": bool(per_channel),

@@ -26,7 +26,7 @@ from spikeforge.ir.golden import input_lut
 from spikeforge.ir.network import Conv2dLayer, DenseLayer, MaxPool2dLayer
 from .torch_import import LINEAR_KINDS, ConversionError
 
-__all__ = ["quantize_layers", "input_lut", "V0_MODES"]
+__all__ = ["quantize_layers", "integer_layer", "input_lut", "V0_MODES"]
 
 V0_MODES = ("round", "floor")
 
@@ -37,6 +37,16 @@ def _alpha_max(weight: np.ndarray, weight_bits: int, per_channel: bool) -> np.nd
     magnitude = rows.max(axis=1) if per_channel else np.full(weight.shape[0], rows.max())
     magnitude = np.where(magnitude > 0, magnitude, 1.0)       # an all-zero row: any scale works
     return top / magnitude
+
+
+def integer_layer(layer, name: str, weight, bias, threshold, v0, weight_bits, fires: bool):
+    """The IR layer for a float ``layer`` (dense or conv2d, from the torch import) with its integer arrays."""
+    if layer.kind == "conv2d":
+        return Conv2dLayer(name=name, weight=weight, bias=bias, threshold=threshold, v0=v0,
+                           weight_bits=int(weight_bits), in_shape=layer.in_shape, stride=layer.stride,
+                           padding=layer.padding, fires=fires)
+    return DenseLayer(name=name, weight=weight, bias=bias, threshold=threshold, v0=v0,
+                      weight_bits=int(weight_bits), fires=fires)
 
 
 def quantize_layers(layers: list, input_max: float, activation_scales: list, timesteps: int,
@@ -85,13 +95,7 @@ def quantize_layers(layers: list, input_max: float, activation_scales: list, tim
         weight = np.clip(np.round(scale * layer.weight), -top - 1, top).astype(np.int64)
         bias = np.round(alpha * layer.bias / step_in).astype(np.int64)
         v0_values = threshold // 2 if (fires and v0 == "round") else np.zeros_like(threshold)
-        if layer.kind == "conv2d":
-            out.append(Conv2dLayer(name=name, weight=weight, bias=bias, threshold=threshold, v0=v0_values,
-                                   weight_bits=int(wbits), in_shape=layer.in_shape, stride=layer.stride,
-                                   padding=layer.padding, fires=fires))
-        else:
-            out.append(DenseLayer(name=name, weight=weight, bias=bias, threshold=threshold, v0=v0_values,
-                                  weight_bits=int(wbits), fires=fires))
+        out.append(integer_layer(layer, name, weight, bias, threshold, v0_values, wbits, fires))
         if fires:
             step_in = ratio * step_in
             steps.append(step_in)
