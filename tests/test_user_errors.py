@@ -215,6 +215,20 @@ def test_run_refuses_impossible_options_before_opening_the_port(capsys, argv, me
     _fails(["run", "--port", "/dev/no-such-port", *argv], message, capsys)
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["demo", "-T", "0"], "--timesteps 0 is out of range; T is 1..16"),
+    (["demo", "--cnn", "-T", "17"], "--timesteps 17 is out of range"),
+    (["build", "NET", "--board", "icebreaker", "-o", "OUT", "--baud", "0"], "--baud 0 must be a positive integer"),
+    (["verify", "NET", "--rtl", "RTL", "--clock-mhz", "nan"], "--clock-mhz nan must be a finite frequency > 0"),
+    (["verify", "NET", "--rtl", "RTL", "--clock-mhz", "inf"], "--clock-mhz inf must be a finite frequency > 0"),
+])
+def test_demo_build_and_verify_refuse_impossible_options_before_any_work(network_dir, tmp_path, capsys, argv,
+                                                                          message):
+    replace = {"NET": network_dir, "OUT": tmp_path / "out", "RTL": tmp_path / "rtl"}
+    _fails([replace.get(a, a) for a in argv], message, capsys)
+    assert not (tmp_path / "out").exists()
+
+
 def test_run_refuses_a_board_built_for_another_network_before_sending_anything(network_dir, tmp_path, capsys):
     other = random_network(1, sizes=(64, 12, 10), timesteps=4)      # same sizes, other weights
     build = _board_record(tmp_path, other)

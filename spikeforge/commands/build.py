@@ -5,6 +5,8 @@ overflows and by how much."""
 import json
 from pathlib import Path
 
+from spikeforge.ir.errors import InputError
+
 NAME = "build"
 HELP = "build a bitstream for a board (icebreaker, ulx3s-85f, any amaranth-boards platform) with a report"
 
@@ -33,6 +35,8 @@ def run(args) -> int:
     # `spikeforge --help` stays fast.
     from spikeforge.flow import FlowConfig, FlowState, run_step
 
+    if args.baud is not None and args.baud < 1:
+        raise InputError(f"--baud {args.baud} must be a positive integer (leave it out for the board's default)")
     config = FlowConfig(network_dir=str(args.network), board=args.board, board_dir=str(args.output),
                         baud=args.baud, lanes=args.lanes or None,
                         lanes_budget=args.lanes_budget, scores=not args.no_scores, patchable=not args.no_patchable,

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from spikeforge.ir.errors import InputError
+from spikeforge.ir.network import MAX_TIMESTEPS, MIN_TIMESTEPS
+
 NAME = "demo"
 HELP = ("run the whole flow on scikit-learn digits: train/load, convert, evaluate, generate, verify, report "
         "(--cnn: the digits CNN; --board: build a bitstream too)")
@@ -27,6 +30,8 @@ def add_arguments(parser):
 def run(args) -> int:
     # The demo imports torch: imported here so `spikeforge --help` stays fast.
     from spikeforge.demo_flow import run_demo
+    if args.timesteps is not None and not MIN_TIMESTEPS <= args.timesteps <= MAX_TIMESTEPS:
+        raise InputError(f"--timesteps {args.timesteps} is out of range; T is {MIN_TIMESTEPS}..{MAX_TIMESTEPS}")
     model = "cnn" if args.cnn else "mlp"
     output = args.output or Path("build/demo-cnn" if args.cnn else "build/demo")
     return run_demo(output, timesteps=args.timesteps, retrain=args.retrain, rtl=not args.skip_rtl, model=model,

@@ -3,6 +3,7 @@ or run a whole split through the compiled Verilator engine (``--engine fast``, s
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from spikeforge.ir.errors import InputError
@@ -45,8 +46,8 @@ def run(args) -> int:
 
     if args.samples is not None and args.samples < 1:
         raise InputError(f"--samples {args.samples} must be >= 1")
-    if args.clock_mhz <= 0:
-        raise InputError(f"--clock-mhz {args.clock_mhz} must be > 0")
+    if not (math.isfinite(args.clock_mhz) and args.clock_mhz > 0):
+        raise InputError(f"--clock-mhz {args.clock_mhz} must be a finite frequency > 0")
     if args.shards < 1:
         raise InputError(f"--shards {args.shards} must be >= 1")
     if args.engine != "fast" and (args.shards != 1 or args.scheduler is not None):
