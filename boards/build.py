@@ -66,6 +66,20 @@ YOSYS_LOGIC_ROM_DEPTH = 64
 #: Memories of at most this many bits may go to flip-flops when block RAM runs short.
 SMALL_MEMORY_BITS = 1024
 
+#: ECP5 synthesis maps LUTs with the classic ``abc`` instead of ``abc9``. YoWASP yosys 0.70's
+#: ``synth_ecp5`` (a wrapper of ``synth_lattice``) always runs ``abc9`` (``-noabc9`` is accepted and
+#: ignored), and on large designs (the Fashion-MNIST CNN with conv2 at 32x3 tap lanes) its
+#: ``abc_ops_reintegrate`` step dies with ``Assert `GetSize(conn.first) == GetSize(conn.second)'
+#: failed in kernel/rtlil.cc``; ``-nolutram`` does not avoid it. So ``synth_ecp5`` stops before its
+#: ``map_luts`` label, the same two checks plus ``abc -lut 4:7 -dress`` stand in for it, and
+#: ``synth_ecp5 -run map_cells:`` finishes (LUT4/PFUMX/L6MUX21 cells, then yosys's checks).
+ECP5_SYNTH_OVERRIDES = {
+    "synth_opts": "-run :map_luts",
+    "script_after_synth": "check -latchonly -assert; techmap -map +/lattice/latches_map.v; "
+                          "abc -lut 4:7 -dress; clean; synth_ecp5 -top top -run map_cells:; "
+                          "tee -q -o stat.json stat -json",
+}
+
 
 class FitError(InputError):
     """The design does not fit the device; the message names what overflows and by how much."""
@@ -573,6 +587,8 @@ def _build(net, board, out_dir, options, log, membrane_banks: int, fallback) -> 
                  "script_after_synth": "tee -q -o stat.json stat -json"}
     if info.family == "ice40":
         overrides["synth_opts"] = "-dsp"
+    elif info.family == "ecp5":
+        overrides.update(ECP5_SYNTH_OVERRIDES)
     plan = platform.prepare(BoardTop(serial), name="top", **overrides)
     plan.extract(str(rel))
 
