@@ -208,7 +208,7 @@ def build_fast(design, build_root=None, *, force: bool = False, jobs: int | None
         _run([install.executable, "--cc", "--exe", *_ARGS, "--top-module", design.top, "--prefix", "Vtop",
               "--Mdir", obj, "-o", "harness", source, HARNESS], staging, env, f"verilating {design.top}", log)
         cache = root / f".fast-runtime-{hashlib.sha256(json.dumps([str(install.root), list(install.version), list(_ARGS), os.environ.get('CXX', ''), os.environ.get('CXXFLAGS', '')]).encode()).hexdigest()[:12]}"
-        cached = [cache / f"{name}{suffix}" for name in _RUNTIME_OBJECTS for suffix in (".o", ".d")]
+        cached = verilator.runtime_objects(cache, _RUNTIME_OBJECTS)
         if all(path.is_file() for path in cached):
             for path in cached:           # copied after verilating: newer than Vtop.mk, so make keeps them
                 shutil.copyfile(path, obj / path.name)
@@ -218,8 +218,7 @@ def build_fast(design, build_root=None, *, force: bool = False, jobs: int | None
         built = obj / "harness"
         if not built.is_file():
             raise verilator.SimulatorError(f"the harness build for {design.top} produced no executable; see {log}")
-        if not cache.is_dir():
-            _save_runtime(obj, cache)
+        verilator.save_runtime_objects(obj, cache, _RUNTIME_OBJECTS)
         shutil.move(str(built), str(staging / "harness"))
         shutil.rmtree(obj, ignore_errors=True)
         (staging / _STAMP).write_text(json.dumps({"hash": key, "top": design.top, "verilator": list(install.version),
@@ -235,20 +234,6 @@ def build_fast(design, build_root=None, *, force: bool = False, jobs: int | None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return FastBuild(executable, build_dir, time.perf_counter() - started, False)
-
-
-def _save_runtime(obj: Path, cache: Path):
-    files = [obj / f"{name}{suffix}" for name in _RUNTIME_OBJECTS for suffix in (".o", ".d")]
-    if not all(path.is_file() for path in files):
-        return
-    staging = Path(f"{cache}.{os.getpid()}.tmp")
-    try:
-        staging.mkdir(parents=True, exist_ok=True)
-        for path in files:
-            shutil.copyfile(path, staging / path.name)
-        os.replace(staging, cache)
-    except OSError:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 # -- one run -----------------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ from cocotb_tools.runner import Verilator, get_runner
 from spikeforge.ir.errors import ExternalToolError
 
 __all__ = ["SimulatorError", "VerilatorInstall", "Build", "find_verilator", "check_toolchain", "check_icarus",
-           "build_dir_for", "build", "test", "MIN_VERSION"]
+           "build_dir_for", "build", "test", "MIN_VERSION", "runtime_objects", "save_runtime_objects"]
 
 #: cocotb 2.x needs Verilator 5.036 or newer.
 MIN_VERSION = (5, 36)
@@ -307,7 +307,7 @@ def _make_runner(cache: Path):
     class CachingVerilator(Verilator):
         def _build_command(self):
             verilate, make = super()._build_command()
-            cached = [cache / f"{name}{suffix}" for name in _RUNTIME_OBJECTS for suffix in (".o", ".d")]
+            cached = runtime_objects(cache)
             if not all(path.is_file() for path in cached):
                 return [verilate, make]
             # Copied after verilating, so they are newer than Vtop.mk and make keeps them.
@@ -316,8 +316,14 @@ def _make_runner(cache: Path):
     return CachingVerilator()
 
 
-def _save_runtime(build_dir: Path, cache: Path):
-    files = [build_dir / f"{name}{suffix}" for name in _RUNTIME_OBJECTS for suffix in (".o", ".d")]
+def runtime_objects(folder: Path, names=_RUNTIME_OBJECTS) -> list:
+    """The object and dependency files of Verilator's runtime ``names`` in ``folder``."""
+    return [folder / f"{name}{suffix}" for name in names for suffix in (".o", ".d")]
+
+
+def save_runtime_objects(build_dir: Path, cache: Path, names=_RUNTIME_OBJECTS):
+    """Keep the runtime objects a build compiled in ``cache`` (atomically; the first build to finish wins)."""
+    files = runtime_objects(build_dir, names)
     if cache.is_dir() or not all(path.is_file() for path in files):
         return
     staging = Path(f"{cache}.{os.getpid()}.tmp")
@@ -464,7 +470,7 @@ def build(sources, toplevel: str, build_dir, *, waves: bool = False, extra_args=
             if not (build_dir / toplevel).is_file():
                 raise SimulatorError(f"Verilator build of {toplevel} produced no executable; end of {log}:\n"
                                      f"{_log_tail(log)}")
-            _save_runtime(build_dir, cache)
+            save_runtime_objects(build_dir, cache)
             stamp.write_text(json.dumps({"hash": key, "toplevel": toplevel,
                                          "sources": [str(s) for s in sources], "args": args}, indent=2) + "\n")
         seconds = 0.0 if reused else time.monotonic() - started
