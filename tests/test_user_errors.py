@@ -218,7 +218,7 @@ def test_run_refuses_impossible_options_before_opening_the_port(capsys, argv, me
 @pytest.mark.parametrize("argv, message", [
     (["demo", "-T", "0"], "--timesteps 0 is out of range; T is 1..16"),
     (["demo", "--cnn", "-T", "17"], "--timesteps 17 is out of range"),
-    (["build", "NET", "--board", "icebreaker", "-o", "OUT", "--baud", "0"], "--baud 0 must be a positive integer"),
+    (["build", "NET", "--board", "icebreaker", "-o", "OUT", "--baud", "0"], "--baud: baud rate 0 is not a positive integer"),
     (["verify", "NET", "--rtl", "RTL", "--clock-mhz", "nan"], "--clock-mhz nan must be a finite frequency > 0"),
     (["verify", "NET", "--rtl", "RTL", "--clock-mhz", "inf"], "--clock-mhz inf must be a finite frequency > 0"),
 ])

@@ -36,7 +36,8 @@ def run(args) -> int:
     from spikeforge.flow import FlowConfig, FlowState, run_step
 
     if args.baud is not None and args.baud < 1:
-        raise InputError(f"--baud {args.baud} must be a positive integer (leave it out for the board's default)")
+        raise InputError(f"--baud: baud rate {args.baud} is not a positive integer (leave it out for the board's "
+                         f"default)")
     config = FlowConfig(network_dir=str(args.network), board=args.board, board_dir=str(args.output),
                         baud=args.baud, lanes=args.lanes or None,
                         lanes_budget=args.lanes_budget, scores=not args.no_scores, patchable=not args.no_patchable,
