@@ -54,7 +54,7 @@ from .cnn_accuracy import CALIBRATION_SAMPLES, CNNS, trained_model
 from .common import NETWORKS, dataset, float_accuracy, float_model, log
 from .published import PUBLISHED, PUBLISHED_CNN, SKYDIVER_SAMPLES_PER_SECOND
 
-__all__ = ["measure", "render", "CASES", "CNN_CASES", "SPIKER_PLUS_US", "summary_lines"]
+__all__ = ["measure", "render", "CASES", "CNN_CASES", "CNN_NAMES", "SPIKER_PLUS_US", "summary_lines"]
 
 #: Which network goes on which board, and how its lanes are chosen: the first folding whose bitstream
 #: fits the device is reported (a larger one that did not fit is listed with the reason).
@@ -66,12 +66,21 @@ CASES = (
 )
 #: The convolutional networks (issue 13): which CNN (a key of the cnn_accuracy section's CNNS), its T, the
 #: board and the foldings to try (``{"lanes": 1}``: one lane per layer, what an iCE40 build does by itself).
+#: ``{"lanes": {...}}`` names every layer's lanes. The 28x28 CNNs take 3 tap lanes in both convs: conv2 (32x3) is
+#: at its most (every output channel, every kernel column) and conv1 at one tap lane (16) was within 3 % of it
+#: (7,539 vs 7,774 cycles/sample on Fashion-MNIST); 16x3 takes 1,200 cycles a sample off for 32 adders/DSPs.
+#: ``engine``: the verify step's engine (``"fast"``, the compiled Verilator harness, for 1,000-sample streams).
+CNN_28X28_LANES = {"conv1": "16x3", "conv2": "32x3", "fc": 2}
 CNN_CASES = (
     {"network": "digits-cnn", "cnn": "digits", "board": "icebreaker", "timesteps": 4,
      "foldings": ({"lanes": 1},), "verify_samples": None},
     {"network": "fmnist-cnn", "cnn": "fmnist", "board": "ulx3s-85f", "timesteps": 4,
-     "foldings": ({"lanes_budget": 128},), "verify_samples": 1000},
+     "foldings": ({"lanes": CNN_28X28_LANES},), "verify_samples": 1000, "engine": "fast"},
+    {"network": "mnist-cnn", "cnn": "mnist5k", "board": "ulx3s-85f", "timesteps": 4,
+     "foldings": ({"lanes": CNN_28X28_LANES},), "verify_samples": 1000, "engine": "fast"},
 )
+#: The CNN case names ``--networks`` may select (see :func:`measure`).
+CNN_NAMES = tuple(case["network"] for case in CNN_CASES)
 #: Spiker+'s MNIST latency (arXiv 2401.01141); the goal is 10× faster on Fashion-MNIST 784-128-10.
 SPIKER_PLUS_US = 780.0
 SPIKER_PLUS_LOGIC = 7612
@@ -102,6 +111,8 @@ def _smallest_t(ctx, key: str, tolerance: float = 0.5):
 
 
 def _folding(net, spikes_in, how: dict) -> dict:
+    if isinstance(how.get("lanes"), dict):      # every layer's lanes named
+        return dict(how["lanes"])
     if "lanes" in how:      # the same lanes for every folded layer
         return {layer.name: how["lanes"] for layer in folded_layers(net)}
     return auto_folding(net, spikes_in=spikes_in, **how).config()
@@ -278,7 +289,8 @@ def _attempt(ctx, case: dict, net, test, entry: dict, how: dict) -> dict:
     # The test split's first `count` samples are the ones `test` starts with (a head of the same split).
     config = FlowConfig(output=str(folder), dataset=entry["dataset"], split="test", samples=count,
                         lanes=lanes, board=board, rtl_dir=str(folder / "rtl"), board_dir=str(folder / "board"),
-                        verify_report=str(folder / "verify.json"), sim_build=str(ctx.out_dir / "sim_build"))
+                        verify_report=str(folder / "verify.json"), sim_build=str(ctx.out_dir / "sim_build"),
+                        engine=case.get("engine", "cocotb"))
     state = FlowState(network=net, spikes_in=entry["spikes_in"], log=lambda message: None)
     # Generate the Verilog.
     try:
@@ -332,7 +344,8 @@ def _attempt(ctx, case: dict, net, test, entry: dict, how: dict) -> dict:
             "simulated_cycles_per_second": simulation.get("cycles_per_second"),
             "verilator_build_seconds": simulation.get("build_seconds"),
             "verilator_build_reused": simulation.get("build_reused"),
-            "wall_seconds": time.perf_counter() - start, "reused": report.get("reused", False)}
+            "wall_seconds": time.perf_counter() - start, "reused": report.get("reused", False),
+            "engine": config.engine}
         subset = golden.run(net, test.samples[:count])
         attempt["verify"]["additions_per_sample"] = float(
             golden.spike_driven_additions(net, subset.input_spikes(per_feature=conv)).mean())
@@ -366,10 +379,27 @@ def _derived(entry: dict) -> dict:
     return derived
 
 
+def _previous(ctx) -> dict:
+    """This section's earlier result (same mode), or ``{}``."""
+    section = (getattr(ctx, "previous", {}) or {}).get("hardware") or {}
+    return {} if section.get("error") else dict(section.get("result") or {}, date=section.get("date"))
+
+
 def measure(ctx) -> dict:
+    """The MLP cases named by ``--networks`` and the CNN cases: all of them unless ``--networks`` names some
+    (``digits-cnn``, ``fmnist-cnn``, ``mnist-cnn``). A case not selected keeps its earlier result, marked
+    ``carried_over`` with the date it was measured (so ``--networks fmnist-cnn`` reruns that CNN alone)."""
+    previous = _previous(ctx)
+    cnn_named = [name for name in ctx.networks if name in CNN_NAMES]
     cases = [case for case in (CASES[:1] if ctx.quick else CASES) if case["network"] in ctx.networks]
+    cnn_cases = [case for case in (CNN_CASES[:1] if ctx.quick else CNN_CASES)
+                 if not cnn_named or case["network"] in cnn_named]
     results = {"cases": [], "published": list(PUBLISHED), "spiker_plus_us": SPIKER_PLUS_US,
                "spiker_plus_logic": SPIKER_PLUS_LOGIC}
+    ran = {case["network"] for case in cases}
+    for entry in previous.get("cases") or []:
+        if entry["network"] not in ran:
+            results["cases"].append({**entry, "carried_over": entry.get("carried_over") or previous.get("date")})
     for case in cases:
         smallest, source = _smallest_t(ctx, case["network"])
         timesteps = [(8, "T = 8")]
@@ -382,12 +412,21 @@ def measure(ctx) -> dict:
         for T, why in timesteps:
             log(f"hardware: {case['network']} on {case['board']}, T = {T} ({why})")
             results["cases"].append(_case(ctx, case, T, why))
+    names = [case["network"] for case in CASES]
+    results["cases"].sort(key=lambda e: (names.index(e["network"]) if e["network"] in names else len(names),
+                                         e["timesteps"]))
     results["cnn_cases"] = []
     results["published_cnn"] = list(PUBLISHED_CNN)
     results["skydiver_samples_per_second"] = SKYDIVER_SAMPLES_PER_SECOND
-    for case in (CNN_CASES[:1] if ctx.quick else CNN_CASES):
+    fresh = {}
+    for case in cnn_cases:
         log(f"hardware: {case['network']} on {case['board']}, T = {case['timesteps']}")
-        results["cnn_cases"].append(_cnn_case(ctx, case))
+        fresh[case["network"]] = _cnn_case(ctx, case)
+    kept = {entry["network"]: {**entry, "carried_over": entry.get("carried_over") or previous.get("date")}
+            for entry in previous.get("cnn_cases") or [] if entry["network"] not in fresh}
+    # Report order: the order of CNN_CASES, then any earlier case no longer listed there.
+    order = [case["network"] for case in CNN_CASES] + [name for name in kept if name not in CNN_NAMES]
+    results["cnn_cases"] = [fresh.get(name) or kept[name] for name in order if name in fresh or name in kept]
     return results
 
 
@@ -481,7 +520,9 @@ def _render_cnn(result: dict) -> list:
                                  "samples/s @ board clock", "samples/s @ Fmax",
                                  f"÷ Skydiver {skydiver / 1000:g} k (board clock / Fmax)"], rows))
     lines.append("")
-    notes = [f"* {e['network']}: {note}" for e in cases for note in _why_missing(e)]
+    notes = [f"* {e['network']}: measured {e['carried_over']} (an earlier run; this run measured other cases)"
+             for e in cases if e.get("carried_over")]
+    notes += [f"* {e['network']}: {note}" for e in cases for note in _why_missing(e)]
     notes += [f"* {e['network']}: lanes {a['lanes']} did not fit: {a['did_not_fit'][:400]}"
               for e in cases for a in e.get("attempts", [])]
     for e in cases:
@@ -535,7 +576,9 @@ def render(result: dict, ctx, commands: str = "") -> str:
                                  "samples/s @ Fmax", "latency µs @ Fmax", "µs / sample @ board clock",
                                  "adder utilisation"], rows))
     lines.append("")
-    notes = [f"* {e['network']} T={e['timesteps']}: {note}" for e in result["cases"] for note in _why_missing(e)]
+    notes = [f"* {e['network']} T={e['timesteps']}: measured {e['carried_over']} (an earlier run; this run "
+             f"measured other cases)" for e in result["cases"] if e.get("carried_over")]
+    notes += [f"* {e['network']} T={e['timesteps']}: {note}" for e in result["cases"] for note in _why_missing(e)]
     notes += [f"* {e['network']} T={e['timesteps']}: lanes {a['lanes']} did not fit: {a['did_not_fit'][:300]}"
               for e in result["cases"] for a in e.get("attempts", [])]
     lanes_rows = [f"{e['network']} T={e['timesteps']}: " + ", ".join(f"{k} {v}" for k, v in e["folding"].items())

@@ -212,9 +212,10 @@ def _targets(results: dict) -> list:
 def run(args) -> int:
     sections = _selected(args.only)
     networks = tuple(n.strip() for n in args.networks.split(",") if n.strip())
-    unknown = [n for n in networks if n not in NETWORKS]
+    known = (*NETWORKS, *hardware.CNN_NAMES)       # the hardware section's CNN cases may be named alone
+    unknown = [n for n in networks if n not in known]
     if unknown or not networks:
-        raise InputError(f"unknown network(s) {', '.join(map(repr, unknown))}; networks: {', '.join(NETWORKS)}")
+        raise InputError(f"unknown network(s) {', '.join(map(repr, unknown))}; networks: {', '.join(known)}")
     ctx = Context(quick=args.quick, out_dir=args.output, seed=args.seed, networks=networks)
     results_path = ctx.out_dir / "results.json"
     results = _load_previous(results_path, ctx.quick)
