@@ -532,7 +532,7 @@ def _render_cnn(result: dict) -> list:
     if notes:
         lines += ["Notes:", "", *notes, ""]
     lines += ["Published convolutional designs (throughput as the papers state it):", ""]
-    rows = [[p["name"], p["cite"], p["network"], p["dataset"],
+    rows = [[p["name"], f"[{p['cite']}]({p['url']})" if p.get("url") else p["cite"], p["network"], p["dataset"],
              "—" if p["accuracy"] is None else f"{p['accuracy']} %", fmt(p["samples_per_second"], 0), p["device"]]
             for p in result.get("published_cnn") or PUBLISHED_CNN]
     lines.append(markdown_table(["design", "source", "network", "data", "accuracy", "samples/s", "device"], rows))
@@ -610,7 +610,7 @@ def render(result: dict, ctx, commands: str = "") -> str:
         lines.append("")
     lines += _render_cnn(result)
     lines += ["### Published designs (numbers as their papers state them)", ""]
-    rows = [[p["name"], p["cite"], p["network"], p["dataset"], "—" if p["accuracy"] is None else f"{p['accuracy']} %",
+    rows = [[p["name"], f"[{p['cite']}]({p['url']})" if p.get("url") else p["cite"], p["network"], p["dataset"], "—" if p["accuracy"] is None else f"{p['accuracy']} %",
              fmt(p["us_per_sample"], 2), p["logic"], p["bram"], p["power"] or "—", p["device"]]
             for p in result["published"]]
     lines.append(markdown_table(["design", "source", "network", "data", "accuracy", "µs / sample", "logic", "BRAM",
