@@ -14,7 +14,10 @@ Two halves share a ping-pong sample buffer (one memory, two banks of ``chunks`` 
 * the **emitter** sweeps the bank ``T`` times (step ``t = 0..T-1``), ``lanes`` codes per cycle, and
   emits one :func:`~spikeforge.hdl.layouts.spike_event_layout` beat per chunk with a spike (bit
   ``T-1-t`` of each code) plus the sample's ``last`` beat. Per sample it is busy ``T × chunks`` cycles
-  (plus stalls from ``events.ready``).
+  (plus stalls from ``events.ready``). Three stages (issue the read; select the step's bit of each
+  code into a register; offer the beat), so the buffer's clock-to-out, the bit select and the
+  handshake back into the sweep are in different cycles: a sample's first beat is offered three
+  cycles after its sweep starts.
 """
 
 from __future__ import annotations
@@ -87,7 +90,7 @@ class SpikeEncoder(wiring.Component):
         emit_bank = Signal()
         # Where the loading sample ended (its final value's word and lane), and the emitted sample's copy.
         load_end_word, load_end_lane = Signal(index_shape(chunks)), Signal(index_shape(lanes))
-        emit_end_word, emit_end_lane = Signal(index_shape(chunks)), Signal(index_shape(lanes))
+        emit_end_word = Signal(index_shape(chunks))
         handover = Signal()
         accept = Signal()
         m.d.comb += [
@@ -102,7 +105,7 @@ class SpikeEncoder(wiring.Component):
         ]
         with m.If(handover):
             m.d.sync += [load_full.eq(0), load_bank.eq(~load_bank), emit_bank.eq(load_bank),
-                         emit_end_word.eq(load_end_word), emit_end_lane.eq(load_end_lane)]
+                         emit_end_word.eq(load_end_word)]
         m.d.sync += w_valid.eq(accept)
         with m.If(accept):
             m.d.sync += [w_word.eq(load_word), w_lane.eq(load_lane)]
@@ -116,30 +119,42 @@ class SpikeEncoder(wiring.Component):
                 m.d.sync += load_lane.eq(load_lane + 1)
 
         # -- emitter -----------------------------------------------------------------------------
+        # Three stages, so no path holds the buffer's clock-to-out and the stream handshake together:
+        # (1) the sweep issues a read; (2) the code word is on the read port: each lane's bit of this
+        # step is selected (the bit index and which lanes hold a value of this sample were registered
+        # at the issue) and masked into a register; (3) the registered beat is offered on ``events``.
+        # The sweep advances when stage 3 is free or leaves this cycle (its beat taken, or without
+        # spikes and not the last: not sent), so ``events.ready`` reaches the sweep through a few
+        # gates on registers only.
         m.d.comb += [buf_rd.addr.eq(Mux(emit_bank, chunks + sweep.chunk, sweep.chunk)), buf_rd.en.eq(sweep.issue)]
         codes = data.ArrayLayout(unsigned(timesteps), lanes)(buf_rd.data)
-        bit = Signal(index_shape(timesteps))
-        m.d.comb += bit.eq(timesteps - 1 - sweep.s2_step)
-        spikes = Signal(lanes)
-        m.d.comb += spikes.eq(Cat(codes[k].bit_select(bit, 1) for k in range(lanes)))
         # Lanes that hold a value of this sample: all before the chunk it ended in, up to its final lane
         # in that chunk, none after (a full sample ends at in_features - 1, a short one earlier).
-        up_to_end_lane = Cat(Const(1, 1) if k == 0 else emit_end_lane >= k for k in range(lanes))
-        valid_lanes = Signal(lanes)
-        with m.If(sweep.s2_chunk < emit_end_word):
-            m.d.comb += valid_lanes.eq(Const((1 << lanes) - 1, lanes))
-        with m.Elif(sweep.s2_chunk == emit_end_word):
-            m.d.comb += valid_lanes.eq(up_to_end_lane)
-        mask = Signal(lanes)
-        m.d.comb += mask.eq(spikes & valid_lanes)
-        emit = Signal()
+        end_lanes = Signal(lanes)           # the lanes up to the emitted sample's final one
+        with m.If(handover):
+            m.d.sync += end_lanes.eq(Cat(Const(1, 1) if k == 0 else load_end_lane >= k for k in range(lanes)))
+        s2_bit = Signal(index_shape(timesteps))
+        s2_whole, s2_end = Signal(), Signal()   # stage 2's chunk is before / is the sample's final chunk
+        with m.If(sweep.issue):
+            m.d.sync += [s2_bit.eq(timesteps - 1 - sweep.step),
+                         s2_whole.eq(sweep.chunk < emit_end_word), s2_end.eq(sweep.chunk == emit_end_word)]
+        mask2 = Signal(lanes)
+        m.d.comb += mask2.eq(Cat(codes[k].bit_select(s2_bit, 1) & (s2_whole | (s2_end & end_lanes[k]))
+                                 for k in range(lanes)))
+        s3_valid, s3_mask = Signal(), Signal(lanes)
+        s3_chunk, s3_step, s3_final = Signal(index_shape(chunks)), Signal(index_shape(timesteps)), Signal()
+        s3_emit, s3_free = Signal(), Signal()
         m.d.comb += [
-            emit.eq((mask != 0) | sweep.s2_final),
-            self.events.valid.eq(sweep.s2_valid & emit),
-            self.events.payload.mask.eq(mask),
-            self.events.payload.chunk.eq(sweep.s2_chunk),
-            self.events.payload.step.eq(sweep.s2_step),
-            self.events.payload.last.eq(sweep.s2_final),
-            sweep.advance.eq(~emit | self.events.ready),
+            s3_emit.eq((s3_mask != 0) | s3_final),
+            s3_free.eq(~s3_valid | ~s3_emit | self.events.ready),
+            self.events.valid.eq(s3_valid & s3_emit),
+            self.events.payload.mask.eq(s3_mask),
+            self.events.payload.chunk.eq(s3_chunk),
+            self.events.payload.step.eq(s3_step),
+            self.events.payload.last.eq(s3_final),
+            sweep.advance.eq(s3_free),
         ]
+        with m.If(s3_free):
+            m.d.sync += [s3_valid.eq(sweep.s2_valid), s3_mask.eq(mask2), s3_chunk.eq(sweep.s2_chunk),
+                         s3_step.eq(sweep.s2_step), s3_final.eq(sweep.s2_final)]
         return m

@@ -29,8 +29,11 @@ Accumulate (event-driven)
     An input event (:func:`~spikeforge.hdl.layouts.spike_event_layout`) carries up to ``in_group``
     spikes of step ``t``. For each set bit, lowest first, the core reads ``chunks`` weight-ROM words
     (address ``in_index × chunks + chunk``) and adds ``W · 2^(T-1-t)`` to ``lanes`` potentials per
-    cycle (a multiply by a shared one-hot scale register: a DSP where the device has them, no
-    per-lane barrel shifter). Four registered stages: the weight word is read at cycle n and registered
+    cycle. ``plan.multiplier`` says how a lane scales its weight: ``dsp`` multiplies by a shared one-hot
+    scale register (a DSP per lane where the device has them, no LUTs), ``logic`` shifts it left by the
+    registered ``T-1-t`` (a log-depth shifter of ``ceil(log2 T)`` mux levels per lane in LUTs, no DSP:
+    the iCE40UP5K has 8 DSPs, so its lanes are otherwise capped by them). Both are exact and take the
+    same stage, so timing and the cycle model are the same. Four registered stages: the weight word is read at cycle n and registered
     at n+1; at n+2 it is scaled into a register while the membrane word is read; at n+3 the two are added
     and written back (ROM clock-to-out, multiply and add each get a cycle: together they set Fmax). So an
     input spike costs exactly
@@ -78,6 +81,11 @@ __all__ = ["DenseILIF", "OutputLayer", "MembranePort"]
 
 def _sign_extend(value, width: int):
     return Cat(value, value[-1].replicate(width - len(value)))
+
+
+def _resize_signed(value, width: int):
+    """A signed ``value`` as ``width`` bits: truncated (it fits by construction) or sign-extended."""
+    return value[:width] if len(value) >= width else _sign_extend(value, width)
 
 
 class MembranePort(wiring.Signature):
@@ -167,7 +175,10 @@ class _AccumulatingLayer(wiring.Component):
         # ``low`` (the spike being issued) is registered: it is computed from the mask the cycle before,
         # so the weight address does not wait for a priority encoder.
         cur_valid, cur_last = Signal(), Signal()
-        cur_mask, cur_chunk, cur_scale = Signal(group), Signal(index_shape(p.in_chunks)), Signal(timesteps)
+        # The scale 2^(T-1-t) of the event's step: a one-hot factor for a multiplier (``dsp``), or the
+        # shift amount T-1-t for a shifter in logic (``logic``: no DSP, a log-depth mux per lane).
+        scale_shape = unsigned(timesteps) if p.multiplier == "dsp" else index_shape(timesteps)
+        cur_mask, cur_chunk, cur_scale = Signal(group), Signal(index_shape(p.in_chunks)), Signal(scale_shape)
         count = Signal(index_shape(chunks))
         low = Signal(index_shape(group))
         mask_empty, mask_single = Signal(init=1), Signal()  # of cur_mask, registered with it
@@ -183,17 +194,21 @@ class _AccumulatingLayer(wiring.Component):
         # clock-to-out and output multiplexers (stage 2), the multiply by 2^(T-1-t) (stage 3), the
         # membrane add and write (stage 4). The membrane word is read in stage 3, so it meets the scaled
         # weight in stage 4 and a word is written one cycle after it is read.
-        s2_valid, s2_chunk, s2_scale = Signal(), Signal(index_shape(chunks)), Signal(timesteps)
+        s2_valid, s2_chunk, s2_scale = Signal(), Signal(index_shape(chunks)), Signal(scale_shape)
         m.d.sync += [s2_valid.eq(spike), s2_chunk.eq(count), s2_scale.eq(cur_scale)]
-        s3_valid, s3_chunk, s3_scale = Signal(), Signal(index_shape(chunks)), Signal(timesteps)
+        s3_valid, s3_chunk, s3_scale = Signal(), Signal(index_shape(chunks)), Signal(scale_shape)
         s3_weight = Signal(len(weight_rd.data))
         m.d.sync += [s3_valid.eq(s2_valid), s3_chunk.eq(s2_chunk), s3_scale.eq(s2_scale), s3_weight.eq(weight_rd.data)]
         weight = data.ArrayLayout(signed(p.weight_bits), lanes)(s3_weight)
         scaled_bits = p.weight_bits + timesteps
         scaled = data.ArrayLayout(signed(scaled_bits), lanes)
         s4_valid, s4_chunk, s4_scaled = Signal(), Signal(index_shape(chunks)), Signal(scaled)
-        m.d.sync += [s4_valid.eq(s3_valid), s4_chunk.eq(s3_chunk),
-                     s4_scaled.eq(Cat((weight[k] * s3_scale)[:scaled_bits] for k in range(lanes)))]
+        if p.multiplier == "dsp":
+            lane_scaled = [(weight[k] * s3_scale)[:scaled_bits] for k in range(lanes)]
+        else:
+            # A shift by at most 2^n - 1 (n the amount's bits) may be narrower or wider than scaled_bits.
+            lane_scaled = [_resize_signed(weight[k] << s3_scale, scaled_bits) for k in range(lanes)]
+        m.d.sync += [s4_valid.eq(s3_valid), s4_chunk.eq(s3_chunk), s4_scaled.eq(Cat(lane_scaled))]
         word_bits = lanes * p.membrane_bits
         if p.membrane_banks == 1:
             acc_data = readout_data = banks[0][0].data
@@ -227,7 +242,8 @@ class _AccumulatingLayer(wiring.Component):
             m.d.comb += next_mask.eq(self.events.payload.mask)
             m.d.sync += [cur_valid.eq(1), cur_chunk.eq(self.events.payload.chunk),
                          cur_last.eq(self.events.payload.last),
-                         cur_scale.eq(Const(1 << (timesteps - 1), timesteps) >> self.events.payload.step)]
+                         cur_scale.eq(Const(1 << (timesteps - 1), timesteps) >> self.events.payload.step
+                                      if p.multiplier == "dsp" else timesteps - 1 - self.events.payload.step)]
         with m.Else():
             m.d.comb += next_mask.eq(Mux(spike & last_word, cur_mask & (cur_mask - 1), cur_mask))
             with m.If(cur_valid & done_with_event & ~cur_last | handover):

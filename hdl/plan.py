@@ -42,12 +42,62 @@ from .layouts import label_bits, signed_bits
 from spikeforge.ir.errors import InputError
 
 __all__ = ["LayerPlan", "AcceleratorPlan", "plan_network", "check_dense", "signed_bits", "ENCODER_MAX_LANES",
-           "encoder_lanes_for", "check_supported"]
+           "encoder_lanes_for", "check_supported", "MULTIPLIERS", "check_multiplier", "multiplier_dsps",
+           "choose_multiplier"]
 
 #: The input encoder reads at most this many codes per cycle.
 ENCODER_MAX_LANES = 16
 #: The encoder's emit sweep is kept within this fraction of the slowest other stage's estimate.
 ENCODER_MARGIN = 0.5
+#: How a dense lane scales a weight by ``2^(T-1-t)``: ``dsp`` multiplies by a one-hot register (one DSP
+#: per lane where the device has them), ``logic`` shifts it (a log-depth shifter in LUTs, no DSP).
+MULTIPLIERS = ("dsp", "logic")
+
+
+def check_multiplier(multiplier, allow_auto: bool = False) -> str:
+    """``multiplier`` if it is one of :data:`MULTIPLIERS` (or ``auto`` when ``allow_auto``).
+
+    Raises
+    ------
+    InputError
+        Naming the value and the accepted ones.
+    """
+    accepted = MULTIPLIERS + (("auto",) if allow_auto else ())
+    if multiplier not in accepted:
+        raise InputError(f"multiplier {multiplier!r} is not supported; accepted: {', '.join(accepted)}")
+    return multiplier
+
+
+def multiplier_dsps(net, folding) -> tuple:
+    """``(dense, other)``: the DSPs the dense lanes use with ``multiplier='dsp'`` (one per lane) and the
+    ones the rest of the design uses either way (a conv core's adders, ``lanes × taps``)."""
+    dense = other = 0
+    for layer in net.layers:
+        if layer.kind == "dense":
+            dense += folding[layer.name]
+        elif layer.kind == "conv2d":
+            other += folding[layer.name] * folding.tap_lanes(layer.name)
+    return dense, other
+
+
+def choose_multiplier(net, folding, dsp_budget, choice: str = "auto") -> str:
+    """Resolve ``choice`` (``dsp``, ``logic`` or ``auto``) for a device with ``dsp_budget`` DSPs.
+
+    ``auto`` takes ``dsp`` while every multiplier of the design fits the budget (``None``: unknown, no
+    limit), and ``logic`` once the dense lanes would run the DSPs out.
+
+    Raises
+    ------
+    InputError
+        An unknown ``choice``.
+    """
+    check_multiplier(choice, allow_auto=True)
+    if choice != "auto":
+        return choice
+    if dsp_budget is None:
+        return "dsp"
+    dense, other = multiplier_dsps(net, folding)
+    return "dsp" if dense + other <= dsp_budget else "logic"
 
 
 def encoder_lanes_for(net, folding, spikes_in=None, membrane_banks: int = 2) -> int:
@@ -131,6 +181,8 @@ class LayerPlan:
     membrane_banks
         2: ping-pong banks (accumulate sample n+1 while the readout sweeps sample n); 1: one bank,
         the readout follows the accumulate phase.
+    multiplier
+        How the lanes scale a weight by ``2^(T-1-t)``: ``dsp`` or ``logic`` (:data:`MULTIPLIERS`).
     weight_words, bias_words, threshold_words
         ROM images (lists of ints).
     """
@@ -154,6 +206,7 @@ class LayerPlan:
     bias_bits: int = 0
     uniform_threshold: int | None = None
     membrane_banks: int = 2
+    multiplier: str = "dsp"
 
     @property
     def padded_features(self) -> int:
@@ -193,6 +246,7 @@ class AcceleratorPlan:
     classes: int
     folding: Folding
     membrane_banks: int = 2
+    multiplier: str = "dsp"
 
     @property
     def output(self) -> LayerPlan:
@@ -208,10 +262,11 @@ class AcceleratorPlan:
         return label_bits(self.classes)
 
 
-def plan_network(net, folding: Folding, membrane_banks: int = 2) -> AcceleratorPlan:
+def plan_network(net, folding: Folding, membrane_banks: int = 2, multiplier: str = "dsp") -> AcceleratorPlan:
     """Derive every width, depth and ROM image of the accelerator for ``net`` folded by ``folding``.
 
-    ``membrane_banks`` (2: ping-pong, default; 1: compact) is recorded in every layer plan.
+    ``membrane_banks`` (2: ping-pong, default; 1: compact) and ``multiplier`` (``dsp`` or ``logic``,
+    :data:`MULTIPLIERS`; dense layers only) are recorded in every dense layer plan.
     ``layers`` holds one plan per folded layer: a :class:`LayerPlan` for a dense layer, a
     :class:`~spikeforge.hdl.conv_plan.ConvLayerPlan` for a conv layer (fused with the max pool that
     follows it, if any; a pool has no plan of its own). The first conv reads the encoder's flat CHW
@@ -223,10 +278,12 @@ def plan_network(net, folding: Folding, membrane_banks: int = 2) -> AcceleratorP
     Raises
     ------
     InputError
-        A network with a layer there is no core for, see :func:`check_supported`.
+        A network with a layer there is no core for, see :func:`check_supported`; an unknown
+        ``multiplier``.
     """
     check_supported(net)
     banks = check_membrane_banks(membrane_banks)
+    check_multiplier(multiplier)
     T = net.timesteps
     encoder_lanes = encoder_lanes_for(net, folding, membrane_banks=banks)
     group, group_chunks = encoder_lanes, math.ceil(net.in_features / encoder_lanes)
@@ -273,11 +330,11 @@ def plan_network(net, folding: Folding, membrane_banks: int = 2) -> AcceleratorP
             threshold_bits=threshold_bits,
             weight_words=pack_lanes(weight_rows, layer.weight_bits),
             bias_words=pack_lanes(bias, bias_bits), bias_bits=bias_bits, uniform_threshold=uniform,
-            membrane_banks=banks,
+            membrane_banks=banks, multiplier=multiplier,
             threshold_words=pack_lanes(threshold, threshold_bits) if layer.fires else [],
         ))
         group, group_chunks = lanes, chunks
     return AcceleratorPlan(timesteps=T, in_features=net.in_features, input_lut=[int(v) for v in net.input_lut],
                            encoder_lanes=encoder_lanes, encoder_chunks=math.ceil(net.in_features / encoder_lanes),
                            layers=layers, classes=net.num_classes, folding=folding,
-                           membrane_banks=banks)
+                           membrane_banks=banks, multiplier=multiplier)

@@ -27,7 +27,7 @@ from .fifo import StreamFIFO
 from .folding import check_membrane_banks, resolve_folding
 from .layer import DenseILIF, OutputLayer
 from .layouts import pixel_layout, result_layout
-from .plan import check_supported, plan_network
+from .plan import check_multiplier, check_supported, plan_network
 from spikeforge.ir.errors import InputError
 
 __all__ = ["Accelerator", "DEFAULT_FIFO_DEPTH"]
@@ -52,6 +52,10 @@ class Accelerator(wiring.Component):
         Membrane banks per layer: 2 (ping-pong, default: a layer accumulates sample n+1 while it
         fires sample n) or 1 (compact: less memory and routing, the sweep follows the accumulate
         phase). Automatic folding balances for it.
+    multiplier : str
+        How dense lanes scale a weight by ``2^(T-1-t)``: ``"dsp"`` (default; a multiplier per lane, a
+        DSP where the device has them) or ``"logic"`` (a shifter in LUTs, no DSP); see
+        :func:`~spikeforge.hdl.plan.choose_multiplier` for the automatic choice from a DSP budget.
 
     Members
     -------
@@ -69,7 +73,8 @@ class Accelerator(wiring.Component):
     ------
     InputError
         For a network with a layer there is no core for (a conv output layer, a max pool that does not
-        directly follow a conv layer), see :func:`~spikeforge.hdl.plan.check_supported`.
+        directly follow a conv layer), see :func:`~spikeforge.hdl.plan.check_supported`; for an unknown
+        ``multiplier``.
     FoldingError
         For a bad folding (unknown layer, a max pool's name, lanes outside ``1..out_features`` or,
         for a conv layer, ``1..out_channels``).
@@ -77,12 +82,14 @@ class Accelerator(wiring.Component):
         For a ``fifo_depth`` below 2.
     """
 
-    def __init__(self, net, folding=None, *, fifo_depth: int = DEFAULT_FIFO_DEPTH, membrane_banks: int = 2):
+    def __init__(self, net, folding=None, *, fifo_depth: int = DEFAULT_FIFO_DEPTH, membrane_banks: int = 2,
+                 multiplier: str = "dsp"):
         check_supported(net)
         self.net = net
         self.membrane_banks = check_membrane_banks(membrane_banks)
+        self.multiplier = check_multiplier(multiplier)
         self.folding = resolve_folding(net, folding, membrane_banks=self.membrane_banks)
-        self.plan = plan_network(net, self.folding, membrane_banks=self.membrane_banks)
+        self.plan = plan_network(net, self.folding, membrane_banks=self.membrane_banks, multiplier=self.multiplier)
         if not isinstance(fifo_depth, int) or fifo_depth < 2:
             # Depth 0 never accepts a beat (deadlock); depth 1 moves one beat every other cycle,
             # which the cycle model does not describe.

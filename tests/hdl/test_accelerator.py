@@ -143,10 +143,10 @@ def test_results_held_back_stall_the_pipeline_and_lose_nothing(banks):
     """``results.ready`` low for many sample times: the pipeline fills, stops taking pixels, and every
     result then comes out in order, bit-exact (no result register overwritten, no sample dropped)."""
     net = random_network(11, sizes=(10, 8, 6, 3), timesteps=4, weight_bits=6)
-    samples = _samples(11, 12, 10)
+    samples = _samples(11, 16, 10)     # more than the pipeline holds (the encoder alone holds two and a beat)
     folding = {"fc1": 2, "fc2": 3, "fc3": 1}
     per_sample = predict(net, folding, samples, membrane_banks=banks).cycles_per_sample
-    hold = int(12 * per_sample)                          # long enough for every sample to be taken in
+    hold = int(12 * per_sample)                          # long enough for the pipeline to fill
     accepted = []
     run, _ = _check(net, samples, folding, banks, hold=hold, accepted=accepted)
     # Back-pressure reached the input: some pixels wait for the results to be released.

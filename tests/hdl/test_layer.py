@@ -6,6 +6,7 @@ import random
 
 import numpy as np
 import pytest
+from amaranth.back import rtlil
 from amaranth.sim import Simulator
 
 from spikeforge.testing.hdl_harness import as_event, codes_from_events, event_sequence, put_stream, take_stream
@@ -13,7 +14,8 @@ from spikeforge.ir.network import DenseLayer, Network
 from spikeforge.ir.random_network import random_network
 from spikeforge.hdl.folding import Folding
 from spikeforge.hdl.layer import DenseILIF, OutputLayer
-from spikeforge.hdl.plan import plan_network
+from spikeforge.hdl.plan import choose_multiplier, plan_network
+from spikeforge.ir.errors import InputError
 from spikeforge.ir import golden
 
 
@@ -25,8 +27,9 @@ def _input_beats(codes, group, timesteps):
     return beats
 
 
-def _run_hidden(net, lanes, codes, *, gap=0.0, stall=0.0, seed=0, banks=2):
-    plan = plan_network(net, Folding.for_network(net, {"fc1": lanes, "fc2": 1}), membrane_banks=banks)
+def _run_hidden(net, lanes, codes, *, gap=0.0, stall=0.0, seed=0, banks=2, multiplier="dsp"):
+    plan = plan_network(net, Folding.for_network(net, {"fc1": lanes, "fc2": 1}), membrane_banks=banks,
+                        multiplier=multiplier)
     layer = plan.layers[0]
     dut = DenseILIF(layer)
     beats = _input_beats(codes, layer.in_group, net.timesteps)
@@ -120,8 +123,9 @@ def _output_net(weight, bias, timesteps=4, weight_bits=8):
                    layers=[hidden, out], classes=[str(i) for i in range(n_out)])
 
 
-def _run_output(net, lanes, codes, *, stall=0.0, banks=2):
-    plan = plan_network(net, Folding.for_network(net, {"fc1": 1, "fc2": lanes}), membrane_banks=banks)
+def _run_output(net, lanes, codes, *, stall=0.0, banks=2, multiplier="dsp"):
+    plan = plan_network(net, Folding.for_network(net, {"fc1": 1, "fc2": lanes}), membrane_banks=banks,
+                        multiplier=multiplier)
     layer = plan.layers[1]
     dut = OutputLayer(layer)
     beats = _input_beats(codes, layer.in_group, net.timesteps)
@@ -143,16 +147,17 @@ def _run_output(net, lanes, codes, *, stall=0.0, banks=2):
     return [r[1] for r in out["results"]]
 
 
+@pytest.mark.parametrize("multiplier", ["dsp", "logic"])
 @pytest.mark.parametrize("banks", [2, 1])
 @pytest.mark.parametrize("lanes", [1, 3, 5])
-def test_output_scores_argmax_ties_and_negative(lanes, banks):
+def test_output_scores_argmax_ties_and_negative(lanes, banks, multiplier):
     weight = np.array([[3, -2, 0], [3, -2, 0], [-8, 7, 1], [0, 0, 0], [-128, -128, -128]])
     bias = np.array([0, 0, -5, 0, 100])
     net = _output_net(weight, bias)
     plan = plan_network(net, Folding.for_network(net, {"fc1": 1, "fc2": 5}))
     codes = np.array([[0, 0, 0], [15, 0, 0], [0, 15, 3], [15, 15, 15], [1, 2, 3]])
     # For input codes straight into the output layer, fc1 is skipped: scores = W·q + b.
-    results = _run_output(net, lanes, codes, stall=0.3, banks=banks)
+    results = _run_output(net, lanes, codes, stall=0.3, banks=banks, multiplier=multiplier)
     for (label, scores), row in zip(results, codes):
         expected = weight @ row + bias
         assert scores == list(expected)
@@ -167,3 +172,52 @@ def test_single_class_has_a_one_bit_label():
     net = _output_net([[5, -5]], [7])
     results = _run_output(net, 1, np.array([[3, 1], [0, 15]]))
     assert results == [(0, [17]), (0, [-68])]
+
+
+@pytest.mark.parametrize("banks", [2, 1])
+@pytest.mark.parametrize("lanes", [1, 4])
+@pytest.mark.parametrize("timesteps,weight_bits", [(1, 3), (4, 8), (8, 8), (13, 5)])
+def test_logic_multiplier_hidden_layer_is_exact(lanes, timesteps, weight_bits, banks):
+    """The shifter in logic (no DSP) gives the same codes as the golden model, the most negative weight
+    shifted by T-1 included."""
+    net = random_network(timesteps * 7 + weight_bits, sizes=(9, 7, 3), timesteps=timesteps,
+                         weight_bits=weight_bits, threshold_range=(1, 40 << weight_bits))
+    net.layers[0].weight[0, :] = -(1 << (weight_bits - 1))             # the extremes of the weight range
+    net.layers[0].weight[1, :] = (1 << (weight_bits - 1)) - 1
+    rng = np.random.default_rng(lanes + timesteps)
+    codes = rng.integers(0, 1 << timesteps, size=(4, 9))
+    codes[1] = (1 << timesteps) - 1
+    got, samples, _, _, _ = _run_hidden(net, lanes, codes, banks=banks, multiplier="logic", stall=0.3, gap=0.2)
+    expected = golden.run_codes(net, codes).codes[1]
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_logic_multiplier_has_no_multiply_and_same_timing():
+    """``logic`` elaborates to shifts (no ``$mul`` cell per lane for a DSP to take); the beats come out in the same
+    cycles as with ``dsp``."""
+    net = random_network(5, sizes=(6, 5, 2), timesteps=8, weight_bits=8, threshold_range=(1, 3000))
+    cells = {}
+    for multiplier in ("dsp", "logic"):
+        plan = plan_network(net, Folding.for_network(net, {"fc1": 2, "fc2": 1}), multiplier=multiplier)
+        cells[multiplier] = rtlil.convert(DenseILIF(plan.layers[0]))
+    # Address arithmetic has constant multiplies in both; the lanes' multipliers are gone in ``logic``.
+    assert cells["dsp"].count("cell $mul ") - cells["logic"].count("cell $mul ") == 2
+    assert cells["logic"].count("cell $sshl ") + cells["logic"].count("cell $shl ") >= 2
+    codes = np.random.default_rng(1).integers(0, 256, size=(3, 6))
+    runs = [_run_hidden(net, 2, codes, multiplier=multiplier) for multiplier in ("dsp", "logic")]
+    assert [cycle for cycle, _ in runs[0][2]] == [cycle for cycle, _ in runs[1][2]]
+    np.testing.assert_array_equal(runs[0][0], runs[1][0])
+
+
+def test_multiplier_choice_and_refusal():
+    net = random_network(3, sizes=(6, 5, 2), timesteps=4, weight_bits=8)
+    folding = Folding.for_network(net, {"fc1": 5, "fc2": 2})
+    assert choose_multiplier(net, folding, 8) == "dsp"          # 7 lanes, 8 DSPs
+    assert choose_multiplier(net, folding, 6) == "logic"        # the DSPs run out
+    assert choose_multiplier(net, folding, None) == "dsp"       # no known budget
+    assert choose_multiplier(net, folding, 0, "dsp") == "dsp"   # forced
+    assert choose_multiplier(net, folding, 100, "logic") == "logic"
+    with pytest.raises(InputError, match="multiplier 'lut' is not supported; accepted: dsp, logic, auto"):
+        choose_multiplier(net, folding, 8, "lut")
+    with pytest.raises(InputError, match="multiplier 'auto' is not supported; accepted: dsp, logic$"):
+        plan_network(net, folding, multiplier="auto")
