@@ -43,7 +43,7 @@ from spikeforge.hdl.conv_plan import ConvLayerPlan
 from spikeforge.hdl.folding import folded_layers, resolve_folding
 from spikeforge.hdl.generate import design_report
 from spikeforge.hdl.layouts import spike_event_layout
-from spikeforge.hdl.plan import check_supported
+from spikeforge.hdl.plan import check_supported, choose_multiplier
 from spikeforge.hdl.top import DEFAULT_FIFO_DEPTH
 from spikeforge.ir.atomic import copy_file, write_json
 from spikeforge.ir.errors import InputError
@@ -97,6 +97,8 @@ class BuildOptions:
     timeout_s: float = 0.05
     #: Membrane banks per layer: None tries 2 (ping-pong) and falls back to 1 when 2 do not fit.
     membrane_banks: int | None = None
+    #: How dense lanes scale weights: dsp, logic, or auto (logic once the device's DSPs run out).
+    multiplier: str = "auto"
 
 
 # -- resources ------------------------------------------------------------------------------------
@@ -528,7 +530,8 @@ def _build(net, board, out_dir, options, log, membrane_banks: int, fallback) -> 
     if not lanes and options.lanes_budget is None and info.family == "ice40":
         lanes = {layer.name: 1 for layer in folded_layers(net)}     # small devices: the least logic
     folding = resolve_folding(net, lanes, lanes_budget=options.lanes_budget, membrane_banks=membrane_banks)
-    accelerator = Accelerator(net, folding, membrane_banks=membrane_banks)
+    multiplier = choose_multiplier(net, folding, info.device.dsps if info.device else None, options.multiplier)
+    accelerator = Accelerator(net, folding, membrane_banks=membrane_banks, multiplier=multiplier)
     real_plan = accelerator.plan
     design = design_report(accelerator)
     config = link_config_for(accelerator, in_features=net.in_features, timesteps=net.timesteps,
@@ -537,7 +540,7 @@ def _build(net, board, out_dir, options, log, membrane_banks: int, fallback) -> 
         "format": REPORT_FORMAT, "version": 1, "board": info.name, "family": info.family,
         "device": getattr(platform, "device", None), "package": getattr(platform, "package", None),
         "toolchain": info.toolchain, "clock_mhz": info.clock_hz / 1e6, "baud": baud, "scores": options.scores,
-        "folding": real_plan.folding.config(), "membrane_banks": membrane_banks,
+        "folding": real_plan.folding.config(), "membrane_banks": membrane_banks, "multiplier": multiplier,
         "membrane_banks_fallback": fallback, "link": dataclasses.asdict(config),
         "network": design["network"], "in_features": net.in_features, "classes": net.num_classes,
         "timesteps": net.timesteps, "score_bits": real_plan.score_bits,
