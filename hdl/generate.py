@@ -37,11 +37,18 @@ from .layouts import pixel_layout, result_layout, spike_event_layout
 from .conv_plan import ConvLayerPlan, readout_words
 from .plan import check_supported
 from .top import DEFAULT_FIFO_DEPTH, Accelerator
+from .axis import AXIStreamAccelerator, axis_layout_description
 from spikeforge.ir.errors import InputError
 
-__all__ = ["generate", "design_report", "network_fingerprint", "summary", "DESIGN_FORMAT"]
+__all__ = ["generate", "design_report", "network_fingerprint", "summary", "DESIGN_FORMAT", "INTERFACES",
+           "DEFAULT_NAMES"]
 
 DESIGN_FORMAT = "spikeforge-design"
+#: The top-level interfaces :func:`generate` writes: the Amaranth streams of DESIGN.md §3, or AXI4-Stream
+#: (:mod:`spikeforge.hdl.axis`).
+INTERFACES = ("stream", "axis")
+#: The Verilog module name of each interface when none is given.
+DEFAULT_NAMES = {"stream": "spikeforge_top", "axis": "spikeforge_axis"}
 #: The conv stages' formulas in ``design.json``'s cycle-model note (only in designs with a conv layer,
 #: so a dense design's ``design.json`` is unchanged).
 _CONV_STAGE_CYCLES = {"conv accumulate": "sum over input spikes of ny*ceil(nx/taps)*C_l (ny x nx kept outputs "
@@ -81,7 +88,12 @@ def _rom_images(plan) -> dict:
 
 def design_report(accelerator: Accelerator, *, name: str = "spikeforge_top", spikes_in=None,
                   network_path=None) -> dict:
-    """The ``design.json`` dict of an :class:`Accelerator` (nothing is written)."""
+    """The ``design.json`` dict of an :class:`Accelerator` or an
+    :class:`~spikeforge.hdl.axis.AXIStreamAccelerator` (nothing is written).
+
+    An AXI4-Stream design adds ``"interface": "axis"``, its ports and the ``m_axis_tdata`` byte layout
+    (``"axis"``); a stream design's report has no ``interface`` key (it reads as ``"stream"``)."""
+    axis = isinstance(accelerator, AXIStreamAccelerator)
     net, plan = accelerator.net, accelerator.plan
     estimated = spikes_in is None
     spikes = estimate_spikes_in(net, spikes_in)
@@ -120,18 +132,26 @@ def design_report(accelerator: Accelerator, *, name: str = "spikeforge_top", spi
     network = {"timesteps": net.timesteps, "input_shape": list(net.input_shape), **network_fingerprint(net)}
     if network_path is not None:
         network["path"] = str(network_path)
+    if axis:
+        ports = {"clock": "aclk", "reset": "aresetn (synchronous, active low)",
+                 "s_axis": "s_axis_tdata[7:0]/tvalid/tready/tlast: one raw value per beat, tlast on a sample's last",
+                 "m_axis": f"m_axis_tdata[{Shape.cast(accelerator.m_axis_tdata.shape()).width - 1}:0]/tvalid/tready/"
+                           f"tlast: one beat per sample (tlast = 1), layout in \"axis\""}
+    else:
+        ports = {"clock": "clk", "reset": "rst (synchronous, active high)",
+                 "pixels": "pixels__valid/ready/payload: {data: u8, last: u1} from the LSB",
+                 "results": f"results__valid/ready/payload: {{label: u{plan.label_bits}, "
+                            f"scores: {plan.classes} x s{plan.score_bits}}} from the LSB"}
     return {
         "format": DESIGN_FORMAT, "version": 1,
         "top": name, "verilog": f"{name}.v",
+        **({"interface": "axis", "axis": axis_layout_description(plan.classes, plan.score_bits)} if axis else {}),
         "timesteps": plan.timesteps, "in_features": plan.in_features,
         "classes": plan.classes, "class_names": list(net.classes),
         "label_bits": plan.label_bits, "score_bits": plan.score_bits,
         "pixels_payload_bits": Shape.cast(pixel_layout()).width,
         "results_payload_bits": Shape.cast(result_layout(plan.classes, plan.score_bits)).width,
-        "ports": {"clock": "clk", "reset": "rst (synchronous, active high)",
-                  "pixels": "pixels__valid/ready/payload: {data: u8, last: u1} from the LSB",
-                  "results": f"results__valid/ready/payload: {{label: u{plan.label_bits}, "
-                             f"scores: {plan.classes} x s{plan.score_bits}}} from the LSB"},
+        "ports": ports,
         "encoder": {"lanes": plan.encoder_lanes, "chunks": plan.encoder_chunks, "lut_rom": "rom/input_lut.hex",
                     "buffer_bits": 2 * plan.encoder_chunks * plan.encoder_lanes * plan.timesteps},
         "fifo_depth": accelerator.fifo_depth,
@@ -228,11 +248,19 @@ def summary(design: dict) -> str:
         f"latency {pred['latency']:.0f} cycles, adder utilisation {100 * pred['adder_utilisation']:.0f} % "
         f"[{pred['spikes_basis']}]",
     ]
+    if design.get("interface") == "axis":
+        axis = design["axis"]
+        label = "byte 0" if axis["label_bytes"] == 1 else f"bytes 0..{axis['label_bytes'] - 1}"
+        lines.append(f"AXI4-Stream top: aclk, aresetn, s_axis_tdata[7:0] in; "
+                     f"m_axis_tdata[{axis['m_axis_tdata_bits'] - 1}:0] out, one beat per sample: label in {label}, "
+                     f"score i in bytes {axis['label_bytes']}+{axis['score_bytes']}*i "
+                     f"(sign-extended to {8 * axis['score_bytes']} bits)")
     return "\n".join(lines)
 
 
-def generate(net, out_dir, *, lanes=None, target_cycles=None, lanes_budget=None, name: str = "spikeforge_top",
-             spikes_in=None, fifo_depth: int = DEFAULT_FIFO_DEPTH, membrane_banks: int = 2) -> dict:
+def generate(net, out_dir, *, lanes=None, target_cycles=None, lanes_budget=None, name: str | None = None,
+             spikes_in=None, fifo_depth: int = DEFAULT_FIFO_DEPTH, membrane_banks: int = 2,
+             interface: str = "stream") -> dict:
     """Write ``<out_dir>/<name>.v``, ``<out_dir>/rom/*.hex`` and ``<out_dir>/design.json``; return the design.
 
     Parameters
@@ -245,19 +273,25 @@ def generate(net, out_dir, *, lanes=None, target_cycles=None, lanes_budget=None,
     target_cycles, lanes_budget : int, optional
         Automatic folding for a cycle target or a total lanes budget (see
         :func:`~spikeforge.hdl.folding.auto_folding`).
-    name : str
-        The Verilog module name (an identifier).
+    name : str, optional
+        The Verilog module name (an identifier); default ``spikeforge_top``, or ``spikeforge_axis`` for
+        ``interface="axis"``.
     spikes_in : list of float, optional
         Mean input spikes per sample and layer, for the balance and the prediction (default: an
         estimate of T/2 ones per code).
     membrane_banks : int
         2 (ping-pong, default) or 1 (compact); see :class:`~spikeforge.hdl.Accelerator`.
+    interface : ``"stream"`` or ``"axis"``
+        The top's ports: the Amaranth streams (``clk``, ``rst``, ``pixels__*``, ``results__*``; DESIGN.md §3)
+        or AXI4-Stream for a Vivado/Quartus block design (``aclk``, ``aresetn``, ``s_axis_*``, ``m_axis_*``;
+        :class:`~spikeforge.hdl.axis.AXIStreamAccelerator`). ``design.json`` records ``"interface": "axis"``
+        and the ``m_axis_tdata`` byte layout for the latter.
 
     Raises
     ------
     InputError
         For a network with a layer there is no core for (a conv output layer, a pool that does not
-        follow a conv; see :func:`~spikeforge.hdl.plan.check_supported`).
+        follow a conv; see :func:`~spikeforge.hdl.plan.check_supported`), or an unknown ``interface``.
     FoldingError
         For a bad folding.
     FileExistsError
@@ -268,11 +302,16 @@ def generate(net, out_dir, *, lanes=None, target_cycles=None, lanes_budget=None,
         network_path = Path(net)
         net = load(network_path)
     check_supported(net)
+    if interface not in INTERFACES:
+        raise InputError(f"interface {interface!r} is not supported; supported: {', '.join(map(repr, INTERFACES))}")
+    if name is None:
+        name = DEFAULT_NAMES[interface]
     if not isinstance(name, str) or not name.isidentifier():
         raise InputError(f"module name {name!r} is not an identifier")
     folding = resolve_folding(net, lanes, lanes_budget=lanes_budget, target_cycles=target_cycles,
                               spikes_in=spikes_in, membrane_banks=membrane_banks)
-    accelerator = Accelerator(net, folding, fifo_depth=fifo_depth, membrane_banks=membrane_banks)
+    top = AXIStreamAccelerator if interface == "axis" else Accelerator
+    accelerator = top(net, folding, fifo_depth=fifo_depth, membrane_banks=membrane_banks)
     text = verilog.convert(accelerator, name=name, emit_src=False)
     design = design_report(accelerator, name=name, spikes_in=spikes_in, network_path=network_path)
 

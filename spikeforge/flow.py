@@ -99,6 +99,8 @@ class FlowConfig:
         1 or 2. generate: 2 when unset; build: 2, falling back to 1 when 2 do not fit.
     module_name : str
         generate: the Verilog module name.
+    interface : str
+        generate: the top's ports, ``"stream"`` (DESIGN.md §3) or ``"axis"`` (AXI4-Stream, :mod:`spikeforge.hdl.axis`).
     spikes_from : str, optional
         generate: measure the input spikes per layer on this dataset's test split (the first
         ``spike_samples``, all when ``None``) for the folding and the prediction; otherwise estimated.
@@ -139,6 +141,7 @@ class FlowConfig:
     target_cycles: int | None = None
     membrane_banks: int | None = None
     module_name: str = "spikeforge_top"
+    interface: str = "stream"
     spikes_from: str | None = None
     spike_samples: int | None = 512
     split: str = "test"
@@ -164,7 +167,7 @@ class FlowConfig:
 
     def __post_init__(self):
         choices = {"stalls": ("none", "random"), "split": ("train", "test"), "membrane_banks": (None, 1, 2),
-                   "engine": ("cocotb", "fast")}
+                   "engine": ("cocotb", "fast"), "interface": ("stream", "axis")}
         for key, accepted in choices.items():
             if getattr(self, key) not in accepted:
                 raise FlowConfigError(f"flow config {key} {getattr(self, key)!r} is not accepted; accepted: "
@@ -483,7 +486,7 @@ def step_generate(state: FlowState, config: FlowConfig) -> GenerateReport:
     source = state.network_dir if state.network_dir is not None else net
     design = generate_design(source, config.rtl_path, lanes=config.lanes, target_cycles=config.target_cycles,
                              lanes_budget=config.lanes_budget, name=config.module_name, spikes_in=spikes_in,
-                             membrane_banks=config.membrane_banks or 2)
+                             membrane_banks=config.membrane_banks or 2, interface=config.interface)
     state.design = design
     prediction = design.get("prediction")
     return GenerateReport(rtl_dir=str(config.rtl_path), verilog=design["verilog"], folding=dict(design["folding"]),

@@ -25,7 +25,12 @@ def add_arguments(parser):
     parser.add_argument("--membrane-banks", type=int, choices=(1, 2), default=2,
                         help="membrane banks per layer: 2 (ping-pong, default: accumulate sample n+1 while firing "
                              "sample n) or 1 (compact: less memory, the fire sweep follows the accumulate phase)")
-    parser.add_argument("--name", default="spikeforge_top", help="Verilog module name (default spikeforge_top)")
+    parser.add_argument("--axis", action="store_true",
+                        help="an AXI4-Stream top for a Vivado/Quartus block design: aclk, aresetn (active low), "
+                             "s_axis_tdata[7:0]/tvalid/tready/tlast in, m_axis_tdata/tvalid/tready/tlast out "
+                             "(label, then each score sign-extended to whole bytes; layout in design.json)")
+    parser.add_argument("--name", default=None,
+                        help="Verilog module name (default spikeforge_top, with --axis spikeforge_axis)")
 
 
 def run(args) -> int:
@@ -36,7 +41,8 @@ def run(args) -> int:
     config = FlowConfig(network_dir=str(args.network), rtl_dir=str(args.output),
                         lanes=args.lanes or None, target_cycles=args.target_cycles,
                         lanes_budget=args.lanes_budget, spikes_from=args.spikes_from,
-                        membrane_banks=args.membrane_banks, module_name=args.name)
+                        membrane_banks=args.membrane_banks, interface="axis" if args.axis else "stream",
+                        module_name=args.name or ("spikeforge_axis" if args.axis else "spikeforge_top"))
     report = run_step("generate", FlowState(), config)
     print("\n".join(report.lines()))
     return 0

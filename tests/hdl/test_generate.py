@@ -15,6 +15,7 @@ from spikeforge.hdl.folding import FoldingError
 from spikeforge.hdl.generate import generate, network_fingerprint
 from spikeforge.hdl.plan import plan_network, signed_bits
 from spikeforge.hdl.folding import Folding
+from spikeforge.ir.errors import InputError
 
 REQUIRED = {"top", "verilog", "timesteps", "classes", "label_bits", "score_bits", "pixels_payload_bits",
             "results_payload_bits", "in_features", "layers", "folding", "network"}
@@ -87,21 +88,23 @@ def test_refuses_foreign_directory_and_leaves_nothing_half_written(net, tmp_path
 
 
 @pytest.mark.verilator
-@pytest.mark.parametrize("sizes,timesteps,lanes", [((12, 10, 6, 3), 5, None), ((5, 1), 1, {"fc1": 1}),
-                                                   ((7, 4, 2), 16, {"fc1": 4, "fc2": 1})])
-def test_verilog_passes_verilator_lint(tmp_path, sizes, timesteps, lanes):
+@pytest.mark.parametrize("sizes,timesteps,lanes,interface", [((12, 10, 6, 3), 5, None, "stream"),
+                                                             ((5, 1), 1, {"fc1": 1}, "stream"),
+                                                             ((7, 4, 2), 16, {"fc1": 4, "fc2": 1}, "stream"),
+                                                             ((7, 4, 2), 3, None, "axis")])
+def test_verilog_passes_verilator_lint(tmp_path, sizes, timesteps, lanes, interface):
     from spikeforge.sim.verilator import SimulatorError, find_verilator
     try:
         install = find_verilator()
     except SimulatorError as error:
         pytest.skip(str(error))
     net = random_network(1, sizes=sizes, timesteps=timesteps, weight_bits=4)
-    generate(net, tmp_path / "rtl", lanes=lanes)
+    top = generate(net, tmp_path / "rtl", lanes=lanes, interface=interface)["top"]
     env = {**os.environ, **install.environment()}
     # Amaranth's netlists use implicit width changes and partial case statements by design; every
     # other warning class stays fatal.
     proc = subprocess.run([str(install.executable), "--lint-only", "-Wno-WIDTH", "-Wno-CASEINCOMPLETE",
-                           "--top-module", "spikeforge_top", str(tmp_path / "rtl" / "spikeforge_top.v")],
+                           "--top-module", top, str(tmp_path / "rtl" / f"{top}.v")],
                           capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr
     assert "%Error" not in proc.stderr and "%Warning" not in proc.stderr
@@ -196,3 +199,37 @@ def test_conv_tap_lanes_in_design_json_and_the_cli(tmp_path, capsys):
     assert all(name in text for name in names)
     again = generate(conv, tmp_path / "rtl2", lanes=design["folding"])
     assert again["folding"] == design["folding"]
+
+
+def test_axis_design_records_its_interface_and_tdata_layout(net, tmp_path, capsys):
+    """``--axis``: the AXI4-Stream ports in the Verilog (with Vivado's interface attributes), ``interface`` and
+    the byte layout in design.json, a summary line; the stream top's design.json has no ``interface`` key."""
+    net.save(tmp_path / "net")
+    assert main(["generate", str(tmp_path / "net"), "-o", str(tmp_path / "rtl"), "--axis"]) == 0
+    out = capsys.readouterr().out
+    assert "AXI4-Stream top" in out and "spikeforge_axis.v" in out
+    design = json.loads((tmp_path / "rtl" / "design.json").read_text())
+    assert design["top"] == "spikeforge_axis" and design["interface"] == "axis"
+    assert design["ports"]["clock"] == "aclk" and "active low" in design["ports"]["reset"]
+    score_bytes = -(-design["score_bits"] // 8)
+    assert design["axis"]["m_axis_tdata_bits"] == 8 * (1 + 3 * score_bytes)
+    assert design["axis"]["scores"][2]["bits"] == [8 * (1 + 3 * score_bytes) - 1, 8 * (1 + 2 * score_bytes)]
+    text = (tmp_path / "rtl" / "spikeforge_axis.v").read_text()
+    header = text[text.index("module spikeforge_axis("):]
+    for port, width in [("aclk", ""), ("aresetn", ""), ("s_axis_tdata", "[7:0] "), ("s_axis_tvalid", ""),
+                        ("s_axis_tlast", ""), ("m_axis_tready", "")]:
+        assert f"input {width}{port};" in header, port
+    for port, width in [("s_axis_tready", ""), ("m_axis_tdata", f"[{design['axis']['m_axis_tdata_bits'] - 1}:0] "),
+                        ("m_axis_tvalid", ""), ("m_axis_tlast", "")]:
+        assert f"output {width}{port};" in header, port
+    assert '(* X_INTERFACE_INFO = "xilinx.com:interface:axis:1.0 m_axis TDATA" *)' in header
+    assert "pixels__valid" not in header.split(";")[0]
+    # The same network through the API with a name of the user's; the stream top stays as it was.
+    assert generate(net, tmp_path / "named", interface="axis", name="snn_axis")["top"] == "snn_axis"
+    assert "interface" not in generate(net, tmp_path / "stream")
+
+
+def test_unknown_interface_is_refused_by_value(net, tmp_path):
+    with pytest.raises(InputError, match=r"interface 'axi' is not supported; supported: 'stream', 'axis'"):
+        generate(net, tmp_path / "rtl", interface="axi")
+    assert not (tmp_path / "rtl").exists()
