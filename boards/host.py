@@ -19,7 +19,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .link import LinkConfig, LinkError, Result, SlipStreamDecoder, Status, info_request, parse_frame, sample_frame
+from .link import (Counters, LinkConfig, LinkError, Result, SlipStreamDecoder, Status, batch_frame, counters_request,
+                   info_request, pack_codes, packed_sample_frame, parse_frame, sample_frame)
 from spikeforge.ir.errors import InputError
 
 __all__ = ["BoardClient", "RunStats", "CANDIDATE_BAUDS", "BOARD_BUILD_FORMAT", "SIMULATED_BOARD_FORMAT",
@@ -29,8 +30,12 @@ __all__ = ["BoardClient", "RunStats", "CANDIDATE_BAUDS", "BOARD_BUILD_FORMAT", "
 #: up to this many seconds.
 MAX_ANSWER_TIMEOUT = 60.0
 
-#: Tried in this order when the baud rate is not given.
-CANDIDATE_BAUDS = (1_000_000, 115200, 3_000_000, 921600, 460800, 230400)
+#: Tried in this order when the baud rate is not given: the boards' defaults first (FT231X on a ULX3S
+#: up to 3 Mbaud, FT2232H on an iCEBreaker up to 12 Mbaud: the fastest its clock makes exactly,
+#: spikeforge.boards.uart.board_baud), then older boards' 1 Mbaud and the usual rates.
+CANDIDATE_BAUDS = (3_000_000, 6_000_000, 12_000_000, 1_500_000, 1_000_000, 115200, 2_000_000, 4_000_000,
+                   8_000_000, 3_200_000, 921600, 460800, 230400)
+
 
 
 #: The ``format`` of each record that names a board's network (the first is boards.build's REPORT_FORMAT).
@@ -81,17 +86,42 @@ def check_board_shape(config: LinkConfig, net, port: str, network_path) -> None:
 
 @dataclass
 class RunStats:
-    """What a :meth:`BoardClient.classify` run measured at the host."""
+    """What a :meth:`BoardClient.classify` run measured at the host, and what the board counted."""
     samples: int = 0
     seconds: float = 0.0
     resent: int = 0
     errors: dict = field(default_factory=dict)
     #: Set when late answers made the client wait longer than it was told: the timeout it ended with.
     answer_timeout: float | None = None
+    #: Bytes written to the board (after stuffing) for the samples, resends included.
+    bytes_sent: int = 0
+    #: The board's counters (:class:`~.link.Counters`): one per batch, or one for a whole streamed run.
+    counters: list = field(default_factory=list)
+    #: The board's clock (Hz), to turn its cycle counts into seconds.
+    clk_freq: int = 0
 
     @property
     def samples_per_second(self) -> float:
         return self.samples / self.seconds if self.seconds else 0.0
+
+    @property
+    def board_cycles_per_sample(self) -> float | None:
+        """Steady-state cycles between results, as the board counted them (all batches together)."""
+        spans = [(c.last_result - c.first_result, c.samples - 1) for c in self.counters if c.samples >= 2]
+        if not spans or not sum(n for _, n in spans):
+            return None
+        return sum(s for s, _ in spans) / sum(n for _, n in spans)
+
+    @property
+    def board_samples_per_second(self) -> float | None:
+        """Samples/s measured by the board: its clock over :attr:`board_cycles_per_sample`."""
+        cycles = self.board_cycles_per_sample
+        return self.clk_freq / cycles if cycles and self.clk_freq else None
+
+    @property
+    def board_latency_cycles(self) -> int | None:
+        """First pixel to first result of the first batch (or run), in cycles."""
+        return self.counters[0].first_result if self.counters and self.counters[0].samples else None
 
 
 class BoardClient:
@@ -164,27 +194,140 @@ class BoardClient:
         raise OSError(f"no spikeforge board answered on {self.port_name} (tried {tried} baud); is the bitstream "
                       f"loaded and the port right?")
 
-    def classify(self, samples, on_result=None, stats: RunStats | None = None) -> list:
-        """Classify raw samples (each ``in_features`` bytes); return one :class:`~.link.Result` per sample.
-
-        ``on_result(index, result)`` is called as answers arrive (in order).
-
-        Raises
-        ------
-        ValueError
-            A sample of the wrong size.
-        OSError
-            The board stopped answering (``retries`` resends of one sample did not help).
-        """
+    def _payloads(self, samples, compact: bool) -> list:
         config = self.config
-        frames = []
+        payloads = []
+        lut = config.lut() if compact else None
         for index, sample in enumerate(samples):
             data = bytes(bytearray(int(v) for v in sample.reshape(-1))) if hasattr(sample, "reshape") \
                 else bytes(sample)
             if len(data) != config.in_features:
                 raise InputError(f"sample {index} has {len(data)} bytes; the board takes {config.in_features}")
-            frames.append(data)
+            payloads.append(pack_codes([lut[v] for v in data], config.code_bits) if compact else data)
+        return payloads
+
+    def _check_modes(self, compact: bool, batch: int):
+        config = self.config
+        if batch < 0:
+            raise InputError(f"batch {batch} must be >= 0 (0: stream the samples one by one)")
+        if compact and not config.code_bits:
+            raise InputError(f"the board on {self.port_name} has no compact mode (link version {config.version}, "
+                             f"T = {config.timesteps}: the compact mode needs T <= 4, a monotonic input LUT and "
+                             f"a board built with link version 2): run without --compact")
+        if batch and not config.batch_depth:
+            raise InputError(f"the board on {self.port_name} was built without a batch buffer (link version "
+                             f"{config.version}, batch depth 0): run without --batch, or rebuild the board")
+
+    def read_counters(self, timeout: float | None = None) -> Counters | None:
+        """Read (and clear) the board's performance counters; ``None`` from a version 1 board or no answer."""
+        if self.config.version < 2:
+            return None
+        deadline = time.monotonic() + (timeout or self.answer_timeout)
+        for _ in range(2):
+            self.serial.write(counters_request())
+            while time.monotonic() < deadline:
+                for frame in self._frames(deadline):
+                    try:
+                        answer = parse_frame(frame, self.config)
+                    except LinkError:
+                        continue
+                    if isinstance(answer, Counters):
+                        return answer
+            deadline = time.monotonic() + 2 * (timeout or self.answer_timeout)
+        return None
+
+    def classify(self, samples, on_result=None, stats: RunStats | None = None, *, compact: bool = False,
+                 batch: int = 0) -> list:
+        """Classify raw samples (each ``in_features`` bytes); return one :class:`~.link.Result` per sample.
+
+        ``on_result(index, result)`` is called as answers arrive (in order). ``compact`` sends the
+        samples' T-bit codes packed (the board's LUT, from its info frame); ``batch`` > 0 uploads
+        ``batch`` samples at a time into the board's batch buffer, split into batches of the board's
+        ``batch_depth`` when larger, and reads the board's counters after each. The board's
+        counters land in ``stats.counters`` (a streamed run: one reading for the whole run).
+
+        Raises
+        ------
+        InputError
+            A sample of the wrong size, or a mode the board lacks.
+        OSError
+            The board stopped answering (``retries`` resends of one sample did not help).
+        """
+        self._check_modes(compact, batch)
+        frames = self._payloads(samples, compact)
         stats = stats if stats is not None else RunStats()
+        stats.clk_freq = self.config.clk_freq
+        if batch:
+            return self._classify_batches(frames, compact, min(batch, self.config.batch_depth), on_result, stats)
+        if self.config.version >= 2:
+            self.read_counters()            # clears them: the reading after the run covers just the run
+        results = self._stream(frames, compact, on_result, stats)
+        counters = self.read_counters()
+        if counters is not None:
+            stats.counters.append(counters)
+        return results
+
+    def _classify_batches(self, frames, compact, size, on_result, stats) -> list:
+        results = [None] * len(frames)
+        start = time.monotonic()
+        seq = 0
+        for first in range(0, len(frames), size):
+            chunk = frames[first:first + size]
+            frame = batch_frame(seq, chunk, packed=compact)
+            answers = self._run_batch(frame, seq, len(chunk), stats)
+            for offset, answer in enumerate(answers):
+                results[first + offset] = answer
+                if on_result is not None:
+                    on_result(first + offset, answer)
+            counters = self.read_counters()
+            if counters is not None:
+                stats.counters.append(counters)
+            seq = (seq + len(chunk)) & 0xFF
+        stats.samples += len(frames)
+        stats.seconds += time.monotonic() - start
+        return results
+
+    def _run_batch(self, frame: bytes, seq: int, count: int, stats) -> list:
+        """Send one batch frame until all its answers are OK; late answers of an earlier copy count too."""
+        wanted = {(seq + i) & 0xFF: i for i in range(count)}
+        answers = [None] * count
+        # The upload takes its bytes' time on the wire before anything can come back.
+        upload = 10 * len(frame) / max(1, self.config.baud)
+        for attempt in range(self.retries + 1):
+            self.serial.write(frame)
+            stats.bytes_sent += len(frame)
+            deadline = time.monotonic() + upload + self.answer_timeout * (1 << attempt)
+            failed = None
+            while time.monotonic() < deadline and None in answers and failed is None:
+                for raw in self._frames(min(deadline, time.monotonic() + 0.05)):
+                    try:
+                        answer = parse_frame(raw, self.config)
+                    except LinkError:
+                        stats.errors["bad frame"] = stats.errors.get("bad frame", 0) + 1
+                        continue
+                    if not isinstance(answer, Result) or answer.seq not in wanted:
+                        continue
+                    if answer.status != Status.OK:
+                        if answer.status == Status.REFUSED:
+                            raise InputError(f"the board refused a batch of {count} samples (its buffer holds "
+                                             f"{self.config.batch_depth})")
+                        stats.errors[answer.status.name] = stats.errors.get(answer.status.name, 0) + 1
+                        failed = answer.status
+                        continue
+                    deadline = max(deadline, time.monotonic() + self.answer_timeout)   # answers are flowing
+                    answers[wanted[answer.seq]] = answer
+            if None not in answers:
+                return answers
+            if failed is None:
+                stats.errors["no answer"] = stats.errors.get("no answer", 0) + 1
+            if attempt < self.retries:
+                stats.resent += count
+        raise OSError(f"a batch of {count} samples: no good answers after {self.retries} resends; errors so far "
+                      f"{stats.errors}")
+
+    def _stream(self, frames, compact, on_result, stats) -> list:
+        config = self.config
+        make_frame = packed_sample_frame if compact else sample_frame
         results = [None] * len(frames)
         next_index = 0
         in_flight = {}          # seq -> (index, sent_at)
@@ -202,7 +345,9 @@ class BoardClient:
                     index, next_index = next_index, next_index + 1
                 while seq in in_flight or seq in late:
                     seq = (seq + 1) & 0xFF
-                self.serial.write(sample_frame(seq, frames[index]))
+                frame = make_frame(seq, frames[index])
+                self.serial.write(frame)
+                stats.bytes_sent += len(frame)
                 in_flight[seq] = (index, time.monotonic())
                 seq = (seq + 1) & 0xFF
             for frame in self._frames(time.monotonic() + 0.05):

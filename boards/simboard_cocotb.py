@@ -2,9 +2,13 @@
 
 Run by :class:`~.simboard.SimulatedBoard` through :func:`spikeforge.sim.verilator.test`; its job comes
 in environment variables (the pty name goes to ``SPIKEFORGE_SIMBOARD_PORT_FILE``; the run ends when
-``SPIKEFORGE_SIMBOARD_STOP_FILE`` appears).
+``SPIKEFORGE_SIMBOARD_STOP_FILE`` appears). At the end it writes ``SPIKEFORGE_SIMBOARD_WIRE_FILE``:
+what crossed the wire, in clock cycles since reset: ``rx_frames`` (host to board: ``[cycle, kind]``
+when a frame's first byte starts), ``tx_frames`` (board to host: ``[cycle, kind]`` when a frame's
+closing ``END`` has been sent), and the byte counts ``rx_bytes``, ``tx_bytes``.
 """
 
+import json
 import os
 import time
 import tty
@@ -14,6 +18,11 @@ from pathlib import Path
 import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge
+from cocotb.utils import get_sim_time
+
+END = 0xC0
+#: The clock period the simulation runs (the board's real clock only scales the results).
+PERIOD_NS = 10
 
 #: Cycles between polls of the pty while nothing is happening on the wire.
 POLL_CYCLES = 500
@@ -25,13 +34,18 @@ async def serve(dut):
     port_file = Path(os.environ["SPIKEFORGE_SIMBOARD_PORT_FILE"])
     stop_file = Path(os.environ["SPIKEFORGE_SIMBOARD_STOP_FILE"])
     drop = int(os.environ.get("SPIKEFORGE_SIMBOARD_DROP_RX_BYTE", "-1"))
+    wire_file = os.environ.get("SPIKEFORGE_SIMBOARD_WIRE_FILE")
+    wire = {"rx_frames": [], "tx_frames": [], "rx_bytes": 0, "tx_bytes": 0}
+
+    def cycle():
+        return int(get_sim_time(unit="ns")) // PERIOD_NS
 
     master, slave = os.openpty()
     tty.setraw(slave)
     os.set_blocking(master, False)
     dut.rx.value = 1
     dut.rst.value = 1
-    Clock(dut.clk, 10, unit="ns").start()
+    Clock(dut.clk, PERIOD_NS, unit="ns").start()
     await ClockCycles(dut.clk, 5)
     dut.rst.value = 0
     await ClockCycles(dut.clk, 5)
@@ -41,6 +55,7 @@ async def serve(dut):
     received = [0]
 
     async def host_to_board():
+        previous = END
         while True:
             if not pending:
                 await ClockCycles(dut.clk, POLL_CYCLES)
@@ -50,11 +65,16 @@ async def serve(dut):
             received[0] += 1
             if index == drop:
                 continue                    # the wire lost it
+            if previous == END and byte != END:
+                wire["rx_frames"].append([cycle(), byte])
+            previous = byte
+            wire["rx_bytes"] += 1
             for bit in [0] + [(byte >> i) & 1 for i in range(8)] + [1]:
                 dut.rx.value = bit
                 await ClockCycles(dut.clk, divisor)
 
     async def board_to_host():
+        kind = None
         while True:
             await FallingEdge(dut.tx)
             await ClockCycles(dut.clk, divisor + divisor // 2)
@@ -63,6 +83,13 @@ async def serve(dut):
                 byte |= int(dut.tx.value) << i
                 await ClockCycles(dut.clk, divisor)
             os.write(master, bytes([byte]))
+            wire["tx_bytes"] += 1
+            if byte == END:
+                if kind is not None:
+                    wire["tx_frames"].append([cycle(), kind])
+                kind = None
+            elif kind is None:
+                kind = byte
 
     cocotb.start_soon(host_to_board())
     cocotb.start_soon(board_to_host())
@@ -80,3 +107,5 @@ async def serve(dut):
             time.sleep(0.001)
     os.close(master)
     os.close(slave)
+    if wire_file:
+        Path(wire_file).write_text(json.dumps(wire))

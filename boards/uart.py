@@ -11,8 +11,17 @@
 Both count ``divisor = round(clk_freq / baud)`` clock cycles per bit; :func:`baud_divisor` checks
 that the rounding error is small enough for the link to work (sampling in the middle of each bit
 tolerates a combined clock mismatch of about ±4 % over a 10-bit frame; we allow 2 % for ourselves).
+At the smallest divisor (:data:`MIN_DIVISOR` = 4 cycles per bit) the sample lands 2-3 cycles into a
+4-cycle bit (the edge is seen to within a cycle), which still leaves ±2.6 % over a frame.
+
+The board's own default (:func:`board_baud`) is the fastest rate its USB-serial bridge makes that the
+FPGA clock also makes to within :data:`BOARD_BAUD_ERROR`: FTDI bridges divide a base clock by
+``n + k/8`` (n >= 2), or by 1 and 1.5 (FTDI AN232B-05, "Configuring FT232R, FT2232 and FT232B Baud
+Rates"; the FT231X datasheet's 3 Mbaud and the FT2232H datasheet's 12 Mbaud are ``base / 1``).
 """
 
+
+from dataclasses import dataclass
 
 from amaranth.hdl import Module, Signal
 from amaranth.lib import stream, wiring
@@ -20,7 +29,9 @@ from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.wiring import In, Out
 from spikeforge.ir.errors import InputError
 
-__all__ = ["BaudError", "baud_divisor", "UARTReceiver", "UARTTransmitter"]
+__all__ = ["BaudError", "baud_divisor", "UARTReceiver", "UARTTransmitter", "USBBridge", "BRIDGES",
+           "BOARD_BRIDGES", "board_baud", "FALLBACK_BAUD",
+           "receiver_tolerance", "allowed_error"]
 
 #: The largest relative error between the requested and the achieved baud rate we accept.
 MAX_BAUD_ERROR = 0.02
@@ -28,8 +39,70 @@ MAX_BAUD_ERROR = 0.02
 MIN_DIVISOR = 4
 
 
+#: The default on a board without a known USB bridge.
+FALLBACK_BAUD = 115200
+
+
+def receiver_tolerance(divisor: int) -> float:
+    """The rate mismatch :class:`UARTReceiver` survives at ``divisor``: its sample lands within a cycle
+    of a bit's middle, and the stop bit's sample (9.5 bits in) must stay inside the stop bit."""
+    return (0.5 - 1 / divisor) / 9.5
+
+
+def allowed_error(divisor: int) -> float:
+    """How far our rate may be from the requested one: half of :func:`receiver_tolerance` (the other
+    half is the far end's), at most :data:`MAX_BAUD_ERROR`. 1.3 % at 4 cycles per bit."""
+    return min(MAX_BAUD_ERROR, receiver_tolerance(divisor) / 2)
+
+
 class BaudError(InputError):
     """A baud rate that the clock cannot produce accurately enough."""
+
+
+@dataclass(frozen=True)
+class USBBridge:
+    """A USB-serial bridge: ``name``, and its ``base`` rate (the fastest; FTDI: 3 MHz or 12 MHz)."""
+    name: str
+    base: int
+
+    def rates(self, slowest: int = FALLBACK_BAUD) -> list:
+        """The integer baud rates it makes, fastest first, down to ``slowest``."""
+        rates = {self.base, self.base * 2 // 3}
+        eighths = 16
+        while self.base * 8 // eighths >= slowest:
+            if (self.base * 8) % eighths == 0:
+                rates.add(self.base * 8 // eighths)
+            eighths += 1
+        return sorted((r for r in rates if r >= slowest), reverse=True)
+
+
+BRIDGES = {"FT231X": USBBridge("FT231X", 3_000_000), "FT2232H": USBBridge("FT2232H", 12_000_000)}
+#: The bridge on each amaranth-boards platform class we know (the ULX3S variants share the FT231X).
+BOARD_BRIDGES = {"ICEBreakerPlatform": "FT2232H", "ULX3S_12F_Platform": "FT231X", "ULX3S_25F_Platform": "FT231X",
+                 "ULX3S_45F_Platform": "FT231X", "ULX3S_85F_Platform": "FT231X"}
+
+
+def board_baud(board: str, clk_freq: float) -> int:
+    """The default baud rate of ``board`` (a platform class name) when its logic runs at ``clk_freq`` Hz.
+
+    The fastest rate the board's USB bridge makes that the clock divides into at least
+    :data:`MIN_DIVISOR` cycles per bit, within :func:`allowed_error`; :data:`FALLBACK_BAUD`
+    on a board whose bridge is not known.
+
+    Raises
+    ------
+    BaudError
+        If not even the slowest rate can be made (a clock below ``4 * 115200`` Hz).
+    """
+    bridge = BRIDGES.get(BOARD_BRIDGES.get(board, ""))
+    rates = bridge.rates() if bridge else [FALLBACK_BAUD]
+    for rate in rates:
+        divisor = round(clk_freq / rate)
+        if divisor >= MIN_DIVISOR and abs(clk_freq / divisor - rate) / rate <= allowed_error(divisor):
+            return rate
+    raise BaudError(f"no baud rate {'of the ' + bridge.name + ' ' if bridge else ''}from {rates[0]} down to "
+                    f"{rates[-1]} can be made from a {clk_freq / 1e6:g} MHz clock (at least {MIN_DIVISOR} clock "
+                    f"cycles per bit, at most {MAX_BAUD_ERROR:.0%} off)")
 
 
 def baud_divisor(clk_freq: float, baud: int) -> int:
@@ -39,7 +112,7 @@ def baud_divisor(clk_freq: float, baud: int) -> int:
     ------
     BaudError
         If the divisor is below :data:`MIN_DIVISOR` or the achieved rate is off by more than
-        :data:`MAX_BAUD_ERROR`.
+        :func:`allowed_error` (:data:`MAX_BAUD_ERROR` at most).
     """
     if not (isinstance(baud, int) and baud > 0):
         raise BaudError(f"baud rate {baud!r} is not a positive integer")
@@ -49,9 +122,10 @@ def baud_divisor(clk_freq: float, baud: int) -> int:
                         f"(at most {int(clk_freq // MIN_DIVISOR)} baud: {MIN_DIVISOR} clock cycles per bit)")
     achieved = clk_freq / divisor
     error = abs(achieved - baud) / baud
-    if error > MAX_BAUD_ERROR:
+    if error > allowed_error(divisor):
         raise BaudError(f"baud rate {baud} cannot be made from a {clk_freq / 1e6:g} MHz clock: the nearest is "
-                        f"{achieved:.0f} baud ({error:.1%} off, at most {MAX_BAUD_ERROR:.0%} allowed)")
+                        f"{achieved:.0f} baud ({error:.1%} off, at most {allowed_error(divisor):.1%} allowed at "
+                        f"{divisor} clock cycles per bit)")
     return divisor
 
 

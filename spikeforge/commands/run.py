@@ -1,5 +1,6 @@
 """`spikeforge run`: classify a dataset on a board (or the simulated board) over its serial port."""
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -22,7 +23,14 @@ def add_arguments(parser):
     parser.add_argument("--port", required=True, help="serial port of the board (/dev/ttyUSB1, a simulated board's pty)")
     parser.add_argument("--dataset", default="digits", help="digits, fashion-mnist or an IDX directory (test split)")
     parser.add_argument("--samples", type=int, help="classify the first N test samples (default: all)")
-    parser.add_argument("--baud", type=int, help="baud rate (default: try the usual ones until the board answers)")
+    parser.add_argument("--baud", type=int,
+                        help="baud rate (default: the one in --build's record, else try the boards' defaults "
+                             "-- 3,000,000, 6,000,000, 12,000,000, ... -- until the board answers)")
+    parser.add_argument("--batch", type=int, default=0, metavar="N",
+                        help="upload N samples at a time into the board's on-chip buffer and run them back-to-back "
+                             "(split into the board's buffer size when larger; default 0: stream one by one)")
+    parser.add_argument("--compact", action="store_true",
+                        help="send each pixel's T-bit spike code, packed 8//T a byte (boards with T <= 4)")
     parser.add_argument("--network", type=Path,
                         help="the network on the board: also check every label and score against the golden model")
     parser.add_argument("--build", type=Path, metavar="PATH",
@@ -42,6 +50,8 @@ def run(args) -> int:
         raise InputError(f"--baud {args.baud} must be a positive integer")
     if args.build is not None and args.network is None:
         raise InputError("--build goes with --network (the board's record is checked against that network)")
+    if args.batch < 0:
+        raise InputError(f"--batch {args.batch} must be >= 0 (0: stream the samples one by one)")
     data = datasets.load(args.dataset, "test").head(args.samples)
     golden = None
     identified = False
@@ -49,6 +59,8 @@ def run(args) -> int:
         net = load(args.network)
         if args.build is not None:
             record, where = board_record(args.build)
+            if args.baud is None and isinstance(record.get("baud"), int):
+                args.baud = record["baud"]          # the rate the board was built for: no search
             check_identity(record.get("network"), net, what="the board", where=where, network_path=args.network,
                            remedy="load the bitstream built from that network, or rebuild it with `spikeforge build`")
             identified = True
@@ -58,7 +70,9 @@ def run(args) -> int:
     with BoardClient(args.port, args.baud, answer_timeout=args.timeout, window=args.window) as client:
         cfg = client.config
         print(f"board on {args.port}: {cfg.in_features} inputs, {cfg.classes} classes, T = {cfg.timesteps}, "
-              f"{cfg.clk_freq / 1e6:g} MHz, {cfg.baud} baud" + (", scores" if cfg.scores else ""))
+              f"{cfg.clk_freq / 1e6:g} MHz, {cfg.baud} baud" + (", scores" if cfg.scores else "")
+              + (f", batch buffer {cfg.batch_depth}" if cfg.batch_depth else "")
+              + (f", compact {cfg.code_bits}-bit codes" if cfg.code_bits else ""))
         if args.network is not None:
             check_board_shape(cfg, net, args.port, args.network)
             if not identified:
@@ -84,13 +98,22 @@ def run(args) -> int:
                 progress.write(text, file=sys.stdout) if not progress.disable else print(text)
             progress.update(1)
 
-        results = client.classify(samples, on_result=on_result, stats=stats)
+        results = client.classify(samples, on_result=on_result, stats=stats, compact=args.compact, batch=args.batch)
         progress.close()
     labels = np.array([r.label for r in results])
     accuracy = float((labels == data.labels).mean())
     print(f"accuracy {accuracy:.2%} ({int((labels == data.labels).sum())}/{len(labels)}), "
           f"{stats.samples_per_second:,.1f} samples/s measured at the host ({stats.seconds:.2f} s), "
           f"{stats.resent} resent" + (f" {stats.errors}" if stats.errors else ""))
+    board_rate = stats.board_samples_per_second
+    if board_rate is not None:
+        counters = stats.counters
+        print(f"{board_rate:,.1f} samples/s measured by the board ({stats.board_cycles_per_sample:,.1f} cycles/sample "
+              f"at {cfg.clk_freq / 1e6:g} MHz, {'back-to-back batches' if args.batch else 'as the link feeds it'}; "
+              f"latency {stats.board_latency_cycles} cycles; busy {sum(c.busy for c in counters)}, input stall "
+              f"{sum(c.input_stall for c in counters)}, output stall {sum(c.output_stall for c in counters)} cycles)")
+    elif cfg.version < 2:
+        print("the board has no performance counters (link version 1): samples/s measured at the host only")
     if stats.answer_timeout is not None:
         print(f"the board answered slower than --timeout {args.timeout:g} s: waited up to {stats.answer_timeout:g} s "
               f"for an answer")
@@ -106,6 +129,9 @@ def run(args) -> int:
         write_json(args.json, ({
             "labels": labels.tolist(), "true": data.labels.tolist(), "accuracy": accuracy,
             "samples_per_second": stats.samples_per_second, "resent": stats.resent, "errors": stats.errors,
+            "board_samples_per_second": board_rate, "board_cycles_per_sample": stats.board_cycles_per_sample,
+            "board_counters": [dataclasses.asdict(c) for c in stats.counters], "bytes_sent": stats.bytes_sent,
+            "batch": args.batch, "compact": args.compact, "baud": cfg.baud, "clock_hz": cfg.clk_freq,
             "board_identified": identified if args.network is not None else None,
         }))
     return status

@@ -3,9 +3,11 @@ import random
 import pytest
 from amaranth.sim import Simulator
 
-from spikeforge.boards.link import (END, ESC, LinkConfig, LinkError, Result, SlipStreamDecoder, Status, crc8,
-                                    info_request, parse_frame, sample_frame, slip_encode)
-from spikeforge.boards.top import SerialAccelerator, link_config_for
+from spikeforge.boards.link import (END, ESC, Counters, LinkConfig, LinkError, Result, SlipStreamDecoder, Status,
+                                    batch_frame, counters_request, crc8, info_request, lut_from_representatives,
+                                    pack_codes, packed_sample_frame, parse_frame, representatives_of, sample_frame,
+                                    slip_encode)
+from spikeforge.boards.serial import SerialAccelerator, link_config_for
 
 from spikeforge.testing.uart_bench import uart_receive, uart_send
 from spikeforge.testing.boards_standin import StandInAccelerator, standin_reference
@@ -39,14 +41,20 @@ def test_parse_frame_rejects_bad_crc_and_kind():
 WINDOW = 2
 
 
-def run_board(host_bytes, *, timeout_cycles=3000, expect_frames, config_kw=None):
-    """Send ``host_bytes`` (a list of frames and pauses) into a stand-in board's rx pin; return the
-    decoded frames from its tx pin."""
-    accelerator = StandInAccelerator(classes=10, score_bits=20)
-    config = link_config_for(accelerator, in_features=IN_FEATURES, timesteps=8, clk_freq=8_000_000,
-                             baud=1_000_000, **(config_kw or {}))
+#: A monotonic 2-bit LUT for the compact mode: raw bytes 0..9 -> 0, 10..99 -> 1, 100..255 -> 3 (2 unused).
+LUT = [0] * 10 + [1] * 90 + [3] * 156
+
+
+def run_board(host_bytes, *, timeout_cycles=3000, expect_frames, config_kw=None, divisor=DIVISOR,
+              line_error=0.0, latency=37):
+    """Send ``host_bytes`` (a list of frames and pauses) into a stand-in board's rx pin at ``divisor``
+    clock cycles per bit (the host's clock off by ``line_error``); return the decoded frames from its tx pin."""
+    accelerator = StandInAccelerator(classes=10, score_bits=20, latency=latency)
+    config_kw = {"timesteps": 8, **(config_kw or {})}
+    clk = 1_000_000 * divisor
+    config = link_config_for(accelerator, in_features=IN_FEATURES, clk_freq=clk, baud=1_000_000, **config_kw)
     dut = SerialAccelerator(accelerator, config, timeout_cycles=timeout_cycles, led_count=6)
-    assert dut.divisor == DIVISOR
+    assert dut.divisor == divisor
     frames = []
     decoder = SlipStreamDecoder()
 
@@ -58,16 +66,17 @@ def run_board(host_bytes, *, timeout_cycles=3000, expect_frames, config_kw=None)
                 continue
             while len(frames) < index - WINDOW:
                 await ctx.tick().repeat(50)
-            await uart_send(ctx, dut.rx, chunk, DIVISOR)
+            await uart_send(ctx, dut.rx, chunk, divisor * (1 + line_error))
 
     async def host_rx(ctx):
         while len(frames) < expect_frames:
-            frames.extend(decoder.feed(await uart_receive(ctx, dut.tx, DIVISOR, 1)))
+            frames.extend(decoder.feed(await uart_receive(ctx, dut.tx, divisor, 1)))
 
     sim = Simulator(dut)
-    sim.add_clock(1 / 8e6)
+    sim.add_clock(1 / clk)
+
     async def watchdog(ctx):
-        await ctx.delay(20e-3)
+        await ctx.delay(40e-3)
         raise AssertionError(f"expected {expect_frames} frames from the board, got {len(frames)}: {[parse_frame(f, config) for f in frames]}")
 
     sim.add_testbench(host_tx, background=True)
@@ -127,3 +136,87 @@ def test_lost_end_and_silence():
                                                    (5, Status.OK)]
     label, scores = standin_reference(good, 10)
     assert frames[3] == Result(seq=5, status=Status.OK, label=label, scores=scores)
+
+
+def test_a_version_1_board_is_still_understood():
+    v2 = LinkConfig(in_features=64, classes=10, score_bits=16, timesteps=4, baud=1_000_000, clk_freq=12_000_000,
+                    batch_depth=8, code_bits=2, representatives=(0, 5, 9, 200))
+    payload = v2.info_payload()
+    assert parse_frame(payload + bytes([crc8(payload)])) == v2
+    v1 = LinkConfig(in_features=64, classes=10, score_bits=16, timesteps=4, baud=1_000_000, clk_freq=12_000_000,
+                    version=1)
+    payload = v1.info_payload()
+    assert len(payload) == 21                       # the version 1 frame, byte for byte
+    assert parse_frame(payload + bytes([crc8(payload)])) == v1
+    assert (v1.batch_depth, v1.code_bits) == (0, 0)
+
+
+def test_lut_representatives_round_trip():
+    reps = representatives_of(LUT)
+    assert reps == (0, 10, 100, 100)
+    assert lut_from_representatives(reps) == LUT
+    assert representatives_of([1] * 256) is None                 # code 0 unreachable
+    assert representatives_of([0] * 128 + [2] * 64 + [1] * 64) is None   # not monotonic
+    assert pack_codes([1, 2, 3, 0, 1], 2) == bytes([0b00111001, 0b01])
+
+
+@pytest.mark.parametrize("line_error", [-0.012, 0.012])
+def test_fastest_divisor_with_a_dropped_byte_and_clock_error(line_error):
+    """4 clock cycles per bit (3 Mbaud from 12 MHz), the host's clock off by 1.2 %: a lost byte is
+    answered SHORT and the next frame is received normally."""
+    good = bytes(range(30, 30 + IN_FEATURES))
+    stream = [info_request(), sample_frame(1, good)[:6] + sample_frame(1, good)[7:], sample_frame(2, good)]
+    config, frames = run_board(stream, expect_frames=3, divisor=4, line_error=line_error)
+    label, scores = standin_reference(good, 10)
+    assert frames[0] == config and config.version == 2
+    assert (frames[1].seq, frames[1].status) == (1, Status.SHORT)
+    assert frames[2] == Result(seq=2, status=Status.OK, label=label, scores=scores)
+
+
+@pytest.mark.slow
+def test_compact_samples_are_bit_exact_and_refused_without_the_mode():
+    rng = random.Random(9)
+    raw = [bytes(rng.randrange(256) for _ in range(IN_FEATURES)) for _ in range(2)]
+    codes = [[LUT[v] for v in sample] for sample in raw]
+    config_kw = {"timesteps": 2, "input_lut": LUT}
+    stream = [info_request()] + [packed_sample_frame(5 + i, pack_codes(c, 2)) for i, c in enumerate(codes)]
+    config, frames = run_board(stream, expect_frames=3, config_kw=config_kw, divisor=4)
+    assert (config.code_bits, config.packed_bytes, config.lut()) == (2, 3, LUT)
+    for i, (c, result) in enumerate(zip(codes, frames[1:])):
+        # The board feeds the accelerator the representative of each code: the same codes as the raw sample.
+        fed = bytes(config.representatives[code] for code in c)
+        assert [LUT[v] for v in fed] == c
+        label, scores = standin_reference(fed, 10)
+        assert result == Result(seq=5 + i, status=Status.OK, label=label, scores=scores)
+    # A board without the compact mode (T = 8) refuses the frame, and the next one is served.
+    _, frames = run_board([packed_sample_frame(1, b"\x01\x02"), sample_frame(2, raw[0])], expect_frames=2)
+    assert (frames[0].seq, frames[0].status) == (1, Status.REFUSED)
+    assert frames[1] == Result(2, Status.OK, *standin_reference(raw[0], 10))
+
+
+@pytest.mark.slow
+def test_batch_runs_back_to_back_refuses_too_many_and_drops_a_damaged_one():
+    rng = random.Random(3)
+    samples = [bytes(rng.randrange(256) for _ in range(IN_FEATURES)) for _ in range(5)]
+    damaged = batch_frame(9, samples[:2])
+    damaged = damaged[:10] + damaged[11:]                 # a lost byte
+    stream = [batch_frame(200, samples[:3]), counters_request(), 9000,     # the counters answered before going on
+              batch_frame(7, samples[:5]),                  # 5 > batch_depth 4: refused
+              damaged,
+              batch_frame(20, samples[3:], packed=False), sample_frame(40, samples[0])]
+    config, frames = run_board(stream, expect_frames=3 + 1 + 1 + 1 + 2 + 1, config_kw={"batch_depth": 4},
+                               latency=20, divisor=4)
+    results = [f for f in frames if isinstance(f, Result)]
+    expect = [Result(s, Status.OK, *standin_reference(x, 10)) for s, x in zip((200, 201, 202), samples[:3])]
+    assert results[:3] == expect
+    counters = next(f for f in frames if isinstance(f, Counters))
+    assert counters.samples == 3
+    # Back-to-back: a result every latency + pixels cycles (the stand-in holds one sample at a time).
+    assert counters.cycles_per_sample == pytest.approx(IN_FEATURES + 20 + 2, abs=2), counters
+    # Busy from the first pixel to the last result; the stand-in refuses pixels while it computes.
+    assert counters.busy >= counters.last_result - 2 and counters.output_stall == 0
+    assert counters.input_stall == 2 * 21
+    assert [(r.seq, r.status) for r in results[3:5]] == [(7, Status.REFUSED), (9, Status.SHORT)]
+    assert results[5:] == [Result(20, Status.OK, *standin_reference(samples[3], 10)),
+                           Result(21, Status.OK, *standin_reference(samples[4], 10)),
+                           Result(40, Status.OK, *standin_reference(samples[0], 10))]

@@ -3,7 +3,8 @@ import random
 import pytest
 from amaranth.sim import Simulator
 
-from spikeforge.boards.uart import BaudError, UARTReceiver, UARTTransmitter, baud_divisor
+from spikeforge.boards.uart import (BRIDGES, BaudError, UARTReceiver, UARTTransmitter, allowed_error, baud_divisor,
+                                    board_baud)
 
 from spikeforge.testing.uart_bench import uart_receive, uart_send
 
@@ -24,9 +25,34 @@ def test_baud_divisor_refuses(clk, baud, message):
         baud_divisor(clk, baud)
 
 
-@pytest.mark.parametrize("baud_error", [-0.03, 0.0, 0.03])
-def test_receiver_tolerates_baud_error(baud_error):
-    divisor = 16
+@pytest.mark.parametrize("board, clk, baud", [
+    ("ICEBreakerPlatform", 12e6, 3_000_000),        # FT2232H: 12 MHz / 4
+    ("ICEBreakerPlatform", 24e6, 6_000_000),
+    ("ICEBreakerPlatform", 48e6, 12_000_000),       # the FT2232H's fastest
+    ("ICEBreakerPlatform", 22.5e6, 3_200_000),      # 12 Mbaud / 3.75, 7 cycles a bit (0.4 % off)
+    ("ULX3S_85F_Platform", 25e6, 1_500_000),        # FT231X: 3 Mbaud is 4.2 % off 25 MHz / 8
+    ("ULX3S_85F_Platform", 48e6, 3_000_000),        # the FT231X's fastest
+    ("ULX3S_85F_Platform", 70.3125e6, 3_000_000),   # 23 cycles a bit, 1.9 % off: within 2 % at 23
+    ("SomeOtherPlatform", 12e6, 115200),
+])
+def test_board_baud_is_the_bridges_fastest_the_clock_makes(board, clk, baud):
+    assert board_baud(board, clk) == baud
+    divisor = baud_divisor(clk, baud)
+    assert divisor >= 4 and abs(clk / divisor - baud) / baud <= allowed_error(divisor)
+
+
+def test_bridge_rates_and_a_clock_too_slow():
+    assert BRIDGES["FT231X"].rates()[:5] == [3_000_000, 2_000_000, 1_500_000, 1_200_000, 1_000_000]
+    assert BRIDGES["FT2232H"].rates()[:3] == [12_000_000, 8_000_000, 6_000_000]
+    with pytest.raises(BaudError, match=r"no baud rate of the FT231X from 3000000 down to 120000 can be made "
+                                        r"from a 0.4 MHz clock"):
+        board_baud("ULX3S_85F_Platform", 0.4e6)
+    with pytest.raises(BaudError, match=r"at most 1.3% allowed at 4 clock cycles per bit"):
+        baud_divisor(12e6, 2_950_000)
+
+
+@pytest.mark.parametrize("divisor, baud_error", [(16, -0.03), (16, 0.0), (16, 0.03), (4, -0.013), (4, 0.013)])
+def test_receiver_tolerates_baud_error(divisor, baud_error):
     dut = UARTReceiver(divisor)
     payload = bytes([0x00, 0xFF, 0x55, 0xAA, 0xC0, 0x01, 0x80]) + bytes(random.Random(1).randbytes(20))
     received = bytearray()

@@ -1,0 +1,123 @@
+"""The on-chip batch buffer: a batch frame's samples in block RAM, run back-to-back once the frame checks.
+
+:class:`BatchBuffer` sits between the link (after the :class:`~.link.CodeUnpacker`) and the
+accelerator's ``pixels`` stream, and in the tag path from the :class:`~.link.LinkReceiver` to the
+:class:`~.link.LinkTransmitter`:
+
+* a sample frame's pixels (``batch = 0``) pass straight through, as without a buffer;
+* a batch frame's pixels (``batch = 1``) are written into a memory of ``depth * in_features`` bytes
+  as they arrive, at one a cycle;
+* when the batch frame's tag comes (after its CRC): if its status is OK the buffer passes the tag
+  on and replays the ``count`` samples into the accelerator
+  at one pixel a cycle (as fast as the accelerator takes them); a damaged batch is dropped (the
+  tag still goes on: the host gets one answer with the error). Nothing else enters the accelerator
+  until the replay is done.
+
+The host sends a batch only when the previous one's answers are back (:class:`~.host.BoardClient`),
+so the memory is never written while it is read; a batch larger than ``depth`` never gets here (the
+receiver answers ``REFUSED``), and the host splits a larger request into batches of ``depth``.
+"""
+
+from amaranth.hdl import Module, Mux, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from .link import PixelBeatLayout, PixelLayout, Status, TagKind, TagLayout
+from spikeforge.ir.errors import InputError
+
+__all__ = ["BatchBuffer"]
+
+
+class BatchBuffer(wiring.Component):
+    """Holds one batch of samples and runs it back-to-back.
+
+    Parameters
+    ----------
+    in_features : int
+        Bytes per sample.
+    depth : int
+        Samples the buffer holds (1..255).
+    pixel_shape : shape
+        The accelerator's pixel payload (``data``, ``last``), :data:`~.link.PixelLayout` by default.
+
+    Members
+    -------
+    beats : In(stream.Signature(PixelBeatLayout))
+        Raw pixels from the link; ``batch`` marks a batch frame's.
+    tags_in : In(stream.Signature(TagLayout))
+        The receiver's tags.
+    tags_out : Out(stream.Signature(TagLayout))
+        The same tags, in order (a good batch's once its replay has started).
+    pixels : Out(stream.Signature(pixel_shape))
+        To the accelerator.
+    replaying : Out(1)
+        High while a batch runs.
+    """
+
+    def __init__(self, in_features: int, depth: int, pixel_shape=PixelLayout):
+        if not 1 <= depth <= 255:
+            raise InputError(f"batch depth {depth} is not in 1..255")
+        self.in_features = in_features
+        self.depth = depth
+        super().__init__({
+            "beats": In(stream.Signature(PixelBeatLayout)),
+            "tags_in": In(stream.Signature(TagLayout)),
+            "tags_out": Out(stream.Signature(TagLayout)),
+            "pixels": Out(stream.Signature(pixel_shape)),
+            "replaying": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        n = self.in_features
+        size = self.depth * n
+        m.submodules.memory = memory = Memory(shape=8, depth=size, init=[])
+        write = memory.write_port()
+        read = memory.read_port()
+
+        write_at = Signal(range(size + 1))
+        read_at = Signal(range(size + 1))
+        remaining = Signal(range(size + 1))
+        position = Signal(range(n))         # of the next read pixel within its sample
+        out_valid = Signal()
+        out_last = Signal()
+
+        beats, tags_in, tags_out, pixels = self.beats, self.tags_in, self.tags_out, self.pixels
+        m.d.comb += [tags_out.payload.eq(tags_in.payload), write.addr.eq(write_at),
+                     write.data.eq(beats.payload.data), read.addr.eq(read_at)]
+
+        with m.FSM():
+            with m.State("PASS"):
+                with m.If(beats.payload.batch):
+                    m.d.comb += [beats.ready.eq(write_at != size), write.en.eq(beats.valid & (write_at != size))]
+                    with m.If(beats.valid & (write_at != size)):
+                        m.d.sync += write_at.eq(write_at + 1)
+                with m.Else():
+                    m.d.comb += [pixels.valid.eq(beats.valid), beats.ready.eq(pixels.ready),
+                                 pixels.payload.data.eq(beats.payload.data),
+                                 pixels.payload.last.eq(beats.payload.last)]
+                m.d.comb += [tags_out.valid.eq(tags_in.valid), tags_in.ready.eq(tags_out.ready)]
+                with m.If(tags_in.valid & tags_out.ready & tags_in.payload.batch
+                          & (tags_in.payload.kind == TagKind.SAMPLE)):
+                    m.d.sync += write_at.eq(0)
+                    with m.If(tags_in.payload.status == Status.OK):
+                        m.d.sync += [remaining.eq(tags_in.payload.count * n), read_at.eq(0), position.eq(0),
+                                     out_valid.eq(0)]
+                        m.next = "REPLAY"
+            with m.State("REPLAY"):
+                # A read takes a cycle: the word read for an address comes out the next cycle, and
+                # stays while the read port is not enabled.
+                m.d.comb += [self.replaying.eq(1), pixels.valid.eq(out_valid),
+                             pixels.payload.data.eq(read.data), pixels.payload.last.eq(out_last)]
+                advance = ~out_valid | pixels.ready
+                m.d.comb += read.en.eq(advance)
+                with m.If(advance):
+                    m.d.sync += out_valid.eq(remaining != 0)
+                    with m.If(remaining != 0):
+                        m.d.sync += [read_at.eq(read_at + 1), remaining.eq(remaining - 1),
+                                     out_last.eq(position == n - 1),
+                                     position.eq(Mux(position == n - 1, 0, position + 1))]
+                    with m.Else():
+                        m.next = "PASS"
+        return m
