@@ -130,8 +130,10 @@ class AXIStreamAccelerator(wiring.Component):
         As :class:`~spikeforge.hdl.top.Accelerator` raises them.
     """
 
-    def __init__(self, net, folding=None, *, fifo_depth: int = DEFAULT_FIFO_DEPTH, membrane_banks: int = 2):
-        self.accelerator = Accelerator(net, folding, fifo_depth=fifo_depth, membrane_banks=membrane_banks)
+    def __init__(self, net, folding=None, *, fifo_depth: int = DEFAULT_FIFO_DEPTH, membrane_banks: int = 2,
+                 multiplier: str = "dsp"):
+        self.accelerator = Accelerator(net, folding, fifo_depth=fifo_depth, membrane_banks=membrane_banks,
+                                       multiplier=multiplier)
         self.plan = self.accelerator.plan
         self.net, self.folding = net, self.accelerator.folding
         self.fifo_depth, self.membrane_banks = self.accelerator.fifo_depth, self.accelerator.membrane_banks

@@ -156,6 +156,7 @@ def design_report(accelerator: Accelerator, *, name: str = "spikeforge_top", spi
                     "buffer_bits": 2 * plan.encoder_chunks * plan.encoder_lanes * plan.timesteps},
         "fifo_depth": accelerator.fifo_depth,
         "membrane_banks": accelerator.membrane_banks,
+        "multiplier": accelerator.plan.multiplier,
         "layers": layers,
         "folding": plan.folding.config(),
         "total_lanes": plan.folding.total_lanes(),
@@ -260,7 +261,7 @@ def summary(design: dict) -> str:
 
 def generate(net, out_dir, *, lanes=None, target_cycles=None, lanes_budget=None, name: str | None = None,
              spikes_in=None, fifo_depth: int = DEFAULT_FIFO_DEPTH, membrane_banks: int = 2,
-             interface: str = "stream") -> dict:
+             interface: str = "stream", multiplier: str = "dsp") -> dict:
     """Write ``<out_dir>/<name>.v``, ``<out_dir>/rom/*.hex`` and ``<out_dir>/design.json``; return the design.
 
     Parameters
@@ -286,12 +287,16 @@ def generate(net, out_dir, *, lanes=None, target_cycles=None, lanes_budget=None,
         or AXI4-Stream for a Vivado/Quartus block design (``aclk``, ``aresetn``, ``s_axis_*``, ``m_axis_*``;
         :class:`~spikeforge.hdl.axis.AXIStreamAccelerator`). ``design.json`` records ``"interface": "axis"``
         and the ``m_axis_tdata`` byte layout for the latter.
+    multiplier : ``"dsp"`` or ``"logic"``
+        How dense lanes scale a weight by ``2^(T-1-t)``: a multiplier per lane (a DSP where the device has
+        them, default) or a shifter in logic (no DSP); see :class:`~spikeforge.hdl.Accelerator`.
 
     Raises
     ------
     InputError
         For a network with a layer there is no core for (a conv output layer, a pool that does not
-        follow a conv; see :func:`~spikeforge.hdl.plan.check_supported`), or an unknown ``interface``.
+        follow a conv; see :func:`~spikeforge.hdl.plan.check_supported`), or an unknown ``interface`` or
+        ``multiplier``.
     FoldingError
         For a bad folding.
     FileExistsError
@@ -311,7 +316,7 @@ def generate(net, out_dir, *, lanes=None, target_cycles=None, lanes_budget=None,
     folding = resolve_folding(net, lanes, lanes_budget=lanes_budget, target_cycles=target_cycles,
                               spikes_in=spikes_in, membrane_banks=membrane_banks)
     top = AXIStreamAccelerator if interface == "axis" else Accelerator
-    accelerator = top(net, folding, fifo_depth=fifo_depth, membrane_banks=membrane_banks)
+    accelerator = top(net, folding, fifo_depth=fifo_depth, membrane_banks=membrane_banks, multiplier=multiplier)
     text = verilog.convert(accelerator, name=name, emit_src=False)
     design = design_report(accelerator, name=name, spikes_in=spikes_in, network_path=network_path)
 
