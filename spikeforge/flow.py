@@ -101,6 +101,9 @@ class FlowConfig:
         generate: the Verilog module name.
     interface : str
         generate: the top's ports, ``"stream"`` (DESIGN.md §3) or ``"axis"`` (AXI4-Stream, :mod:`spikeforge.hdl.axis`).
+    multiplier : str
+        generate and build: how dense lanes scale weights, ``"dsp"``, ``"logic"`` (a shifter, no DSP) or
+        ``"auto"`` (generate: dsp; build: logic once the device's DSPs run out).
     spikes_from : str, optional
         generate: measure the input spikes per layer on this dataset's test split (the first
         ``spike_samples``, all when ``None``) for the folding and the prediction; otherwise estimated.
@@ -142,6 +145,7 @@ class FlowConfig:
     membrane_banks: int | None = None
     module_name: str = "spikeforge_top"
     interface: str = "stream"
+    multiplier: str = "auto"
     spikes_from: str | None = None
     spike_samples: int | None = 512
     split: str = "test"
@@ -167,7 +171,8 @@ class FlowConfig:
 
     def __post_init__(self):
         choices = {"stalls": ("none", "random"), "split": ("train", "test"), "membrane_banks": (None, 1, 2),
-                   "engine": ("cocotb", "fast"), "interface": ("stream", "axis")}
+                   "engine": ("cocotb", "fast"), "interface": ("stream", "axis"),
+                   "multiplier": ("dsp", "logic", "auto")}
         for key, accepted in choices.items():
             if getattr(self, key) not in accepted:
                 raise FlowConfigError(f"flow config {key} {getattr(self, key)!r} is not accepted; accepted: "
@@ -486,7 +491,8 @@ def step_generate(state: FlowState, config: FlowConfig) -> GenerateReport:
     source = state.network_dir if state.network_dir is not None else net
     design = generate_design(source, config.rtl_path, lanes=config.lanes, target_cycles=config.target_cycles,
                              lanes_budget=config.lanes_budget, name=config.module_name, spikes_in=spikes_in,
-                             membrane_banks=config.membrane_banks or 2, interface=config.interface)
+                             membrane_banks=config.membrane_banks or 2, interface=config.interface,
+                             multiplier="dsp" if config.multiplier == "auto" else config.multiplier)
     state.design = design
     prediction = design.get("prediction")
     return GenerateReport(rtl_dir=str(config.rtl_path), verilog=design["verilog"], folding=dict(design["folding"]),
@@ -555,7 +561,7 @@ def step_build(state: FlowState, config: FlowConfig) -> BuildReport:
     net = state.require_network(config)
     options = BuildOptions(baud=config.baud, lanes=config.lanes, lanes_budget=config.lanes_budget,
                            scores=config.scores, patchable=config.patchable, seed=config.build_seed,
-                           membrane_banks=config.membrane_banks)
+                           membrane_banks=config.membrane_banks, multiplier=config.multiplier)
     report = build_bitstream(net, config.board, config.board_path, options=options, log=state.log)
     return BuildReport(board=config.board, board_dir=str(config.board_path), status=report.get("status", ""),
                        device=report.get("device"), fmax_mhz=report.get("fmax_mhz"),

@@ -26,6 +26,8 @@ def add_arguments(parser):
     parser.add_argument("--no-scores", action="store_true", help="answer with the label only")
     parser.add_argument("--no-patchable", action="store_true",
                         help="iCE40: synthesise the real weights (the bitstream cannot be patched later)")
+    parser.add_argument("--multiplier", default="auto", metavar="{dsp,logic,auto}",
+                        help="how dense lanes scale a weight by 2^(T-1-t): dsp (a multiplier per lane, a DSP where the device has them), logic (a shifter in LUTs, no DSP) or auto (logic once the device's DSPs run out; the default)")
     parser.add_argument("--seed", type=int, default=1, help="placement seed and placeholder seed (default 1)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
 
@@ -34,14 +36,16 @@ def run(args) -> int:
     # The flow imports torch (the converter) and amaranth (the generator): imported here so
     # `spikeforge --help` stays fast.
     from spikeforge.flow import FlowConfig, FlowState, run_step
+    from spikeforge.hdl.plan import check_multiplier
 
     if args.baud is not None and args.baud < 1:
         raise InputError(f"--baud: baud rate {args.baud} is not a positive integer (leave it out for the board's "
                          f"default)")
+    check_multiplier(args.multiplier, allow_auto=True)
     config = FlowConfig(network_dir=str(args.network), board=args.board, board_dir=str(args.output),
                         baud=args.baud, lanes=args.lanes or None,
                         lanes_budget=args.lanes_budget, scores=not args.no_scores, patchable=not args.no_patchable,
-                        build_seed=args.seed)
+                        build_seed=args.seed, multiplier=args.multiplier)
     report = run_step("build", FlowState(), config)
     if args.json:
         print(json.dumps(report.to_json(), indent=2))

@@ -25,6 +25,8 @@ def add_arguments(parser):
     parser.add_argument("--membrane-banks", type=int, choices=(1, 2), default=2,
                         help="membrane banks per layer: 2 (ping-pong, default: accumulate sample n+1 while firing "
                              "sample n) or 1 (compact: less memory, the fire sweep follows the accumulate phase)")
+    parser.add_argument("--multiplier", default="auto", metavar="{dsp,logic,auto}",
+                        help="how dense lanes scale a weight by 2^(T-1-t): dsp (a multiplier per lane, a DSP where the device has them), logic (a shifter in LUTs, no DSP) or auto (dsp; the default)")
     parser.add_argument("--axis", action="store_true",
                         help="an AXI4-Stream top for a Vivado/Quartus block design: aclk, aresetn (active low), "
                              "s_axis_tdata[7:0]/tvalid/tready/tlast in, m_axis_tdata/tvalid/tready/tlast out "
@@ -37,11 +39,15 @@ def run(args) -> int:
     # The flow imports torch (the converter) and amaranth (the generator): imported here so
     # `spikeforge --help` stays fast.
     from spikeforge.flow import FlowConfig, FlowState, run_step
+    from spikeforge.hdl.plan import check_multiplier
+
+    check_multiplier(args.multiplier, allow_auto=True)
 
     config = FlowConfig(network_dir=str(args.network), rtl_dir=str(args.output),
                         lanes=args.lanes or None, target_cycles=args.target_cycles,
                         lanes_budget=args.lanes_budget, spikes_from=args.spikes_from,
                         membrane_banks=args.membrane_banks, interface="axis" if args.axis else "stream",
+                        multiplier=args.multiplier,
                         module_name=args.name or ("spikeforge_axis" if args.axis else "spikeforge_top"))
     report = run_step("generate", FlowState(), config)
     print("\n".join(report.lines()))
