@@ -30,6 +30,8 @@ or cost more.
 Without measured spike counts the estimate assumes every input code has ``T/2`` ones on average
 (uniform codes), so layers are balanced by ``in_features × out_features``; pass ``spikes_in`` (mean
 input spikes per sample and layer, e.g. from :func:`spikeforge.ir.golden.run`) for a better balance.
+A balance on measured ``spikes_in`` (with a lanes budget) is kept only when the cycle model says it is
+faster than the default folding for the same budget (:func:`auto_folding`).
 """
 
 from __future__ import annotations
@@ -300,6 +302,13 @@ def auto_folding(net, *, lanes_budget=None, target_cycles=None, spikes_in=None, 
     membrane_banks : int
         2 (ping-pong, default) or 1: how a layer's accumulate and sweep combine (:func:`layer_cycles`).
 
+    With measured ``spikes_in`` and a lanes budget (not a target, no ``fixed`` part) the result is never
+    slower than the default folding (the one balanced on the estimate for the same budget): the cycle
+    model (:func:`spikeforge.hdl.cycle_model.predict` on the measured counts, the encoder lanes each
+    folding gets and the FIFOs included) times both, and the measured balance is kept only when it is
+    faster. (Balancing a layer alone cannot see the encoder, whose lanes follow the estimate, nor a
+    producer and a consumer stalling each other through a FIFO.)
+
     Raises
     ------
     FoldingError
@@ -309,6 +318,7 @@ def auto_folding(net, *, lanes_budget=None, target_cycles=None, spikes_in=None, 
     """
     if lanes_budget is not None and target_cycles is not None:
         raise FoldingError("give either a lanes budget or a cycle target, not both")
+    measured = None if spikes_in is None else estimate_spikes_in(net, spikes_in)
     spikes_in = estimate_spikes_in(net, spikes_in)
     banks = check_membrane_banks(membrane_banks)
     fixed = dict(fixed or {})
@@ -366,7 +376,17 @@ def auto_folding(net, *, lanes_budget=None, target_cycles=None, spikes_in=None, 
             best, high = lanes, mid - 1
         else:
             low = mid + 1
-    return Folding.for_network(net, best)
+    chosen = Folding.for_network(net, best)
+    if measured is None or fixed:
+        return chosen
+    # Never slower than the default: the folding balanced on the estimate, for the same budget, unless
+    # the cycle model (on the measured counts) says the measured balance is faster.
+    default = auto_folding(net, lanes_budget=lanes_budget, membrane_banks=banks)
+    if default.config() == chosen.config():
+        return chosen
+    cycles = [cycle_model.predict(net, folding, measured, membrane_banks=banks).cycles_per_sample
+              for folding in (chosen, default)]
+    return chosen if cycles[0] < cycles[1] else default
 
 
 def resolve_folding(net, folding=None, *, lanes_budget=None, target_cycles=None, spikes_in=None,
@@ -398,3 +418,8 @@ def resolve_folding(net, folding=None, *, lanes_budget=None, target_cycles=None,
                             for name, (lanes, taps) in given.items())
     return auto_folding(net, lanes_budget=lanes_budget, target_cycles=target_cycles, spikes_in=spikes_in,
                         fixed=folding, membrane_banks=membrane_banks)
+
+
+# At the end, not the top: the cycle model imports this module (it resolves foldings), and the balancer
+# asks its prediction at run time (never a measured balance slower than the default one).
+from . import cycle_model  # noqa: E402

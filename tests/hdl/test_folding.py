@@ -2,8 +2,11 @@
 
 import math
 
+import numpy as np
 import pytest
 
+from spikeforge.hdl import folding as folding_module
+from spikeforge.hdl.cycle_model import predict
 from spikeforge.ir.random_network import random_conv_network, random_network
 from spikeforge.hdl.folding import (DEFAULT_LANES_BUDGET, Folding, FoldingError, auto_folding, layer_cycles,
                                     max_lanes, parse_lanes, resolve_folding, tap_choices)
@@ -136,3 +139,42 @@ def test_balancer_takes_tap_lanes_only_when_channel_lanes_run_out(cnn):
     assert plain == big
     with pytest.raises(FoldingError, match=r"layer 'c3' needs about .* and tap lanes = 2"):
         auto_folding(cnn, target_cycles=1, spikes_in=[1.0, 1.0, 1e6, 1.0])
+
+
+class _Timed:
+    def __init__(self, cycles):
+        self.cycles_per_sample = cycles
+
+
+@pytest.mark.parametrize("candidate_faster", [True, False])
+def test_a_measured_balance_is_kept_only_when_the_model_says_it_is_faster(net, monkeypatch, candidate_faster):
+    """The balancer asks the cycle model (on the measured counts) for both its measured balance and the
+    default one (balanced on the estimate, same budget), and never returns the slower."""
+    spikes = [200.0, 10.0, 90.0]                    # fc3 busy, fc2 idle: unlike the estimate's balance
+    default = auto_folding(net, lanes_budget=12)
+    calls = []
+
+    def fake_predict(net_, folding, counts, membrane_banks=2):
+        calls.append((folding.config(), list(counts), membrane_banks))
+        is_default = folding.config() == default.config()
+        return _Timed(100.0 if is_default else (90.0 if candidate_faster else 100.0))
+
+    monkeypatch.setattr(folding_module.cycle_model, "predict", fake_predict)
+    chosen = auto_folding(net, lanes_budget=12, spikes_in=spikes)
+    assert len(calls) == 2 and calls[0][0] != calls[1][0] and all(counts == spikes for _, counts, _ in calls)
+    assert (chosen.config() != default.config()) == candidate_faster      # a tie keeps the default
+
+
+@pytest.mark.parametrize("banks", [2, 1])
+@pytest.mark.parametrize("seed", range(6))
+def test_balancing_on_measured_spikes_is_never_slower_than_the_default_by_the_model(seed, banks):
+    rng = np.random.default_rng(seed)
+    rnet = random_network(seed, sizes=tuple(int(v) for v in rng.integers(6, 40, size=4)), timesteps=4)
+    spikes = [float(layer.in_features * rng.uniform(0.05, 2.0)) for layer in rnet.layers]
+    for budget in (len(rnet.layers), 8, 20):
+        default = auto_folding(rnet, lanes_budget=budget, membrane_banks=banks)
+        chosen = auto_folding(rnet, lanes_budget=budget, spikes_in=spikes, membrane_banks=banks)
+        assert chosen.total_adders() <= budget
+        times = [predict(rnet, folding, spikes, membrane_banks=banks).cycles_per_sample
+                 for folding in (chosen, default)]
+        assert times[0] <= times[1], (chosen.config(), default.config(), times)

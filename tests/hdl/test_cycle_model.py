@@ -1,0 +1,56 @@
+"""The cycle model (hdl/cycle_model.py) against the RTL: beats, FIFOs filling, one and two banks.
+
+The fast tests simulate tiny networks in Amaranth and want every result beat on its predicted cycle;
+the Verilator test runs a 784-input MLP on Fashion-MNIST images (the encoder's sweep bunches its spikes
+in the image's centre) through the compiled harness and wants the model within 5 %.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from spikeforge.hdl import Accelerator
+from spikeforge.hdl.cycle_model import predict, sweep_beats
+from spikeforge.ir import golden
+from spikeforge.ir.random_network import random_network
+from spikeforge.testing.hdl_harness import simulate_accelerator
+
+
+def test_sweep_beats_counts_each_chunks_spikes_step_by_step_msb_first():
+    codes = np.array([[0b101, 0b011, 0b000], [0b111, 0b000, 0b100]])
+    # lanes 2: chunk 0 = neurons 0, 1; chunk 1 = neuron 2 (and a padding lane); positions t*2 + c.
+    assert sweep_beats(codes, 2, 3).tolist() == [[1, 0, 1, 0, 2, 0], [1, 1, 1, 0, 1, 0]]
+    assert sweep_beats(codes, 3, 3).tolist() == [[1, 1, 2], [2, 1, 1]]
+
+
+@pytest.mark.parametrize("lanes, banks, depth", [
+    ({"fc1": 1, "fc2": 4}, 2, 2),        # a 36-position fire sweep into a 2-deep FIFO: it fills and stalls
+    ({"fc1": 12, "fc2": 1}, 1, 4),       # one bank: each layer's readout follows its accumulate
+    ({"fc1": 3, "fc2": 2}, 2, 16),
+])
+def test_every_result_lands_on_its_predicted_cycle(lanes, banks, depth):
+    net = random_network(5, sizes=(24, 12, 4), timesteps=3, weight_bits=6, threshold_range=(20, 200))
+    samples = np.random.default_rng(1).integers(0, 256, size=(6, 24))
+    dut = Accelerator(net, lanes, membrane_banks=banks, fifo_depth=depth)
+    run = simulate_accelerator(dut, samples)
+    model = predict(net, dut.plan.folding, samples, membrane_banks=banks, fifo_depth=depth)
+    assert np.array_equal(np.array(run.result_cycles), model.result_cycles), \
+        (run.result_cycles, model.result_cycles.tolist())
+
+
+def test_samples_and_their_golden_result_give_the_same_prediction():
+    net = random_network(7, sizes=(30, 16, 5), timesteps=4)
+    samples = np.random.default_rng(2).integers(0, 256, size=(12, 30))
+    from_samples = predict(net, {"fc1": 2, "fc2": 1}, samples)
+    from_result = predict(net, {"fc1": 2, "fc2": 1}, golden.run(net, samples))
+    assert np.array_equal(from_samples.result_cycles, from_result.result_cycles)
+    assert from_samples.latency == from_result.latency
+
+
+def test_counts_alone_still_predict_and_a_single_sample_repeats():
+    net = random_network(3, sizes=(20, 10, 3), timesteps=4)
+    model = predict(net, {"fc1": 5, "fc2": 3}, [40, 12])
+    assert len(model.result_cycles) == 8
+    # Two banks, constant work: the slowest stage (fc1's accumulate: 40 spikes x 2 chunks + 4).
+    assert model.cycles_per_sample == pytest.approx(84)
