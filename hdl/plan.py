@@ -24,7 +24,7 @@ ROM images (one integer per word, lane 0 in the least significant bits):
   ROM (no ROM, no per-lane shifter).
 
 Encoder lanes (:func:`encoder_lanes_for`): the fewest that keep the encoder's emit sweep
-(``T·ceil(in / lanes) + 2`` cycles) within half the slowest other stage's estimate, at most
+(``T·ceil(in / lanes) + 2`` cycles) within a quarter of the slowest other stage's estimate, at most
 :data:`ENCODER_MAX_LANES`; the first layer's event group is that many bits wide.
 """
 
@@ -47,8 +47,10 @@ __all__ = ["LayerPlan", "AcceleratorPlan", "plan_network", "check_dense", "signe
 
 #: The input encoder reads at most this many codes per cycle.
 ENCODER_MAX_LANES = 16
-#: The encoder's emit sweep is kept within this fraction of the slowest other stage's estimate.
-ENCODER_MARGIN = 0.5
+#: The encoder's emit sweep is kept within this fraction of the slowest other stage's estimate (a
+#: quarter: the estimate assumes T/2 ones per code, real inputs are sparser, and an encoder lane costs
+#: only ``T`` buffer bits and a bit select, while an emit sweep near the bottleneck stalls it).
+ENCODER_MARGIN = 0.25
 #: How a dense lane scales a weight by ``2^(T-1-t)``: ``dsp`` multiplies by a one-hot register (one DSP
 #: per lane where the device has them), ``logic`` shifts it (a log-depth shifter in LUTs, no DSP).
 MULTIPLIERS = ("dsp", "logic")
@@ -101,7 +103,8 @@ def choose_multiplier(net, folding, dsp_budget, choice: str = "auto") -> str:
 
 
 def encoder_lanes_for(net, folding, spikes_in=None, membrane_banks: int = 2) -> int:
-    """The fewest encoder lanes whose emit sweep stays within half the slowest other stage (estimated).
+    """The fewest encoder lanes whose emit sweep stays within :data:`ENCODER_MARGIN` of the slowest other
+    stage (estimated).
 
     The estimate is the one automatic folding uses (:func:`~spikeforge.hdl.folding.layer_cycles`,
     ``spikes_in`` default ``in_features × T / 2`` per layer); the encoder's load (``in + 1`` cycles)
@@ -112,8 +115,8 @@ def encoder_lanes_for(net, folding, spikes_in=None, membrane_banks: int = 2) -> 
     slowest = max([n_in + 1] + [layer_cycles(net, i, folding[layer.name], spikes, membrane_banks,
                                              folding.tap_lanes(layer.name))
                                 for i, layer in enumerate(net.layers) if layer.kind != "maxpool2d"])
-    # Half the estimate: the estimate assumes T/2 ones per code, real inputs (digits: about 2.3 of 8)
-    # are sparser, and the encoder's sweep costs the same whatever the data.
+    # A fraction of the estimate: the estimate assumes T/2 ones per code, real inputs (digits: about 2.3
+    # of 8) are sparser, and the encoder's sweep costs the same whatever the data.
     allowed = list(range(1, min(n_in, ENCODER_MAX_LANES) + 1))
     if net.layers[0].kind == "conv2d":      # a chunk must stay inside one input row (InputMap.chw)
         width = net.layers[0].in_shape[2]
