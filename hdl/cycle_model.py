@@ -55,7 +55,7 @@ a sample waits for a free bank (two banks: the hand-over of ``n-1``; one: its re
 sweep's readout ends one cycle after its final beat is written, the encoder's once the final beat is in
 its offer stage. This is the RTL's schedule cycle for cycle: every result beat of the tests' random
 networks and of the Fashion-MNIST MLP in Verilator lands on its predicted cycle (0 cycles off, 1 and 2
-banks, FIFOs filling). It costs a Python loop over the beats (about 0.3 s per 100 Fashion-MNIST samples).
+banks, FIFOs filling). It costs a Python loop over the beats (about 1-2 s per 1,000 Fashion-MNIST samples).
 
 Steady-state cycles per sample is the mean spacing
 of ``result(n)``; the per-stage means show the bottleneck. For a constant workload and two banks this
@@ -261,8 +261,8 @@ class _Link:
             if fire and room + dq - 1 > o:
                 o = room + dq - 1
             w = o if o >= room else room
-            moved = max(w + 1, r_prev)
-            r = max(moved + 1, ready)
+            moved = w + 1 if w + 1 > r_prev else r_prev         # max() costs a call per beat
+            r = moved + 1 if moved + 1 > ready else ready
             inner.append(moved)
             if r_first is None:
                 r_first = r
