@@ -220,3 +220,16 @@ def test_batch_runs_back_to_back_refuses_too_many_and_drops_a_damaged_one():
     assert results[5:] == [Result(20, Status.OK, *standin_reference(samples[3], 10)),
                            Result(21, Status.OK, *standin_reference(samples[4], 10)),
                            Result(40, Status.OK, *standin_reference(samples[0], 10))]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", "--port", "/dev/null-nothing", "--batch", "-1"], "--batch -1 must be >= 0"),
+    (["simboard", "no-such-net", "--baud", "2950000"], "at most 1.3% allowed at 4 clock cycles per bit"),
+    (["simboard", "no-such-net", "--batch-depth", "300"], "--batch-depth 300 is not in 0..255"),
+    (["simboard", "no-such-net", "--board", "ulx3s-85f", "--clock-mhz", "0.3"], "no baud rate of the FT231X"),
+])
+def test_cli_refuses_bad_link_options_before_any_work(argv, message, capsys):
+    from spikeforge.cli import main
+    from spikeforge.ir.errors import EXIT_USAGE
+    assert main(argv) == EXIT_USAGE
+    assert message in capsys.readouterr().err
