@@ -6,6 +6,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from spikeforge.commands import add_model_arguments
 from spikeforge.ir.errors import InputError
 from spikeforge.progress import step
 
@@ -14,9 +15,7 @@ HELP = "convert a trained PyTorch classifier into an integer iLIF spiking networ
 
 
 def add_arguments(parser):
-    parser.add_argument("model", help="a torch.export program (.pt2), a pickled nn.Module (.pt), or "
-                                      "file.py:factory (with --state-dict)")
-    parser.add_argument("--state-dict", type=Path, help="state dict to load into the module made by file.py:factory")
+    add_model_arguments(parser, "the model saw raw/SCALE (default: the dataset's, 255; 1 for raw data files)")
     parser.add_argument("--calibrate", required=True, metavar="DATA",
                         help="calibration data: a dataset name (digits, fashion-mnist), an MNIST-format IDX "
                              "directory, or a .npy/.pt file of raw byte samples (N, ...)")
@@ -30,10 +29,6 @@ def add_arguments(parser):
     parser.add_argument("--v0", choices=["round", "floor"], default="round",
                         help="initial membrane potential: θ//2 rounds to nearest (default), 0 floors")
     parser.add_argument("--per-channel", action="store_true", help="one threshold per output neuron")
-    parser.add_argument("--input-scale", type=float, default=None,
-                        help="the model saw raw/SCALE (default: the dataset's, 255; 1 for raw data files)")
-    parser.add_argument("--input-mean", type=float, default=0.0, help="... then (x - MEAN) / STD")
-    parser.add_argument("--input-std", type=float, default=1.0)
     parser.add_argument("--input-shape", help="shape of one sample, e.g. 1,28,28 (default: from the data)")
     parser.add_argument("-o", "--output", type=Path, required=True, help="network directory to write")
 
