@@ -57,8 +57,9 @@ def _finetuned(ctx, key, model, train, test, timesteps, normalization, images=Fa
     samples = recipe["samples"]
     raw = train.images if images else train.samples
     start = time.perf_counter()
-    result = finetune(model, raw[:samples], train.labels[:samples], timesteps=timesteps, epochs=recipe["epochs"],
-                      lr=recipe["lr"], batch=recipe["batch"], normalization=normalization, seed=ctx.seed, threads=1)
+    options = {k: v for k, v in recipe.items() if k != "samples"}
+    result = finetune(model, raw[:samples], train.labels[:samples], timesteps=timesteps, normalization=normalization,
+                      seed=ctx.seed, threads=1, **options)
     seconds = time.perf_counter() - start
     test_raw = test.images if images else test.samples
     net = spikeforge.convert(result.model, raw[:2000], timesteps=timesteps, normalization=normalization)

@@ -49,7 +49,11 @@ from spikeforge.ir.network import MAX_TIMESTEPS
 from .torch_import import LINEAR_KINDS, ConversionError, float_forward, import_model, model_input_shape
 
 __all__ = ["QuantReLU", "QuantizedNetwork", "IntegerWeights", "integer_weights", "finetune", "FinetuneResult",
-           "accuracy", "save"]
+           "accuracy", "save", "SELECT_MODES"]
+
+
+#: How :func:`finetune` picks the epoch it returns.
+SELECT_MODES = ("validation", "last")
 
 
 def _check_timesteps(timesteps):
@@ -217,6 +221,9 @@ class QuantizedNetwork(nn.Module):
         self.register_buffer("input_offset", torch.tensor(np.broadcast_to(input_offset, features).reshape(
             self.input_shape), dtype=torch.float32))
         self.log_input_step = nn.Parameter(torch.tensor([math.log(input_step)], dtype=torch.float32))
+        # The input table is free (the hardware's LUT maps any byte to any code): per raw byte, a learned shift
+        # of its code, in steps. Zero = the uniform encoder round(raw / Δ_0).
+        self.input_shift = nn.Parameter(torch.zeros(256))
         modules, neurons = [], []
         for index, layer in enumerate(layers):
             if layer.kind == "dense":
@@ -277,9 +284,11 @@ class QuantizedNetwork(nn.Module):
         return torch.exp(self.log_input_step)
 
     def input_lut(self) -> torch.Tensor:
-        """The encoder: raw byte -> code ``clip(round(raw / Δ_0), 0, 2^T - 1)`` (DESIGN.md §1)."""
+        """The encoder: raw byte -> code ``clip(round(raw / Δ_0 + shift[raw]), 0, 2^T - 1)`` (DESIGN.md §1; the
+        shifts are zero unless the table was learned)."""
         raw = torch.arange(256, dtype=torch.float32)
-        return torch.clamp(torch.round(raw / self.input_step().detach()), 0, self.code_max)
+        return torch.clamp(torch.round(raw / self.input_step().detach() + self.input_shift.detach()), 0,
+                           self.code_max)
 
     def weights(self, index: int):
         module = self.layers[index]
@@ -314,7 +323,8 @@ class QuantizedNetwork(nn.Module):
             x = x.reshape((x.shape[0],) + self.input_shape)
             codes = encode(x, self.input_scale, self.input_offset, self.input_lut())
             if self.training:
-                codes = _surrogate(codes, (x * self.input_scale + self.input_offset) / step_in, -0.5,
+                raw = torch.clamp(torch.round(x * self.input_scale + self.input_offset), 0, 255)
+                codes = _surrogate(codes, raw / step_in + self.input_shift[raw.to(torch.int64)], -0.5,
                                    self.code_max + 0.5)
         shape = self.input_shape
         per_feature = False                  # whether step_in holds one value per channel / feature
@@ -466,8 +476,9 @@ def _validate(model, inputs, labels, batch: int = 1000) -> dict:
 def finetune(model: nn.Module, images, labels, *, timesteps: int, weight_bits=8, epochs: int = 5,
              per_channel: bool = False, normalization: InputNormalization | None = None, input_shape=None,
              validation: float = 0.1, batch: int = 128, lr: float = 1e-3, seed: int = 0, percentile: float = 99.9,
-             calibration_samples: int = 5000, distill: float = 0.0, threads: int | None = None,
-             progress=None) -> FinetuneResult:
+             calibration_samples: int = 5000, distill: float = 0.0, step_lr: float = 1.0,
+             input_table: bool = False, table_lr: float = 10.0, select: str = "validation",
+             threads: int | None = None, progress=None) -> FinetuneResult:
     """Fine-tune ``model`` for T-timestep iLIF: the returned network computes the integer network exactly.
 
     Parameters
@@ -497,6 +508,15 @@ def finetune(model: nn.Module, images, labels, *, timesteps: int, weight_bits=8,
     distill : float
         Weight of a distillation term: the KL divergence from the float model's output distribution
         (``loss = cross-entropy + distill · KL``); 0 = labels only.
+    step_lr : float
+        The steps' learning rate relative to the weights' (``lr · step_lr``).
+    input_table : bool
+        Learn the input table too: the hardware's 256-entry LUT may map any byte to any code, so each raw
+        byte's code ``round(raw / Δ_0 + shift[raw])`` gets a learned shift (straight-through, learning rate
+        ``lr · table_lr``). Off: the uniform encoder ``round(raw / Δ_0)``.
+    select : str
+        ``"validation"``: keep the epoch with the best validation accuracy (ties: the lower validation loss);
+        ``"last"``: keep the last epoch (the validation split is still measured and reported).
     threads : int, optional
         torch CPU threads while training (restored afterwards).
     progress : callable, optional
@@ -508,8 +528,14 @@ def finetune(model: nn.Module, images, labels, *, timesteps: int, weight_bits=8,
             raise ConversionError(f"{name} {value!r} must be an integer >= {low}")
     if not (isinstance(validation, (int, float)) and 0 < validation < 1):
         raise ConversionError(f"validation fraction {validation!r} is not in (0, 1)")
-    if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
-        raise ConversionError(f"learning rate {lr!r} must be a positive number")
+    for name, value in (("learning rate", lr), ("step_lr", step_lr), ("table_lr", table_lr)):
+        if not (isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 and math.isfinite(value)):
+            raise ConversionError(f"{name} {value!r} must be a positive number")
+    if not (isinstance(distill, (int, float)) and not isinstance(distill, bool) and distill >= 0
+            and math.isfinite(distill)):
+        raise ConversionError(f"distill {distill!r} must be a number >= 0")
+    if select not in SELECT_MODES:
+        raise ConversionError(f"select {select!r} is not one of {', '.join(map(repr, SELECT_MODES))}")
     raw = to_numpy_raw(images)
     labels = np.asarray(labels).reshape(-1).astype(np.int64)
     if raw.ndim < 2 or len(raw) != len(labels):
@@ -552,7 +578,11 @@ def finetune(model: nn.Module, images, labels, *, timesteps: int, weight_bits=8,
         best_state, best_epoch = copy.deepcopy(network.state_dict()), 0
         if epochs:
             generator = torch.Generator().manual_seed(seed)
-            optimizer = torch.optim.Adam(network.parameters(), lr=lr)
+            groups = [{"params": list(network.layers.parameters()), "lr": lr},
+                      {"params": list(network.neurons.parameters()) + [network.log_input_step], "lr": lr * step_lr}]
+            if input_table:
+                groups.append({"params": [network.input_shift], "lr": lr * table_lr})
+            optimizer = torch.optim.Adam(groups)
             steps_total = epochs * ((len(x_train) + batch - 1) // batch)
             schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps_total)
             for epoch in range(1, epochs + 1):
@@ -578,7 +608,7 @@ def finetune(model: nn.Module, images, labels, *, timesteps: int, weight_bits=8,
                 history.append(record)
                 best = history[best_epoch]
                 # Small validation splits saturate: equal accuracy goes to the lower validation loss.
-                if (record["validation_accuracy"], -record["validation_loss"]) > \
+                if select == "last" or (record["validation_accuracy"], -record["validation_loss"]) > \
                         (best["validation_accuracy"], -best["validation_loss"]):
                     best_state, best_epoch = copy.deepcopy(network.state_dict()), epoch
                 if progress is not None:

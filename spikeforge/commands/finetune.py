@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from spikeforge.commands import add_model_arguments
 from spikeforge.ir.errors import InputError
 from spikeforge.progress import step
 
@@ -13,9 +14,8 @@ HELP = "fine-tune a trained model for T-timestep iLIF (quantisation-aware): ANN 
 
 
 def add_arguments(parser):
-    parser.add_argument("model", help="a torch.export program (.pt2), a pickled nn.Module (.pt), or file.py:factory "
-                                      "(with --state-dict)")
-    parser.add_argument("--state-dict", type=Path, help="state dict to load into the module made by file.py:factory")
+    add_model_arguments(parser, "the model saw raw/SCALE (default: the dataset's, 255, unless the model normalises "
+                                "its input itself)")
     parser.add_argument("--dataset", required=True,
                         help="training data: a dataset name (digits, fashion-mnist, mnist-5k) or MNIST-format directory")
     parser.add_argument("--timesteps", "-T", type=int, required=True, help="T, 1..16 (fine-tuning pays at T <= 3)")
@@ -28,13 +28,14 @@ def add_arguments(parser):
                                                                "(1e-3), cosine schedule")
     parser.add_argument("--batch", type=int, default=128, help="batch size (128)")
     parser.add_argument("--per-channel", action="store_true", help="one threshold and one step per output channel")
+    parser.add_argument("--distill", type=float, default=1.0,
+                        help="weight of the distillation term (KL from the float model's outputs; 0 = labels only; 1)")
+    parser.add_argument("--input-table", choices=["learn", "uniform"], default="learn",
+                        help="learn the input LUT's byte -> code table (default) or keep round(raw / step)")
+    parser.add_argument("--select", choices=["validation", "last"], default="validation",
+                        help="keep the epoch with the best validation accuracy (default) or the last one")
     parser.add_argument("--seed", type=int, default=0, help="seed of the validation split and batch order (0)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads while training")
-    parser.add_argument("--input-scale", type=float, default=None,
-                        help="the model saw raw/SCALE (default: the dataset's, 255, unless the model normalises "
-                             "its input itself)")
-    parser.add_argument("--input-mean", type=float, default=0.0, help="... then (x - MEAN) / STD")
-    parser.add_argument("--input-std", type=float, default=1.0)
     parser.add_argument("-o", "--output", type=Path, required=True,
                         help="the fine-tuned model: .pt2 (torch.export) or .pt (pickled module)")
 
@@ -69,6 +70,7 @@ def run(args) -> int:
     result = finetune(model, args.dataset, timesteps=args.timesteps, weight_bits=args.weight_bits,
                       epochs=args.epochs, samples=args.samples, normalization=normalization,
                       per_channel=args.per_channel, validation=args.validation, lr=args.lr, batch=args.batch,
+                      distill=args.distill, input_table=args.input_table == "learn", select=args.select,
                       seed=args.seed, threads=args.threads, progress=progress)
     seconds = time.perf_counter() - start
     print(f"validation split: {result.validation_samples} of {result.validation_samples + result.train_samples} "

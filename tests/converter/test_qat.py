@@ -111,6 +111,21 @@ def test_finetuned_cnn_converts_exactly(digits, per_channel):
     assert agree == 1.0
 
 
+def test_a_learned_input_table_converts_exactly(digits):
+    train, test = digits
+    result = finetune(load_digits_mlp(), train.samples[:300], train.labels[:300], timesteps=2, epochs=2,
+                      normalization=SCALE, batch=32, input_table=True, table_lr=100.0, distill=1.0, select="last")
+    model = result.model
+    assert result.best_epoch == 2                                   # select="last"
+    lut = model.input_lut().numpy()
+    uniform = np.clip(np.round(np.arange(256) / result.steps["input"]), 0, 3)
+    assert not np.array_equal(lut, uniform)                         # the table learned
+    net = convert(model, train.samples[:50], timesteps=2, normalization=SCALE)
+    assert np.array_equal(net.input_lut, lut)
+    agree, _, _ = _agreement(model, net, test.samples, SCALE)
+    assert agree == 1.0
+
+
 def test_finetuned_network_refuses_another_t_or_fewer_weight_bits(digits):
     train, _ = digits
     model = finetune(load_digits_mlp(), train.samples[:100], train.labels[:100], timesteps=2, epochs=0,
@@ -173,6 +188,12 @@ def test_finetune_refuses_bad_arguments(digits):
         finetune(model, train.samples[:50], train.labels[:50], timesteps=2, epochs=-1)
     with pytest.raises(ConversionError, match=r"49 labels for training samples of shape \(50, 8, 8\)"):
         finetune(model, train.samples[:50], train.labels[:49], timesteps=2)
+    with pytest.raises(ConversionError, match=r"select 'best' is not one of 'validation', 'last'"):
+        finetune(model, train.samples[:50], train.labels[:50], timesteps=2, select="best")
+    with pytest.raises(ConversionError, match=r"step_lr 0 must be a positive number"):
+        finetune(model, train.samples[:50], train.labels[:50], timesteps=2, step_lr=0)
+    with pytest.raises(ConversionError, match=r"distill -1 must be a number >= 0"):
+        finetune(model, train.samples[:50], train.labels[:50], timesteps=2, distill=-1)
     with pytest.raises(ConversionError, match=r"a fine-tuned model is saved as \.pt2"):
         save(finetune(model, train.samples[:50], train.labels[:50], timesteps=2, epochs=0).model, "x.onnx")
 
@@ -185,7 +206,7 @@ def test_finetune_command_prints_epochs_and_writes_a_model_convert_takes(tmp_pat
     factory.write_text("from spikeforge.demo_model import load_digits_mlp\n\ndef make():\n    return load_digits_mlp()\n")
     out = tmp_path / "qat.pt"
     status = cli.main(["finetune", f"{factory}:make", "--dataset", "digits", "-T", "2", "--epochs", "1",
-                       "--samples", "200", "--threads", "1", "-o", str(out)])
+                       "--samples", "200", "--threads", "1", "--distill", "0.5", "--select", "last", "-o", str(out)])
     printed = capsys.readouterr().out
     assert status == 0, printed
     assert "(steps from calibration, before training)" in printed
