@@ -1,5 +1,6 @@
 import random
 
+import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
@@ -8,6 +9,9 @@ from spikeforge.boards.link import (END, ESC, Counters, LinkConfig, LinkError, R
                                     pack_codes, packed_sample_frame, parse_frame, representatives_of, sample_frame,
                                     slip_encode)
 from spikeforge.boards.serial import SerialAccelerator, link_config_for
+from spikeforge.hdl import Accelerator
+from spikeforge.ir import golden
+from spikeforge.ir.random_network import random_network
 
 from spikeforge.testing.uart_bench import uart_receive, uart_send
 from spikeforge.testing.boards_standin import StandInAccelerator, standin_reference
@@ -233,3 +237,40 @@ def test_cli_refuses_bad_link_options_before_any_work(argv, message, capsys):
     from spikeforge.ir.errors import EXIT_USAGE
     assert main(argv) == EXIT_USAGE
     assert message in capsys.readouterr().err
+
+
+def test_the_real_accelerator_behind_a_compact_batch_is_bit_exact():
+    """A random dense network's Accelerator behind the link: a compact batch, the counters, a compact and a raw
+    sample; every label and score equals the golden model's, and the counters count the batch alone."""
+    net = random_network(0, sizes=(16, 8, 4), timesteps=4)
+    accelerator = Accelerator(net, None)
+    config = link_config_for(accelerator, in_features=16, timesteps=4, clk_freq=4e6, baud=1_000_000, batch_depth=4)
+    assert config.code_bits == 4 and config.lut() == [int(v) for v in net.input_lut]
+    dut = SerialAccelerator(accelerator, config, timeout_cycles=5000)
+    samples = np.random.default_rng(1).integers(0, 256, size=(6, 16)).astype(np.uint8)
+    packed = [pack_codes([config.lut()[v] for v in s], 4) for s in samples]
+    frames = []
+
+    async def host(ctx):
+        await uart_send(ctx, dut.rx, batch_frame(10, packed[:4], packed=True) + counters_request(), 4)
+        await ctx.tick().repeat(4000)           # the counters answered before the next samples
+        await uart_send(ctx, dut.rx, packed_sample_frame(20, packed[4]) + sample_frame(21, samples[5]), 4)
+
+    async def host_rx(ctx):
+        decoder = SlipStreamDecoder()
+        while len(frames) < 7:
+            frames.extend(decoder.feed(await uart_receive(ctx, dut.tx, 4, 1)))
+
+    sim = Simulator(dut)
+    sim.add_clock(1 / 4e6)
+    sim.add_testbench(host, background=True)
+    sim.add_testbench(host_rx)
+    sim.run()
+    answers = [parse_frame(f, config) for f in frames]
+    expected = golden.run(net, samples)
+    results = [a for a in answers if isinstance(a, Result)]
+    assert [(r.seq, r.status) for r in results] == [(s, Status.OK) for s in (10, 11, 12, 13, 20, 21)]
+    assert [r.label for r in results] == list(expected.labels)
+    assert [r.scores for r in results] == [tuple(int(v) for v in s) for s in expected.scores]
+    counters = next(a for a in answers if isinstance(a, Counters))
+    assert counters.samples == 4 and counters.first_result < counters.last_result <= counters.busy + 2
