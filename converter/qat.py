@@ -22,8 +22,9 @@ network, so at small T (2-3) fine-tuning recovers what post-training conversion 
   normalisation, rounds to the raw byte and applies the input LUT) and returns
   ``scores · scale``: the integer scores times a positive constant, so its eval-mode labels *are* the
   integer network's. ``spikeforge convert`` reads the integers off its graph (no calibration).
-* :func:`finetune` — calibrate to initialise the steps, hold out a validation split, train (Adam,
-  cosine schedule), keep the epoch with the best validation accuracy.
+* :func:`finetune` — calibrate to initialise the steps, hold out a validation split, train weights, steps and
+  the input table (Adam, cosine schedule, cross-entropy plus distillation from the float model), keep the
+  epoch with the best validation accuracy (or the last).
 
 Takes arrays; dataset names are resolved by :mod:`spikeforge.finetune`.
 """
@@ -476,8 +477,8 @@ def _validate(model, inputs, labels, batch: int = 1000) -> dict:
 def finetune(model: nn.Module, images, labels, *, timesteps: int, weight_bits=8, epochs: int = 5,
              per_channel: bool = False, normalization: InputNormalization | None = None, input_shape=None,
              validation: float = 0.1, batch: int = 128, lr: float = 1e-3, seed: int = 0, percentile: float = 99.9,
-             calibration_samples: int = 5000, distill: float = 0.0, step_lr: float = 1.0,
-             input_table: bool = False, table_lr: float = 10.0, select: str = "validation",
+             calibration_samples: int = 5000, distill: float = 1.0, step_lr: float = 1.0,
+             input_table: bool = True, table_lr: float = 10.0, select: str = "validation",
              threads: int | None = None, progress=None) -> FinetuneResult:
     """Fine-tune ``model`` for T-timestep iLIF: the returned network computes the integer network exactly.
 
@@ -507,13 +508,15 @@ def finetune(model: nn.Module, images, labels, *, timesteps: int, weight_bits=8,
         Calibrate on at most this many training samples.
     distill : float
         Weight of a distillation term: the KL divergence from the float model's output distribution
-        (``loss = cross-entropy + distill · KL``); 0 = labels only.
+        (``loss = cross-entropy + distill · KL``); 0 = labels only. Default 1: the float model's soft labels
+        steady the training (on the 8 digits seeds the mean gap to float shrank from 1.6 to 1.1 points).
     step_lr : float
         The steps' learning rate relative to the weights' (``lr · step_lr``).
     input_table : bool
         Learn the input table too: the hardware's 256-entry LUT may map any byte to any code, so each raw
         byte's code ``round(raw / Δ_0 + shift[raw])`` gets a learned shift (straight-through, learning rate
-        ``lr · table_lr``). Off: the uniform encoder ``round(raw / Δ_0)``.
+        ``lr · table_lr``). Off: the uniform encoder ``round(raw / Δ_0)``. On by default: at T = 2 the input
+        has only four codes, and where their boundaries sit matters.
     select : str
         ``"validation"``: keep the epoch with the best validation accuracy (ties: the lower validation loss);
         ``"last"``: keep the last epoch (the validation split is still measured and reported).
