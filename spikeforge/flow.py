@@ -119,6 +119,9 @@ class FlowConfig:
         the running scheduler at ``scheduler``, ``tcp://HOST:PORT``).
     board, baud, scores, patchable, build_seed
         build: the board (icebreaker, ulx3s-85f, an amaranth-boards class name) and its options.
+    build_clock_mhz : float, optional
+        build: run the bitstream at this clock (a PLL output or the board oscillator) instead of
+        searching for the fastest that meets timing.
     network_dir, rtl_dir, sim_build, board_dir, report
         Where the artefacts go (defaults under ``output``: ``net``, ``rtl``, ``sim_build``, ``board``,
         ``flow.json``).
@@ -163,6 +166,7 @@ class FlowConfig:
     scores: bool = True
     patchable: bool = True
     build_seed: int = 1
+    build_clock_mhz: float | None = None
     network_dir: str | None = None
     rtl_dir: str | None = None
     sim_build: str | None = None
@@ -561,7 +565,8 @@ def step_build(state: FlowState, config: FlowConfig) -> BuildReport:
     net = state.require_network(config)
     options = BuildOptions(baud=config.baud, lanes=config.lanes, lanes_budget=config.lanes_budget,
                            scores=config.scores, patchable=config.patchable, seed=config.build_seed,
-                           membrane_banks=config.membrane_banks, multiplier=config.multiplier)
+                           membrane_banks=config.membrane_banks, clock_mhz=config.build_clock_mhz,
+                           multiplier=config.multiplier)
     report = build_bitstream(net, config.board, config.board_path, options=options, log=state.log)
     return BuildReport(board=config.board, board_dir=str(config.board_path), status=report.get("status", ""),
                        device=report.get("device"), fmax_mhz=report.get("fmax_mhz"),

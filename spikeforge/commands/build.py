@@ -1,8 +1,10 @@
 """`spikeforge build`: a network (dense, conv, pooled) -> bitstream for an FPGA board, with a resource / Fmax /
-throughput report; a design that does not fit is refused naming the layer's memory (or the resource) that
+throughput report, clocked from the device PLL at the fastest frequency that meets timing (or --clock MHZ);
+a design that does not fit is refused naming the layer's memory (or the resource) that
 overflows and by how much."""
 
 import json
+import math
 from pathlib import Path
 
 from spikeforge.ir.errors import InputError
@@ -26,6 +28,9 @@ def add_arguments(parser):
     parser.add_argument("--no-scores", action="store_true", help="answer with the label only")
     parser.add_argument("--no-patchable", action="store_true",
                         help="iCE40: synthesise the real weights (the bitstream cannot be patched later)")
+    parser.add_argument("--clock", type=float, metavar="MHZ",
+                        help="run at this clock (the nearest PLL output, or the board oscillator's own frequency) "
+                             "instead of searching for the fastest clock that meets timing (default: search)")
     parser.add_argument("--multiplier", default="auto", metavar="{dsp,logic,auto}",
                         help="how dense lanes scale a weight by 2^(T-1-t): dsp (a multiplier per lane, a DSP where the device has them), logic (a shifter in LUTs, no DSP) or auto (logic once the device's DSPs run out; the default)")
     parser.add_argument("--seed", type=int, default=1, help="placement seed and placeholder seed (default 1)")
@@ -41,11 +46,14 @@ def run(args) -> int:
     if args.baud is not None and args.baud < 1:
         raise InputError(f"--baud: baud rate {args.baud} is not a positive integer (leave it out for the board's "
                          f"default)")
+    if args.clock is not None and not (math.isfinite(args.clock) and args.clock > 0):
+        raise InputError(f"--clock {args.clock} MHz must be a finite frequency > 0 (leave it out to search for the "
+                         f"fastest clock that meets timing)")
     check_multiplier(args.multiplier, allow_auto=True)
     config = FlowConfig(network_dir=str(args.network), board=args.board, board_dir=str(args.output),
                         baud=args.baud, lanes=args.lanes or None,
                         lanes_budget=args.lanes_budget, scores=not args.no_scores, patchable=not args.no_patchable,
-                        build_seed=args.seed, multiplier=args.multiplier)
+                        build_seed=args.seed, multiplier=args.multiplier, build_clock_mhz=args.clock)
     report = run_step("build", FlowState(), config)
     if args.json:
         print(json.dumps(report.to_json(), indent=2))

@@ -94,14 +94,23 @@ def test_icebreaker_bitstream_report_and_patch_weights(tmp_path, monkeypatch, ca
     assert main(["build", str(net_dir), "--board", "icebreaker", "-o", "ib"]) == 0
     table = capsys.readouterr().out
     assert "ICESTORM_LC" in table and "Fmax" in table and "samples/s" in table
+    assert "clock search: 48 MHz -> Fmax" in table and "critical path" in table
     report = json.loads((tmp_path / "ib" / "report.json").read_text())
     assert report["status"] == "built" and report["device"] == "iCE40UP5K"
     assert (tmp_path / "ib" / "top.bin").stat().st_size == UP5K_BITSTREAM_BYTES
     lc = report["place_and_route"]["utilisation"]["ICESTORM_LC"]
     assert 0 < lc["used"] <= lc["available"] == 5280
     assert report["place_and_route"]["utilisation"]["ICESTORM_RAM"]["used"] <= 30
-    assert report["timing_met"] and report["fmax_mhz"] >= 12.0
-    assert report["samples_per_second"]["accelerator_at_board_clock"] > 0
+    # The clock search: a first placement at 48 MHz, then the fastest clock below its Fmax that meets timing.
+    assert report["timing_met"] and report["fmax_mhz"] >= report["clock_mhz"] > 12.0
+    search = report["clock_search"]
+    assert search["mode"] == "search" and search["tries"][0]["clock_mhz"] == 48.0 and search["tries"][-1]["met"]
+    assert not any(t["met"] for t in search["tries"][:-1])
+    assert report["pll"]["primitive"] == "SB_PLL40_PAD" and report["pll"]["output_mhz"] == report["clock_mhz"]
+    assert report["link"]["clk_freq"] == round(report["clock_mhz"] * 1e6)     # the UART divides the real clock
+    assert report["samples_per_second"]["accelerator"] == pytest.approx(
+        report["clock_mhz"] * 1e6 / report["prediction"]["cycles_per_sample"])
+    assert report["critical_path"]["delay_ns"] * report["fmax_mhz"] == pytest.approx(1000, rel=0.02)
     assert report["patchable_layers"] == ["fc1", "fc2", "fc3"]
 
     # New weights, no place and route.
@@ -113,8 +122,9 @@ def test_icebreaker_bitstream_report_and_patch_weights(tmp_path, monkeypatch, ca
 
     # (Swapping net2's weights back with icebram is not possible here: icebram needs a "from" image
     # without repeated bit columns, which trained weights have; the rebuild below is the stronger check.)
-    # A design built from net2 is the patched bitstream, bit for bit.
-    assert main(["build", str(net2_dir), "--board", "icebreaker", "-o", "ib2"]) == 0
+    # A design built from net2 (at the clock the search found: --clock) is the patched bitstream, bit for bit.
+    assert main(["build", str(net2_dir), "--board", "icebreaker", "-o", "ib2", "--clock", str(report["clock_mhz"])]) == 0
+    assert json.loads((tmp_path / "ib2" / "report.json").read_text())["clock_search"]["mode"] == "forced"
     assert (tmp_path / "ib2" / "top.bin").read_bytes() == (tmp_path / "patched.bin").read_bytes()
     capsys.readouterr()
 
@@ -149,8 +159,22 @@ def test_ulx3s_85f_digits_bitstream(tmp_path, monkeypatch):
     assert (tmp_path / "ulx3s" / "top.bit").stat().st_size > 100_000
     use = report["place_and_route"]["utilisation"]
     assert 0 < use["TRELLIS_COMB"]["used"] <= use["TRELLIS_COMB"]["available"]
-    assert report["timing_met"] and report["fmax_mhz"] >= 25.0
-    assert report["samples_per_second"]["accelerator_at_board_clock"] > 1000
+    assert report["timing_met"] and report["fmax_mhz"] >= report["clock_mhz"] > 25.0
+    assert report["pll"]["primitive"] == "EHXPLLL" and report["clock_search"]["tries"][0]["clock_mhz"] == 150.0
+    assert report["samples_per_second"]["accelerator"] > 1000
+
+
+def test_build_command_refuses_a_clock_before_any_work(tmp_path, capsys):
+    net_dir = random_network(1, sizes=SIZES, timesteps=4).save(tmp_path / "net")
+    for clock in ("0", "-3", "nan", "inf"):
+        assert main(["build", str(net_dir), "--board", "icebreaker", "-o", str(tmp_path / "out"),
+                     "--clock", clock]) == 2
+        assert "must be a finite frequency > 0" in capsys.readouterr().err
+    # A clock the PLL cannot make is refused before synthesis, with the achievable range.
+    assert main(["build", str(net_dir), "--board", "icebreaker", "-o", str(tmp_path / "out"), "--clock", "300"]) == 2
+    assert "--clock 300 MHz on ICEBreakerPlatform: SB_PLL40_PAD: 300 MHz cannot be made from 12 MHz; achievable: " \
+        "16.12-270 MHz" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 # -- tools: nextpnr part arguments, each family's own tools -----------------------------------------

@@ -185,7 +185,7 @@ def test_icebreaker_conv_bitstream_and_patch_weights(tmp_path, monkeypatch, caps
     other = _other_weights(net, 5)
     other_dir = other.save(tmp_path / "other")
     assert main(["patch-weights", "ib/top.bin", str(other_dir), "-o", "patched.bin"]) == 0
-    assert main(["build", str(other_dir), "--board", "icebreaker", "-o", "ib2"]) == 0
+    assert main(["build", str(other_dir), "--board", "icebreaker", "-o", "ib2", "--clock", str(report["clock_mhz"])]) == 0
     assert (tmp_path / "ib2" / "top.bin").read_bytes() == (tmp_path / "patched.bin").read_bytes()
     capsys.readouterr()
 
@@ -201,6 +201,8 @@ def test_ulx3s_conv_bitstream(tmp_path, monkeypatch):
     report = build(small_net(5), "ulx3s-85f", "ulx3s", log=lambda line: None)
     assert report["status"] == "built" and report["device"] == "LFE5U-85F"
     assert report["timing_met"] and report["membrane_banks"] == 2
+    assert report["pll"]["primitive"] == "EHXPLLL" and report["clock_mhz"] > 25     # the searched PLL clock
+    assert report["fmax_mhz"] >= report["clock_mhz"] and report["critical_path"]["delay_ns"] > 0
     assert (tmp_path / "ulx3s" / "top.bit").stat().st_size > 100_000
     assert {"c1", "d3", "d4"} <= set(report["estimate"]["layers"])
 
