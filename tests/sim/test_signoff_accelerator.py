@@ -3,7 +3,8 @@
 Scenarios: (1) the whole digits test split through the demo design; (2) random input gaps and output
 back-pressure at three seeded densities; (3) resets in the middle of samples, then a clean run;
 (4) a random small network per run over several T and weight widths; (5) the analytical cycle model
-against the measured cycles; and the same testbench on Icarus Verilog when it is installed.
+against the measured cycles; (6) DSP-free lanes (``multiplier="logic"``) at 0/50/90 % stalls; and the
+same testbench on Icarus Verilog when it is installed.
 
 Random networks are drawn from a seed printed by the test; replay a failure with
 ``SPIKEFORGE_SIGNOFF_SEED=<seed> pytest tests/sim/test_signoff_accelerator.py -k random``.
@@ -145,6 +146,32 @@ def test_random_network_is_exact(regime, tmp_path, signoff_build_root):
     _assert_exact(report)
     agreement = report["model_agreement"]
     assert abs(agreement["stream_cycles"]) <= MODEL_TOLERANCE, f"{context}: model vs RTL {agreement}"
+
+
+# -- (6) DSP-free lanes: the weight scaled by a shifter in logic -----------------------------------
+
+def test_logic_multiplier_digits_exact_at_0_50_90_percent_stalls(demo_net, digits_test, tmp_path_factory,
+                                                                 signoff_build_root):
+    """``multiplier="logic"`` (what ``build`` picks once a device's DSPs run out) on the demo design's
+    folding: the whole digits split bit-exact with no stalls and at 50 % and 90 % input gaps and output
+    back-pressure, and on the cycle model (the shifter takes the multiplier's stage)."""
+    from spikeforge.demo_hardware import DEMO_LANES_BUDGET
+    from spikeforge.hdl.generate import generate
+    from spikeforge.ir import golden
+    spikes_in = [float(s.mean()) for s in golden.run(demo_net, digits_test.samples).input_spikes()]
+    rtl = tmp_path_factory.mktemp("logic") / "rtl"
+    design = generate(demo_net, rtl, lanes_budget=DEMO_LANES_BUDGET, spikes_in=spikes_in, multiplier="logic")
+    assert design["multiplier"] == "logic" and design["total_lanes"] > 8     # more lanes than an iCE40UP5K's DSPs
+    count = len(digits_test.samples)
+    phases = ([{"name": "stream", "samples": list(range(count))}]
+              + stall_phases(count, densities=(0.5, 0.9), seed=6))
+    report = verify(demo_net, rtl, digits_test.samples, digits_test.labels, phases=phases,
+                    build_root=signoff_build_root, report_path=False)
+    print(format_report(report))
+    _assert_exact(report)
+    assert [p["name"] for p in report["phases"]] == ["stream", "stalls-50", "stalls-90"]
+    assert all(p["checked"] == count for p in report["phases"])
+    assert abs(report["model_agreement"]["stream_cycles"]) <= MODEL_TOLERANCE, report["model_agreement"]
 
 
 # -- the same testbench on Icarus Verilog ---------------------------------------------------------
