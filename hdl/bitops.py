@@ -2,6 +2,10 @@
 
 * :func:`lowest_set_bit` — gateware: the index of a mask's lowest set bit, a log-depth tree; a core
   walks an event's spike mask with it, lowest bit first.
+* :func:`clear_bit` and :func:`at_most_one_set` — gateware for that walk without carry chains: a wide
+  mask (a 64-lane producer's) through ``m & (m - 1)`` and ``(m & (m - 1)) == 0`` is two ripple chains in
+  series, the slowest path of a 64-lane Fashion-MNIST design on ECP5 (65 MHz); a decoder and a log-depth
+  tree of LUTs are not.
 * :func:`pack_lanes` — software: ``lanes`` integers per memory word, lane 0 in the least significant
   bits, each field two's complement; the plans build every ROM image (weights, biases, thresholds)
   with it.
@@ -9,9 +13,9 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Const, Mux
+from amaranth.hdl import Cat, Const, Mux
 
-__all__ = ["lowest_set_bit", "pack_lanes"]
+__all__ = ["lowest_set_bit", "clear_bit", "at_most_one_set", "pack_lanes"]
 
 
 def lowest_set_bit(mask):
@@ -31,6 +35,25 @@ def lowest_set_bit(mask):
         return Mux(low_any, low_index, high_index)[:width], low_any | high_any
     index, _ = tree(0, len(mask))
     return index
+
+
+def clear_bit(mask, index):
+    """``mask`` with bit ``index`` (a Value) cleared: ``mask & (mask - 1)`` when ``index`` is the lowest
+    set bit, as a decoder (no carry chain)."""
+    return Cat(mask[i] & (index != i) for i in range(len(mask)))
+
+
+def at_most_one_set(mask):
+    """1 when at most one bit of ``mask`` is set (``(mask & (mask - 1)) == 0``), as a log-depth tree of
+    (any, several) pairs instead of a subtraction."""
+    def tree(lo, hi):
+        if hi - lo == 1:
+            return mask[lo], Const(0, 1)
+        mid = (lo + hi) // 2
+        (low_any, low_several), (high_any, high_several) = tree(lo, mid), tree(mid, hi)
+        return low_any | high_any, low_several | high_several | (low_any & high_any)
+    _, several = tree(0, len(mask))
+    return ~several
 
 
 def pack_lanes(rows, bits: int) -> list:

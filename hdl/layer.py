@@ -70,7 +70,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .bitops import lowest_set_bit
+from .bitops import at_most_one_set, clear_bit, lowest_set_bit
 from .layouts import index_shape, result_layout, spike_event_layout
 from .plan import LayerPlan
 from .sweep import SweepSequencer
@@ -245,13 +245,14 @@ class _AccumulatingLayer(wiring.Component):
                          cur_scale.eq(Const(1 << (timesteps - 1), timesteps) >> self.events.payload.step
                                       if p.multiplier == "dsp" else timesteps - 1 - self.events.payload.step)]
         with m.Else():
-            m.d.comb += next_mask.eq(Mux(spike & last_word, cur_mask & (cur_mask - 1), cur_mask))
+            # ``low`` is the lowest set bit of ``cur_mask`` (registered with it): clear it by a decoder.
+            m.d.comb += next_mask.eq(Mux(spike & last_word, clear_bit(cur_mask, low), cur_mask))
             with m.If(cur_valid & done_with_event & ~cur_last | handover):
                 m.d.sync += cur_valid.eq(0)
         with m.If(spike):
             m.d.sync += count.eq(Mux(last_word, 0, count + 1))
         m.d.sync += [cur_mask.eq(next_mask), low.eq(lowest_set_bit(next_mask)),
-                     mask_empty.eq(next_mask == 0), mask_single.eq((next_mask & (next_mask - 1)) == 0)]
+                     mask_empty.eq(next_mask == 0), mask_single.eq(at_most_one_set(next_mask))]
 
         # The banks: the readout (or the clear after reset, into every bank) writes through the same path.
         if p.membrane_banks == 1:

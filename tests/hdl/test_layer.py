@@ -7,6 +7,7 @@ import random
 import numpy as np
 import pytest
 from amaranth.back import rtlil
+from amaranth.hdl import Module, Signal
 from amaranth.sim import Simulator
 
 from spikeforge.testing.hdl_harness import as_event, codes_from_events, event_sequence, put_stream, take_stream
@@ -14,6 +15,7 @@ from spikeforge.ir.network import DenseLayer, Network
 from spikeforge.ir.random_network import random_network
 from spikeforge.hdl.folding import Folding
 from spikeforge.hdl.layer import DenseILIF, OutputLayer
+from spikeforge.hdl.bitops import at_most_one_set, clear_bit, lowest_set_bit
 from spikeforge.hdl.plan import choose_multiplier, plan_network
 from spikeforge.ir.errors import InputError
 from spikeforge.ir import golden
@@ -221,3 +223,62 @@ def test_multiplier_choice_and_refusal():
         choose_multiplier(net, folding, 8, "lut")
     with pytest.raises(InputError, match="multiplier 'auto' is not supported; accepted: dsp, logic$"):
         plan_network(net, folding, multiplier="auto")
+
+
+@pytest.mark.parametrize("width", [1, 2, 5, 8])
+def test_mask_walk_helpers_match_the_arithmetic(width):
+    """The carry-free mask walk (decoder, any/several tree) equals ``m & (m - 1)`` and
+    ``(m & (m - 1)) == 0`` on every mask."""
+    m = Module()
+    mask, single, low, cleared = Signal(width), Signal(), Signal(max(1, (width - 1).bit_length())), Signal(width)
+    m.d.comb += [single.eq(at_most_one_set(mask)), low.eq(lowest_set_bit(mask)), cleared.eq(clear_bit(mask, low))]
+
+    async def testbench(ctx):
+        for value in range(1 << width):
+            ctx.set(mask, value)
+            assert ctx.get(single) == int(value & (value - 1) == 0), value
+            if value:
+                assert ctx.get(cleared) == value & (value - 1), value
+
+    sim = Simulator(m)
+    sim.add_testbench(testbench)
+    sim.run()
+
+
+def test_wide_producer_mask_is_walked_exactly():
+    """A consumer of a 24-lane producer (a 24-bit event mask, the case the carry-free walk is for),
+    under stalls."""
+    net = random_network(17, sizes=(30, 24, 5, 2), timesteps=3, weight_bits=6, threshold_range=(1, 200))
+    plan = plan_network(net, Folding.for_network(net, {"fc1": 24, "fc2": 2, "fc3": 1}))
+    layer = plan.layers[1]
+    assert layer.in_group == 24
+    codes = np.random.default_rng(2).integers(0, 8, size=(4, 24))
+    codes[1] = 7
+    dut = DenseILIF(layer)
+    beats = _input_beats(codes, layer.in_group, net.timesteps)
+    out = {}
+
+    async def driver(ctx):
+        await put_stream(ctx, dut.events, beats, gap=0.3, rng=random.Random(1))
+
+    async def checker(ctx):
+        out["spikes"] = await take_stream(ctx, dut.spikes, stall=0.3, rng=random.Random(2),
+                                          until=lambda taken: sum(t[1][3] for t in taken) == len(codes),
+                                          decode=as_event)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(driver)
+    sim.add_testbench(checker)
+    sim.run()
+    samples, current = [], []
+    for _, beat in out["spikes"]:
+        current.append(beat)
+        if beat[3]:
+            samples.append(current)
+            current = []
+    got = np.array([codes_from_events(s, layer.lanes, layer.out_features, net.timesteps) for s in samples])
+    # fc2 on these input codes: the golden model of the network that starts at fc2.
+    tail = Network(timesteps=net.timesteps, input_shape=(24,), input_lut=np.arange(256) % 8,
+                   layers=list(net.layers[1:]), classes=net.classes)
+    np.testing.assert_array_equal(got, golden.run_codes(tail, codes).codes[1])
