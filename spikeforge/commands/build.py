@@ -31,6 +31,10 @@ def add_arguments(parser):
     parser.add_argument("--clock", type=float, metavar="MHZ",
                         help="run at this clock (the nearest PLL output, or the board oscillator's own frequency) "
                              "instead of searching for the fastest clock that meets timing (default: search)")
+    parser.add_argument("--membrane-banks", type=int, choices=(1, 2), default=None,
+                        help="membrane banks per layer: 2 (ping-pong) or 1 (compact: far fewer LUTs for wide layers; "
+                             "the fire sweep follows the accumulate phase) (default: 2, falling back to 1 when 2 do "
+                             "not fit)")
     parser.add_argument("--multiplier", default="auto", metavar="{dsp,logic,auto}",
                         help="how dense lanes scale a weight by 2^(T-1-t): dsp (a multiplier per lane, a DSP where the device has them), logic (a shifter in LUTs, no DSP) or auto (logic once the device's DSPs run out; the default)")
     parser.add_argument("--seed", type=int, default=1, help="placement seed and placeholder seed (default 1)")
@@ -53,7 +57,7 @@ def run(args) -> int:
     config = FlowConfig(network_dir=str(args.network), board=args.board, board_dir=str(args.output),
                         baud=args.baud, lanes=args.lanes or None,
                         lanes_budget=args.lanes_budget, scores=not args.no_scores, patchable=not args.no_patchable,
-                        build_seed=args.seed, multiplier=args.multiplier, build_clock_mhz=args.clock)
+                        build_seed=args.seed, multiplier=args.multiplier, membrane_banks=args.membrane_banks, build_clock_mhz=args.clock)
     report = run_step("build", FlowState(), config)
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
