@@ -502,11 +502,14 @@ def _render_cnn(result: dict) -> list:
              "generated, signed off in Verilator against the golden model and built with YoWASP for its board. "
              "Samples/s are Verilator's steady-state cycles per sample at the clock the bitstream runs at (the "
              "board's oscillator: iCEBreaker 12 MHz, ULX3S 25 MHz) and, labelled so, at the achieved Fmax (a PLL "
-             "would be needed to run there). The ratio is to Skydiver's 22.6 k samples/s (MNIST, XC7Z045).", ""]
+             "would be needed to run there). The ratio is to Skydiver's 22.6 k samples/s (MNIST, XC7Z045). "
+             "RTL = golden: whether the Verilator stream (cocotb, or the compiled fast engine for the 1,000-sample "
+             "runs) agrees with the golden model on every sample.", ""]
     rows = []
     for e in cases:
         v, b, d = e.get("verify") or {}, e.get("board_build") or {}, e.get("derived") or {}
-        agree = "not measured" if not v or "ok" not in v else (f"{'yes' if v['ok'] else 'NO'} ({v['samples']})")
+        engine = {"fast": ", fast engine", "cocotb": ", cocotb"}.get(v.get("engine"), "")
+        agree = "not measured" if not v or "ok" not in v else (f"{'yes' if v['ok'] else 'NO'} ({v['samples']}{engine})")
         rows.append([f"{e['network']} ({e['sizes']}) on {e['board']}", e["timesteps"],
                      f"{100 * e['float_accuracy']:.2f} / {100 * e['golden_accuracy']:.2f} %", agree,
                      ", ".join(f"{k} {n}" for k, n in (e.get("folding") or {}).items()) or "—",

@@ -48,8 +48,8 @@ PUBLISHED_CNN = (
      "network": "convolutional SNN", "dataset": "MNIST", "accuracy": 98.5, "samples_per_second": 22_600.0,
      "device": "Xilinx XC7Z045 (clock and resources: see the paper)",
      "differs": "a Zynq-7045 (218k LUT6, 545 BRAM36, 900 DSP) against our ECP5-85F (84k LUT4, 208 BRAM18, "
-                "156 DSP); its own conversion and timestep count; MNIST: compare with our MNIST-5k row (our Fashion-MNIST row is "
-                "a harder data set)"},
+                "156 DSP); its own conversion and timestep count; MNIST: compare with our MNIST-5k row "
+                "(our Fashion-MNIST row is a harder data set)"},
     {"name": "SyncNN", "cite": "Panchapakesan, Fang, Li, \"SyncNN: Evaluating and Accelerating Spiking Neural Networks "
                                "on FPGAs\", FPL 2021; ACM TRETS 2022, doi 10.1145/3514253",
      "url": "https://dl.acm.org/doi/10.1145/3514253",
