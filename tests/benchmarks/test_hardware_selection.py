@@ -1,0 +1,64 @@
+"""The hardware section's case selection: ``--networks`` may name CNN cases alone; the others keep their results."""
+
+from types import SimpleNamespace
+
+import pytest
+
+from spikeforge.benchmarks import hardware, runner
+from spikeforge.ir.errors import InputError
+
+PREVIOUS = {"hardware": {"date": "2026-11-28T07:59:37+00:00", "result": {
+    "cases": [{"network": "digits", "timesteps": 3}, {"network": "fmnist", "timesteps": 4}],
+    "cnn_cases": [{"network": "digits-cnn"}, {"network": "fmnist-cnn"}, {"network": "gone-cnn"}]}}}
+
+
+@pytest.fixture
+def measured(monkeypatch):
+    """Cases 'measured' without tools: the names of those run, in order."""
+    ran = []
+    monkeypatch.setattr(hardware, "_cnn_case", lambda ctx, case: ran.append(case["network"]) or
+                        {"network": case["network"], "fresh": True})
+    monkeypatch.setattr(hardware, "_case", lambda ctx, case, T, why: ran.append(f"{case['network']}@{T}") or
+                        {"network": case["network"], "timesteps": T, "fresh": True})
+    monkeypatch.setattr(hardware, "_smallest_t", lambda ctx, key: (4, "test"))
+    return ran
+
+
+def _ctx(networks, previous=PREVIOUS):
+    return SimpleNamespace(quick=False, networks=networks, previous=previous)
+
+
+def test_naming_one_cnn_runs_it_alone_and_keeps_every_other_case(measured):
+    result = hardware.measure(_ctx(("fmnist-cnn",)))
+    assert measured == ["fmnist-cnn"]
+    assert [(e["network"], e.get("carried_over")) for e in result["cases"]] == [
+        ("digits", "2026-11-28T07:59:37+00:00"), ("fmnist", "2026-11-28T07:59:37+00:00")]
+    cnn = {e["network"]: e for e in result["cnn_cases"]}
+    assert list(cnn) == ["digits-cnn", "fmnist-cnn", "gone-cnn"]      # CNN_CASES order, then the rest
+    assert cnn["fmnist-cnn"].get("fresh") and "carried_over" not in cnn["fmnist-cnn"]
+    assert cnn["digits-cnn"]["carried_over"] == "2026-11-28T07:59:37+00:00"
+
+
+def test_naming_only_mlps_runs_every_cnn_as_before(measured):
+    result = hardware.measure(_ctx(("digits",), previous={}))
+    assert measured == ["digits@4", "digits@8", *hardware.CNN_NAMES]
+    assert [e["network"] for e in result["cnn_cases"]] == list(hardware.CNN_NAMES)
+    assert not any(e.get("carried_over") for e in result["cases"] + result["cnn_cases"])
+
+
+def test_a_carried_case_keeps_its_first_date(measured):
+    previous = {"hardware": {"date": "2026-11-30T04:00:00+00:00", "result": {
+        "cases": [], "cnn_cases": [{"network": "digits-cnn", "carried_over": "2026-11-29T00:00:00+00:00"}]}}}
+    result = hardware.measure(_ctx(("mnist-cnn",), previous))
+    assert measured == ["mnist-cnn"]
+    assert result["cnn_cases"][0] == {"network": "digits-cnn", "carried_over": "2026-11-29T00:00:00+00:00"}
+
+
+def test_explicit_lanes_of_a_case_are_used_whole():
+    assert hardware._folding(None, None, {"lanes": {"conv1": "16x3", "fc": 2}}) == {"conv1": "16x3", "fc": 2}
+
+
+def test_an_unknown_network_name_is_refused_with_the_cnn_names_listed(tmp_path):
+    args = runner.build_parser().parse_args(["--only", "hardware", "--networks", "nope", "-o", str(tmp_path)])
+    with pytest.raises(InputError, match=r"unknown network\(s\) 'nope'.*fmnist-cnn"):
+        runner.run(args)
