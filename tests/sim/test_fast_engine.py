@@ -94,6 +94,18 @@ def test_decode_results_reads_the_layout_fields_of_any_width():
     assert labels.tolist() == [label] and decoded.tolist() == [scores]
 
 
+def test_the_build_compiles_verilators_listed_sources_in_two_units(tmp_path):
+    (tmp_path / "Vtop_classes.mk").write_text(
+        "# Generated module classes, fast-path\nVM_CLASSES_FAST += \\\n  Vtop \\\n  Vtop___024root__0 \\\n\n"
+        "VM_CLASSES_SLOW += \\\n  Vtop___024root__Slow \\\n\nVM_SUPPORT_FAST += \\\n\n"
+        "VM_SUPPORT_SLOW += \\\n  Vtop__Syms__Slow \\\n\nVM_GLOBAL_FAST += \\\n  verilated \\\n")
+    fast_engine._unity_sources(tmp_path)
+    fast = (tmp_path / "spikeforge_fast.cpp").read_text().splitlines()
+    slow = (tmp_path / "spikeforge_slow.cpp").read_text().splitlines()
+    assert fast == ['#include "Vtop.cpp"', '#include "Vtop___024root__0.cpp"', f'#include "{fast_engine.HARNESS}"']
+    assert slow == ['#include "Vtop___024root__Slow.cpp"', '#include "Vtop__Syms__Slow.cpp"']
+
+
 @pytest.fixture(scope="module")
 def small_design(tmp_path_factory):
     from spikeforge.hdl.generate import generate
