@@ -110,7 +110,7 @@ def test_icebreaker_bitstream_report_and_patch_weights(tmp_path, monkeypatch, ca
     assert report["link"]["clk_freq"] == round(report["clock_mhz"] * 1e6)     # the UART divides the real clock
     assert report["samples_per_second"]["accelerator"] == pytest.approx(
         report["clock_mhz"] * 1e6 / report["prediction"]["cycles_per_sample"])
-    assert report["critical_path"]["delay_ns"] * report["fmax_mhz"] == pytest.approx(1000, rel=0.02)
+    assert report["critical_path"]["delay_ns"] * report["fmax_mhz"] == pytest.approx(1000, rel=0.1)   # 1/Fmax, skew aside
     assert report["patchable_layers"] == ["fc1", "fc2", "fc3"]
 
     # New weights, no place and route.
