@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 import traceback
 from pathlib import Path
@@ -41,7 +42,8 @@ import numpy as np
 import spikeforge
 import spikeforge.boards
 import spikeforge.hdl
-from spikeforge.boards.build import FitError
+from spikeforge.boards.build import FitError, synthesis_cells
+from spikeforge.boards.platforms import board_info
 from spikeforge.flow import FlowConfig, FlowState, run_step
 from spikeforge.hdl.cycle_model import predict
 from spikeforge.hdl.folding import Folding, auto_folding, folded_layers
@@ -179,6 +181,26 @@ def _verify(state: FlowState, config: FlowConfig) -> dict:
     report = run_step("verify", state, config).details
     stamp.write_text(json.dumps({"key": key, "report": report}, default=str) + "\n")
     return report
+
+
+def partial_build(build_dir: Path, board: str) -> dict:
+    """What a build that failed after synthesis left behind: yosys's cell counts (``stat.json``) and nextpnr's
+    post-placement Fmax *estimate* (``top.tim``), so a place and route that did not finish still reports them,
+    labelled; ``{}`` when there is nothing."""
+    found = {}
+    stat, log_path = Path(build_dir) / "stat.json", Path(build_dir) / "top.tim"
+    try:
+        cells = synthesis_cells(json.loads(stat.read_text()), board_info(board).family)
+        found["synthesis_only"] = {k: cells[k] for k in ("luts", "ffs", "block_rams", "dsps")}
+    except (OSError, ValueError, KeyError):
+        pass
+    try:
+        estimates = re.findall(r"Max frequency for clock .*?: ([0-9.]+) MHz", log_path.read_text())
+    except OSError:
+        estimates = []
+    if estimates:       # the first is nextpnr's estimate after placement; a routed figure would follow it
+        found["placement_fmax_estimate_mhz"] = float(estimates[0])
+    return found
 
 
 def _resources(board: dict) -> dict:
@@ -320,7 +342,8 @@ def _attempt(ctx, case: dict, net, test, entry: dict, how: dict) -> dict:
             log(f"hardware: {key} T={T}: bitstream for {board} (lanes {lanes})")
             attempt["board_build"] = _resources(_board_build(ctx, state, config))
         except Exception as error:
-            attempt["board_build"] = {"error": _error(error), "fit_error": isinstance(error, FitError)}
+            attempt["board_build"] = {"error": _error(error), "fit_error": isinstance(error, FitError),
+                                      **partial_build(config.board_path / "build", board)}
             if attempt["board_build"]["fit_error"] and how is not case["foldings"][-1]:
                 return attempt          # a smaller folding comes next; only the one reported is simulated
     # Verilator sign-off: measured cycles, bit-exactness.
@@ -526,6 +549,20 @@ def _render_cnn(result: dict) -> list:
     notes = [f"* {e['network']}: measured {e['carried_over']} (an earlier run; this run measured other cases)"
              for e in cases if e.get("carried_over")]
     notes += [f"* {e['network']}: {note}" for e in cases for note in _why_missing(e)]
+    for e in cases:
+        b = e.get("board_build") or {}
+        if "error" in b and b.get("synthesis_only"):
+            cells = b["synthesis_only"]
+            estimate = b.get("placement_fmax_estimate_mhz")
+            cycles = (e.get("verify") or {}).get("steady_cycles_per_sample")
+            line = (f"* {e['network']}: synthesis alone (no bitstream): {cells['luts']:,} LUT4, {cells['ffs']:,} FF, "
+                    f"{cells['block_rams']} BRAM, {cells['dsps']} DSP")
+            if estimate:
+                line += f"; nextpnr's post-placement estimate {estimate:.1f} MHz (not a routed figure)"
+                if cycles:
+                    line += (f", {estimate * 1e6 / cycles:,.0f} samples/s at that estimate "
+                             f"({estimate * 1e6 / cycles / skydiver:.2f}× Skydiver)")
+            notes.append(line)
     notes += [f"* {e['network']}: lanes {a['lanes']} did not fit: {a['did_not_fit'][:400]}"
               for e in cases for a in e.get("attempts", [])]
     for e in cases:

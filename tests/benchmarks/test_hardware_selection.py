@@ -62,3 +62,14 @@ def test_an_unknown_network_name_is_refused_with_the_cnn_names_listed(tmp_path):
     args = runner.build_parser().parse_args(["--only", "hardware", "--networks", "nope", "-o", str(tmp_path)])
     with pytest.raises(InputError, match=r"unknown network\(s\) 'nope'.*fmnist-cnn"):
         runner.run(args)
+
+
+def test_a_build_that_failed_after_synthesis_reports_its_cells_and_the_placement_estimate(tmp_path):
+    (tmp_path / "stat.json").write_text('{"design": {"num_cells_by_type": {"LUT4": 100, "CCU2C": 10, '
+                                        '"TRELLIS_FF": 50, "DP16KD": 3, "MULT18X18D": 2}}}')
+    (tmp_path / "top.tim").write_text("Info: Max frequency for clock '$glbnet$clk': 43.31 MHz (PASS at 25.00 MHz)\n")
+    found = hardware.partial_build(tmp_path, "ulx3s-85f")
+    assert found["placement_fmax_estimate_mhz"] == 43.31
+    assert found["synthesis_only"]["ffs"] == 50 and found["synthesis_only"]["block_rams"] == 3
+    assert found["synthesis_only"]["dsps"] == 2 and found["synthesis_only"]["luts"] >= 100
+    assert hardware.partial_build(tmp_path / "absent", "ulx3s-85f") == {}
