@@ -60,7 +60,8 @@ __all__ = ["FitError", "ToolError", "BuildOptions", "build", "estimate_resources
            "forced_clock", "search_clock", "pll_capable", "parse_nextpnr_report", "critical_path", "CLOCK_STEP", "PATCHABLE_MIN_DEPTH", "MEMORY_PLACEMENT_SCRIPT"]
 
 REPORT_FORMAT = "spikeforge-board-build"
-#: A try of the clock search that misses timing is followed by one at least this fraction slower.
+#: A try of the clock search that misses timing is followed by one this fraction below the lowest Fmax
+#: seen so far, doubled at each further try (3 %, 6 %, 12 %).
 CLOCK_STEP = 0.03
 #: The yosys script (in the build directory) that :func:`place_memories` writes and ``top.ys`` runs.
 MEMORY_PLACEMENT_SCRIPT = "memory_placement.ys"
@@ -788,7 +789,10 @@ def _build(net, board, out_dir, options, log, membrane_banks: int, fallback) -> 
             + (f"{fmax:.1f} MHz" if fmax is not None else "not reported") + (", met" if met else ", missed"))
         if met or mode != "search" or len(tries) >= options.clock_tries:
             break
-        lower = search_clock(info, min(fmax or clock.mhz, clock.mhz * (1 - CLOCK_STEP)) * 1e6, usable)
+        # Each netlist places differently (the UART divisor and counters change with the clock): on iCE40 the
+        # Fmax moves by 10-15 % from try to try. So go below the lowest Fmax seen, by a step that doubles.
+        lowest = min([t["fmax_mhz"] for t in tries if t["fmax_mhz"] is not None] + [clock.mhz])
+        lower = search_clock(info, lowest * (1 - CLOCK_STEP * 2 ** (len(tries) - 1)) * 1e6, usable)
         if lower is None or lower.hz >= clock.hz:
             break
         clock = lower
