@@ -1,0 +1,129 @@
+"""The host client (pyserial on a pty) against the board design in Amaranth's simulator: streamed, compact and
+batched runs, a batch split at the board's buffer, the board's counters, a byte lost inside a batch. The
+Verilator-simulated board (test_simboard.py) covers the same with a real network; this runs in seconds."""
+
+import os
+import threading
+import time
+import tty
+from collections import deque
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from spikeforge.boards.host import BoardClient, RunStats
+from spikeforge.boards.serial import SerialAccelerator, link_config_for
+from spikeforge.hdl import Accelerator
+from spikeforge.ir import golden
+from spikeforge.ir.random_network import random_network
+
+pytestmark = pytest.mark.slow       # ~20 s: Amaranth's simulator clocks every bit
+
+DIVISOR = 4
+
+
+class PtyBoard:
+    """The board design in Amaranth's simulator (a thread) with its UART pins bridged to a pty."""
+
+    def __init__(self, dut, drop_rx_byte=-1):
+        self.dut = dut
+        self.drop = drop_rx_byte
+        self.stop = False
+        self.master, slave = os.openpty()
+        tty.setraw(slave)
+        os.set_blocking(self.master, False)
+        self.port = os.ttyname(slave)
+        self.slave = slave
+
+    async def to_board(self, ctx):
+        pending, index = deque(), 0
+        ctx.set(self.dut.rx, 1)
+        while not self.stop:
+            try:
+                pending.extend(os.read(self.master, 4096))
+            except (BlockingIOError, OSError):
+                pass
+            if not pending:
+                await ctx.tick().repeat(200)
+                time.sleep(0.0005)
+                continue
+            while pending:
+                byte, index = pending.popleft(), index + 1
+                if index - 1 == self.drop:
+                    continue
+                for bit in [0] + [(byte >> k) & 1 for k in range(8)] + [1]:
+                    ctx.set(self.dut.rx, bit)
+                    await ctx.tick().repeat(DIVISOR)
+
+    async def to_host(self, ctx):
+        while not self.stop:
+            await ctx.tick().repeat(1)
+            if ctx.get(self.dut.tx):
+                continue
+            await ctx.tick().repeat(DIVISOR + DIVISOR // 2 - 1)
+            byte = 0
+            for k in range(8):
+                byte |= ctx.get(self.dut.tx) << k
+                await ctx.tick().repeat(DIVISOR)
+            os.write(self.master, bytes([byte]))
+
+    def __enter__(self):
+        sim = Simulator(self.dut)
+        sim.add_clock(1 / 12e6)
+        sim.add_testbench(self.to_board, background=True)
+        sim.add_testbench(self.to_host, background=True)
+
+        async def until_stopped(ctx):
+            while not self.stop:
+                await ctx.tick().repeat(1000)
+        sim.add_testbench(until_stopped)
+        self.thread = threading.Thread(target=sim.run, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop = True
+        self.thread.join(60)
+        os.close(self.master)
+        os.close(self.slave)
+
+
+@pytest.fixture
+def net():
+    return random_network(0, sizes=(16, 8, 4), timesteps=4)
+
+
+def board(net, **kwargs):
+    accelerator = Accelerator(net, None)
+    config = link_config_for(accelerator, in_features=16, timesteps=4, clk_freq=12e6, baud=3_000_000, batch_depth=4)
+    return PtyBoard(SerialAccelerator(accelerator, config, timeout_cycles=200_000), **kwargs)
+
+
+def check(results, net, samples):
+    expected = golden.run(net, samples)
+    assert [r.label for r in results] == list(expected.labels)
+    assert [r.scores for r in results] == [tuple(int(v) for v in s) for s in expected.scores]
+
+
+def test_stream_compact_and_a_batch_split_at_the_buffer(net):
+    samples = np.random.default_rng(2).integers(0, 256, size=(6, 16)).astype(np.uint8)
+    with board(net) as simulated, BoardClient(simulated.port, answer_timeout=20) as client:
+        assert (client.config.baud, client.config.batch_depth, client.config.code_bits) == (3_000_000, 4, 4)
+        streamed = RunStats()
+        check(client.classify(samples, stats=streamed, compact=True), net, samples)
+        assert [c.samples for c in streamed.counters] == [6]
+        batched = RunStats()
+        check(client.classify(samples, stats=batched, batch=6, compact=True), net, samples)
+    assert [c.samples for c in batched.counters] == [4, 2]           # 6 > the buffer's 4: split, none lost
+    assert batched.board_cycles_per_sample < streamed.board_cycles_per_sample / 4    # back-to-back vs the link
+    assert batched.resent == 0 and batched.bytes_sent < 6 * (16 + 5)
+
+
+def test_a_byte_lost_inside_a_batch_resends_the_batch(net):
+    samples = np.random.default_rng(3).integers(0, 256, size=(4, 16)).astype(np.uint8)
+    # The info request is 3 bytes on the wire; then the batch frame: drop one of its codes.
+    with board(net, drop_rx_byte=3 + 10) as simulated, BoardClient(simulated.port, answer_timeout=20) as client:
+        stats = RunStats()
+        check(client.classify(samples, stats=stats, batch=4, compact=True), net, samples)
+    assert stats.errors == {"SHORT": 1} and stats.resent == 4 and [c.samples for c in stats.counters] == [4]
