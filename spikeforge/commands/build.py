@@ -35,7 +35,7 @@ def add_arguments(parser):
                         help="membrane banks per layer: 2 (ping-pong) or 1 (compact: far fewer LUTs for wide layers; "
                              "the fire sweep follows the accumulate phase) (default: 2, falling back to 1 when 2 do "
                              "not fit)")
-    parser.add_argument("--multiplier", default="auto", metavar="{dsp,logic,auto}",
+    parser.add_argument("--multiplier", default="auto", choices=("dsp", "logic", "auto"),
                         help="how dense lanes scale a weight by 2^(T-1-t): dsp (a multiplier per lane, a DSP where the device has them), logic (a shifter in LUTs, no DSP) or auto (logic once the device's DSPs run out; the default)")
     parser.add_argument("--seed", type=int, default=1, help="placement seed and placeholder seed (default 1)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
@@ -45,7 +45,6 @@ def run(args) -> int:
     # The flow imports torch (the converter) and amaranth (the generator): imported here so
     # `spikeforge --help` stays fast.
     from spikeforge.flow import FlowConfig, FlowState, run_step
-    from spikeforge.hdl.plan import check_multiplier
 
     if args.baud is not None and args.baud < 1:
         raise InputError(f"--baud: baud rate {args.baud} is not a positive integer (leave it out for the board's "
@@ -53,7 +52,6 @@ def run(args) -> int:
     if args.clock is not None and not (math.isfinite(args.clock) and args.clock > 0):
         raise InputError(f"--clock {args.clock} MHz must be a finite frequency > 0 (leave it out to search for the "
                          f"fastest clock that meets timing)")
-    check_multiplier(args.multiplier, allow_auto=True)
     config = FlowConfig(network_dir=str(args.network), board=args.board, board_dir=str(args.output),
                         baud=args.baud, lanes=args.lanes or None,
                         lanes_budget=args.lanes_budget, scores=not args.no_scores, patchable=not args.no_patchable,

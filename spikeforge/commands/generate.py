@@ -25,7 +25,7 @@ def add_arguments(parser):
     parser.add_argument("--membrane-banks", type=int, choices=(1, 2), default=2,
                         help="membrane banks per layer: 2 (ping-pong, default: accumulate sample n+1 while firing "
                              "sample n) or 1 (compact: less memory, the fire sweep follows the accumulate phase)")
-    parser.add_argument("--multiplier", default="auto", metavar="{dsp,logic,auto}",
+    parser.add_argument("--multiplier", default="auto", choices=("dsp", "logic", "auto"),
                         help="how dense lanes scale a weight by 2^(T-1-t): dsp (a multiplier per lane, a DSP where the device has them), logic (a shifter in LUTs, no DSP) or auto (dsp; the default)")
     parser.add_argument("--axis", action="store_true",
                         help="an AXI4-Stream top for a Vivado/Quartus block design: aclk, aresetn (active low), "
@@ -39,9 +39,6 @@ def run(args) -> int:
     # The flow imports torch (the converter) and amaranth (the generator): imported here so
     # `spikeforge --help` stays fast.
     from spikeforge.flow import FlowConfig, FlowState, run_step
-    from spikeforge.hdl.plan import check_multiplier
-
-    check_multiplier(args.multiplier, allow_auto=True)
 
     config = FlowConfig(network_dir=str(args.network), rtl_dir=str(args.output),
                         lanes=args.lanes or None, target_cycles=args.target_cycles,
