@@ -24,6 +24,7 @@ SECTIONS = {
     "scaling": "cycles, ROM bits and LUTs vs. layer width and T",
     "sweep": "design-space sweep on Dask: 16 points (golden, generate, cycle model, fast RTL) on 1 vs 2 workers",
     "finetune": "quantisation-aware fine-tuning at T = 2-3: accuracy vs. float, exactness, additions, cost",
+    "board_link": "simulated boards: batch-mode cycles/sample from the on-chip counters, link-bound and host-visible rates",
 }
 
 #: The benchmark networks (keys of :data:`spikeforge.benchmarks.common.NETWORKS`).

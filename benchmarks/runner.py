@@ -24,8 +24,8 @@ from pathlib import Path
 from spikeforge.ir.errors import InputError, SpikeforgeError
 from spikeforge.reporting import markdown_table, write_json
 
-from . import (accuracy_vs_timesteps, amplification_sweep, cnn_accuracy, finetune, golden_speed, hardware, hdl_cycles,
-               scaling, sweep, tool_speed, verilator_speed)
+from . import (accuracy_vs_timesteps, amplification_sweep, board_link, cnn_accuracy, finetune, golden_speed, hardware,
+               hdl_cycles, scaling, sweep, tool_speed, verilator_speed)
 from .accuracy_vs_timesteps import headline, robust_counts
 from .common import NETWORKS, Context, log, machine, repo_root
 from .hardware import SPIKER_PLUS_LOGIC, SPIKER_PLUS_US, headline as hw_headline
@@ -46,6 +46,7 @@ MODULES = {
     "scaling": scaling,
     "sweep": sweep,
     "finetune": finetune,
+    "board_link": board_link,
 }
 assert list(MODULES) == list(SECTIONS) and set(NETWORK_NAMES) == set(NETWORKS), "options.py is out of step"
 
