@@ -38,7 +38,8 @@ sent sample included: the next beat after reset starts a new sample).
 Each port carries Vivado's ``X_INTERFACE_INFO`` attribute (and ``aclk``/``aresetn`` their
 ``X_INTERFACE_PARAMETER``: the bus interfaces ``s_axis:m_axis`` are associated with ``aclk`` and ``aresetn``
 is ``ACTIVE_LOW``), so *Add Module* in a block design shows the two AXI4-Stream interfaces, the clock and
-the reset; Quartus Platform Designer infers the same from the port names.
+the reset. In Quartus Platform Designer's component editor the ports map one to one onto an AXI4-Stream
+sink and source (signal roles ``tdata``/``tvalid``/``tready``/``tlast``), a clock input and a ``reset_n`` input.
 """
 
 from __future__ import annotations

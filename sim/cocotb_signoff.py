@@ -10,11 +10,19 @@ its result. The job is a JSON file named by the environment variable ``SPIKEFORG
                  "output_pauses": {...} | null,
                  "reset_after_beats": k | null, "reset_delay_cycles": d, "reset_cycles": r}],
      "result": "<json path>",
-     "progress": "<text path>" | null}  # optional: "<results seen> <cycle>" rewritten every 0.2 s
+     "progress": "<text path>" | null,  # optional: "<results seen> <cycle>" rewritten every 0.2 s
+     "ports": {...} | null}             # optional: the top's port names (below)
+
+``ports`` names the clock, the reset and the two streams; absent, it is the stream top of DESIGN.md §3
+(``clk``, ``rst`` active high, ``pixels__*``, ``results__*``). The AXI4-Stream top
+(:mod:`spikeforge.hdl.axis`) is ``{"clock": "aclk", "reset": "aresetn", "reset_active_low": true,
+"input": {"kind": "axis", "name": "s_axis", "tdata_bits": 8}, "output": {"kind": "axis", "name": "m_axis",
+"tdata_bits": W}}``: an AXI4-Stream beat's payload is ``tdata`` with ``tlast`` in the bit above it, so the
+input payloads are the same numbers as ``pixels`` payloads.
 
 Phases run one after the other, each on an empty pipeline. A phase streams its samples through the
 ``pixels`` stream while a sink takes ``results`` beats; a scoreboard compares every beat in order with
-the expected payload. A phase with ``reset_after_beats`` asserts ``rst`` once that many pixel beats
+the expected payload. A phase with ``reset_after_beats`` asserts the reset once that many pixel beats
 have been taken (plus ``reset_delay_cycles``), then expects nothing more of that phase. After the
 last phase the sink keeps watching ``tail_cycles`` cycles for stray beats.
 
@@ -34,13 +42,22 @@ import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import Event, FallingEdge, SimTimeoutError, with_timeout
 
-from .cocotb_streams import Clocking, Scoreboard, StreamSink, StreamSource, random_pauses
+from .cocotb_streams import Clocking, Scoreboard, StreamSink, StreamSource, axis_signals, random_pauses, stream_signals
 
 JOB_ENV = "SPIKEFORGE_SIGNOFF_JOB"
+#: The stream top's ports (DESIGN.md §3), the default of a job's ``ports``.
+STREAM_PORTS = {"clock": "clk", "reset": "rst", "reset_active_low": False,
+                "input": {"kind": "stream", "name": "pixels"}, "output": {"kind": "stream", "name": "results"}}
 
 
 class Deadlock(AssertionError):
     pass
+
+
+def _port_signals(dut, spec):
+    if spec["kind"] == "axis":
+        return axis_signals(dut, spec["name"], int(spec["tdata_bits"]))
+    return stream_signals(dut, spec["name"])
 
 
 def _pauses(spec):
@@ -54,7 +71,11 @@ class _Bench:
         self.dut = dut
         self.job = job
         self.period_ns = job.get("period_ns", 10)
-        self.clocking = Clocking(dut.clk, self.period_ns, "ns")
+        self.ports = job.get("ports") or STREAM_PORTS
+        self.clock = getattr(dut, self.ports["clock"])
+        self.reset_signal = getattr(dut, self.ports["reset"])
+        self.reset_level = 0 if self.ports.get("reset_active_low") else 1
+        self.clocking = Clocking(self.clock, self.period_ns, "ns")
         with np.load(job["pixels"]) as arrays:
             self.payloads = arrays["payloads"].tolist()
         self.expected = [int(h, 16) for h in job["expected"]]
@@ -76,8 +97,10 @@ class _Bench:
     # -- bus-functional models, (re)started per phase ------------------------------------------------
 
     def start_models(self, phase):
-        self.source = StreamSource(self.dut, "pixels", self.clocking, _pauses(phase.get("input_pauses")))
-        self.sink = StreamSink(self.dut, "results", self.clocking, _pauses(phase.get("output_pauses")), keep=False)
+        self.source = StreamSource(self.dut, "pixels", self.clocking, _pauses(phase.get("input_pauses")),
+                                   signals=_port_signals(self.dut, self.ports["input"]))
+        self.sink = StreamSink(self.dut, "results", self.clocking, _pauses(phase.get("output_pauses")), keep=False,
+                               signals=_port_signals(self.dut, self.ports["output"]))
         self.models += [self.source, self.sink]
         if "results" in self.scoreboard.expected:
             queue = self.scoreboard.expected["results"]
@@ -148,17 +171,18 @@ class _Bench:
                         f"{self.idle_limit} cycles (cycle {self.clocking.now()}); pixel beats taken "
                         f"{record['beats_taken']}, queued {len(self.source.queue)}; results received "
                         f"{sum(c is not None for c in record['result_cycle'])} of {len(record['samples'])}; "
-                        f"pixels__ready={self.dut.pixels__ready.value}, "
-                        f"results__valid={self.dut.results__valid.value}")
+                        f"{self.source.ready._name}={self.source.ready.value}, "
+                        f"{self.sink.valid._name}={self.sink.valid.value}")
                 last = now
 
     # -- phases --------------------------------------------------------------------------------------
 
     async def reset(self, cycles: int):
-        """Assert ``rst`` for ``cycles`` rising edges; call on a falling edge, returns on one."""
-        self.dut.rst.value = 1
+        """Assert the reset (``rst`` high, or ``aresetn`` low) for ``cycles`` rising edges; call on a falling
+        edge, returns on one."""
+        self.reset_signal.value = self.reset_level
         await self.clocking.cycles(max(1, cycles))
-        self.dut.rst.value = 0
+        self.reset_signal.value = 1 - self.reset_level
         self.resets += 1
 
     async def run_phase(self, index: int, phase: dict):
@@ -183,7 +207,7 @@ class _Bench:
         if reset_after is not None:
             await self.wait_until(record["_reset_trigger"][1], f"pixel beat {reset_after}")
             await self.clocking.cycles(int(phase.get("reset_delay_cycles", 0)))
-            await FallingEdge(self.dut.clk)
+            await FallingEdge(self.clock)
             self.stop_models()
             record["reset_at"] = self.clocking.next_edge()
             await self.reset(int(phase.get("reset_cycles", 3)))
@@ -195,7 +219,7 @@ class _Bench:
         else:
             await self.wait_until(self.scoreboard.drained["results"], "results")
         record["end_cycle"] = self.clocking.now()
-        await FallingEdge(self.dut.clk)     # (out of the ReadOnly phase the last beat was seen in)
+        await FallingEdge(self.clock)       # (out of the ReadOnly phase the last beat was seen in)
         self.stop_models()
         record["wall_seconds"] = time.perf_counter() - started
 
@@ -207,7 +231,7 @@ class _Bench:
         self.record = record
         self.start_models({})
         await self.clocking.cycles(cycles)
-        await FallingEdge(self.dut.clk)
+        await FallingEdge(self.clock)
         self.stop_models()
         record["end_cycle"] = self.clocking.now()
         return record
@@ -219,14 +243,14 @@ async def signoff(dut):
     with open(os.environ[JOB_ENV]) as f:
         job = json.load(f)
     bench = _Bench(dut, job)
-    Clock(dut.clk, bench.period_ns, unit="ns").start(start_high=True)
-    dut.rst.value = 1
-    dut.pixels__valid.value = 0
-    dut.results__ready.value = 0
+    Clock(bench.clock, bench.period_ns, unit="ns").start(start_high=True)
+    bench.reset_signal.value = bench.reset_level
+    _port_signals(dut, bench.ports["input"])[0].value = 0       # valid
+    _port_signals(dut, bench.ports["output"])[1].value = 0      # ready
     wall_start = time.perf_counter()
     tail_record = None
     try:
-        await FallingEdge(dut.clk)
+        await FallingEdge(bench.clock)
         await bench.reset(int(job.get("reset_cycles", 4)))
         for index, phase in enumerate(job["phases"]):
             await bench.run_phase(index, phase)

@@ -2,12 +2,16 @@
 
 The structure follows cocotbext-axi's AXI-Stream models, cut down to what an Amaranth
 ``lib.stream`` port needs (``<name>__valid``, ``<name>__ready``, ``<name>__payload``; a transfer
-happens on a rising clock edge where ``valid`` and ``ready`` are both high):
+happens on a rising clock edge where ``valid`` and ``ready`` are both high). The same models drive an
+AXI4-Stream port (``<name>_tvalid``, ``<name>_tready``, ``<name>_tdata``, ``<name>_tlast``): give them
+:func:`axis_signals`, whose payload is ``tdata`` with ``tlast`` in the bit above it (:class:`PackedPayload`).
 
 * :class:`StreamSource` drives ``valid``/``payload`` from a queue of beats; a pause generator
   inserts gaps between beats (``valid`` never drops before its beat is taken).
 * :class:`StreamMonitor` observes transfers passively and hands each to its callbacks.
-* :class:`StreamSink` is a monitor that also drives ``ready`` (back-pressure from a pause generator).
+* :class:`StreamSink` is a monitor that also drives ``ready`` (back-pressure from a pause generator) and
+  checks the producer's side of the handshake: a beat offered while ``ready`` is low stays offered, with
+  the same payload, until it is taken (Amaranth's stream rules and AXI4-Stream's alike).
 * :class:`Scoreboard` compares observed beats in order against queues of expected beats.
 
 **Timing discipline.** Everything drives on the falling clock edge and samples in the ``ReadOnly``
@@ -32,8 +36,8 @@ from cocotb.simtime import convert, get_sim_time
 from cocotb.triggers import Event, FallingEdge, ReadOnly, RisingEdge, Timer
 from spikeforge.ir.errors import InputError
 
-__all__ = ["Transfer", "random_pauses", "no_pauses", "Clocking", "StreamSource", "StreamMonitor",
-           "StreamSink", "Scoreboard"]
+__all__ = ["Transfer", "random_pauses", "no_pauses", "Clocking", "PackedPayload", "stream_signals", "axis_signals",
+           "StreamSource", "StreamMonitor", "StreamSink", "Scoreboard"]
 
 
 # -- pause generators --------------------------------------------------------------------------------
@@ -136,12 +140,51 @@ class _Model:
             raise
 
 
-def _signals(dut, name: str):
+class PackedPayload:
+    """Several port signals read and written as one integer payload: ``fields`` are ``(handle, width)``,
+    packed from the least significant bit (an AXI4-Stream beat: ``tdata`` then ``tlast``)."""
+
+    def __init__(self, fields):
+        self.fields = list(fields)
+        self._name = "+".join(handle._name for handle, _ in self.fields)
+
+    @property
+    def value(self) -> int:
+        raw, offset = 0, 0
+        for handle, width in self.fields:
+            raw |= int(handle.value) << offset
+            offset += width
+        return raw
+
+    @value.setter
+    def value(self, raw: int):
+        for handle, width in self.fields:
+            handle.value = raw & ((1 << width) - 1)
+            raw >>= width
+
+
+def stream_signals(dut, name: str):
+    """``(valid, ready, payload)`` of an Amaranth stream port: ``<name>__valid/ready/payload``."""
     try:
         return (getattr(dut, f"{name}__valid"), getattr(dut, f"{name}__ready"), getattr(dut, f"{name}__payload"))
     except AttributeError as error:
         raise AttributeError(f"the design has no stream {name!r} (ports {name}__valid, {name}__ready, "
                              f"{name}__payload): {error}") from None
+
+
+def axis_signals(dut, name: str, tdata_bits: int):
+    """``(valid, ready, payload)`` of an AXI4-Stream port ``<name>_t*``; the payload is ``tdata`` with ``tlast``
+    in bit ``tdata_bits``."""
+    try:
+        return (getattr(dut, f"{name}_tvalid"), getattr(dut, f"{name}_tready"),
+                PackedPayload([(getattr(dut, f"{name}_tdata"), int(tdata_bits)), (getattr(dut, f"{name}_tlast"), 1)]))
+    except AttributeError as error:
+        raise AttributeError(f"the design has no AXI4-Stream port {name!r} (ports {name}_tvalid, {name}_tready, "
+                             f"{name}_tdata, {name}_tlast): {error}") from None
+
+
+def _signals(dut, name: str, signals):
+    return signals if signals is not None else stream_signals(dut, name)
 
 
 # -- source ------------------------------------------------------------------------------------------
@@ -157,6 +200,8 @@ class StreamSource(_Model):
     clocking : Clocking
     pauses : iterator of bool, optional
         A pause generator; a ``True`` keeps ``valid`` low for a cycle before the next beat.
+    signals : (valid, ready, payload), optional
+        The port's handles (default :func:`stream_signals` of ``name``; :func:`axis_signals` for AXI4-Stream).
 
     Attributes
     ----------
@@ -166,8 +211,8 @@ class StreamSource(_Model):
         Beats taken so far.
     """
 
-    def __init__(self, dut, name: str, clocking: Clocking, pauses=None):
-        self.valid, self.ready, self.payload = _signals(dut, name)
+    def __init__(self, dut, name: str, clocking: Clocking, pauses=None, signals=None):
+        self.valid, self.ready, self.payload = _signals(dut, name, signals)
         self.name = name
         self.clocking = clocking
         self.pauses = pauses
@@ -241,10 +286,12 @@ class StreamMonitor(_Model):
     ----------
     keep : bool
         Append each :class:`Transfer` to :attr:`queue` (a consumer may pop them).
+    signals : (valid, ready, payload), optional
+        As :class:`StreamSource` takes them.
     """
 
-    def __init__(self, dut, name: str, clocking: Clocking, keep: bool = True):
-        self.valid, self.ready, self.payload = _signals(dut, name)
+    def __init__(self, dut, name: str, clocking: Clocking, keep: bool = True, signals=None):
+        self.valid, self.ready, self.payload = _signals(dut, name, signals)
         self.name = name
         self.clocking = clocking
         self.keep = keep
@@ -288,10 +335,13 @@ class StreamSink(StreamMonitor):
     pauses : iterator of bool, optional
         A pause generator; while the design offers a beat, each ``True`` holds ``ready`` low one cycle.
         While the design offers nothing, ``ready`` stays high.
+
+    A beat offered while ``ready`` is low that is withdrawn or changes before it is taken stops the sink
+    with an ``AssertionError`` (kept in :attr:`failure`).
     """
 
-    def __init__(self, dut, name: str, clocking: Clocking, pauses=None, keep: bool = True):
-        super().__init__(dut, name, clocking, keep)
+    def __init__(self, dut, name: str, clocking: Clocking, pauses=None, keep: bool = True, signals=None):
+        super().__init__(dut, name, clocking, keep, signals)
         self.pauses = pauses
         self.ready.value = 0
 
@@ -299,16 +349,36 @@ class StreamSink(StreamMonitor):
         super().stop()
         self.ready.value = 0
 
+    def _check_held(self, offered):
+        """``offered``: the payload shown with ``valid`` in the cycle before (``ready`` low), or ``None``."""
+        if offered is None:
+            return
+        if not _high(self.valid, self.clocking):
+            raise AssertionError(f"{self.name}: valid dropped at cycle {self.clocking.next_edge()} before the beat "
+                                 f"offered while ready was low was taken")
+        payload = int(self.payload.value)
+        if payload != offered:
+            raise AssertionError(f"{self.name}: the payload changed from {offered:#x} to {payload:#x} at cycle "
+                                 f"{self.clocking.next_edge()} while valid and not ready")
+
     async def _run(self):
         clocking = self.clocking
         await FallingEdge(clocking.clock)
+        offered = None
         while True:
             stall = _pause_run(self.pauses)
             if stall:
                 self.ready.value = 0
-                await clocking.cycles(stall)
+                # Watch every stalled cycle: a beat once offered must stay offered, unchanged.
+                for _ in range(stall):
+                    await ReadOnly()
+                    self._check_held(offered)
+                    offered = int(self.payload.value) if _high(self.valid, clocking) else None
+                    await FallingEdge(clocking.clock)
             self.ready.value = 1
             await ReadOnly()
+            self._check_held(offered)
+            offered = None
             if _high(self.valid, clocking):
                 self._observe()
             else:

@@ -20,11 +20,19 @@ the analytical cycle model's predictions beside them.
 
 Payloads are encoded and decoded only through the layouts of :mod:`spikeforge.hdl.layouts`, sized
 from the ``design.json`` written next to the Verilog.
+
+**The AXI4-Stream top** (``design.json`` ``"interface": "axis"``, :mod:`spikeforge.hdl.axis`) is signed off
+the same way: the testbench drives ``aclk``/``aresetn`` (active low) and ``s_axis_*``, takes ``m_axis_*``
+(the ``m_axis_tdata`` layout of :func:`~spikeforge.hdl.axis.axis_result_layout`, ``m_axis_tlast`` compared as
+part of every beat), with the same random ``tvalid`` gaps, ``tready`` back-pressure and mid-sample resets.
+Before anything is built, the Verilog's top module must have the ports ``design.json`` says it has
+(:meth:`Design.check_ports`): an ``axis`` design.json beside stream Verilog, or the other way round, is refused.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 import tempfile
@@ -37,6 +45,7 @@ import numpy as np
 from tqdm import tqdm
 
 from spikeforge.hdl import cycle_model
+from spikeforge.hdl.axis import axis_result_layout
 from spikeforge.hdl.layouts import pixel_layout, result_layout
 from spikeforge.ir import golden
 from spikeforge.ir.atomic import write_json
@@ -46,7 +55,7 @@ from spikeforge.ir.network import Network
 
 from . import verilator
 
-__all__ = ["SignoffError", "Design", "PayloadCodec", "STALL_DENSITIES", "stall_phases", "run_phases",
+__all__ = ["SignoffError", "Design", "PayloadCodec", "INTERFACES", "STALL_DENSITIES", "stall_phases", "run_phases",
            "verify", "format_report", "worst_case_cycles"]
 
 TEST_MODULE = "spikeforge.sim.cocotb_signoff"
@@ -55,6 +64,8 @@ JOB_ENV = "SPIKEFORGE_SIGNOFF_JOB"
 #: and (independently) the fraction of cycles ``results`` is not ready while a beat is offered.
 STALL_DENSITIES = (0.25, 0.5, 0.9)
 CLOCK_PERIOD_NS = 10
+#: The top-level interfaces the sign-off drives (``design.json`` ``interface``; absent means ``"stream"``).
+INTERFACES = ("stream", "axis")
 
 
 class SignoffError(InputError):
@@ -77,6 +88,8 @@ class Design:
         As emitted by :func:`spikeforge.hdl.generate.generate`.
     info : dict
         The whole ``design.json``.
+    interface : str
+        ``"stream"`` (DESIGN.md §3) or ``"axis"`` (:mod:`spikeforge.hdl.axis`).
     """
 
     directory: Path
@@ -90,9 +103,15 @@ class Design:
     results_payload_bits: int
     in_features: int
     info: dict = field(repr=False)
+    interface: str = "stream"
 
     @classmethod
-    def load(cls, directory) -> "Design":
+    def load(cls, directory, interfaces=("stream",)) -> "Design":
+        """Read ``design.json`` in ``directory``.
+
+        ``interfaces``: the top-level interfaces the caller can drive; a design with another is refused
+        (the compiled fast engine and the benchmarks drive only the stream top; :func:`verify` takes both).
+        """
         directory = Path(directory)
         path = directory / "design.json"
         if not path.is_file():
@@ -109,6 +128,15 @@ class Design:
         verilog = directory / info["verilog"]
         if not verilog.is_file():
             raise SignoffError(f"{path} names Verilog {info['verilog']!r}, which does not exist in {directory}")
+        interface = info.get("interface", "stream")
+        if interface not in INTERFACES:
+            raise SignoffError(f"{path} says interface {interface!r}; known: {', '.join(map(repr, INTERFACES))}")
+        if interface not in interfaces:
+            raise SignoffError(f"{directory} holds an AXI4-Stream top (design.json interface {interface!r}); this "
+                               f"simulation drives only the stream top ({', '.join(map(repr, interfaces))}): sign "
+                               f"it off with the cocotb sign-off (`spikeforge verify`, --engine cocotb)")
+        if interface == "axis" and not isinstance((info.get("axis") or {}).get("m_axis_tdata_bits"), int):
+            raise SignoffError(f"{path} says interface 'axis' but records no axis.m_axis_tdata_bits")
         classes = info.get("class_names") or info["classes"]
         if isinstance(classes, int):
             classes = [str(i) for i in range(classes)]
@@ -116,7 +144,63 @@ class Design:
                    classes=list(classes), label_bits=int(info["label_bits"]), score_bits=int(info["score_bits"]),
                    pixels_payload_bits=int(info["pixels_payload_bits"]),
                    results_payload_bits=int(info["results_payload_bits"]), in_features=int(info["in_features"]),
-                   info=info)
+                   info=info, interface=interface)
+
+    def expected_ports(self) -> dict:
+        """``{port: (direction, width)}`` the top module must have for this design's interface."""
+        if self.interface == "axis":
+            width = int(self.info["axis"]["m_axis_tdata_bits"])
+            return {"aclk": ("input", 1), "aresetn": ("input", 1), "s_axis_tdata": ("input", 8),
+                    "s_axis_tvalid": ("input", 1), "s_axis_tready": ("output", 1), "s_axis_tlast": ("input", 1),
+                    "m_axis_tdata": ("output", width), "m_axis_tvalid": ("output", 1),
+                    "m_axis_tready": ("input", 1), "m_axis_tlast": ("output", 1)}
+        return {"clk": ("input", 1), "rst": ("input", 1),
+                "pixels__valid": ("input", 1), "pixels__ready": ("output", 1),
+                "pixels__payload": ("input", self.pixels_payload_bits),
+                "results__valid": ("output", 1), "results__ready": ("input", 1),
+                "results__payload": ("output", self.results_payload_bits)}
+
+    def verilog_ports(self) -> dict:
+        """``{port: (direction, width)}`` of the top module as the Verilog declares it (Amaranth's output:
+        ``input [N:0] name;`` declarations inside ``module top(...);``)."""
+        text = self.verilog.read_text(errors="replace")
+        header = re.search(rf"\bmodule\s+{re.escape(self.top)}\s*\(([^)]*)\)\s*;", text)
+        if header is None:
+            raise SignoffError(f"{self.verilog} has no module {self.top!r}, the top design.json names")
+        names = [n.strip() for n in header.group(1).split(",") if n.strip()]
+        end = text.find("endmodule", header.end())
+        body = text[header.end():end if end >= 0 else len(text)]
+        ports = {}
+        for direction, high, low, name in re.findall(r"^\s*(input|output)\s+(?:(?:wire|reg)\s+)?(?:signed\s+)?"
+                                                     r"(?:\[(\d+):(\d+)\]\s*)?(\w+)\s*;", body, re.M):
+            if name in names:
+                ports[name] = (direction, int(high) - int(low) + 1 if high else 1)
+        return ports
+
+    def check_ports(self):
+        """The Verilog's top module must have exactly the ports of the interface ``design.json`` records.
+
+        Raises
+        ------
+        SignoffError
+            Naming the missing, unexpected or mis-sized ports (an ``axis`` design.json beside stream Verilog,
+            or the other way round, or a Verilog of another width).
+        """
+        expected, found = self.expected_ports(), self.verilog_ports()
+        problems = []
+        missing = [p for p in expected if p not in found]
+        if missing:
+            problems.append(f"missing {', '.join(missing)}")
+        extra = [p for p in found if p not in expected]
+        if extra:
+            problems.append(f"unexpected {', '.join(extra)}")
+        problems += [f"{p} is {found[p][0]} [{found[p][1]}] where {expected[p][0]} [{expected[p][1]}] is expected"
+                     for p in expected if p in found and found[p] != expected[p]]
+        if problems:
+            kind = "an AXI4-Stream (interface 'axis')" if self.interface == "axis" else "a stream (DESIGN.md §3)"
+            raise SignoffError(f"design.json in {self.directory} describes {kind} top, but module {self.top!r} "
+                               f"in {self.verilog.name} does not have its ports: {'; '.join(problems)}; "
+                               f"regenerate the design (`spikeforge generate`)")
 
     @property
     def num_classes(self) -> int:
@@ -149,11 +233,29 @@ class Design:
 
 
 class PayloadCodec:
-    """Encode ``pixels`` beats and encode/decode ``results`` beats through the HDL's payload layouts."""
+    """Encode ``pixels`` beats and encode/decode ``results`` beats through the HDL's payload layouts.
+
+    For an AXI4-Stream design the input beats are the same numbers (``s_axis_tdata`` with ``s_axis_tlast``
+    in bit 8); a result beat is ``m_axis_tdata`` (:func:`~spikeforge.hdl.axis.axis_result_layout`) with
+    ``m_axis_tlast`` in the bit above it, which must be 1. :attr:`ports` is the testbench's port map
+    (:mod:`.cocotb_signoff`).
+    """
 
     def __init__(self, design: Design):
         self.pixels = pixel_layout()
         self.results = result_layout(design.num_classes, design.score_bits)
+        self.axis = None
+        self.ports = None
+        if design.interface == "axis":
+            self.axis = axis_result_layout(design.num_classes, design.score_bits)
+            width = int(design.info["axis"]["m_axis_tdata_bits"])
+            if self.axis.size != width:
+                raise SignoffError(f"design.json says m_axis_tdata is {width} bits, the layout for "
+                                   f"{design.num_classes} classes of {design.score_bits}-bit scores has "
+                                   f"{self.axis.size}")
+            self.ports = {"clock": "aclk", "reset": "aresetn", "reset_active_low": True,
+                          "input": {"kind": "axis", "name": "s_axis", "tdata_bits": 8},
+                          "output": {"kind": "axis", "name": "m_axis", "tdata_bits": width}}
         if self.pixels.size != design.pixels_payload_bits:
             raise SignoffError(f"design.json says pixels payloads are {design.pixels_payload_bits} bits, the "
                                f"layout has {self.pixels.size}")
@@ -177,10 +279,20 @@ class PayloadCodec:
         return self._pixel_table[last, samples.astype(np.int64)]
 
     def encode_result(self, label: int, scores) -> int:
-        return self.results.const({"label": int(label), "scores": [int(s) for s in scores]}).as_bits()
+        value = {"label": int(label), "scores": [int(s) for s in scores]}
+        if self.axis is not None:
+            return self.axis.const(value).as_bits() | (1 << self.axis.size)      # tlast = 1
+        return self.results.const(value).as_bits()
 
     def decode_result(self, raw: int) -> dict:
-        view = self.results.from_bits(int(raw))
+        raw = int(raw)
+        if self.axis is not None:
+            view = self.axis.from_bits(raw & ((1 << self.axis.size) - 1))
+            decoded = {"label": int(view.label), "scores": [int(s) for s in view.scores]}
+            if not raw >> self.axis.size:
+                decoded["tlast"] = 0
+            return decoded
+        view = self.results.from_bits(raw)
         return {"label": int(view.label), "scores": [int(s) for s in view.scores]}
 
 
@@ -263,6 +375,8 @@ def run_phases(built: verilator.Build, codec: PayloadCodec, samples: np.ndarray,
     progress_path = work_dir / "progress.txt"
     if enabled:
         job["progress"] = str(progress_path)
+    if codec.ports is not None:
+        job["ports"] = codec.ports
     job_path = work_dir / "job.json"
     job_path.write_text(json.dumps(job))
     started = time.perf_counter()
@@ -448,9 +562,10 @@ def verify(net: Network, rtl_dir, samples, labels=None, *, stalls: str = "none",
     say = progress or (lambda message: None)
     if stalls not in ("none", "random"):
         raise SignoffError(f"stalls {stalls!r} is not supported; supported: 'none', 'random'")
-    design = Design.load(rtl_dir)
+    design = Design.load(rtl_dir, interfaces=INTERFACES)
     design.check_identity(net, network_path)
     design.check_network(net)
+    design.check_ports()
     codec = PayloadCodec(design)
     samples = np.asarray(samples)
     if samples.ndim < 2 or len(samples) == 0:
@@ -505,7 +620,8 @@ def verify(net: Network, rtl_dir, samples, labels=None, *, stalls: str = "none",
     report = {
         "ok": mismatches == 0 and missing == 0 and stray == 0 and raw["error"] is None
               and raw["simulator_error"] is None,
-        "design": {"top": design.top, "verilog": str(design.verilog), "timesteps": design.timesteps,
+        "design": {"top": design.top, "interface": design.interface, "verilog": str(design.verilog),
+                   "timesteps": design.timesteps,
                    "classes": design.num_classes, "score_bits": design.score_bits,
                    "folding": design.info.get("folding")},
         "samples": n,
@@ -552,7 +668,8 @@ def format_report(report: dict) -> str:
     """The human summary ``spikeforge verify`` prints."""
     lines = []
     sim = report["simulation"]
-    lines.append(f"design      {report['design']['top']} (T = {report['design']['timesteps']}, "
+    axis = "AXI4-Stream top, " if report["design"].get("interface") == "axis" else ""
+    lines.append(f"design      {report['design']['top']} ({axis}T = {report['design']['timesteps']}, "
                  f"{report['design']['classes']} classes, {report['design']['score_bits']}-bit scores)")
     for s in report["phases"]:
         extra = f", reset at cycle {s['reset_at']}" if "reset_at" in s else ""
