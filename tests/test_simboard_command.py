@@ -37,6 +37,7 @@ def test_simboard_serves_run_at_its_defaults_and_stops_cleanly_on_sigterm(tmp_pa
                            "--quiet"])
         out = capsys.readouterr().out
         assert status == 0 and "golden model: 8/8 agree" in out and "not identified" not in out, out
+        assert "12 MHz, 3000000 baud" in out and "samples/s measured by the board" in out, out
         # A network the board was not made from is refused before any sample is sent.
         assert cli.main(["run", "--port", port, "--network", str(other_dir), "--build", str(work)]) == EXIT_USAGE
         assert "their fingerprints differ" in capsys.readouterr().err
