@@ -30,7 +30,7 @@ def work_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("simboard")
 
 
-def test_run_command_streams_then_batches_a_split_batch_compactly(digits_net, work_dir, capsys):
+def test_run_command_streams_then_runs_a_batch_split_at_the_buffer(digits_net, work_dir, capsys):
     net_dir = digits_net.save(work_dir / "net")
     data = datasets.load("digits", "test").head(SAMPLES)
     expected = golden.run(digits_net, data.samples)
