@@ -6,7 +6,8 @@
 Every section's numbers go to ``<out>/results.json``; ``<out>/RESULTS.md`` and ``<out>/plots/*.png``
 are rendered from it. ``--only`` reruns some sections and keeps the others' earlier results (same
 mode). A full (not ``--quick``) run also publishes ``RESULTS.md``, ``results.json`` and the plots into
-``benchmarks/`` (the committed copy) unless ``--no-publish``.
+``benchmarks/`` (the committed copy) unless ``--no-publish``: the sections this run measured replace
+theirs in the published ``results.json``, the other published sections stay as they were.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import time
 import traceback
 from pathlib import Path
 
+from spikeforge.ir import atomic
 from spikeforge.ir.errors import InputError, SpikeforgeError
 from spikeforge.reporting import markdown_table, write_json
 
@@ -86,6 +88,15 @@ def _load_previous(path: Path, quick: bool) -> dict:
     except (OSError, ValueError):
         return {}
     return previous if previous.get("quick") == quick else {}
+
+
+def merge_published(published: dict, results: dict, sections) -> dict:
+    """The published results with this run's ``sections`` replaced (the others keep their own dates and
+    commands): ``--only SECTION`` publishes one section without dropping the rest."""
+    merged = {**published, **{key: value for key, value in results.items() if key != "sections"}}
+    merged["sections"] = {**published.get("sections", {}),
+                          **{name: results["sections"][name] for name in sections if name in results["sections"]}}
+    return merged
 
 
 def render_report(results: dict, ctx: Context) -> str:
@@ -252,8 +263,9 @@ def run(args) -> int:
         publish = Path(publish)
         (publish / "plots").mkdir(parents=True, exist_ok=True)
         if publish.resolve() != ctx.out_dir.resolve():
-            shutil.copyfile(markdown, publish / "RESULTS.md")
-            shutil.copyfile(results_path, publish / "results.json")
+            merged = merge_published(_load_previous(publish / "results.json", ctx.quick), results, sections)
+            write_json(publish / "results.json", merged, compact=True)
+            atomic.write_text(publish / "RESULTS.md", render_report(merged, ctx))
             for png in sorted(ctx.plots.glob("*.png")):
                 shutil.copyfile(png, publish / "plots" / png.name)
         log(f"published RESULTS.md, results.json and plots into {publish}")
