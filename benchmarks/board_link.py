@@ -32,7 +32,7 @@ import numpy as np
 from spikeforge.boards.host import BoardClient, RunStats
 from spikeforge.boards.simboard import SimulatedBoard
 from spikeforge.demo import demo_network
-from spikeforge.hdl.folding import auto_folding
+from spikeforge.hdl.balance import balanced_folding
 from spikeforge.hdl.generate import generate
 from spikeforge.ir import golden
 from spikeforge.reporting import markdown_table
@@ -72,7 +72,7 @@ def _fmnist(ctx, work: Path) -> dict:
     count = 16 if ctx.quick else FMNIST_BATCH
     samples = test.samples[:count].reshape(count, -1)
     spikes_in = [float(s.mean()) for s in golden.run(net, test.samples).input_spikes()]
-    lanes = dict(auto_folding(net, spikes_in=spikes_in, lanes_budget=FMNIST_LANES_BUDGET).lanes)
+    lanes = dict(balanced_folding(net, spikes_in=spikes_in, lanes_budget=FMNIST_LANES_BUDGET).lanes)
     net_dir, rtl = work / "fmnist-net", work / "fmnist-rtl"
     net.save(net_dir)
     generate(net_dir, rtl, lanes=lanes, spikes_in=spikes_in)

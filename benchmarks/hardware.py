@@ -45,8 +45,9 @@ import spikeforge.hdl
 from spikeforge.boards.build import FitError, synthesis_cells
 from spikeforge.boards.platforms import board_info
 from spikeforge.flow import FlowConfig, FlowState, run_step
+from spikeforge.hdl.balance import balanced_folding
 from spikeforge.hdl.cycle_model import predict
-from spikeforge.hdl.folding import Folding, auto_folding, folded_layers
+from spikeforge.hdl.folding import Folding, folded_layers
 from spikeforge.hdl.generate import network_fingerprint
 from spikeforge.ir import golden
 from spikeforge.reporting import fmt, markdown_table
@@ -117,7 +118,7 @@ def _folding(net, spikes_in, how: dict) -> dict:
         return dict(how["lanes"])
     if "lanes" in how:      # the same lanes for every folded layer
         return {layer.name: how["lanes"] for layer in folded_layers(net)}
-    return auto_folding(net, spikes_in=spikes_in, **how).config()
+    return balanced_folding(net, spikes_in=spikes_in, **how).config()
 
 
 def _generator_fingerprint() -> str:

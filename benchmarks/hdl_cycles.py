@@ -48,6 +48,7 @@ import numpy as np
 
 from spikeforge.ir.random_network import random_network
 from spikeforge.hdl import Accelerator
+from spikeforge.hdl.balance import balanced_folding
 from spikeforge.hdl.cycle_model import predict
 from spikeforge.hdl.folding import Folding, FoldingError, auto_folding, layer_cycles, parse_lanes, resolve_folding
 from spikeforge.hdl.plan import encoder_lanes_for
@@ -135,7 +136,7 @@ def run_fmnist_mlp(ctx, n_samples: int) -> dict:
     for banks in (2, 1):
         default = auto_folding(net, lanes_budget=budget, membrane_banks=banks)
         found = _measured_balance(net, budget, spikes, banks)
-        picked = auto_folding(net, lanes_budget=budget, spikes_in=spikes, membrane_banks=banks)
+        picked = balanced_folding(net, lanes_budget=budget, spikes_in=spikes, membrane_banks=banks)
         cases.append(("default (estimate)", default, banks))
         if found.config() != default.config():
             cases.append(("balanced on measured spikes", found, banks))
@@ -187,7 +188,7 @@ def run(n_samples: int = 100) -> dict:
     data = datasets.load("digits", "test")
     samples = data.samples[:n_samples].reshape(n_samples, -1)
     spikes = [float(s.mean()) for s in golden.run(net, data.samples[:512]).input_spikes()]
-    folding = auto_folding(net, lanes_budget=48, spikes_in=spikes)
+    folding = balanced_folding(net, lanes_budget=48, spikes_in=spikes)
     results["digits"] = {"network": "demo digits MLP 64-64-32-10, T = 8", "spikes_in_mean": spikes,
                          **_measure(net, folding, samples)}
     with tempfile.TemporaryDirectory() as tmp:
@@ -309,7 +310,7 @@ def run_conv(digits_folding: str, fmnist_net=None, fmnist_budget: int = 128, fmn
         fnet = load_network(fmnist_net)
         ftest = datasets.load("fashion-mnist", "test")
         spikes = [float(s.mean()) for s in golden.run(fnet, ftest.samples[:1000]).input_spikes()]
-        folding = auto_folding(fnet, lanes_budget=fmnist_budget, spikes_in=spikes)
+        folding = balanced_folding(fnet, lanes_budget=fmnist_budget, spikes_in=spikes)
         samples = ftest.samples[:fmnist_samples]
         phases = [{"name": "alone", "samples": [0]}, {"name": "stream", "samples": list(range(len(samples)))}]
         results["fmnist_cnn"] = {"network": f"Fashion-MNIST CNN conv16-pool-conv32-pool-fc, T = 4 ({fmnist_net})",

@@ -47,7 +47,7 @@ from spikeforge.datasets import load
 from spikeforge.demo import demo_network
 from spikeforge.demo_hardware import DEMO_LANES_BUDGET
 from spikeforge.flow import FlowConfig, FlowState, run_step
-from spikeforge.hdl.folding import auto_folding
+from spikeforge.hdl.balance import balanced_folding
 from spikeforge.hdl.generate import generate
 from spikeforge.ir import golden
 from spikeforge.sim import verilator
@@ -93,7 +93,7 @@ def _fmnist_design(ctx, work: Path):
     net = converted(ctx, "fmnist", FMNIST_TIMESTEPS)
     test = dataset("fashion-mnist", "test")
     spikes_in = [float(s.mean()) for s in golden.run(net, test.samples).input_spikes()]
-    lanes = dict(auto_folding(net, spikes_in=spikes_in, lanes_budget=FMNIST_LANES_BUDGET).lanes)
+    lanes = dict(balanced_folding(net, spikes_in=spikes_in, lanes_budget=FMNIST_LANES_BUDGET).lanes)
     net_dir, rtl = work / "fmnist-net", work / "fmnist-rtl"
     net.save(net_dir)
     generate(net_dir, rtl, lanes=lanes, spikes_in=spikes_in)

@@ -42,18 +42,12 @@ from spikeforge.ir.errors import InputError
 
 __all__ = ["FoldingError", "Folding", "parse_lanes", "estimate_spikes_in", "auto_folding",
            "resolve_folding", "DEFAULT_LANES_BUDGET", "layer_cycles", "MEMBRANE_BANKS", "check_membrane_banks",
-           "max_lanes", "max_taps", "tap_choices", "split_entry", "folded_layers", "pool_after",
-           "MEASURED_BALANCE_MARGIN"]
+           "max_lanes", "max_taps", "tap_choices", "split_entry", "folded_layers", "pool_after"]
 
 #: Lanes budget of the automatic default (``Accelerator(net)`` / ``spikeforge generate`` without options).
 DEFAULT_LANES_BUDGET = 64
 #: Membrane banks per layer: 2 (ping-pong, the default) or 1 (compact, no accumulate/readout overlap).
 MEMBRANE_BANKS = (2, 1)
-#: A balance on measured spike counts replaces the default folding only when the cycle model, from those
-#: counts alone, says it is this much faster: from counts (no sample data) the model cannot see where in
-#: a sweep the spikes bunch, and is optimistic by a few % where the encoder's sweep nears the bottleneck
-#: (Fashion-MNIST 784-200-100-10: a balance predicted as fast as the default ran 3.5 % slower in RTL).
-MEASURED_BALANCE_MARGIN = 0.05
 
 
 def check_membrane_banks(membrane_banks) -> int:
@@ -308,13 +302,10 @@ def auto_folding(net, *, lanes_budget=None, target_cycles=None, spikes_in=None, 
     membrane_banks : int
         2 (ping-pong, default) or 1: how a layer's accumulate and sweep combine (:func:`layer_cycles`).
 
-    With measured ``spikes_in`` and a lanes budget (not a target, no ``fixed`` part) the result is never
-    slower than the default folding (the one balanced on the estimate for the same budget): the cycle
-    model (:func:`spikeforge.hdl.cycle_model.predict` on the measured counts, the encoder lanes each
-    folding gets and the FIFOs included) times both, and the measured balance is kept only when it is
-    faster by :data:`MEASURED_BALANCE_MARGIN` (a tie keeps the default). (Balancing a layer alone cannot
-    see the encoder, whose lanes follow the estimate, nor a producer and a consumer stalling each other
-    through a FIFO.)
+    This balances each layer alone on the counts; it cannot see the encoder, whose lanes follow the
+    estimate, nor a producer and a consumer stalling each other through a FIFO. With measured counts, use
+    :func:`spikeforge.hdl.balance.balanced_folding`, which asks the cycle model and is never slower than the
+    default folding.
 
     Raises
     ------
@@ -325,7 +316,6 @@ def auto_folding(net, *, lanes_budget=None, target_cycles=None, spikes_in=None, 
     """
     if lanes_budget is not None and target_cycles is not None:
         raise FoldingError("give either a lanes budget or a cycle target, not both")
-    measured = None if spikes_in is None else estimate_spikes_in(net, spikes_in)
     spikes_in = estimate_spikes_in(net, spikes_in)
     banks = check_membrane_banks(membrane_banks)
     fixed = dict(fixed or {})
@@ -383,17 +373,7 @@ def auto_folding(net, *, lanes_budget=None, target_cycles=None, spikes_in=None, 
             best, high = lanes, mid - 1
         else:
             low = mid + 1
-    chosen = Folding.for_network(net, best)
-    if measured is None or fixed:
-        return chosen
-    # Never slower than the default: the folding balanced on the estimate, for the same budget, unless
-    # the cycle model (on the measured counts) says the measured balance is faster.
-    default = auto_folding(net, lanes_budget=lanes_budget, membrane_banks=banks)
-    if default.config() == chosen.config():
-        return chosen
-    cycles = [cycle_model.predict(net, folding, measured, membrane_banks=banks).cycles_per_sample
-              for folding in (chosen, default)]
-    return chosen if cycles[0] < (1 - MEASURED_BALANCE_MARGIN) * cycles[1] else default
+    return Folding.for_network(net, best)
 
 
 def resolve_folding(net, folding=None, *, lanes_budget=None, target_cycles=None, spikes_in=None,
@@ -425,8 +405,3 @@ def resolve_folding(net, folding=None, *, lanes_budget=None, target_cycles=None,
                             for name, (lanes, taps) in given.items())
     return auto_folding(net, lanes_budget=lanes_budget, target_cycles=target_cycles, spikes_in=spikes_in,
                         fixed=folding, membrane_banks=membrane_banks)
-
-
-# At the end, not the top: the cycle model imports this module (it resolves foldings), and the balancer
-# asks its prediction at run time (never a measured balance slower than the default one).
-from . import cycle_model  # noqa: E402

@@ -32,7 +32,8 @@ from spikeforge.ir.network import Network, load
 from spikeforge.ir.atomic import staged_directory
 from spikeforge.ir.fingerprint import identity
 from .cycle_model import predict
-from .folding import estimate_spikes_in, resolve_folding
+from .balance import balanced_folding
+from .folding import estimate_spikes_in
 from .layouts import pixel_layout, result_layout, spike_event_layout
 from .conv_plan import ConvLayerPlan, readout_words
 from .plan import check_supported
@@ -313,8 +314,8 @@ def generate(net, out_dir, *, lanes=None, target_cycles=None, lanes_budget=None,
         name = DEFAULT_NAMES[interface]
     if not isinstance(name, str) or not name.isidentifier():
         raise InputError(f"module name {name!r} is not an identifier")
-    folding = resolve_folding(net, lanes, lanes_budget=lanes_budget, target_cycles=target_cycles,
-                              spikes_in=spikes_in, membrane_banks=membrane_banks)
+    folding = balanced_folding(net, lanes, lanes_budget=lanes_budget, target_cycles=target_cycles,
+                               spikes_in=spikes_in, membrane_banks=membrane_banks)
     top = AXIStreamAccelerator if interface == "axis" else Accelerator
     accelerator = top(net, folding, fifo_depth=fifo_depth, membrane_banks=membrane_banks, multiplier=multiplier)
     text = verilog.convert(accelerator, name=name, emit_src=False)

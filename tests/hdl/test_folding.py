@@ -5,7 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from spikeforge.hdl import folding as folding_module
+from spikeforge.hdl import balance as balance_module
+from spikeforge.hdl.balance import balanced_folding
 from spikeforge.hdl.cycle_model import predict
 from spikeforge.ir.random_network import random_conv_network, random_network
 from spikeforge.hdl.folding import (DEFAULT_LANES_BUDGET, Folding, FoldingError, auto_folding, layer_cycles,
@@ -160,8 +161,8 @@ def test_a_measured_balance_is_kept_only_when_the_model_says_it_is_faster(net, m
         # Faster by more than the margin, or by less (within the counts-only model's error: the default).
         return _Timed(100.0 if is_default else (90.0 if candidate_faster else 97.0))
 
-    monkeypatch.setattr(folding_module.cycle_model, "predict", fake_predict)
-    chosen = auto_folding(net, lanes_budget=12, spikes_in=spikes)
+    monkeypatch.setattr(balance_module, "predict", fake_predict)
+    chosen = balanced_folding(net, lanes_budget=12, spikes_in=spikes)
     assert len(calls) == 2 and calls[0][0] != calls[1][0] and all(counts == spikes for _, counts, _ in calls)
     assert (chosen.config() != default.config()) == candidate_faster
 
@@ -174,7 +175,7 @@ def test_balancing_on_measured_spikes_is_never_slower_than_the_default_by_the_mo
     spikes = [float(layer.in_features * rng.uniform(0.05, 2.0)) for layer in rnet.layers]
     for budget in (len(rnet.layers), 8, 20):
         default = auto_folding(rnet, lanes_budget=budget, membrane_banks=banks)
-        chosen = auto_folding(rnet, lanes_budget=budget, spikes_in=spikes, membrane_banks=banks)
+        chosen = balanced_folding(rnet, lanes_budget=budget, spikes_in=spikes, membrane_banks=banks)
         assert chosen.total_adders() <= budget
         times = [predict(rnet, folding, spikes, membrane_banks=banks).cycles_per_sample
                  for folding in (chosen, default)]
