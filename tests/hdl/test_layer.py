@@ -32,9 +32,14 @@ def _input_beats(codes, group, timesteps):
 def _run_hidden(net, lanes, codes, *, gap=0.0, stall=0.0, seed=0, banks=2, multiplier="dsp"):
     plan = plan_network(net, Folding.for_network(net, {"fc1": lanes, "fc2": 1}), membrane_banks=banks,
                         multiplier=multiplier)
-    layer = plan.layers[0]
+    return _simulate_layer(plan.layers[0], codes, net.timesteps, gap=gap, stall=stall, seed=seed)
+
+
+def _simulate_layer(layer, codes, timesteps, *, gap=0.0, stall=0.0, seed=0):
+    """One hidden layer in Amaranth's simulator fed ``codes``: its output codes, the spike beats per
+    sample, every beat with its cycle, the cycles the input beats were accepted in, the input beats."""
     dut = DenseILIF(layer)
-    beats = _input_beats(codes, layer.in_group, net.timesteps)
+    beats = _input_beats(codes, layer.in_group, timesteps)
     out, accepted = {}, []
 
     async def driver(ctx):
@@ -56,7 +61,7 @@ def _run_hidden(net, lanes, codes, *, gap=0.0, stall=0.0, seed=0, banks=2, multi
         if beat[3]:
             samples.append(current)
             current = []
-    got = np.array([codes_from_events(s, layer.lanes, layer.out_features, net.timesteps) for s in samples])
+    got = np.array([codes_from_events(s, layer.lanes, layer.out_features, timesteps) for s in samples])
     return got, samples, out["spikes"], accepted, beats
 
 
@@ -254,30 +259,7 @@ def test_wide_producer_mask_is_walked_exactly():
     assert layer.in_group == 24
     codes = np.random.default_rng(2).integers(0, 8, size=(4, 24))
     codes[1] = 7
-    dut = DenseILIF(layer)
-    beats = _input_beats(codes, layer.in_group, net.timesteps)
-    out = {}
-
-    async def driver(ctx):
-        await put_stream(ctx, dut.events, beats, gap=0.3, rng=random.Random(1))
-
-    async def checker(ctx):
-        out["spikes"] = await take_stream(ctx, dut.spikes, stall=0.3, rng=random.Random(2),
-                                          until=lambda taken: sum(t[1][3] for t in taken) == len(codes),
-                                          decode=as_event)
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(driver)
-    sim.add_testbench(checker)
-    sim.run()
-    samples, current = [], []
-    for _, beat in out["spikes"]:
-        current.append(beat)
-        if beat[3]:
-            samples.append(current)
-            current = []
-    got = np.array([codes_from_events(s, layer.lanes, layer.out_features, net.timesteps) for s in samples])
+    got = _simulate_layer(layer, codes, net.timesteps, gap=0.3, stall=0.3, seed=1)[0]
     # fc2 on these input codes: the golden model of the network that starts at fc2.
     tail = Network(timesteps=net.timesteps, input_shape=(24,), input_lut=np.arange(256) % 8,
                    layers=list(net.layers[1:]), classes=net.classes)
