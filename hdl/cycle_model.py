@@ -375,44 +375,36 @@ def predict(net, folding=None, spike_counts_or_samples=None, *, fifo_depth: int 
         beats = [_beat_lists(layer_codes[l], producer_lanes[l], T) for l in range(L)]
         links = [_Link(fifo_depth, fire=l > 0) for l in range(L)]
         offer = [ENCODER_OFFER] + [FIRE_OFFER] * (L - 1)
-    for n in range(N if layer_codes is not None else 0):
+    for n in range(N):
         first_byte[n] = h[0]
         h_new, e_new = np.zeros(L + 1), np.zeros(L + 1)
         h_new[0] = max(h[0] + n_in + 1, e[0])
         e_new[0] = h_new[0] + readout[0]
         for l in range(L):
             j = l + 1
-            acc_time[n, l] = work_all[n, l] + drain[l]
-            positions, spikes = beats[l][n]
-            # The first beat waits for a free bank: two banks, the hand-over of n-1; one, its readout.
-            o, w, r, issue_end, _ = links[l].sample(h_new[j - 1] + offer[l] - 1, positions, spikes, chunks[l],
-                                                    h[j] if banks == 2 else e[j])
-            # The producer's sweep is idle once its final beat is written (the encoder: once it is in
-            # the stage that offers it).
-            e_new[j - 1] = o if l == 0 else w + 1
-            h_new[j] = max(r + 1, issue_end + drain[l], e[j] + (RESULT_RELEASE if j == L else 0))
-            e_new[j] = h_new[j] + readout[j]
-        results[n] = h_new[L] + chunks[-1] + 3
-        h, e = h_new, e_new
-    for n in range(N if layer_codes is None else 0):
-        first_byte[n] = h[0]
-        h_new, e_new = np.zeros(L + 1), np.zeros(L + 1)
-        h_new[0] = max(h[0] + n_in + 1, e[0])
-        e_new[0] = h_new[0] + readout[0]
-        for l in range(L):
-            j = l + 1
-            work = work_all[n, l]
-            acc_time[n, l] = work + decode[l] + drain[l]
-            # Two banks: the hand-over of n-1 frees the other bank at once; one bank: the readout of
-            # n-1 must be done.
-            extra = ENCODER_OFFER - FIRE_OFFER if l == 0 else 0      # the encoder's beats: one stage more
-            start = max(h[j] if banks == 2 else e[j], h_new[j - 1] + FIFO_LATENCY + extra)
-            a = max(start + decode[l] + work, e_new[j - 1] + 1 + extra + decode[l]) + drain[l]
-            beats = _beats(None if steps is None else steps[l][n], S[n, l], T, producer_chunks[l])
-            if beats > fifo_depth:
-                # The producer's sweep stalls on the full FIFO until the consumer has D beats left.
-                e_new[j - 1] = max(e_new[j - 1], start + (beats - fifo_depth) * work / beats)
-            h_new[j] = max(a, e[j] + (RESULT_RELEASE if j == L else 0))
+            if layer_codes is not None:     # beat by beat
+                acc_time[n, l] = work_all[n, l] + drain[l]
+                positions, spikes = beats[l][n]
+                # The first beat waits for a free bank: two banks, the hand-over of n-1; one, its readout.
+                o, w, r, issue_end, _ = links[l].sample(h_new[j - 1] + offer[l] - 1, positions, spikes, chunks[l],
+                                                        h[j] if banks == 2 else e[j])
+                # The producer's sweep is idle once its final beat is written (the encoder: once it is in
+                # the stage that offers it).
+                e_new[j - 1] = o if l == 0 else w + 1
+                h_new[j] = max(r + 1, issue_end + drain[l], e[j] + (RESULT_RELEASE if j == L else 0))
+            else:                           # per sample, from counts
+                work = work_all[n, l]
+                acc_time[n, l] = work + decode[l] + drain[l]
+                # Two banks: the hand-over of n-1 frees the other bank at once; one bank: the readout of
+                # n-1 must be done.
+                extra = ENCODER_OFFER - FIRE_OFFER if l == 0 else 0      # the encoder's beats: one stage more
+                start = max(h[j] if banks == 2 else e[j], h_new[j - 1] + FIFO_LATENCY + extra)
+                a = max(start + decode[l] + work, e_new[j - 1] + 1 + extra + decode[l]) + drain[l]
+                count = _beats(None if steps is None else steps[l][n], S[n, l], T, producer_chunks[l])
+                if count > fifo_depth:
+                    # The producer's sweep stalls on the full FIFO until the consumer has D beats left.
+                    e_new[j - 1] = max(e_new[j - 1], start + (count - fifo_depth) * work / count)
+                h_new[j] = max(a, e[j] + (RESULT_RELEASE if j == L else 0))
             e_new[j] = h_new[j] + readout[j]
         results[n] = h_new[L] + chunks[-1] + 3
         h, e = h_new, e_new
