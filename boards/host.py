@@ -142,6 +142,9 @@ class BoardClient:
         self.window = window
         self.retries = retries
         self._decoder = SlipStreamDecoder()
+        # Sequence numbers run on across runs, so a late answer to an earlier run is never taken for one
+        # of this run's.
+        self._seq = 0
         self._owns_port = isinstance(port, str)
         self.port_name = port if isinstance(port, str) else getattr(port, "port", "?")
         if isinstance(port, str):
@@ -270,25 +273,36 @@ class BoardClient:
     def _classify_batches(self, frames, compact, size, on_result, stats) -> list:
         results = [None] * len(frames)
         start = time.monotonic()
-        seq = 0
+        seq = self._seq
         for first in range(0, len(frames), size):
             chunk = frames[first:first + size]
             frame = batch_frame(seq, chunk, packed=compact)
-            answers = self._run_batch(frame, seq, len(chunk), stats)
+            answers, counters = self._run_batch(frame, seq, len(chunk), stats)
             for offset, answer in enumerate(answers):
                 results[first + offset] = answer
                 if on_result is not None:
                     on_result(first + offset, answer)
-            counters = self.read_counters()
+            if counters is None:
+                counters = self.read_counters()
             if counters is not None:
                 stats.counters.append(counters)
             seq = (seq + len(chunk)) & 0xFF
+        self._seq = seq
         stats.samples += len(frames)
         stats.seconds += time.monotonic() - start
         return results
 
-    def _run_batch(self, frame: bytes, seq: int, count: int, stats) -> list:
-        """Send one batch frame until all its answers are OK; late answers of an earlier copy count too."""
+    def _run_batch(self, frame: bytes, seq: int, count: int, stats) -> tuple:
+        """Send one batch frame until all its answers are OK; return them and the board's counters if
+        they were read on the way (else ``None``).
+
+        A batch is never sent again while the board may still be running it: the board's one batch
+        buffer would be overwritten under the replay. When the answers do not come in time, the host
+        asks for the counters instead: the board answers requests in order, so their answer says the
+        board is done with everything sent before. All answers in by then: the board was only slow
+        (a simulation on a loaded machine): the timeout doubles, as in a stream, and those counters are
+        the batch's. Answers missing: the batch was lost on the way, and is sent again.
+        """
         wanted = {(seq + i) & 0xFF: i for i in range(count)}
         answers = [None] * count
         # The upload takes its bytes' time on the wire before anything can come back.
@@ -297,33 +311,73 @@ class BoardClient:
             self.serial.write(frame)
             stats.bytes_sent += len(frame)
             deadline = time.monotonic() + upload + self.answer_timeout * (1 << attempt)
-            failed = None
-            while time.monotonic() < deadline and None in answers and failed is None:
-                for raw in self._frames(min(deadline, time.monotonic() + 0.05)):
-                    try:
-                        answer = parse_frame(raw, self.config)
-                    except LinkError:
-                        stats.errors["bad frame"] = stats.errors.get("bad frame", 0) + 1
-                        continue
-                    if not isinstance(answer, Result) or answer.seq not in wanted:
-                        continue
-                    if answer.status != Status.OK:
-                        if answer.status == Status.REFUSED:
-                            raise InputError(f"the board refused a batch of {count} samples (its buffer holds "
-                                             f"{self.config.batch_depth})")
-                        stats.errors[answer.status.name] = stats.errors.get(answer.status.name, 0) + 1
-                        failed = answer.status
-                        continue
-                    deadline = max(deadline, time.monotonic() + self.answer_timeout)   # answers are flowing
-                    answers[wanted[answer.seq]] = answer
-            if None not in answers:
-                return answers
-            if failed is None:
+            failed = self._collect_batch(answers, wanted, deadline, stats)
+            if failed is None and None in answers:
+                counters = self._sync_batch(answers, wanted, stats)
+                if None not in answers:
+                    self.answer_timeout = min(2 * self.answer_timeout, MAX_ANSWER_TIMEOUT)
+                    stats.answer_timeout = self.answer_timeout
+                    return answers, counters
                 stats.errors["no answer"] = stats.errors.get("no answer", 0) + 1
+            if None not in answers:
+                return answers, None
             if attempt < self.retries:
                 stats.resent += count
         raise OSError(f"a batch of {count} samples: no good answers after {self.retries} resends; errors so far "
                       f"{stats.errors}")
+
+    def _collect_batch(self, answers: list, wanted: dict, deadline: float, stats):
+        """Read a batch's answers into ``answers`` until all are in, ``deadline`` passes (pushed back while
+        answers flow) or the board answers an error (returned: the board dropped the batch)."""
+        failed = None
+        while time.monotonic() < deadline and None in answers and failed is None:
+            for raw in self._frames(min(deadline, time.monotonic() + 0.05)):
+                answer = self._batch_answer(raw, answers, wanted, stats)
+                if isinstance(answer, Status):
+                    failed = answer
+                elif isinstance(answer, Result):
+                    deadline = max(deadline, time.monotonic() + self.answer_timeout)   # answers are flowing
+        return failed
+
+    def _batch_answer(self, raw: bytes, answers: list, wanted: dict, stats):
+        """Take one frame read while a batch runs: an OK answer of the batch is stored and returned, an
+        error answer counted and its :class:`~.link.Status` returned; any other frame is returned as parsed
+        (``None`` for a damaged one)."""
+        try:
+            answer = parse_frame(raw, self.config)
+        except LinkError:
+            stats.errors["bad frame"] = stats.errors.get("bad frame", 0) + 1
+            return None
+        if not isinstance(answer, Result):
+            return answer
+        if answer.seq not in wanted:
+            return None
+        if answer.status == Status.REFUSED:
+            raise InputError(f"the board refused a batch of {len(answers)} samples (its buffer holds "
+                             f"{self.config.batch_depth})")
+        if answer.status != Status.OK:
+            stats.errors[answer.status.name] = stats.errors.get(answer.status.name, 0) + 1
+            return answer.status
+        answers[wanted[answer.seq]] = answer
+        return answer
+
+    def _sync_batch(self, answers: list, wanted: dict, stats) -> Counters:
+        """Ask for the counters and wait for them, taking the batch's answers that come first: once they
+        come, the board has finished with the batch. One request (a second would leave a second
+        answer on the link), waited for while the board answers anything and up to
+        :data:`MAX_ANSWER_TIMEOUT` seconds of silence; asked once more only after that."""
+        for _ in range(2):
+            self.serial.write(counters_request())
+            deadline = time.monotonic() + MAX_ANSWER_TIMEOUT
+            while time.monotonic() < deadline:
+                for raw in self._frames(min(deadline, time.monotonic() + 0.05)):
+                    answer = self._batch_answer(raw, answers, wanted, stats)
+                    if isinstance(answer, Counters):
+                        return answer
+                    if answer is not None:
+                        deadline = max(deadline, time.monotonic() + MAX_ANSWER_TIMEOUT)
+        raise OSError(f"the board on {self.port_name} stopped answering (no counters within "
+                      f"{2 * MAX_ANSWER_TIMEOUT:g} s); errors so far {stats.errors}")
 
     def _stream(self, frames, compact, on_result, stats) -> list:
         config = self.config
@@ -334,7 +388,7 @@ class BoardClient:
         late = {}               # seq -> index: timed out and resent, but its answer is still taken if it comes
         tries = {}              # index -> resends so far
         queue = []              # indices to resend first
-        seq = 0
+        seq = self._seq
         done = 0
         start = time.monotonic()
         while done < len(frames):
@@ -393,6 +447,7 @@ class BoardClient:
                         del late[next(iter(late))]
                     stats.errors["no answer"] = stats.errors.get("no answer", 0) + 1
                     self._resend(index, tries, queue, stats)
+        self._seq = seq
         stats.samples += len(frames)
         stats.seconds += time.monotonic() - start
         return results

@@ -43,9 +43,11 @@ def test_run_command_streams_then_runs_a_batch_split_at_the_buffer(digits_net, w
         assert status == 0, out
         assert f"golden model: {SAMPLES}/{SAMPLES} agree" in out and "samples/s measured at the host" in out
         assert "samples/s measured by the board" in out and "as the link feeds it" in out
-        # 20 samples in batches of at most 8 (the buffer): split 8 + 8 + 4, every one answered.
+        # 20 samples in batches of at most 8 (the buffer): split 8 + 8 + 4, every one answered. The simulation
+        # uploads a batch far slower than the wire would: a timeout it never reaches, so no batch is sent twice
+        # (a batch sent twice runs twice and its counters are dropped: test_host.py).
         status = main(["run", "--port", board.port, "--dataset", "digits", "--samples", "20", "--batch", "20",
-                       "--network", str(net_dir), "--json", str(work_dir / "batch.json"), "--quiet"])
+                       "--timeout", "60", "--network", str(net_dir), "--json", str(work_dir / "batch.json"), "--quiet"])
         out = capsys.readouterr().out
         assert status == 0, out
         assert "golden model: 20/20 agree" in out and "back-to-back batches" in out
