@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 
 from amaranth.hdl import Shape
+from amaranth.lib import data
 from tqdm import tqdm
 
 from spikeforge.hdl import Accelerator
@@ -52,12 +53,14 @@ from .placeholders import PATCHABLE_MIN_DEPTH, icebram_replace, placeholder_plan
 from .platforms import BoardError, board_info
 from .pll import PLL_FAMILIES, PLLError, PLLSettings, output_range, pll_for
 from .tools import ToolError, nextpnr_device_args, run_tool, tool_env
+from .serial import batch_memories, default_batch_depth, result_layout_of
 from .top import BoardTop, SerialAccelerator, count_leds, link_config_for
 from .uart import BaudError, baud_divisor, board_baud
 
 __all__ = ["FitError", "ToolError", "BuildOptions", "build", "estimate_resources", "check_estimate",
            "plan_memories", "MemoryEstimate", "format_report", "tool_env", "ebrs_for", "ClockChoice",
-           "forced_clock", "search_clock", "pll_capable", "parse_nextpnr_report", "critical_path", "CLOCK_STEP", "PATCHABLE_MIN_DEPTH", "MEMORY_PLACEMENT_SCRIPT"]
+           "forced_clock", "search_clock", "pll_capable", "parse_nextpnr_report", "critical_path", "CLOCK_STEP", "PATCHABLE_MIN_DEPTH", "MEMORY_PLACEMENT_SCRIPT",
+           "check_batch_depth", "choose_batch_depth", "MAX_BATCH_DEPTH"]
 
 REPORT_FORMAT = "spikeforge-board-build"
 #: A try of the clock search that misses timing is followed by one this fraction below the lowest Fmax
@@ -104,12 +107,15 @@ class BuildOptions:
     timeout_s: float = 0.05
     #: Membrane banks per layer: None tries 2 (ping-pong) and falls back to 1 when 2 do not fit.
     membrane_banks: int | None = None
-    #: How dense lanes scale weights: dsp, logic, or auto (logic once the device's DSPs run out).
+    #: How lanes (dense lanes and conv adders) scale weights: dsp, logic, or auto (logic once the device's DSPs run out).
     multiplier: str = "auto"
     #: Run at this clock (MHz; the oscillator's, or a PLL output) instead of searching for the fastest.
     clock_mhz: float | None = None
     #: Place-and-route tries of the clock search at most.
     clock_tries: int = 4
+    #: Samples the on-chip batch buffer holds (``spikeforge run --batch``): None gives the board as many as its
+    #: spare block RAM holds (at most 64; none below 2), 0 none; a depth that does not fit is refused.
+    batch_depth: int | None = None
 
 
 # -- resources ------------------------------------------------------------------------------------
@@ -117,7 +123,7 @@ class BuildOptions:
 #: What each memory of a layer is, for people (fit messages and report.json).
 _MEMORY_WHAT = {"weights": "weight ROM", "biases": "bias ROM", "thresholds": "threshold ROM",
                 "in_map": "input decode ROM", "rows": "row ROM", "cols": "column ROM", "pooled": "pooled residual store", "lut": "input lookup table", "buffer": "sample buffer",
-                "fifo": "input event FIFO"}
+                "fifo": "input event FIFO", "batch": "batch sample buffer", "results": "batch result buffer"}
 
 
 _MEMBRANE_RE = re.compile(r"membrane(\d*)(?:_(\d+))?$")
@@ -299,6 +305,69 @@ def check_estimate(estimate: dict, board: str):
                         f"use fewer lanes (--lanes / --lanes-budget)")
     if problems:
         raise FitError(f"the design does not fit {board}: " + "; ".join(problems))
+
+
+#: A batch's count is one byte on the link (:class:`~.link.LinkConfig`).
+MAX_BATCH_DEPTH = 255
+
+
+def _batch_block_rams(in_features: int, result_bits: int, depth: int, family: str) -> dict:
+    """Block RAMs of each batch memory (:func:`~.serial.batch_memories`) at ``depth``: always counted in
+    block RAM (a batch buffer never takes logic the accelerator may need)."""
+    return {name: ebrs_for(width, words, family)
+            for name, (width, words) in batch_memories(in_features, result_bits, depth).items()}
+
+
+def check_batch_depth(requested):
+    """Refuse a ``--batch-depth`` that is not None or an integer in 0..255 (InputError naming it)."""
+    if requested is not None and (isinstance(requested, bool) or not isinstance(requested, int)
+                                  or not 0 <= requested <= MAX_BATCH_DEPTH):
+        raise InputError(f"--batch-depth {requested!r} is not accepted: give an integer in 0..{MAX_BATCH_DEPTH} "
+                         f"(samples the on-chip batch buffer holds; 0: no batch buffer; a batch's count is one byte)")
+
+
+def choose_batch_depth(estimate: dict, requested, in_features: int, result_bits: int, board: str) -> int:
+    """The batch buffer a board gets, and its memories added to ``estimate`` (owner ``link``).
+
+    ``requested`` None: as many samples as the block RAMs the accelerator leaves free hold
+    (:func:`~.serial.default_batch_depth`: at most 64, none below 2); an integer: that many (0: none).
+
+    Raises
+    ------
+    InputError
+        ``requested`` is not an integer in 0..255.
+    FitError
+        ``requested`` samples (and their results) do not fit the free block RAMs; the message gives the
+        depths that do.
+    """
+    check_batch_depth(requested)
+    family = estimate["family"]
+    free = estimate["block_rams"] - estimate["block_rams_needed"]
+
+    def cost(depth):
+        return sum(_batch_block_rams(in_features, result_bits, depth, family).values())
+    largest = 0
+    while largest < MAX_BATCH_DEPTH and cost(largest + 1) <= free:
+        largest += 1
+    if requested is None:
+        depth = default_batch_depth(largest)
+    elif cost(requested) > free:
+        raise FitError(f"--batch-depth {requested} does not fit {board}: {requested} samples of {in_features} bytes "
+                       f"and their {result_bits}-bit results need {cost(requested)} block RAMs "
+                       f"({', '.join(f'{memory_what(k)} {v}' for k, v in _batch_block_rams(in_features, result_bits, requested, family).items())}), "
+                       f"the accelerator leaves {max(0, free)} of {estimate['block_rams']} free; accepted: "
+                       + (f"0..{largest}" if largest else "0 only") + " (0: no batch buffer)")
+    else:
+        depth = requested
+    link = estimate["layers"].setdefault("link", {})
+    for name, (width, words) in batch_memories(in_features, result_bits, depth).items():
+        ebrs = ebrs_for(width, words, family)
+        link[name] = {"width": width, "depth": words, "bits": width * words, "rom": False,
+                      "block_rams_at_best": ebrs, "block_rams_counted": ebrs}
+        estimate["block_rams_needed"] += ebrs
+    estimate["batch_depth"] = depth
+    estimate["batch_depth_largest"] = largest
+    return depth
 
 
 _CELLS = {
@@ -644,7 +713,7 @@ def _build(net, board, out_dir, options, log, membrane_banks: int, fallback) -> 
     info = board_info(board)
     platform = info.platform_class()
     out_dir = Path(out_dir)
-    baud = options.baud or info.default_baud
+    baud = options.baud or board_baud(info.name, info.clock_hz)     # the real clock's rate comes after the clock search
     if options.clock_mhz is not None:
         forced = forced_clock(info, options.clock_mhz)
         if not info.free:
@@ -659,13 +728,26 @@ def _build(net, board, out_dir, options, log, membrane_banks: int, fallback) -> 
     accelerator = Accelerator(net, folding, membrane_banks=membrane_banks, multiplier=multiplier)
     real_plan = accelerator.plan
     design = design_report(accelerator)
+    result_bits = data.Layout.cast(result_layout_of(accelerator)).size
+    estimate = None
+    if info.free:
+        device = info.device
+        if device is None:
+            raise BoardError(f"no capacity table for device {platform.device!r} of {info.name}")
+        estimate = estimate_resources(real_plan, device, accelerator.fifo_depth)
+        check_estimate(estimate, info.name)
+        # The batch buffer takes the block RAM the accelerator leaves (or the depth asked for, if it fits).
+        batch_depth = choose_batch_depth(estimate, options.batch_depth, net.in_features, result_bits, info.name)
+    else:       # no capacity table here: the vendor's tools check the fit
+        check_batch_depth(options.batch_depth)
+        batch_depth = options.batch_depth or 0
     config = link_config_for(accelerator, in_features=net.in_features, timesteps=net.timesteps,
-                             clk_freq=info.clock_hz, baud=baud, scores=options.scores)
+                             clk_freq=info.clock_hz, baud=baud, scores=options.scores, batch_depth=batch_depth)
     report = {
         "format": REPORT_FORMAT, "version": 1, "board": info.name, "family": info.family,
         "device": getattr(platform, "device", None), "package": getattr(platform, "package", None),
         "toolchain": info.toolchain, "clock_mhz": info.clock_hz / 1e6, "board_clock_mhz": info.clock_hz / 1e6,
-        "pll": None, "baud": baud, "scores": options.scores,
+        "pll": None, "baud": baud, "scores": options.scores, "batch_depth": batch_depth,
         "folding": real_plan.folding.config(), "membrane_banks": membrane_banks, "multiplier": multiplier,
         "membrane_banks_fallback": fallback, "link": dataclasses.asdict(config),
         "network": design["network"], "in_features": net.in_features, "classes": net.num_classes,
@@ -690,12 +772,7 @@ def _build(net, board, out_dir, options, log, membrane_banks: int, fallback) -> 
         _write_report(out_dir, report)
         return report
 
-    device = info.device
-    if device is None:
-        raise BoardError(f"no capacity table for device {platform.device!r} of {info.name}")
-    estimate = estimate_resources(real_plan, device, accelerator.fifo_depth)
     report["estimate"] = estimate
-    check_estimate(estimate, info.name)
     out_dir.mkdir(parents=True, exist_ok=True)     # after the fit check: a refused build leaves nothing
 
     patched_layers, build_plan = [], real_plan
@@ -716,7 +793,8 @@ def _build(net, board, out_dir, options, log, membrane_banks: int, fallback) -> 
         top_accelerator = Accelerator(net, folding, membrane_banks=membrane_banks, multiplier=multiplier)     # one per elaboration
         top_accelerator.plan = build_plan
         link = link_config_for(top_accelerator, in_features=net.in_features, timesteps=net.timesteps,
-                               clk_freq=clock.hz, baud=baud_at(clock.hz), scores=options.scores)
+                               clk_freq=clock.hz, baud=baud_at(clock.hz), scores=options.scores,
+                               batch_depth=batch_depth)
         serial = SerialAccelerator(top_accelerator, link, led_count=max(2, count_leds(platform)),
                                    timeout_cycles=int(clock.hz * options.timeout_s))
         overrides = {"script_after_read": f"script {MEMORY_PLACEMENT_SCRIPT}",
@@ -879,6 +957,9 @@ def format_report(report: dict) -> str:
                  + (f", {sps['accelerator_at_fmax']:,.0f} at Fmax" if sps.get("accelerator_at_fmax") else ""))
     lines.append(f"  serial link at {report['baud']} baud: {sps['serial_link']:,.0f} samples/s (what a host sees "
                  f"when the link is slower than the accelerator)")
+    depth = report.get("batch_depth", 0)
+    lines.append(f"  batch buffer {depth} samples (`spikeforge run --batch N` runs them back-to-back on the board)"
+                 if depth else "  no batch buffer (no block RAM to spare, or --batch-depth 0): `spikeforge run` streams")
     lines.append(f"  bitstream {report['bitstream']} ({report['bitstream_bytes']} bytes), built in "
                  f"{report['seconds']:.0f} s (synthesis {syn.get('seconds', 0):.0f} s, place and route "
                  f"{report['place_and_route'].get('seconds', 0):.0f} s, pack {report.get('pack_seconds', 0):.0f} s)" + (f"; weights patchable: {', '.join(report['patchable_layers'])}"

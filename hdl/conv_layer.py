@@ -248,7 +248,10 @@ class ConvILIF(wiring.Component):
         w_ny, w_nx = Signal(len(ny)), Signal(len(nx))
         w_row, w_tap = Signal(weight_addr_shape), Signal(weight_addr_shape)
         m_row, m_pos = Signal(bank_addr_shape), Signal(bank_addr_shape)
-        w_scale = Signal(T)
+        # The scale 2^(T-1-t) of the spike's step: a one-hot factor for a multiplier (``dsp``), or the
+        # shift amount T-1-t for a shifter in logic (``logic``: no DSP).
+        scale_shape = unsigned(T) if p.multiplier == "dsp" else index_shape(T)
+        w_scale = Signal(scale_shape)
         w_rotation = Signal(len(rotation))
         w_slot = [Signal(index_shape(taps), name=f"w_slot{b}") for b in range(taps)]
         last_c, last_j, last_i, w_final, d_take = Signal(), Signal(), Signal(), Signal(), Signal()
@@ -265,7 +268,8 @@ class ConvILIF(wiring.Component):
         with m.If(d_take):
             m.d.sync += [w_busy.eq(1), w_i.eq(0), w_rem.eq(d_nx), w_c.eq(0), w_ny.eq(d_ny), w_nx.eq(d_nx),
                          w_row.eq(d_w), w_tap.eq(d_w), m_row.eq(d_m), m_pos.eq(d_m),
-                         w_scale.eq(Const(1 << (T - 1), T) >> d_step), w_rotation.eq(d_rotation)]
+                         w_scale.eq(Const(1 << (T - 1), T) >> d_step if p.multiplier == "dsp" else T - 1 - d_step),
+                         w_rotation.eq(d_rotation)]
             m.d.sync += [slot.eq(Mux(d_rotation <= b, b - d_rotation, b + taps - d_rotation)[:len(slot)])
                          for b, slot in enumerate(w_slot)]
         with m.Elif(w_busy):
@@ -286,14 +290,14 @@ class ConvILIF(wiring.Component):
         # Stage 4: each column bank's slot of the weight word selected (the rotation). Stage 5: scaled by
         # the one-hot 2^(T-1-t) while the membrane words are registered off the ports, then added and
         # written back.
-        s2_valid, s2_addr, s2_scale = Signal(), Signal(bank_addr_shape), Signal(T)
+        s2_valid, s2_addr, s2_scale = Signal(), Signal(bank_addr_shape), Signal(scale_shape)
         s2_rotation = Signal(len(rotation))
         s2_en = [Signal(name=f"s2_en{b}") for b in range(taps)]
         s2_slot = [Signal(index_shape(taps), name=f"s2_slot{b}") for b in range(taps)]
         m.d.sync += [s2_valid.eq(w_busy), s2_addr.eq(m_pos + w_c), s2_scale.eq(w_scale), s2_rotation.eq(w_rotation)]
         m.d.sync += [en.eq(w_busy & (slot < w_rem)) for en, slot in zip(s2_en, w_slot)]
         m.d.sync += [a.eq(b) for a, b in zip(s2_slot, w_slot)]
-        s3_valid, s3_scale = Signal(), Signal(T)
+        s3_valid, s3_scale = Signal(), Signal(scale_shape)
         s3_en = [Signal(name=f"s3_en{b}") for b in range(taps)]
         s3_addr = [Signal(bank_addr_shape, name=f"s3_addr{b}") for b in range(taps)]
         s3_slot = [Signal(index_shape(taps), name=f"s3_slot{b}") for b in range(taps)]
@@ -305,7 +309,7 @@ class ConvILIF(wiring.Component):
                          s3_addr[b].eq(s2_addr + Mux(b < s2_rotation, chunks, 0) if taps > 1 else s2_addr)]
         slot_words = data.ArrayLayout(data.ArrayLayout(signed(p.weight_bits), lanes), taps)(s3_weight)
         weight_lanes = data.ArrayLayout(signed(p.weight_bits), lanes)
-        s4_valid, s4_scale = Signal(), Signal(T)
+        s4_valid, s4_scale = Signal(), Signal(scale_shape)
         s4_en = [Signal(name=f"s4_en{b}") for b in range(taps)]
         s4_addr = [Signal(bank_addr_shape, name=f"s4_addr{b}") for b in range(taps)]
         s4_weight = [Signal(weight_lanes, name=f"s4_weight{b}") for b in range(taps)]
@@ -338,8 +342,12 @@ class ConvILIF(wiring.Component):
         acc_sum = [Signal(word_bits, name=f"acc_sum{b}") for b in range(taps)]
         m.d.sync += s5_valid.eq(s4_valid)
         for b in range(taps):
-            m.d.sync += [s5_en[b].eq(s4_en[b]), s5_addr[b].eq(s4_addr[b]),
-                         s5_scaled[b].eq(Cat((s4_weight[b][k] * s4_scale)[:scaled_bits] for k in range(lanes)))]
+            m.d.sync += [s5_en[b].eq(s4_en[b]), s5_addr[b].eq(s4_addr[b])]
+            if p.multiplier == "dsp":
+                m.d.sync += s5_scaled[b].eq(Cat((s4_weight[b][k] * s4_scale)[:scaled_bits] for k in range(lanes)))
+            else:
+                # Each lane's element takes the shifted weight sign-extended or truncated to its width.
+                m.d.sync += [s5_scaled[b][k].eq(s4_weight[b][k] << s4_scale) for k in range(lanes)]
             if chunks == 1:
                 m.d.sync += s5_word[b].eq(Mux(s5_en[b] & (s5_addr[b] == s4_addr[b]), acc_sum[b], acc_data[b]))
             else:

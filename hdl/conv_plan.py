@@ -195,6 +195,9 @@ class ConvLayerPlan:
         As for the dense plan.
     membrane_banks
         2 (ping-pong, default) or 1 (compact).
+    multiplier
+        How an adder scales its weight by ``2^(T-1-t)``: ``dsp`` (a multiply by a one-hot factor: a DSP
+        per adder where the device has them) or ``logic`` (a shift in LUTs, no DSP).
     weight_words, bias_words, threshold_words, in_map_words, row_words, col_words
         ROM images; field widths in ``in_map_fields``, ``row_fields``, ``col_fields``.
     """
@@ -231,6 +234,7 @@ class ConvLayerPlan:
     row_fields: tuple
     col_words: list
     col_fields: tuple
+    multiplier: str = "dsp"
 
     @property
     def pooled(self) -> bool:
@@ -339,7 +343,8 @@ def _unpack(word: int, widths) -> list:
 
 
 def plan_conv_layer(layer: Conv2dLayer, *, lanes: int, timesteps: int, input_map: InputMap,
-                    pool: MaxPool2dLayer | None = None, membrane_banks: int = 2, taps: int = 1) -> ConvLayerPlan:
+                    pool: MaxPool2dLayer | None = None, membrane_banks: int = 2, taps: int = 1,
+                    multiplier: str = "dsp") -> ConvLayerPlan:
     """Derive the widths, ROM images and address maps of ``layer`` folded to ``lanes`` channel lanes and
     ``taps`` tap lanes (column banks, see the module docstring).
 
@@ -363,6 +368,8 @@ def plan_conv_layer(layer: Conv2dLayer, *, lanes: int, timesteps: int, input_map
         raise InputError(f"layer {layer.name!r}: tap lanes {taps!r} is not in 1..{layer.kernel[1]} (its kernel width)")
     if membrane_banks not in (1, 2):
         raise InputError(f"membrane_banks {membrane_banks!r} is not supported; use 2 (ping-pong) or 1 (compact)")
+    if multiplier not in ("dsp", "logic"):
+        raise InputError(f"multiplier {multiplier!r} is not supported; accepted: dsp, logic")
     if pool is not None:
         if not isinstance(pool, MaxPool2dLayer):
             raise InputError(f"the pool after {layer.name!r} must be a MaxPool2dLayer, got {type(pool).__name__}")
@@ -437,6 +444,7 @@ def plan_conv_layer(layer: Conv2dLayer, *, lanes: int, timesteps: int, input_map
         threshold_words=pack_lanes(threshold, threshold_bits),
         in_map_words=in_words, in_map_fields=in_fields,
         row_words=row_words, row_fields=row_fields, col_words=col_words, col_fields=col_fields,
+        multiplier=multiplier,
     )
 
 

@@ -289,7 +289,7 @@ def generate(net, out_dir, *, lanes=None, target_cycles=None, lanes_budget=None,
         :class:`~spikeforge.hdl.axis.AXIStreamAccelerator`). ``design.json`` records ``"interface": "axis"``
         and the ``m_axis_tdata`` byte layout for the latter.
     multiplier : ``"dsp"`` or ``"logic"``
-        How dense lanes scale a weight by ``2^(T-1-t)``: a multiplier per lane (a DSP where the device has
+        How lanes (dense lanes and conv adders) scale a weight by ``2^(T-1-t)``: a multiplier per lane (a DSP where the device has
         them, default) or a shifter in logic (no DSP); see :class:`~spikeforge.hdl.Accelerator`.
 
     Raises

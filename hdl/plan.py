@@ -70,23 +70,17 @@ def check_multiplier(multiplier, allow_auto: bool = False) -> str:
     return multiplier
 
 
-def multiplier_dsps(net, folding) -> tuple:
-    """``(dense, other)``: the DSPs the dense lanes use with ``multiplier='dsp'`` (one per lane) and the
-    ones the rest of the design uses either way (a conv core's adders, ``lanes × taps``)."""
-    dense = other = 0
-    for layer in net.layers:
-        if layer.kind == "dense":
-            dense += folding[layer.name]
-        elif layer.kind == "conv2d":
-            other += folding[layer.name] * folding.tap_lanes(layer.name)
-    return dense, other
+def multiplier_dsps(net, folding) -> int:
+    """The DSPs the design's adders use with ``multiplier='dsp'``: one per dense lane and one per conv
+    adder (``lanes × taps``), :meth:`~spikeforge.hdl.folding.Folding.total_adders`; ``logic`` uses none."""
+    return folding.total_adders()
 
 
 def choose_multiplier(net, folding, dsp_budget, choice: str = "auto") -> str:
     """Resolve ``choice`` (``dsp``, ``logic`` or ``auto``) for a device with ``dsp_budget`` DSPs.
 
-    ``auto`` takes ``dsp`` while every multiplier of the design fits the budget (``None``: unknown, no
-    limit), and ``logic`` once the dense lanes would run the DSPs out.
+    ``auto`` takes ``dsp`` while every adder's multiplier fits the budget (``None``: unknown, no
+    limit), and ``logic`` once the lanes would run the DSPs out.
 
     Raises
     ------
@@ -98,8 +92,7 @@ def choose_multiplier(net, folding, dsp_budget, choice: str = "auto") -> str:
         return choice
     if dsp_budget is None:
         return "dsp"
-    dense, other = multiplier_dsps(net, folding)
-    return "dsp" if dense + other <= dsp_budget else "logic"
+    return "dsp" if multiplier_dsps(net, folding) <= dsp_budget else "logic"
 
 
 def encoder_lanes_for(net, folding, spikes_in=None, membrane_banks: int = 2) -> int:
@@ -303,7 +296,7 @@ def plan_network(net, folding: Folding, membrane_banks: int = 2, multiplier: str
                 input_map = InputMap.position_major(previous.out_shape, previous.lanes)
             conv = plan_conv_layer(layer, lanes=lanes, timesteps=T, input_map=input_map,
                                    pool=pool_after(net, index), membrane_banks=banks,
-                                   taps=folding.tap_lanes(layer.name))
+                                   taps=folding.tap_lanes(layer.name), multiplier=multiplier)
             layers.append(conv)
             group, group_chunks = conv.lanes, conv.out_chunks
             continue

@@ -53,7 +53,7 @@ class Accelerator(wiring.Component):
         fires sample n) or 1 (compact: less memory and routing, the sweep follows the accumulate
         phase). Automatic folding balances for it.
     multiplier : str
-        How dense lanes scale a weight by ``2^(T-1-t)``: ``"dsp"`` (default; a multiplier per lane, a
+        How lanes (dense lanes and conv adders) scale a weight by ``2^(T-1-t)``: ``"dsp"`` (default; a multiplier per lane, a
         DSP where the device has them) or ``"logic"`` (a shifter in LUTs, no DSP); see
         :func:`~spikeforge.hdl.plan.choose_multiplier` for the automatic choice from a DSP budget.
 

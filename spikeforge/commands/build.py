@@ -19,8 +19,9 @@ def add_arguments(parser):
                         help="icebreaker, ulx3s-85f, or any amaranth-boards platform class name")
     parser.add_argument("-o", "--output", type=Path, required=True,
                         help="output directory (bitstream, report.json, build/)")
-    parser.add_argument("--baud", type=int, help="UART baud rate (default: the board's, e.g. 1000000 on "
-                                                 "icebreaker and ulx3s-85f, else 115200)")
+    parser.add_argument("--baud", type=int, help="UART baud rate (default: the fastest the board's USB bridge carries "
+                                                 "at the design's clock, e.g. 3000000 on icebreaker at 12 MHz and on "
+                                                 "ulx3s-85f from 46 MHz, else 115200)")
     parser.add_argument("--lanes", metavar="NAME=N,...",
                         help="lanes per layer, NAME=LxT for a conv with T tap lanes (conv2=32x3) (default: 1 each "
                              "on iCE40, automatic elsewhere)")
@@ -36,7 +37,11 @@ def add_arguments(parser):
                              "the fire sweep follows the accumulate phase) (default: 2, falling back to 1 when 2 do "
                              "not fit)")
     parser.add_argument("--multiplier", default="auto", choices=("dsp", "logic", "auto"),
-                        help="how dense lanes scale a weight by 2^(T-1-t): dsp (a multiplier per lane, a DSP where the device has them), logic (a shifter in LUTs, no DSP) or auto (logic once the device's DSPs run out; the default)")
+                        help="how lanes (dense lanes and conv adders) scale a weight by 2^(T-1-t): dsp (a multiplier per adder, a DSP where the device has them), logic (a shifter in LUTs, no DSP) or auto (logic once the device's DSPs run out; the default)")
+    parser.add_argument("--batch-depth", type=int, metavar="N",
+                        help="samples the on-chip batch buffer holds, for `spikeforge run --batch` (default: as many as "
+                             "the block RAM the accelerator leaves holds, at most 64; 0: no batch buffer); a depth "
+                             "that does not fit is refused")
     parser.add_argument("--seed", type=int, default=1, help="placement seed and placeholder seed (default 1)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
 
@@ -55,7 +60,8 @@ def run(args) -> int:
     config = FlowConfig(network_dir=str(args.network), board=args.board, board_dir=str(args.output),
                         baud=args.baud, lanes=args.lanes or None,
                         lanes_budget=args.lanes_budget, scores=not args.no_scores, patchable=not args.no_patchable,
-                        build_seed=args.seed, multiplier=args.multiplier, membrane_banks=args.membrane_banks, build_clock_mhz=args.clock)
+                        build_seed=args.seed, multiplier=args.multiplier, membrane_banks=args.membrane_banks, build_clock_mhz=args.clock,
+                        batch_depth=args.batch_depth)
     report = run_step("build", FlowState(), config)
     if args.json:
         print(json.dumps(report.to_json(), indent=2))

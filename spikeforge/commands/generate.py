@@ -26,7 +26,7 @@ def add_arguments(parser):
                         help="membrane banks per layer: 2 (ping-pong, default: accumulate sample n+1 while firing "
                              "sample n) or 1 (compact: less memory, the fire sweep follows the accumulate phase)")
     parser.add_argument("--multiplier", default="auto", choices=("dsp", "logic", "auto"),
-                        help="how dense lanes scale a weight by 2^(T-1-t): dsp (a multiplier per lane, a DSP where the device has them), logic (a shifter in LUTs, no DSP) or auto (dsp; the default)")
+                        help="how lanes (dense lanes and conv adders) scale a weight by 2^(T-1-t): dsp (a multiplier per adder, a DSP where the device has them), logic (a shifter in LUTs, no DSP) or auto (dsp; the default)")
     parser.add_argument("--axis", action="store_true",
                         help="an AXI4-Stream top for a Vivado/Quartus block design: aclk, aresetn (active low), "
                              "s_axis_tdata[7:0]/tvalid/tready/tlast in, m_axis_tdata/tvalid/tready/tlast out "

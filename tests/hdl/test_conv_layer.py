@@ -7,6 +7,7 @@ layers with stride 2, padding 0/1, non-square kernels, with and without pools, o
 banks; a planted bank-selection bug caught; the walk against a brute-force enumeration."""
 
 import random
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -18,6 +19,8 @@ from amaranth.sim import Simulator
 from spikeforge.testing.hdl_harness import as_event, codes_from_events, event_sequence, put_stream, take_stream
 from spikeforge.hdl.conv_layer import ConvILIF
 from spikeforge.hdl.conv_plan import InputMap, conv_layer_schedule, event_index_to_chw, plan_conv_layer
+from spikeforge.hdl.folding import Folding
+from spikeforge.hdl.plan import choose_multiplier, multiplier_dsps
 from spikeforge.ir import golden
 from spikeforge.ir.errors import InputError
 from spikeforge.ir.network import MaxPool2dLayer
@@ -432,3 +435,42 @@ def _walk(plan, y, x):
             m_pos += chunks
             group += 1
     return out
+
+
+@pytest.mark.slow       # 3-7 s a case
+@pytest.mark.parametrize("case", [CASES[1], CASES[4], TAP_CASES[0], TAP_CASES[3]])
+def test_logic_multiplier_is_exact_and_multiplies_nothing(case):
+    """``multiplier='logic'``: the adders shift the weight by T-1-t instead of multiplying by a one-hot factor
+    (no DSP): the same codes, bit for bit, and no multiply left in the Verilog."""
+    if case in CASES:
+        shape, conv, pool, lanes, timesteps, group, axis, banks, gap, stall, _uniform = case
+        taps = 1
+    else:
+        shape, conv, pool, lanes, taps, timesteps, group, axis, banks, gap, stall = case
+    plan, *_ = _run_case(90 + taps, shape, conv, pool, lanes, timesteps, group=group, axis=axis, banks=banks,
+                         gap=gap, stall=stall, taps=taps, density=0.7,
+                         plan_hook=lambda p: replace(p, multiplier="logic"))
+    assert _signal_multiplies(verilog.convert(ConvILIF(plan), name="conv_logic")) == 0
+    dsp = verilog.convert(ConvILIF(replace(plan, multiplier="dsp")), name="conv_dsp")
+    assert _signal_multiplies(dsp) == plan.lanes * plan.taps       # one multiplier an adder
+
+
+def _signal_multiplies(text: str) -> int:
+    """Multiplies in Amaranth's Verilog whose right operand is not a constant (address arithmetic
+    multiplies by constants, which synthesis turns into shifts and adds)."""
+    total = len(re.findall(r" \* ", text))
+    constant = len(re.findall(r" \* (?:\(\*[^)]*\*\) )?\d+'[hbd]", text))
+    return total - constant
+
+
+def test_the_automatic_multiplier_counts_the_conv_adders():
+    net = random_conv_network(5, input_shape=(1, 8, 8), stack=[("conv", 8, 3, 1, 1), ("pool", 2, 2), ("dense", 10)],
+                              timesteps=4)
+    conv, _pool, hidden, output = net.layers
+    folding = Folding.for_network(net, {conv.name: "4x3", hidden.name: 2, output.name: 1})
+    assert multiplier_dsps(net, folding) == 4 * 3 + 2 + 1
+    assert choose_multiplier(net, folding, 15) == "dsp"
+    assert choose_multiplier(net, folding, 14) == "logic"      # the conv adders run the DSPs out
+    with pytest.raises(InputError, match="multiplier 'lut' is not supported; accepted: dsp, logic"):
+        plan_conv_layer(net.layers[0], lanes=4, timesteps=4, input_map=InputMap.chw((1, 8, 8), 1),
+                        multiplier="lut")
