@@ -53,7 +53,7 @@ from .placeholders import PATCHABLE_MIN_DEPTH, icebram_replace, placeholder_plan
 from .platforms import BoardError, board_info
 from .pll import PLL_FAMILIES, PLLError, PLLSettings, output_range, pll_for
 from .tools import ToolError, nextpnr_device_args, run_tool, tool_env
-from .serial import batch_memories, default_batch_depth, result_layout_of
+from .serial import batch_memories, link_fifo_memories, default_batch_depth, result_layout_of
 from .top import BoardTop, SerialAccelerator, count_leds, link_config_for
 from .uart import BaudError, baud_divisor, board_baud
 
@@ -331,6 +331,8 @@ def choose_batch_depth(estimate: dict, requested, in_features: int, result_bits:
 
     ``requested`` None: as many samples as the block RAMs the accelerator leaves free hold
     (:func:`~.serial.default_batch_depth`: at most 64, none below 2); an integer: that many (0: none).
+    What is free is counted with every memory of the accelerator and of the link in block RAM (its most,
+    not the estimate's lower bound): a batch buffer never pushes a design that fits out of the device.
 
     Raises
     ------
@@ -342,7 +344,9 @@ def choose_batch_depth(estimate: dict, requested, in_features: int, result_bits:
     """
     check_batch_depth(requested)
     family = estimate["family"]
-    free = estimate["block_rams"] - estimate["block_rams_needed"]
+    taken = sum(m["block_rams_at_best"] for memories in estimate["layers"].values() for m in memories.values()) \
+        + sum(ebrs_for(width, words, family) for width, words in link_fifo_memories().values())
+    free = estimate["block_rams"] - taken
 
     def cost(depth):
         return sum(_batch_block_rams(in_features, result_bits, depth, family).values())
@@ -355,7 +359,8 @@ def choose_batch_depth(estimate: dict, requested, in_features: int, result_bits:
         raise FitError(f"--batch-depth {requested} does not fit {board}: {requested} samples of {in_features} bytes "
                        f"and their {result_bits}-bit results need {cost(requested)} block RAMs "
                        f"({', '.join(f'{memory_what(k)} {v}' for k, v in _batch_block_rams(in_features, result_bits, requested, family).items())}), "
-                       f"the accelerator leaves {max(0, free)} of {estimate['block_rams']} free; accepted: "
+                       f"the accelerator and the link's FIFOs leave {max(0, free)} of {estimate['block_rams']} free (all their "
+                       f"memories in block RAM); accepted: "
                        + (f"0..{largest}" if largest else "0 only") + " (0: no batch buffer)")
     else:
         depth = requested

@@ -26,8 +26,7 @@ from .uart import UARTReceiver, UARTTransmitter, baud_divisor
 from spikeforge.ir.errors import InputError
 
 __all__ = ["result_layout_of", "pixel_layout_of", "link_config_for", "SerialAccelerator", "DEFAULT_TIMEOUT_S",
-           "batch_memory_bits",
-           "default_batch_depth", "MAX_DEFAULT_BATCH_DEPTH"]
+           "batch_memories", "link_fifo_memories", "default_batch_depth", "MAX_DEFAULT_BATCH_DEPTH"]
 
 DEFAULT_TIMEOUT_S = 0.05
 
@@ -61,20 +60,30 @@ def link_config_for(accelerator, *, in_features: int, timesteps: int, clk_freq: 
                       representatives=representatives if code_bits else ())
 
 
-def batch_memory_bits(config: LinkConfig, result_bits: int) -> dict:
-    """Bits of block RAM the batch mode takes: the sample buffer and the result buffer."""
-    return {"samples": 8 * config.in_features * config.batch_depth,
-            "results": result_bits * config.batch_depth}
+def batch_memories(in_features: int, result_bits: int, depth: int) -> dict:
+    """The memories a batch buffer of ``depth`` samples adds to a board, ``name -> (width, words)``: the
+    sample buffer (:class:`~.batch.BatchBuffer`, one byte a pixel) and the result FIFO that holds a batch's
+    results while the link sends them (a ``SyncFIFOBuffered`` of ``depth``: ``depth - 1`` words in memory,
+    one in its output register). Empty for ``depth`` 0."""
+    if not depth:
+        return {}
+    return {"batch": (8, depth * in_features), "results": (result_bits, max(2, depth) - 1)}
+
+
+def link_fifo_memories(rx_fifo_depth: int = 16, tag_fifo_depth: int = 4) -> dict:
+    """The memories of the link's own FIFOs (:class:`SerialAccelerator`'s defaults), ``name -> (width, words)``:
+    received bytes and answer tags (a ``SyncFIFOBuffered`` keeps one word in its output register)."""
+    return {"rx_fifo": (8, rx_fifo_depth - 1), "tag_fifo": (TagLayout.size, tag_fifo_depth - 1)}
 
 
 #: The largest batch buffer a build picks by itself (a batch of 64 already hides the link's latency).
 MAX_DEFAULT_BATCH_DEPTH = 64
 
 
-def default_batch_depth(in_features: int, result_bits: int, spare_bits: int) -> int:
-    """The batch buffer a board build gets: as many samples (and their results) as ``spare_bits`` of
-    block RAM hold, at most :data:`MAX_DEFAULT_BATCH_DEPTH`; 0 (no batch mode) below 2 samples."""
-    depth = min(MAX_DEFAULT_BATCH_DEPTH, max(0, spare_bits) // (8 * in_features + result_bits))
+def default_batch_depth(largest: int) -> int:
+    """The batch buffer a board build gets by itself when at most ``largest`` samples fit its spare block
+    RAM: that many, at most :data:`MAX_DEFAULT_BATCH_DEPTH`; 0 (no batch mode) below 2 samples."""
+    depth = min(MAX_DEFAULT_BATCH_DEPTH, max(0, largest))
     return depth if depth >= 2 else 0
 
 

@@ -2,9 +2,11 @@
 """Bitstreams through amaranth-boards + YoWASP (marked ``synth``), board lookup, patch-weights."""
 
 import json
+import re
 
 import numpy as np
 import pytest
+from amaranth.lib import data
 
 from spikeforge.boards.build import BuildOptions, FitError, build, check_estimate, estimate_resources
 from spikeforge.boards.patch import PatchError, check_patchable
@@ -164,6 +166,9 @@ def test_ulx3s_85f_digits_bitstream(tmp_path, monkeypatch):
     assert report["pll"]["primitive"] == "EHXPLLL" and report["clock_search"]["mode"] == "forced"
     assert len(report["clock_search"]["tries"]) == 1
     assert report["samples_per_second"]["accelerator"] > 1000
+    # The spare block RAM holds the default batch buffer (64 samples); the estimate counts it.
+    assert report["batch_depth"] == report["link"]["batch_depth"] == 64
+    assert report["estimate"]["layers"]["link"]["batch"]["block_rams_counted"] > 0
 
 
 def test_build_command_refuses_a_clock_before_any_work(tmp_path, capsys):
@@ -177,6 +182,53 @@ def test_build_command_refuses_a_clock_before_any_work(tmp_path, capsys):
     assert "--clock 300 MHz on ICEBreakerPlatform: SB_PLL40_PAD: 300 MHz cannot be made from 12 MHz; achievable: " \
         "16.12-270 MHz" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+class _Elaborating(Exception):
+    """Raised where the board's top is made: the test below stops before any tool runs."""
+
+
+def test_a_built_board_gets_a_batch_buffer_and_its_bridges_baud(monkeypatch):
+    """Without --batch-depth the board's top has a batch buffer sized to the spare block RAM (at most 64), counted
+    in the estimate; the baud rate is the bridge's for the real clock everywhere (3 Mbaud from 50 MHz)."""
+    from spikeforge.boards import build as build_module
+    from spikeforge.boards.build import choose_batch_depth
+    from spikeforge.boards.serial import result_layout_of
+    from spikeforge.hdl import Accelerator
+    made = []
+
+    class Recording(build_module.SerialAccelerator):
+        def __init__(self, accelerator, config, **kwargs):
+            made.append(config)
+            raise _Elaborating
+    monkeypatch.setattr(build_module, "SerialAccelerator", Recording)
+    net = random_network(1, sizes=SIZES, timesteps=4)
+    with pytest.raises(_Elaborating):
+        build(net, "ulx3s-85f", "unused", options=BuildOptions(clock_mhz=50), log=lambda *_: None)
+    config, = made
+    assert (config.batch_depth, config.baud, config.clk_freq) == (64, 3_000_000, 50_000_000)
+    # The estimate counts the buffer's block RAMs (64 x 16 bytes; 64 results) on top of the accelerator's.
+    accelerator = Accelerator(net, None)
+    estimate = estimate_resources(accelerator.plan, board_info("ulx3s-85f").device)
+    before = estimate["block_rams_needed"]
+    result_bits = data.Layout.cast(result_layout_of(accelerator)).size
+    assert choose_batch_depth(estimate, None, 16, result_bits, "ulx3s-85f") == 64
+    link = estimate["layers"]["link"]
+    assert (link["batch"]["depth"], link["results"]["depth"]) == (64 * 16, 63)
+    assert estimate["block_rams_needed"] == before + link["batch"]["block_rams_counted"] \
+        + link["results"]["block_rams_counted"] > before
+
+
+def test_build_refuses_a_batch_depth_that_does_not_fit_or_is_no_count(tmp_path, capsys):
+    net_dir = random_network(1, sizes=SIZES, timesteps=4).save(tmp_path / "net")
+    out = tmp_path / "out"
+    assert main(["build", str(net_dir), "--board", "icebreaker", "-o", str(out), "--batch-depth", "300"]) == 2
+    assert "--batch-depth 300 is not accepted: give an integer in 0..255" in capsys.readouterr().err
+    assert main(["build", str(net_dir), "--board", "icebreaker", "-o", str(out), "--batch-depth", "200",
+                 "--membrane-banks", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "--batch-depth 200 does not fit ICEBreakerPlatform: 200 samples of 16 bytes" in err
+    assert re.search(r"accepted: 0\.\.\d+ \(0: no batch buffer\)", err) and not out.exists()
 
 
 # -- tools: nextpnr part arguments, each family's own tools -----------------------------------------
