@@ -21,13 +21,12 @@ and its readout to finish ``n-1`` (the output layer: and its result register to 
 more cycle). The accumulate of ``n`` starts once its membrane bank is free — with two (ping-pong)
 banks, the default, at the hand-over of ``n-1`` (``B_l(n) = h_l(n-1)``); with one bank
 (``membrane_banks=1``) only after the readout of ``n-1`` (``B_l(n) = e_l(n-1)``) — and the producer's
-first beat is through (4 = its pipeline and the buffered FIFO; 5 for the encoder, whose beats pass one
-more stage); it cannot end before the producer's
-last beat arrives::
+first beat is through (5 = the producer's three stages and the buffered FIFO; 4 after a conv core,
+whose fire sweep offers one stage earlier); it cannot end before the producer's last beat arrives::
 
     h_0(n)   = max(h_0(n-1) + in + 1, e_0(n-1))                      h_0(-1) = 0, e(-1) = 0
-    s_l(n)   = max(B_l(n), h_{l-1}(n) + 4 [+ 1 after the encoder])
-    a_l(n)   = max(s_l(n) + S_l(n)·C_l, e_{l-1}(n) + 1 [+ 1 after the encoder]) + 4
+    s_l(n)   = max(B_l(n), h_{l-1}(n) + 5 [- 1 after a conv core])
+    a_l(n)   = max(s_l(n) + S_l(n)·C_l, e_{l-1}(n) + 2 [- 1 after a conv core]) + 4
     h_l(n)   = max(a_l(n), e_l(n-1) [+ 1 for the output layer])
     e_l(n)   = h_l(n) + R_l                    R = T·Ce+2 (encoder), T·C_l+2 (hidden), C_L+2 (output)
     e_{l-1}(n) = max(e_{l-1}(n), s_l(n) + (beats - D)·c̄)  when the producer's beats for n exceed the FIFO depth D
@@ -51,9 +50,8 @@ written (one position per cycle; from the hand-over: :data:`ENCODER_OFFER` for t
 a beat), moved to the FIFO's output register at ``ir_g = max(w_g + 1, r_{g-1})``, taken by the consumer
 at ``r_g = max(ir_g + 1, ready)`` and keeps it ``k × C_l`` cycles. The consumer's hand-over is
 ``max(r_last + 1, last word + 4, its readout of n-1 done [+1 for the output layer])``; the first beat of
-a sample waits for a free bank (two banks: the hand-over of ``n-1``; one: its readout's end); a fire
-sweep's readout ends one cycle after its final beat is written, the encoder's once the final beat is in
-its offer stage. This is the RTL's schedule cycle for cycle: every result beat of the tests' random
+a sample waits for a free bank (two banks: the hand-over of ``n-1``; one: its readout's end); a
+producer's sweep (fire or encoder) ends once its final position is in the stage that offers it. This is the RTL's schedule cycle for cycle: every result beat of the tests' random
 networks and of the Fashion-MNIST MLP in Verilator lands on its predicted cycle (0 cycles off, 1 and 2
 banks, FIFOs filling). It costs a Python loop over the beats (about 1-2 s per 1,000 Fashion-MNIST samples).
 
@@ -95,14 +93,16 @@ from spikeforge.ir.errors import InputError
 
 __all__ = ["CyclePrediction", "predict", "spike_counts_per_layer", "sweep_beats", "FIFO_LATENCY"]
 
-#: Cycles from a producer's hand-over to its first beat being taken by the consumer (a fire sweep:
-#: issue, data on the port and offered, then two through the buffered FIFO).
-FIFO_LATENCY = 4
-#: Cycles from a hand-over to the sweep's first position being offered on the stream: a fire or score
-#: sweep offers from its stage 2 (issue, data on the port), the encoder from its stage 3 (issue, bit
-#: select into a register, offer).
-FIRE_OFFER = 2
+#: Cycles from a producer's hand-over to its first beat being taken by the consumer (a dense fire sweep
+#: or the encoder: issue, data on the port, the event registered and offered, then two through the
+#: buffered FIFO); a conv core's fire sweep offers one stage earlier (:data:`CONV_FIRE_OFFER`).
+FIFO_LATENCY = 5
+#: Cycles from a hand-over to the sweep's first position being offered on the stream: a dense fire sweep
+#: offers from its stage 3 (issue, data on the port and compared, the event registered), the encoder
+#: from its stage 3 (issue, bit select into a register, offer), a conv core's fire sweep one earlier.
+FIRE_OFFER = 3
 ENCODER_OFFER = 3
+CONV_FIRE_OFFER = 2
 #: Cycles from a beat written into a (buffered) FIFO to the consumer taking it, the FIFO empty.
 FIFO_THROUGH = 2
 #: Cycles from the output layer's bank being free to its next readout (the result register).
@@ -388,18 +388,18 @@ def predict(net, folding=None, spike_counts_or_samples=None, *, fifo_depth: int 
                 # The first beat waits for a free bank: two banks, the hand-over of n-1; one, its readout.
                 o, w, r, issue_end, _ = links[l].sample(h_new[j - 1] + offer[l] - 1, positions, spikes, chunks[l],
                                                         h[j] if banks == 2 else e[j])
-                # The producer's sweep is idle once its final beat is written (the encoder: once it is in
-                # the stage that offers it).
-                e_new[j - 1] = o if l == 0 else w + 1
+                # The producer's sweep is idle once its final position is in the stage that offers it.
+                e_new[j - 1] = o
                 h_new[j] = max(r + 1, issue_end + drain[l], e[j] + (RESULT_RELEASE if j == L else 0))
             else:                           # per sample, from counts
                 work = work_all[n, l]
                 acc_time[n, l] = work + decode[l] + drain[l]
                 # Two banks: the hand-over of n-1 frees the other bank at once; one bank: the readout of
                 # n-1 must be done.
-                extra = ENCODER_OFFER - FIRE_OFFER if l == 0 else 0      # the encoder's beats: one stage more
+                # A conv core's fire sweep offers its beats one stage earlier than the encoder and dense ones.
+                extra = CONV_FIRE_OFFER - FIRE_OFFER if isinstance(layer_plans[l - 1], ConvLayerPlan) and l else 0
                 start = max(h[j] if banks == 2 else e[j], h_new[j - 1] + FIFO_LATENCY + extra)
-                a = max(start + decode[l] + work, e_new[j - 1] + 1 + extra + decode[l]) + drain[l]
+                a = max(start + decode[l] + work, e_new[j - 1] + 2 + extra + decode[l]) + drain[l]
                 count = _beats(None if steps is None else steps[l][n], S[n, l], T, producer_chunks[l])
                 if count > fifo_depth:
                     # The producer's sweep stalls on the full FIFO until the consumer has D beats left.

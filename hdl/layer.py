@@ -49,12 +49,19 @@ Fire (:class:`DenseILIF`)
     A :class:`~spikeforge.hdl.sweep.SweepSequencer` visits step ``t = 0..T-1``, chunk ``0..chunks-1``:
     with ``level = θ · 2^(T-1-t)``, ``d = V - level`` is computed once per lane, ``spike = d >= 0``,
     ``V ← spike ? d : V`` (soft reset; restoring division), and on the last step the word is written
-    back as ``b + v0``. When the layer's θ are all equal (the converter's default) ``level`` is one
-    register shared by all lanes (no threshold ROM, no shifter); otherwise θ comes from the threshold
-    ROM and each lane shifts its own. A chunk with any spike (and the final chunk, with ``last``)
-    becomes one event carrying the whole lane mask; the consumer walks the bits. The sweep takes
-    ``T × chunks`` cycles plus stalls from ``spikes.ready`` (the FIFO's registered ready: the sweep
-    stalls on it even for a beat it would not send, which keeps the bank data off the ready path).
+    back as ``b + v0``. When the layer's θ are all equal (the converter's default) ``level`` is a
+    register (no threshold ROM, no shifter), one copy per :data:`LANES_PER_LEVEL` lanes (at most
+    :data:`LEVEL_COPIES`) so no copy drives more than a few lanes' subtractors; otherwise θ comes from
+    the threshold ROM and each lane shifts its own. A chunk with any spike (and the final chunk, with
+    ``last``) becomes one event carrying the whole lane mask; the consumer walks the bits. The event is
+    registered in a third stage before it is offered (the mask, an OR per group of
+    :data:`LANES_PER_LEVEL` lanes, chunk, step, last), so neither the compare nor the mask's OR tree is
+    on the FIFO's write path. Stage 3 takes stage 2's result whenever ``spikes.ready`` is high (it then
+    hands its own beat, if any, to the FIFO), so the pipeline moves one position per ready cycle. The
+    sweep takes ``T × chunks`` cycles plus stalls from ``spikes.ready`` (the FIFO's registered ready:
+    the sweep stalls on it even for a beat it would not send, which keeps the bank data off the ready
+    path); the first position is offered three cycles after the hand-over, and the bank is free (the
+    sweep idle) once the final position is in stage 3.
 
 Score (:class:`OutputLayer`)
     One sweep over the chunks: scores into the result register; each chunk's winner (a balanced tree
@@ -76,7 +83,16 @@ from .plan import LayerPlan
 from .sweep import SweepSequencer
 from spikeforge.ir.errors import InputError
 
-__all__ = ["DenseILIF", "OutputLayer", "MembranePort"]
+__all__ = ["DenseILIF", "OutputLayer", "MembranePort", "LANES_PER_LEVEL", "LEVEL_COPIES"]
+
+#: Lanes per copy of a uniform-threshold layer's ``level`` register, and per registered OR of the spike
+#: mask (a 64-lane layer's one shared level was its Fmax-limiting net: fanout 64 subtractors).
+LANES_PER_LEVEL = 16
+#: At most this many copies. yosys merges registers with equal next-state logic and equal initial value
+#: (``opt_merge``; a ``keep`` attribute on the signal does not stop it), so the copies differ in their
+#: initial value (all zeros / all ones) and in whether the reset reaches them: four kinds. Neither
+#: matters: ``level`` is loaded whenever a position is issued, before stage 2 uses it.
+LEVEL_COPIES = 4
 
 
 def _sign_extend(value, width: int):
@@ -334,13 +350,19 @@ class DenseILIF(_AccumulatingLayer):
         if p.uniform_threshold is not None:
             # One level for all lanes, registered with stage 2's step: θ · 2^(T-1-t).
             theta = p.uniform_threshold
-            level = Signal(range((theta << (timesteps - 1)) + 1))
-            with m.If(sweep.issue):
-                with m.Switch(sweep.step):
-                    for t in range(timesteps):
-                        with m.Case(t):
-                            m.d.sync += level.eq(theta << (timesteps - 1 - t))
-            levels = [level] * lanes
+            level_bits = (theta << (timesteps - 1)).bit_length()
+            copies = min(LEVEL_COPIES, -(-lanes // LANES_PER_LEVEL))
+            copy_levels = []
+            for index in range(copies):
+                level = Signal(unsigned(level_bits), name=f"level{index}" if copies > 1 else "level",
+                               init=(1 << level_bits) - 1 if index & 1 else 0, reset_less=bool(index & 2))
+                with m.If(sweep.issue):
+                    with m.Switch(sweep.step):
+                        for t in range(timesteps):
+                            with m.Case(t):
+                                m.d.sync += level.eq(theta << (timesteps - 1 - t))
+                copy_levels.append(level)
+            levels = [copy_levels[k * copies // lanes] for k in range(lanes)]
         else:
             m.submodules.thresholds = thresholds = Memory(shape=unsigned(lanes * p.threshold_bits),
                                                           depth=max(2, p.chunks), init=p.threshold_words)
@@ -361,15 +383,19 @@ class DenseILIF(_AccumulatingLayer):
             fired.append(spike)
             after = Mux(spike, difference, potential[k])
             updated.append(Mux(write_bias, bias[k], after)[:p.membrane_bits])
-        mask, emit = Signal(lanes), Signal()
+        # Stage 3: the event, registered before it is offered; it moves with the sweep (on ready).
+        groups = [Cat(fired[k:k + LANES_PER_LEVEL]).any() for k in range(0, lanes, LANES_PER_LEVEL)]
+        s3_valid, s3_any, s3_final = Signal(), Signal(len(groups)), Signal()
+        with m.If(sweep.advance):
+            m.d.sync += [
+                s3_valid.eq(sweep.s2_valid), s3_any.eq(Cat(groups)), s3_final.eq(sweep.s2_final),
+                self.spikes.payload.mask.eq(Cat(fired)),
+                self.spikes.payload.chunk.eq(sweep.s2_chunk),
+                self.spikes.payload.step.eq(sweep.s2_step),
+                self.spikes.payload.last.eq(sweep.s2_final),
+            ]
         m.d.comb += [
-            mask.eq(Cat(fired)),
-            emit.eq((mask != 0) | sweep.s2_final),
-            self.spikes.valid.eq(sweep.s2_valid & emit),
-            self.spikes.payload.mask.eq(mask),
-            self.spikes.payload.chunk.eq(sweep.s2_chunk),
-            self.spikes.payload.step.eq(sweep.s2_step),
-            self.spikes.payload.last.eq(sweep.s2_final),
+            self.spikes.valid.eq(s3_valid & (s3_any.any() | s3_final)),
             sweep.advance.eq(self.spikes.ready),
             bank.wr_en.eq(sweep.s2_valid & sweep.advance),
             bank.wr_addr.eq(sweep.s2_chunk),
