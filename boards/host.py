@@ -19,8 +19,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .link import (Counters, LinkConfig, LinkError, Result, SlipStreamDecoder, Status, batch_frame, counters_request,
-                   info_request, pack_codes, packed_sample_frame, parse_frame, sample_frame)
+from .link import (LAYER_COUNTER_NAMES, Counters, LayerCounters, LinkConfig, LinkError, Result, SlipStreamDecoder, Status, batch_frame,
+                   counters_request, info_request, pack_codes, packed_sample_frame, parse_frame, sample_frame)
 from spikeforge.ir.errors import InputError
 
 __all__ = ["BoardClient", "RunStats", "CANDIDATE_BAUDS", "BOARD_BUILD_FORMAT", "SIMULATED_BOARD_FORMAT",
@@ -117,6 +117,16 @@ class RunStats:
         """Samples/s measured by the board: its clock over :attr:`board_cycles_per_sample`."""
         cycles = self.board_cycles_per_sample
         return self.clk_freq / cycles if cycles and self.clk_freq else None
+
+    @property
+    def board_layers(self) -> list:
+        """Per counted layer, its :class:`~.link.LayerCounters` summed over all readings (empty from a board
+        without per-layer counters)."""
+        layers = [c.layers for c in self.counters if c.layers]
+        if not layers:
+            return []
+        return [LayerCounters(*(sum(getattr(reading[i], name) for reading in layers)
+                                for name in LAYER_COUNTER_NAMES)) for i in range(len(layers[0]))]
 
     @property
     def board_latency_cycles(self) -> int | None:

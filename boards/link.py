@@ -50,13 +50,21 @@ Board -> host
     ``batch_depth[2] code_bits lut_top representatives[2**code_bits]`` then the CRC: the batch buffer
     in samples (0: no batch mode), the compact mode's T (0: none), the largest code of the LUT, and
     for each code c <= lut_top the smallest raw byte whose code is >= c (the LUT is monotonic, so the
-    host rebuilds it: ``code(r) = max(c : representatives[c] <= r)``).
+    host rebuilds it: ``code(r) = max(c : representatives[c] <= r)``). A board with per-layer counters
+    adds one more byte before the CRC: ``layers``, how many layers it counts (absent: none; hosts that
+    do not know it read the fixed fields and stop, so it changes nothing for them).
 ``'C' samples[4] first_result[4] last_result[4] busy[4] input_stall[4] output_stall[4] crc``  (version 2)
     Performance counters, all in clock cycles (32 bits, little-endian) since they were last cleared,
     counted from the first pixel the accelerator took after that: results produced; the cycle of the
     first and the last result; cycles with a sample inside the accelerator; cycles a pixel waited for
     the accelerator; cycles a result waited for the link. Cycles per sample in steady state are
-    ``(last_result - first_result) / (samples - 1)``; samples/s ``clk`` over that.
+    ``(last_result - first_result) / (samples - 1)``; samples/s ``clk`` over that. A board that counts
+    ``layers`` layers (its info frame) follows the six with ``busy[4] stalled[4] starved[4]`` per layer, in
+    pipeline order (:data:`LAYER_COUNTER_NAMES`): of the cycles counted as ``busy`` above, each layer's are
+    split into busy (working on a sample: accumulating or firing, or holding a finished one until its last
+    output beat goes), stalled (its output offered and the next stage not taking it) and starved (nothing to
+    do: no input offered, nothing held), so the three add up to ``busy`` for every layer. The first six
+    fields are where they always were.
 
 Recovery
 --------
@@ -83,8 +91,9 @@ from spikeforge.ir.errors import ExternalToolError, InputError
 
 __all__ = [
     "END", "ESC", "ESC_END", "ESC_ESC", "KIND_SAMPLE", "KIND_PACKED", "KIND_BATCH", "KIND_PACKED_BATCH",
-    "KIND_INFO", "KIND_COUNTERS", "KIND_RESULT", "MAGIC", "VERSION", "COUNTER_NAMES",
-    "Status", "TagKind", "crc8", "slip_encode", "SlipStreamDecoder", "LinkConfig", "Result", "Counters", "LinkError",
+    "KIND_INFO", "KIND_COUNTERS", "KIND_RESULT", "MAGIC", "VERSION", "COUNTER_NAMES", "LAYER_COUNTER_NAMES",
+    "Status", "TagKind", "crc8", "slip_encode", "SlipStreamDecoder", "LinkConfig", "Result", "Counters",
+    "LayerCounters", "LinkError", "counter_layout",
     "sample_frame", "packed_sample_frame", "batch_frame", "info_request", "counters_request", "parse_frame",
     "representatives_of", "lut_from_representatives", "pack_codes",
     "LinkByte", "PixelLayout", "FrameByteLayout", "PixelBeatLayout", "TagLayout",
@@ -100,6 +109,10 @@ MAGIC = b"SPKF"
 VERSION = 2
 #: The fields of a counter frame, in order.
 COUNTER_NAMES = ("samples", "first_result", "last_result", "busy", "input_stall", "output_stall")
+#: Each counted layer's fields in a counter frame, after :data:`COUNTER_NAMES`.
+LAYER_COUNTER_NAMES = ("busy", "stalled", "starved")
+#: Layers a board counts at most (a byte in the info frame).
+MAX_COUNTED_LAYERS = 255
 #: The largest T for which the compact mode packs two or more codes a byte.
 MAX_CODE_BITS = 4
 
@@ -239,6 +252,8 @@ class LinkConfig:
         T of the compact mode (0: none; at most :data:`MAX_CODE_BITS`).
     representatives : tuple
         For the compact mode: per code, a raw byte the board feeds the accelerator (see the framing).
+    counted_layers : int
+        Layers whose busy, stalled and starved cycles the board counts (0: the top level's only).
     version : int
         The link version the board speaks.
     """
@@ -253,6 +268,7 @@ class LinkConfig:
     batch_depth: int = 0
     code_bits: int = 0
     representatives: tuple = ()
+    counted_layers: int = 0
     version: int = VERSION
 
     def __post_init__(self):
@@ -269,6 +285,8 @@ class LinkConfig:
         if self.code_bits and not 1 <= len(self.representatives) <= 1 << self.code_bits:
             raise InputError(f"the compact mode needs 1..{1 << self.code_bits} representatives, "
                              f"got {len(self.representatives)}")
+        if not 0 <= self.counted_layers <= MAX_COUNTED_LAYERS:
+            raise InputError(f"counted_layers {self.counted_layers} is not in 0..{MAX_COUNTED_LAYERS}")
 
     @property
     def score_bytes(self) -> int:
@@ -302,6 +320,8 @@ class LinkConfig:
             top = len(self.representatives) - 1 if self.code_bits else 0
             body += struct.pack("<HBB", self.batch_depth, self.code_bits, top)
             body += bytes(self.representatives) if self.code_bits else b""
+            if self.counted_layers:
+                body += bytes([self.counted_layers])
         return body
 
     @classmethod
@@ -318,7 +338,10 @@ class LinkConfig:
                 raise LinkError(f"version 2 info frame of {len(payload)} bytes is too short")
             batch_depth, code_bits, top = struct.unpack("<HBB", payload[21:25])
             representatives = tuple(payload[25:25 + top + 1]) if code_bits else ()
-            extra = {"batch_depth": batch_depth, "code_bits": code_bits, "representatives": representatives}
+            after = 25 + len(representatives)       # then the counted layers, if any, and the CRC
+            counted = payload[after] if len(payload) >= after + 2 else 0
+            extra = {"batch_depth": batch_depth, "code_bits": code_bits, "representatives": representatives,
+                     "counted_layers": counted}
         elif version != 1:
             raise LinkError(f"the board speaks link version {version}; this host speaks 1..{VERSION}")
         return cls(in_features=in_features, classes=classes, score_bits=score_bits, scores=bool(flags & 1),
@@ -335,14 +358,24 @@ class Result:
 
 
 @dataclass(frozen=True)
+class LayerCounters:
+    """One layer's counters in a counter frame (:data:`LAYER_COUNTER_NAMES`): they add up to the frame's ``busy``."""
+    busy: int
+    stalled: int
+    starved: int
+
+
+@dataclass(frozen=True)
 class Counters:
-    """One decoded counter frame (see the framing): cycle counts since the counters were cleared."""
+    """One decoded counter frame (see the framing): cycle counts since the counters were cleared; ``layers``
+    one :class:`LayerCounters` per counted layer, in pipeline order (empty from a board without them)."""
     samples: int
     first_result: int
     last_result: int
     busy: int
     input_stall: int
     output_stall: int
+    layers: tuple = ()
 
     @property
     def cycles_per_sample(self) -> float | None:
@@ -394,9 +427,16 @@ def parse_frame(payload: bytes, config: LinkConfig | None = None):
     if payload[0] == KIND_INFO:
         return LinkConfig.from_info_payload(payload)
     if payload[0] == KIND_COUNTERS:
-        if len(payload) != 2 + 4 * len(COUNTER_NAMES):
-            raise LinkError(f"counter frame has {len(payload)} bytes, expected {2 + 4 * len(COUNTER_NAMES)}")
-        return Counters(*struct.unpack(f"<{len(COUNTER_NAMES)}I", payload[1:-1]))
+        top, per_layer = len(COUNTER_NAMES), len(LAYER_COUNTER_NAMES)
+        words, odd = divmod(len(payload) - 2, 4)
+        layers = (words - top) // per_layer
+        expected = config.counted_layers if config is not None else layers
+        if odd or words < top or (words - top) % per_layer or layers != expected:
+            raise LinkError(f"counter frame has {len(payload)} bytes, expected {2 + 4 * (top + per_layer * expected)}"
+                            + (f" ({expected} counted layers)" if config is not None else ""))
+        values = struct.unpack(f"<{words}I", payload[1:-1])
+        return Counters(*values[:top], layers=tuple(LayerCounters(*values[top + per_layer * i:top + per_layer * (i + 1)])
+                                                    for i in range(layers)))
     if payload[0] != KIND_RESULT:
         raise LinkError(f"unknown frame kind {payload[0]:#04x}")
     if config is None:
@@ -801,8 +841,17 @@ class CodeUnpacker(wiring.Component):
         return m
 
 
-#: The counter values the transmitter sends (:data:`COUNTER_NAMES`, 32 bits each).
-CounterLayout = data.StructLayout({name: 32 for name in COUNTER_NAMES})
+def counter_layout(layers: int = 0) -> data.StructLayout:
+    """The counter values the transmitter sends, 32 bits each: :data:`COUNTER_NAMES`, then (``layers`` > 0)
+    ``layers``, an array of :data:`LAYER_COUNTER_NAMES` per layer."""
+    fields = {name: 32 for name in COUNTER_NAMES}
+    if layers:
+        fields["layers"] = data.ArrayLayout(data.StructLayout({name: 32 for name in LAYER_COUNTER_NAMES}), layers)
+    return data.StructLayout(fields)
+
+
+#: The top level's counter values (:func:`counter_layout` without layers).
+CounterLayout = counter_layout()
 
 
 class LinkTransmitter(wiring.Component):
@@ -819,7 +868,7 @@ class LinkTransmitter(wiring.Component):
     -------
     tags : In(stream.Signature(TagLayout))
     results : In(stream.Signature(result_layout))
-    counters : In(CounterLayout)
+    counters : In(counter_layout(config.counted_layers))
         The performance counters, sent in a counter frame.
     freeze_counters : Out(1)
         High while a counter frame goes out (the counters hold still).
@@ -841,7 +890,7 @@ class LinkTransmitter(wiring.Component):
         super().__init__({
             "tags": In(stream.Signature(TagLayout)),
             "results": In(stream.Signature(self.result_layout)),
-            "counters": In(CounterLayout),
+            "counters": In(counter_layout(config.counted_layers)),
             "freeze_counters": Out(1),
             "clear_counters": Out(1),
             "raw": Out(stream.Signature(LinkByte)),
@@ -869,8 +918,9 @@ class LinkTransmitter(wiring.Component):
         result_bytes = [Const(KIND_RESULT, 8), (tag.seq + done)[:8], tag.status.as_value(), label] + \
             [Mux(with_result, b, 0) for b in scores]
         info_bytes = [Const(b, 8) for b in cfg.info_payload()]
-        counter_bytes = [Const(KIND_COUNTERS, 8)] + [self.counters[name][8 * b:8 * (b + 1)]
-                                                     for name in COUNTER_NAMES for b in range(4)]
+        counter_words = [self.counters[name] for name in COUNTER_NAMES] + [
+            self.counters.layers[i][name] for i in range(cfg.counted_layers) for name in LAYER_COUNTER_NAMES]
+        counter_bytes = [Const(KIND_COUNTERS, 8)] + [word[8 * b:8 * (b + 1)] for word in counter_words for b in range(4)]
         assert len(result_bytes) + 1 == cfg.result_bytes
         frames = {TagKind.SAMPLE: result_bytes, TagKind.INFO: info_bytes, TagKind.COUNTERS: counter_bytes}
 

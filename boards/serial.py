@@ -6,7 +6,8 @@ and what :class:`~.top.BoardTop` puts on a board. Data path::
     rx ─ UARTReceiver ─ FIFO ─ SlipDecoder ─ LinkReceiver ─ CodeUnpacker ─ BatchBuffer ─ pixels ─▶ Accelerator
                                                   │ tags                      │ tags (FIFO)          │ results (FIFO)
     tx ◀ UARTTransmitter ◀ SlipEncoder ◀──── LinkTransmitter ◀────────────────┴──────────────────────┘
-                                                  ▲ counters: PerformanceCounters (the accelerator's handshakes)
+                                                  ▲ counters: PerformanceCounters (the accelerator's handshakes,
+                                                                and each layer's: Accelerator.stage_probes)
 
 LEDs (as many as the board has, in this order): 0 = the last answered sample had an error,
 1 = activity (lit for 1/20 s after each answer), 2.. = the low bits of the last label.
@@ -42,11 +43,14 @@ def pixel_layout_of(accelerator):
 
 
 def link_config_for(accelerator, *, in_features: int, timesteps: int, clk_freq: float, baud: int,
-                    scores: bool = True, batch_depth: int = 0, input_lut=None, compact: bool = True) -> LinkConfig:
+                    scores: bool = True, batch_depth: int = 0, input_lut=None, compact: bool = True,
+                    layer_counters: bool = True) -> LinkConfig:
     """The :class:`LinkConfig` of a board built around ``accelerator``.
 
     The compact mode is offered when ``compact`` and the input LUT (``input_lut``, else the
-    accelerator's ``plan.input_lut``) is monotonic with ``timesteps`` <= 4.
+    accelerator's ``plan.input_lut``) is monotonic with ``timesteps`` <= 4. With ``layer_counters`` an
+    accelerator that shows its layers' handshakes (:meth:`~spikeforge.hdl.top.Accelerator.stage_probes`)
+    gets per-layer counters (``counted_layers``: its plan's layers).
     """
     layout = data.Layout.cast(result_layout_of(accelerator))
     score_array = data.Layout.cast(layout["scores"].shape)
@@ -54,10 +58,11 @@ def link_config_for(accelerator, *, in_features: int, timesteps: int, clk_freq: 
         input_lut = accelerator.plan.input_lut
     representatives = representatives_of(input_lut) if input_lut is not None and compact else None
     code_bits = timesteps if representatives and 1 <= timesteps <= MAX_CODE_BITS else 0
+    counted = len(accelerator.plan.layers) if layer_counters and hasattr(accelerator, "stage_probes") else 0
     return LinkConfig(in_features=in_features, classes=score_array.length,
                       score_bits=score_array.elem_shape.width, scores=scores, timesteps=timesteps,
                       baud=baud, clk_freq=int(round(clk_freq)), batch_depth=batch_depth, code_bits=code_bits,
-                      representatives=representatives if code_bits else ())
+                      representatives=representatives if code_bits else (), counted_layers=counted)
 
 
 def batch_memories(in_features: int, result_bits: int, depth: int) -> dict:
@@ -160,7 +165,12 @@ class SerialAccelerator(wiring.Component):
         m.submodules.tag_fifo = tag_fifo = fifo.SyncFIFOBuffered(width=TagLayout.size, depth=self.tag_fifo_depth)
         m.submodules.transmitter = transmitter = LinkTransmitter(cfg, result_layout_of(accelerator))
         m.submodules.slip_encoder = slip_encoder = SlipEncoder()
-        m.submodules.counters = counters = PerformanceCounters()
+        m.submodules.counters = counters = PerformanceCounters(cfg.counted_layers)
+        if cfg.counted_layers:
+            probes = accelerator.stage_probes()
+            if len(probes) != cfg.counted_layers:
+                raise InputError(f"the link counts {cfg.counted_layers} layers, the accelerator has {len(probes)}")
+            m.d.comb += [counters.stages[i].eq(probe) for i, probe in enumerate(probes)]
 
         m.d.comb += uart_rx.rx.eq(self.rx)
         _connect_fifo_in(m, uart_rx.data, rx_fifo)

@@ -16,8 +16,8 @@ Ports (DESIGN.md §3, fixed): ``pixels`` in, ``results`` out; in Verilog ``clk``
 
 from __future__ import annotations
 
-from amaranth.hdl import Module
-from amaranth.lib import stream, wiring
+from amaranth.hdl import Module, Signal
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .conv_layer import ConvILIF
@@ -30,11 +30,17 @@ from .layouts import pixel_layout, result_layout
 from .plan import check_multiplier, check_supported, plan_network
 from spikeforge.ir.errors import InputError
 
-__all__ = ["Accelerator", "DEFAULT_FIFO_DEPTH"]
+__all__ = ["Accelerator", "DEFAULT_FIFO_DEPTH", "StageProbeLayout"]
 
 #: Events buffered between stages: absorbs the burst of a fire sweep step that the next layer
 #: takes longer to accumulate.
 DEFAULT_FIFO_DEPTH = 16
+
+#: One layer's handshakes, as :meth:`Accelerator.stage_probes` shows them: its input events (from the FIFO in
+#: front of it: ``valid``, ``ready``, ``last`` of the beat offered) and its output (spike events, or the output
+#: layer's results, where every beat is a sample's last).
+StageProbeLayout = data.StructLayout({"in_valid": 1, "in_ready": 1, "in_last": 1,
+                                      "out_valid": 1, "out_ready": 1, "out_last": 1})
 
 
 class Accelerator(wiring.Component):
@@ -95,10 +101,20 @@ class Accelerator(wiring.Component):
             # which the cycle model does not describe.
             raise InputError(f"fifo_depth {fifo_depth!r} is not supported; it must be an integer >= 2")
         self.fifo_depth = fifo_depth
+        self._probes = None
         super().__init__({
             "pixels": In(stream.Signature(pixel_layout())),
             "results": Out(stream.Signature(result_layout(self.plan.classes, self.plan.score_bits))),
         })
+
+    def stage_probes(self) -> list:
+        """One ``Signal(StageProbeLayout)`` per layer (``plan.layers`` order: dense and conv cores, a max pool
+        fused into its conv), driven with that layer's input and output handshakes, for performance counters
+        outside the accelerator (:mod:`spikeforge.boards.counters`). They only watch: nothing inside reads them,
+        and an accelerator whose probes were never asked for elaborates without them."""
+        if self._probes is None:
+            self._probes = [Signal(StageProbeLayout, name=f"{layer.name}_probe") for layer in self.plan.layers]
+        return self._probes
 
     def elaborate(self, platform):
         m = Module()
@@ -107,7 +123,7 @@ class Accelerator(wiring.Component):
                                                       lut=plan.input_lut, lanes=plan.encoder_lanes)
         wiring.connect(m, wiring.flipped(self.pixels), encoder.pixels)
         producer = encoder.events
-        for layer_plan in plan.layers:
+        for index, layer_plan in enumerate(plan.layers):
             fifo = StreamFIFO(producer.payload.shape(), self.fifo_depth)
             m.submodules[f"{layer_plan.name}_fifo"] = fifo
             wiring.connect(m, producer, fifo.w)
@@ -126,4 +142,12 @@ class Accelerator(wiring.Component):
                 m.submodules[layer_plan.name] = core
                 wiring.connect(m, fifo.r, core.events)
                 wiring.connect(m, core.results, wiring.flipped(self.results))
+            if self._probes is not None:
+                spikes = getattr(core, "spikes", None)
+                output = spikes if spikes is not None else core.results
+                last = spikes.payload.last if spikes is not None else 1     # one result beat per sample
+                probe = self._probes[index]
+                m.d.comb += [probe.in_valid.eq(fifo.r.valid), probe.in_ready.eq(fifo.r.ready),
+                             probe.in_last.eq(fifo.r.payload.last), probe.out_valid.eq(output.valid),
+                             probe.out_ready.eq(output.ready), probe.out_last.eq(last)]
         return m

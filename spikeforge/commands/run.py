@@ -114,6 +114,16 @@ def run(args) -> int:
               f"{sum(c.input_stall for c in counters)}, output stall {sum(c.output_stall for c in counters)} cycles)")
     elif cfg.version < 2:
         print("the board has no performance counters (link version 1): samples/s measured at the host only")
+    layers = layer_rows(stats, net if args.network is not None else None)
+    if layers:
+        print("per layer, board cycles per sample (busy + stalled + starved = the busy cycles above):")
+        table = [["layer", "busy", "stalled", "starved", "busy %"]] + [
+            [row["name"], f"{row['busy_per_sample']:,.1f}", f"{row['stalled_per_sample']:,.1f}",
+             f"{row['starved_per_sample']:,.1f}", f"{100 * row['busy_share']:.1f}"] for row in layers]
+        widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
+        for line in table:
+            print("  " + "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
+                                   for i, (cell, w) in enumerate(zip(line, widths))))
     if stats.answer_timeout is not None:
         print(f"the board answered slower than --timeout {args.timeout:g} s: waited up to {stats.answer_timeout:g} s "
               f"for an answer")
@@ -131,7 +141,28 @@ def run(args) -> int:
             "samples_per_second": stats.samples_per_second, "resent": stats.resent, "errors": stats.errors,
             "board_samples_per_second": board_rate, "board_cycles_per_sample": stats.board_cycles_per_sample,
             "board_counters": [dataclasses.asdict(c) for c in stats.counters], "bytes_sent": stats.bytes_sent,
+            "board_layers": layers,
             "batch": args.batch, "compact": args.compact, "baud": cfg.baud, "clock_hz": cfg.clk_freq,
             "board_identified": identified if args.network is not None else None,
         }))
     return status
+
+
+def layer_rows(stats: RunStats, net=None) -> list:
+    """The board's per-layer counters (summed over its readings) as rows: name (the network's layer names when
+    ``net`` has as many folded layers as the board counts, else ``layer N``), the cycles, the cycles per sample
+    and the busy share of the top-level busy cycles."""
+    layers = stats.board_layers
+    if not layers:
+        return []
+    names = [layer.name for layer in net.layers if layer.kind != "maxpool2d"] if net is not None else []
+    if len(names) != len(layers):
+        names = [f"layer {i}" for i in range(len(layers))]
+    samples = max(1, sum(c.samples for c in stats.counters))
+    rows = []
+    for name, counted in zip(names, layers):
+        total = counted.busy + counted.stalled + counted.starved
+        rows.append({"name": name, **dataclasses.asdict(counted),
+                     **{f"{key}_per_sample": value / samples for key, value in dataclasses.asdict(counted).items()},
+                     "busy_share": counted.busy / total if total else 0.0})
+    return rows

@@ -15,6 +15,7 @@ from amaranth.sim import Simulator
 from spikeforge.boards.host import BoardClient, RunStats
 from spikeforge.boards.serial import SerialAccelerator, link_config_for
 from spikeforge.hdl import Accelerator
+from spikeforge.hdl.cycle_model import ACCUMULATE_DRAIN, predict
 from spikeforge.ir import golden
 from spikeforge.ir.random_network import random_network
 
@@ -115,6 +116,15 @@ def test_stream_compact_and_a_batch_split_at_the_buffer(net):
     assert [c.samples for c in batched.counters] == [4, 2]           # 6 > the buffer's 4: split, none lost
     assert batched.board_cycles_per_sample < streamed.board_cycles_per_sample / 4    # back-to-back vs the link
     assert batched.resent == 0 and batched.bytes_sent < 6 * (16 + 5)
+    # Per-layer counters: in every reading each layer's busy, stalled and starved cycles split the accelerator's
+    # busy cycles; over the batches a layer is busy at least its spike work and at most its accumulate and fire
+    # phases with two cycles a sample to spare (the cycle model on the same samples; see test_link.py).
+    assert all(len(c.layers) == 2 and all(l.busy + l.stalled + l.starved == c.busy for l in c.layers)
+               for c in batched.counters + streamed.counters)
+    model = predict(net, None, samples)
+    for layer, predicted in zip(batched.board_layers, model.layers):
+        assert 6 * (predicted["accumulate_cycles"] - ACCUMULATE_DRAIN) <= layer.busy + layer.stalled
+        assert layer.busy <= 6 * (predicted["accumulate_cycles"] + predicted["fire_cycles"] + 2)
 
 
 def test_a_byte_lost_inside_a_batch_resends_the_batch(net):

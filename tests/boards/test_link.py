@@ -1,15 +1,18 @@
+import dataclasses
 import random
+import struct
 
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from spikeforge.boards.link import (END, ESC, Counters, LinkConfig, LinkError, Result, SlipStreamDecoder, Status,
+from spikeforge.boards.link import (END, ESC, Counters, LayerCounters, LinkConfig, LinkError, Result, SlipStreamDecoder, Status,
                                     batch_frame, counters_request, crc8, info_request, lut_from_representatives,
                                     pack_codes, packed_sample_frame, parse_frame, representatives_of, sample_frame,
                                     slip_encode)
 from spikeforge.boards.serial import SerialAccelerator, link_config_for
 from spikeforge.hdl import Accelerator
+from spikeforge.hdl.cycle_model import ACCUMULATE_DRAIN, predict
 from spikeforge.ir import golden
 from spikeforge.ir.random_network import random_network
 
@@ -153,6 +156,26 @@ def test_a_version_1_board_is_still_understood():
     assert len(payload) == 21                       # the version 1 frame, byte for byte
     assert parse_frame(payload + bytes([crc8(payload)])) == v1
     assert (v1.batch_depth, v1.code_bits) == (0, 0)
+    # Per-layer counters: one byte more at the end (a host that does not know it reads the same fields).
+    counted = dataclasses.replace(v2, counted_layers=3)
+    payload = counted.info_payload()
+    assert payload[:-1] == v2.info_payload() and payload[-1] == 3
+    assert parse_frame(payload + bytes([crc8(payload)])) == counted and v2.counted_layers == 0
+
+
+def test_counter_frames_with_and_without_layers():
+    top = (4, 100, 400, 450, 3, 0)
+    layers = ((300, 20, 130), (200, 0, 250))
+    payload = bytes([ord("C")]) + struct.pack("<12I", *top, *(v for layer in layers for v in layer))
+    frame = payload + bytes([crc8(payload)])
+    config = LinkConfig(in_features=4, classes=3, score_bits=9, counted_layers=2)
+    counters = parse_frame(frame, config)
+    assert counters == Counters(*top, layers=(LayerCounters(300, 20, 130), LayerCounters(200, 0, 250)))
+    assert all(layer.busy + layer.stalled + layer.starved == counters.busy for layer in counters.layers)
+    with pytest.raises(LinkError, match=r"counter frame has 50 bytes, expected 38 \(1 counted layers\)"):
+        parse_frame(frame, dataclasses.replace(config, counted_layers=1))
+    old = bytes([ord("C")]) + struct.pack("<6I", *top)              # a board without per-layer counters
+    assert parse_frame(old + bytes([crc8(old)]), dataclasses.replace(config, counted_layers=0)) == Counters(*top)
 
 
 def test_lut_representatives_round_trip():
@@ -274,3 +297,14 @@ def test_the_real_accelerator_behind_a_compact_batch_is_bit_exact():
     assert [r.scores for r in results] == [tuple(int(v) for v in s) for s in expected.scores]
     counters = next(a for a in answers if isinstance(a, Counters))
     assert counters.samples == 4 and counters.first_result < counters.last_result <= counters.busy + 2
+    # Per layer: every busy cycle of the accelerator is one of busy, stalled, starved; a layer's busy cycles hold
+    # at least its spike work (a beat with k spikes keeps it k x chunks cycles) and at most its accumulate (work
+    # plus drain) and its fire sweep, plus the two cycles a sample's hand-over and last beat may add (the cycle
+    # model, beat by beat, on the same samples; the fire sweep of one sample overlaps the next one's accumulate).
+    assert config.counted_layers == 2 and len(counters.layers) == 2
+    model = predict(net, None, samples[:4])
+    for layer, predicted in zip(counters.layers, model.layers):
+        assert layer.busy + layer.stalled + layer.starved == counters.busy
+        work = 4 * (predicted["accumulate_cycles"] - ACCUMULATE_DRAIN)
+        assert work <= layer.busy + layer.stalled, (predicted["name"], layer, work)
+        assert layer.busy <= 4 * (predicted["accumulate_cycles"] + predicted["fire_cycles"] + 2), (predicted, layer)
