@@ -6,6 +6,10 @@
   mask (a 64-lane producer's) through ``m & (m - 1)`` and ``(m & (m - 1)) == 0`` is two ripple chains in
   series, the slowest path of a 64-lane Fashion-MNIST design on ECP5 (65 MHz); a decoder and a log-depth
   tree of LUTs are not.
+* :func:`times_constant` — gateware: a value times a constant as a sum of shifted copies: adders in
+  LUTs and carry chains. yosys maps ``value * constant`` to a DSP on ECP5 (MULT18X18D), and a
+  one-lane layer's weight address through one (``in_index × chunks``) was the slowest path of the
+  64-lane Fashion-MNIST design (76.6 MHz: routing to and from the DSP column and its 3.9 ns).
 * :func:`pack_lanes` — software: ``lanes`` integers per memory word, lane 0 in the least significant
   bits, each field two's complement; the plans build every ROM image (weights, biases, thresholds)
   with it.
@@ -15,7 +19,20 @@ from __future__ import annotations
 
 from amaranth.hdl import Cat, Const, Mux
 
-__all__ = ["lowest_set_bit", "clear_bit", "at_most_one_set", "pack_lanes"]
+__all__ = ["lowest_set_bit", "clear_bit", "at_most_one_set", "times_constant", "pack_lanes"]
+
+
+def times_constant(value, constant: int):
+    """``value × constant`` (an unsigned Value, a constant >= 0) without a multiplier: the copies of
+    ``value`` shifted by each set bit of ``constant``, summed by a balanced tree of adders."""
+    if constant < 0:
+        raise ValueError(f"constant {constant} must be >= 0")
+    terms = [value << bit for bit in range(constant.bit_length()) if constant >> bit & 1]
+    if not terms:
+        return Const(0, 1)
+    while len(terms) > 1:
+        terms = [terms[i] + terms[i + 1] if i + 1 < len(terms) else terms[i] for i in range(0, len(terms), 2)]
+    return terms[0]
 
 
 def lowest_set_bit(mask):

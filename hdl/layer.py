@@ -77,7 +77,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .bitops import at_most_one_set, clear_bit, lowest_set_bit
+from .bitops import at_most_one_set, clear_bit, lowest_set_bit, times_constant
 from .layouts import index_shape, result_layout, spike_event_layout
 from .plan import LayerPlan
 from .sweep import SweepSequencer
@@ -204,7 +204,7 @@ class _AccumulatingLayer(wiring.Component):
         m.d.comb += [
             spike.eq(cur_valid & ~mask_empty),
             last_word.eq(count == chunks - 1),
-            weight_rd.addr.eq((cur_chunk * group + low) * chunks + count),
+            weight_rd.addr.eq(times_constant(times_constant(cur_chunk, group) + low, chunks) + count),
         ]
         # Four stages, each ending in a register, so no path holds more than one of: the ROM's
         # clock-to-out and output multiplexers (stage 2), the multiply by 2^(T-1-t) (stage 3), the
@@ -462,7 +462,7 @@ class OutputLayer(_AccumulatingLayer):
         s3_score, s3_label, s3_present = Signal(signed(score_bits)), Signal(label_shape), Signal()
         m.d.sync += [s3_valid.eq(sweep.s2_valid), s3_final.eq(sweep.s2_valid & sweep.s2_final),
                      s3_first.eq(sweep.s2_chunk == 0), s3_score.eq(chunk_score),
-                     s3_label.eq(sweep.s2_chunk * lanes + chunk_lane), s3_present.eq(chunk_present)]
+                     s3_label.eq(times_constant(sweep.s2_chunk, lanes) + chunk_lane), s3_present.eq(chunk_present)]
         # Stage 3: against the running best (strict >: the earlier chunk wins ties).
         best_score, best_label = Signal(signed(score_bits)), Signal(label_shape)
         m.d.comb += may_start.eq(sweep.idle & ~s3_valid & ~result_valid)

@@ -3,6 +3,7 @@
 one-bank layer's turn-taking, stream rules."""
 
 import random
+import re
 
 import numpy as np
 import pytest
@@ -14,8 +15,8 @@ from spikeforge.testing.hdl_harness import as_event, codes_from_events, event_se
 from spikeforge.ir.network import DenseLayer, Network
 from spikeforge.ir.random_network import random_network
 from spikeforge.hdl.folding import Folding
-from spikeforge.hdl.layer import DenseILIF, OutputLayer
-from spikeforge.hdl.bitops import at_most_one_set, clear_bit, lowest_set_bit
+from spikeforge.hdl.layer import LANES_PER_LEVEL, LEVEL_COPIES, DenseILIF, OutputLayer
+from spikeforge.hdl.bitops import at_most_one_set, clear_bit, lowest_set_bit, times_constant
 from spikeforge.hdl.plan import choose_multiplier, plan_network
 from spikeforge.ir.errors import InputError
 from spikeforge.ir import golden
@@ -251,6 +252,38 @@ def test_mask_walk_helpers_match_the_arithmetic(width):
     sim = Simulator(m)
     sim.add_testbench(testbench)
     sim.run()
+
+
+@pytest.mark.parametrize("constant", [0, 1, 2, 3, 10, 64, 200])
+def test_times_constant_is_the_product_without_a_multiplier(constant):
+    """The weight address's ``in_index × chunks`` as shifted copies and adders (no ``$mul``: yosys would
+    map it to a DSP on ECP5)."""
+    m = Module()
+    value, product = Signal(5), Signal(16)
+    m.d.comb += product.eq(times_constant(value, constant))
+    assert "$mul" not in rtlil.convert(m, ports=[value, product])
+
+    async def testbench(ctx):
+        for x in range(32):
+            ctx.set(value, x)
+            assert ctx.get(product) == x * constant, x
+
+    sim = Simulator(m)
+    sim.add_testbench(testbench)
+    sim.run()
+
+
+def test_a_wide_layers_level_register_is_copied_per_lane_group():
+    """A 64-lane layer with one θ: four level registers (one per 16 lanes), distinct in initial value and
+    reset so yosys cannot merge them back; a 16-lane layer keeps one. (Bit-exactness with the copies: the
+    64-lane Fashion-MNIST design in the accelerator and sign-off tests.)"""
+    net = random_network(4, sizes=(8, 64, 2), timesteps=3, weight_bits=6, threshold_range=(7, 7))
+    for lanes, copies in ((64, min(LEVEL_COPIES, 64 // LANES_PER_LEVEL)), (16, 1)):
+        plan = plan_network(net, Folding.for_network(net, {"fc1": lanes, "fc2": 1}))
+        assert plan.layers[0].uniform_threshold == 7
+        text = rtlil.convert(DenseILIF(plan.layers[0]))
+        names = sorted(set(re.findall(r"wire width \d+ (?:init \d+'[01]+ )?\\(level\d*)\b", text)))
+        assert names == ([f"level{i}" for i in range(copies)] if copies > 1 else ["level"]), names
 
 
 def test_wide_producer_mask_is_walked_exactly():
