@@ -10,7 +10,10 @@ against the simulated board (the board design: UART, link, batch buffer, counter
   the design's ECP5 Fmax; every clock from 46 MHz up gives the FT231X's 3 Mbaud): a batch of
   :data:`FMNIST_BATCH` test samples uploaded compactly, run back-to-back; the cycles per sample the board's
   counters measure against the Verilator sign-off's (the compiled engine's steady state on the same samples;
-  target ±1 %).
+  target ±1 %); and each layer's busy, stalled and starved cycles per sample that the board's per-layer
+  counters measure, beside the cycle model's per-layer figures on the same samples (its spike work, its
+  accumulate phase = work + drain, its fire sweep): a layer's busy cycles lie between its work and its
+  accumulate + fire (the two overlap with two membrane banks), and the slowest layer is busy nearly all the time.
 * The same board's **link-bound rate**: the new baud rate over the bits a sample takes on the wire (raw and
   compact frames, as the host sent them), against today's 127 samples/s (1 Mbaud, 789-byte frames; target >= 3x).
 * **Simulated iCEBreaker, digits**: host-visible samples/s in the board's own time (the first sample frame on
@@ -33,6 +36,7 @@ from spikeforge.boards.host import BoardClient, RunStats
 from spikeforge.boards.simboard import SimulatedBoard
 from spikeforge.demo import demo_network
 from spikeforge.hdl.balance import balanced_folding
+from spikeforge.hdl.cycle_model import ACCUMULATE_DRAIN, predict
 from spikeforge.hdl.generate import generate
 from spikeforge.ir import golden
 from spikeforge.reporting import markdown_table
@@ -94,6 +98,15 @@ def _fmnist(ctx, work: Path) -> dict:
     exact = all(r.label == expected.labels[i] and tuple(r.scores) == tuple(int(v) for v in expected.scores[i])
                 for results in (batched, streamed) for i, r in enumerate(results))
     board_cycles = batch_stats.board_cycles_per_sample
+    model = predict(net, lanes, samples)            # the cycle model, beat by beat, on the same samples
+    layers = []
+    for counted, predicted in zip(batch_stats.board_layers, model.layers):
+        total = counted.busy + counted.stalled + counted.starved
+        layers.append({"name": predicted["name"], "lanes": predicted["lanes"],
+                       "busy": counted.busy / count, "stalled": counted.stalled / count,
+                       "starved": counted.starved / count, "busy_share": counted.busy / total if total else 0.0,
+                       "model_work": predicted["accumulate_cycles"] - ACCUMULATE_DRAIN,
+                       "model_accumulate": predicted["accumulate_cycles"], "model_fire": predicted["fire_cycles"]})
     compact_bytes = batch_stats.bytes_sent / count          # the batch frame's share per sample
     raw_bytes = raw_stats.bytes_sent / 2
     today = today_rate(config.in_features)
@@ -104,7 +117,8 @@ def _fmnist(ctx, work: Path) -> dict:
         "cycles_rel_error": abs(board_cycles - reference) / reference if board_cycles else None,
         "board_samples_per_second": batch_stats.board_samples_per_second,
         "board_latency_cycles": batch_stats.board_latency_cycles,
-        "counters": [c.__dict__ for c in batch_stats.counters],
+        "counters": [{**c.__dict__, "layers": [layer.__dict__ for layer in c.layers]} for c in batch_stats.counters],
+        "model_cycles_per_sample": model.cycles_per_sample, "layers": layers,
         "wire_bytes_per_sample": {"raw": raw_bytes, "compact": compact_bytes},
         "link_bound": {"raw": config.baud / (10 * raw_bytes), "compact": config.baud / (10 * compact_bytes)},
         "today_link_bound": today,
@@ -185,6 +199,15 @@ def render(result: dict, ctx=None) -> str:
          ["wire bytes/sample (raw, compact)",
           f"{_fmt(u['wire_bytes_per_sample']['raw'], 1)}, {_fmt(u['wire_bytes_per_sample']['compact'], 1)}", "789",
           ""]]))
+    if u.get("layers"):
+        lines += ["", f"Per layer, the board's per-layer counters (cycles per sample over the batch) beside the cycle "
+                      f"model on the same samples (model cycles/sample {_fmt(u.get('model_cycles_per_sample'), 1)}):", ""]
+        lines.append(markdown_table(
+            ["layer", "lanes", "busy", "stalled", "starved", "busy %", "model: spike work", "model: accumulate",
+             "model: fire"],
+            [[row["name"], row["lanes"], _fmt(row["busy"], 1), _fmt(row["stalled"], 1), _fmt(row["starved"], 1),
+              f"{100 * row['busy_share']:.1f}", _fmt(row["model_work"], 1), _fmt(row["model_accumulate"], 1),
+              _fmt(row["model_fire"], 1)] for row in u["layers"]]))
     lines += ["", f"**Simulated iCEBreaker, {i['network']}** (host window 4):", ""]
     lines.append(markdown_table(
         ["mode", "host-visible samples/s (board time)", "board-measured samples/s", "wire bytes/sample", "exact"],

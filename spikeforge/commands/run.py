@@ -72,7 +72,8 @@ def run(args) -> int:
         print(f"board on {args.port}: {cfg.in_features} inputs, {cfg.classes} classes, T = {cfg.timesteps}, "
               f"{cfg.clk_freq / 1e6:g} MHz, {cfg.baud} baud" + (", scores" if cfg.scores else "")
               + (f", batch buffer {cfg.batch_depth}" if cfg.batch_depth else "")
-              + (f", compact {cfg.code_bits}-bit codes" if cfg.code_bits else ""))
+              + (f", compact {cfg.code_bits}-bit codes" if cfg.code_bits else "")
+              + (f", counters for {cfg.counted_layers} layers" if cfg.counted_layers else ""))
         if args.network is not None:
             check_board_shape(cfg, net, args.port, args.network)
             if not identified:

@@ -63,6 +63,7 @@ def run(args) -> int:
         print(f"simulated board on {board.port}: {cfg.in_features} inputs, {cfg.classes} classes, "
               f"T = {cfg.timesteps}, {cfg.clk_freq / 1e6:g} MHz, {cfg.baud} baud"
               + (", scores" if cfg.scores else "") + (f", batch buffer {cfg.batch_depth}" if cfg.batch_depth else "")
+              + (f", counters for {cfg.counted_layers} layers" if cfg.counted_layers else "")
               + (f", compact {cfg.code_bits}-bit codes" if cfg.code_bits else ""))
         print(f"  spikeforge run --port {board.port} --network {args.network} --build {args.output}")
         print("Ctrl-C stops it." if args.seconds is None else f"stopping in {args.seconds:g} s.", flush=True)

@@ -11,7 +11,7 @@ from spikeforge.boards.host import BoardClient, RunStats
 from spikeforge.boards.link import SlipStreamDecoder, Status, batch_frame, info_request, parse_frame
 from spikeforge.boards.simboard import SimulatedBoard
 from spikeforge.cli import main
-from spikeforge.hdl.cycle_model import predict
+from spikeforge.hdl.cycle_model import ACCUMULATE_DRAIN, predict
 from spikeforge.ir import golden
 
 pytestmark = pytest.mark.verilator      # the simulated board is the design running in Verilator
@@ -68,6 +68,14 @@ def test_run_command_streams_then_runs_a_batch_split_at_the_buffer(digits_net, w
     # a batch of 8 has a pipeline start-up of its own).
     model = predict(digits_net, None, data.samples[:20].reshape(20, -1))
     assert batched["board_cycles_per_sample"] == pytest.approx(model.cycles_per_sample, rel=0.05)
+    # Per layer (the printed table and --json): each reading's layers split its busy cycles; a layer is busy at
+    # least its spike work and at most its accumulate and fire phases, two cycles a sample to spare (test_link.py).
+    assert "counters for 3 layers" in out and "per layer, board cycles per sample" in out
+    assert [row["name"] for row in batched["board_layers"]] == ["fc1", "fc2", "fc3"]
+    assert all(sum(layer.values()) == c["busy"] for c in batched["board_counters"] for layer in c["layers"])
+    for row, predicted in zip(batched["board_layers"], model.layers):
+        assert 20 * (predicted["accumulate_cycles"] - ACCUMULATE_DRAIN) <= row["busy"] + row["stalled"], row
+        assert row["busy"] <= 20 * (predicted["accumulate_cycles"] + predicted["fire_cycles"] + 2), row
     # A batch frame's overhead is shared by its samples.
     assert batched["bytes_sent"] < streamed["bytes_sent"] * 20 / SAMPLES
 
