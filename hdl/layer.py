@@ -197,7 +197,7 @@ class _AccumulatingLayer(wiring.Component):
         cur_mask, cur_chunk, cur_scale = Signal(group), Signal(index_shape(p.in_chunks)), Signal(scale_shape)
         count = Signal(index_shape(chunks))
         low = Signal(index_shape(group))
-        mask_empty, mask_single = Signal(init=1), Signal()  # of cur_mask, registered with it
+        mask_empty, mask_single = Signal(init=1), Signal(init=1)  # of cur_mask, registered with it
         spike = Signal()
         last_word = Signal()
         next_mask = Signal(group)
@@ -254,21 +254,32 @@ class _AccumulatingLayer(wiring.Component):
             m.d.comb += self.events.ready.eq(~clearing & (~cur_valid | (done_with_event & ~cur_last) | handover))
             with m.If(handover):
                 m.d.sync += acc_bank.eq(~acc_bank)
-        with m.If(self.events.valid & self.events.ready):
-            m.d.comb += next_mask.eq(self.events.payload.mask)
+        take = Signal()
+        m.d.comb += take.eq(self.events.valid & self.events.ready)
+        with m.If(take):
             m.d.sync += [cur_valid.eq(1), cur_chunk.eq(self.events.payload.chunk),
                          cur_last.eq(self.events.payload.last),
                          cur_scale.eq(Const(1 << (timesteps - 1), timesteps) >> self.events.payload.step
                                       if p.multiplier == "dsp" else timesteps - 1 - self.events.payload.step)]
         with m.Else():
-            # ``low`` is the lowest set bit of ``cur_mask`` (registered with it): clear it by a decoder.
-            m.d.comb += next_mask.eq(Mux(spike & last_word, clear_bit(cur_mask, low), cur_mask))
             with m.If(cur_valid & done_with_event & ~cur_last | handover):
                 m.d.sync += cur_valid.eq(0)
         with m.If(spike):
             m.d.sync += count.eq(Mux(last_word, 0, count + 1))
-        m.d.sync += [cur_mask.eq(next_mask), low.eq(lowest_set_bit(next_mask)),
-                     mask_empty.eq(next_mask == 0), mask_single.eq(at_most_one_set(next_mask))]
+        # The next mask and its lowest set bit, empty and single flags, for both sources (a new event's
+        # mask; the current one with its issued bit cleared, ``low`` being the lowest set bit of
+        # ``cur_mask``, registered with it, cleared by a decoder) and chosen last: ``take`` (from
+        # ``events.ready``: the bank, the walk's state) is one mux before the registers, not in front of
+        # the priority encoder (the 88 MHz path of a one-lane layer fed by a 64-lane one).
+        incoming, rest, walk = self.events.payload.mask, Signal(group), Signal()
+        m.d.comb += [rest.eq(clear_bit(cur_mask, low)), walk.eq(spike & last_word),
+                     next_mask.eq(Mux(take, incoming, Mux(walk, rest, cur_mask)))]
+        m.d.sync += [
+            cur_mask.eq(next_mask),
+            low.eq(Mux(take, lowest_set_bit(incoming), Mux(walk, lowest_set_bit(rest), low))),
+            mask_empty.eq(Mux(take, incoming == 0, Mux(walk, rest == 0, mask_empty))),
+            mask_single.eq(Mux(take, at_most_one_set(incoming), Mux(walk, at_most_one_set(rest), mask_single))),
+        ]
 
         # The banks: the readout (or the clear after reset, into every bank) writes through the same path.
         if p.membrane_banks == 1:
