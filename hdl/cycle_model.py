@@ -9,7 +9,7 @@ results always taken) are:
 stage                     cycles per sample                why
 ========================  ===============================  ============================================
 encoder load              ``in + 1``                       one byte per cycle, one hand-over bubble
-encoder emit              ``T·Ce + 2``                     one chunk per cycle per step, pipeline + idle
+encoder emit              ``T·Ce + 3``                     one chunk per cycle per step, pipeline + idle
 layer accumulate          ``S_l·C_l + 4``                  a spike reads ``C_l`` words; 3 stages + hand-over
 hidden layer fire         ``T·C_l + 2``                    one chunk per cycle per step
 output score sweep        ``C_L + 3``                      one chunk per cycle, winner, result release
@@ -21,14 +21,15 @@ and its readout to finish ``n-1`` (the output layer: and its result register to 
 more cycle). The accumulate of ``n`` starts once its membrane bank is free — with two (ping-pong)
 banks, the default, at the hand-over of ``n-1`` (``B_l(n) = h_l(n-1)``); with one bank
 (``membrane_banks=1``) only after the readout of ``n-1`` (``B_l(n) = e_l(n-1)``) — and the producer's
-first beat is through (5 = the producer's three stages and the buffered FIFO; 4 after a conv core,
-whose fire sweep offers one stage earlier); it cannot end before the producer's last beat arrives::
+first beat is through (5 = a fire sweep's three stages and the buffered FIFO; 6 after the encoder's four
+stages, 4 after a conv core, whose fire sweep offers from its stage 2); it cannot end before the
+producer's last beat arrives::
 
     h_0(n)   = max(h_0(n-1) + in + 1, e_0(n-1))                      h_0(-1) = 0, e(-1) = 0
-    s_l(n)   = max(B_l(n), h_{l-1}(n) + 5 [- 1 after a conv core])
+    s_l(n)   = max(B_l(n), h_{l-1}(n) + 5 [+ 1 after the encoder, - 1 after a conv core])
     a_l(n)   = max(s_l(n) + S_l(n)·C_l, e_{l-1}(n) + 2 [- 1 after a conv core]) + 4
     h_l(n)   = max(a_l(n), e_l(n-1) [+ 1 for the output layer])
-    e_l(n)   = h_l(n) + R_l                    R = T·Ce+2 (encoder), T·C_l+2 (hidden), C_L+2 (output)
+    e_l(n)   = h_l(n) + R_l                    R = T·Ce+3 (encoder), T·C_l+2 (hidden), C_L+2 (output)
     e_{l-1}(n) = max(e_{l-1}(n), s_l(n) + (beats - D)·c̄)  when the producer's beats for n exceed the FIFO depth D
     result(n) = h_L(n) + C_L + 3
 
@@ -57,7 +58,7 @@ banks, FIFOs filling). It costs a Python loop over the beats (about 1-2 s per 1,
 
 Steady-state cycles per sample is the mean spacing
 of ``result(n)``; the per-stage means show the bottleneck. For a constant workload and two banks this
-reduces to ``max(in + 1, T·Ce + 2, max_l max(S_l·C_l + 4, T·C_l + 2), C_L + 3)``: the slowest stage,
+reduces to ``max(in + 1, T·Ce + 3, max_l max(S_l·C_l + 4, T·C_l + 2), C_L + 3)``: the slowest stage,
 not the sum; with one bank a layer's accumulate and readout add up (``S_l·C_l + T·C_l + 6``).
 
 Conv layers (:mod:`spikeforge.hdl.conv_plan`, a max pool fused into its conv: no stage of its own) are
@@ -93,15 +94,17 @@ from spikeforge.ir.errors import InputError
 
 __all__ = ["CyclePrediction", "predict", "spike_counts_per_layer", "sweep_beats", "FIFO_LATENCY"]
 
-#: Cycles from a producer's hand-over to its first beat being taken by the consumer (a dense fire sweep
-#: or the encoder: issue, data on the port, the event registered and offered, then two through the
-#: buffered FIFO); a conv core's fire sweep offers one stage earlier (:data:`CONV_FIRE_OFFER`).
+#: Cycles from a dense fire sweep's hand-over to its first beat being taken by the consumer (issue, data
+#: on the port, the event registered and offered, then two through the buffered FIFO); other producers
+#: offer :data:`ENCODER_OFFER` or :data:`CONV_FIRE_OFFER` cycles after their hand-over instead of
+#: :data:`FIRE_OFFER`.
 FIFO_LATENCY = 5
 #: Cycles from a hand-over to the sweep's first position being offered on the stream: a dense fire sweep
 #: offers from its stage 3 (issue, data on the port and compared, the event registered), the encoder
-#: from its stage 3 (issue, bit select into a register, offer), a conv core's fire sweep one earlier.
+#: from its fourth (issue, the code word registered, bit select into a register, offer), a conv core's
+#: fire sweep from its stage 2.
 FIRE_OFFER = 3
-ENCODER_OFFER = 3
+ENCODER_OFFER = 4
 CONV_FIRE_OFFER = 2
 #: Cycles from a beat written into a (buffered) FIFO to the consumer taking it, the FIFO empty.
 FIFO_THROUGH = 2
@@ -357,7 +360,7 @@ def predict(net, folding=None, spike_counts_or_samples=None, *, fifo_depth: int 
     enc_chunks = math.ceil(n_in / enc_lanes)
     out_chunks = [plan.out_chunks if isinstance(plan, ConvLayerPlan) else c for plan, c in zip(layer_plans, chunks)]
     producer_chunks = [enc_chunks] + out_chunks[:-1]
-    readout = [T * enc_chunks + 2] + [readout_words(plan) + 3 if isinstance(plan, ConvLayerPlan) else T * c + 2
+    readout = [T * enc_chunks + 3] + [readout_words(plan) + 3 if isinstance(plan, ConvLayerPlan) else T * c + 2
                                       for plan, c in zip(layer_plans[:-1], chunks[:-1])] + [chunks[-1] + 2]
     decode = [CONV_DECODE if isinstance(plan, ConvLayerPlan) else 0 for plan in layer_plans]
     drain = [CONV_DRAIN if isinstance(plan, ConvLayerPlan) else ACCUMULATE_DRAIN for plan in layer_plans]
@@ -397,9 +400,12 @@ def predict(net, folding=None, spike_counts_or_samples=None, *, fifo_depth: int 
                 # Two banks: the hand-over of n-1 frees the other bank at once; one bank: the readout of
                 # n-1 must be done.
                 # A conv core's fire sweep offers its beats one stage earlier than the encoder and dense ones.
-                extra = CONV_FIRE_OFFER - FIRE_OFFER if isinstance(layer_plans[l - 1], ConvLayerPlan) and l else 0
+                # The producer's first beat is offered ``offer`` cycles after its hand-over; its last is
+                # taken two cycles after its sweep ends (one after a conv core's, which ends a cycle later).
+                conv_producer = l > 0 and isinstance(layer_plans[l - 1], ConvLayerPlan)
+                extra = (CONV_FIRE_OFFER if conv_producer else ENCODER_OFFER if l == 0 else FIRE_OFFER) - FIRE_OFFER
                 start = max(h[j] if banks == 2 else e[j], h_new[j - 1] + FIFO_LATENCY + extra)
-                a = max(start + decode[l] + work, e_new[j - 1] + 2 + extra + decode[l]) + drain[l]
+                a = max(start + decode[l] + work, e_new[j - 1] + (1 if conv_producer else 2) + decode[l]) + drain[l]
                 count = _beats(None if steps is None else steps[l][n], S[n, l], T, producer_chunks[l])
                 if count > fifo_depth:
                     # The producer's sweep stalls on the full FIFO until the consumer has D beats left.

@@ -14,10 +14,11 @@ Two halves share a ping-pong sample buffer (one memory, two banks of ``chunks`` 
 * the **emitter** sweeps the bank ``T`` times (step ``t = 0..T-1``), ``lanes`` codes per cycle, and
   emits one :func:`~spikeforge.hdl.layouts.spike_event_layout` beat per chunk with a spike (bit
   ``T-1-t`` of each code) plus the sample's ``last`` beat. Per sample it is busy ``T × chunks`` cycles
-  (plus stalls from ``events.ready``). Three stages (issue the read; select the step's bit of each
-  code into a register; offer the beat), so the buffer's clock-to-out, the bit select and the
-  handshake back into the sweep are in different cycles: a sample's first beat is offered three
-  cycles after its sweep starts.
+  (plus stalls from ``events.ready``). Four stages (issue the read; register the code word as read;
+  select the step's bit of each code into a register; offer the beat), so the buffer's clock-to-out
+  (5.8 ns on ECP5), the bit select and the handshake back into the sweep are in different cycles: a
+  sample's first beat is offered four cycles after its sweep starts. The next sample's sweep starts
+  once this one's final position has reached the offer stage.
 """
 
 from __future__ import annotations
@@ -93,8 +94,9 @@ class SpikeEncoder(wiring.Component):
         emit_end_word = Signal(index_shape(chunks))
         handover = Signal()
         accept = Signal()
+        r_valid = Signal()              # the code-word register (emitter stage 2b) holds a position
         m.d.comb += [
-            handover.eq(load_full & ~w_valid & sweep.idle),
+            handover.eq(load_full & ~w_valid & sweep.idle & ~r_valid),
             self.pixels.ready.eq(~load_full | handover),
             accept.eq(self.pixels.valid & self.pixels.ready),
             lut_rd.addr.eq(self.pixels.payload.data),
@@ -119,13 +121,13 @@ class SpikeEncoder(wiring.Component):
                 m.d.sync += load_lane.eq(load_lane + 1)
 
         # -- emitter -----------------------------------------------------------------------------
-        # Three stages, so no path holds the buffer's clock-to-out and the stream handshake together:
-        # (1) the sweep issues a read; (2) the code word is on the read port: each lane's bit of this
-        # step is selected (the bit index and which lanes hold a value of this sample were registered
-        # at the issue) and masked into a register; (3) the registered beat is offered on ``events``.
-        # The sweep advances when stage 3 is free or leaves this cycle (its beat taken, or without
-        # spikes and not the last: not sent), so ``events.ready`` reaches the sweep through a few
-        # gates on registers only.
+        # Four stages, so no path holds the buffer's clock-to-out and the stream handshake together:
+        # (1) the sweep issues a read; (2) the code word is on the read port and goes into a register
+        # with which lanes hold a value of this sample (from the bit index, the sample's end, registered
+        # at the issue); (2b) each lane's bit of this step is selected and masked into a register; (3)
+        # the registered beat is offered on ``events``. Stages 2, 2b and 3 move together when stage 3
+        # is free or leaves this cycle (its beat taken, or without spikes and not the last: not sent),
+        # so ``events.ready`` reaches the sweep through a few gates on registers only.
         m.d.comb += [buf_rd.addr.eq(Mux(emit_bank, chunks + sweep.chunk, sweep.chunk)), buf_rd.en.eq(sweep.issue)]
         codes = data.ArrayLayout(unsigned(timesteps), lanes)(buf_rd.data)
         # Lanes that hold a value of this sample: all before the chunk it ended in, up to its final lane
@@ -138,9 +140,12 @@ class SpikeEncoder(wiring.Component):
         with m.If(sweep.issue):
             m.d.sync += [s2_bit.eq(timesteps - 1 - sweep.step),
                          s2_whole.eq(sweep.chunk < emit_end_word), s2_end.eq(sweep.chunk == emit_end_word)]
+        # Stage 2b: the code word as read, the lanes of this sample, the step's bit index and the position.
+        r_codes = Signal(data.ArrayLayout(unsigned(timesteps), lanes))
+        r_lanes, r_bit = Signal(lanes), Signal(index_shape(timesteps))
+        r_chunk, r_step, r_final = Signal(index_shape(chunks)), Signal(index_shape(timesteps)), Signal()
         mask2 = Signal(lanes)
-        m.d.comb += mask2.eq(Cat(codes[k].bit_select(s2_bit, 1) & (s2_whole | (s2_end & end_lanes[k]))
-                                 for k in range(lanes)))
+        m.d.comb += mask2.eq(Cat(r_codes[k].bit_select(r_bit, 1) & r_lanes[k] for k in range(lanes)))
         s3_valid, s3_mask = Signal(), Signal(lanes)
         s3_chunk, s3_step, s3_final = Signal(index_shape(chunks)), Signal(index_shape(timesteps)), Signal()
         s3_emit, s3_free = Signal(), Signal()
@@ -155,6 +160,9 @@ class SpikeEncoder(wiring.Component):
             sweep.advance.eq(s3_free),
         ]
         with m.If(s3_free):
-            m.d.sync += [s3_valid.eq(sweep.s2_valid), s3_mask.eq(mask2), s3_chunk.eq(sweep.s2_chunk),
-                         s3_step.eq(sweep.s2_step), s3_final.eq(sweep.s2_final)]
+            m.d.sync += [r_valid.eq(sweep.s2_valid), r_codes.eq(codes), r_bit.eq(s2_bit),
+                         r_lanes.eq(Cat(s2_whole | (s2_end & end_lanes[k]) for k in range(lanes))),
+                         r_chunk.eq(sweep.s2_chunk), r_step.eq(sweep.s2_step), r_final.eq(sweep.s2_final),
+                         s3_valid.eq(r_valid), s3_mask.eq(mask2), s3_chunk.eq(r_chunk),
+                         s3_step.eq(r_step), s3_final.eq(r_final)]
         return m
