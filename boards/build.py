@@ -116,6 +116,9 @@ class BuildOptions:
     #: Samples the on-chip batch buffer holds (``spikeforge run --batch``): None gives the board as many as its
     #: spare block RAM holds (at most 64; none below 2), 0 none; a depth that does not fit is refused.
     batch_depth: int | None = None
+    #: Per-layer performance counters (busy, stalled, starved cycles of each layer, read by ``spikeforge run``):
+    #: None has them except on iCE40, where logic is scarce (+864 LUT4, +297 FF on the iCEBreaker digits MLP).
+    layer_counters: bool | None = None
 
 
 # -- resources ------------------------------------------------------------------------------------
@@ -746,8 +749,10 @@ def _build(net, board, out_dir, options, log, membrane_banks: int, fallback) -> 
     else:       # no capacity table here: the vendor's tools check the fit
         check_batch_depth(options.batch_depth)
         batch_depth = options.batch_depth or 0
+    layer_counters = options.layer_counters if options.layer_counters is not None else info.family != "ice40"
     config = link_config_for(accelerator, in_features=net.in_features, timesteps=net.timesteps,
-                             clk_freq=info.clock_hz, baud=baud, scores=options.scores, batch_depth=batch_depth)
+                             clk_freq=info.clock_hz, baud=baud, scores=options.scores, batch_depth=batch_depth,
+                             layer_counters=layer_counters)
     report = {
         "format": REPORT_FORMAT, "version": 1, "board": info.name, "family": info.family,
         "device": getattr(platform, "device", None), "package": getattr(platform, "package", None),
@@ -799,7 +804,7 @@ def _build(net, board, out_dir, options, log, membrane_banks: int, fallback) -> 
         top_accelerator.plan = build_plan
         link = link_config_for(top_accelerator, in_features=net.in_features, timesteps=net.timesteps,
                                clk_freq=clock.hz, baud=baud_at(clock.hz), scores=options.scores,
-                               batch_depth=batch_depth)
+                               batch_depth=batch_depth, layer_counters=layer_counters)
         serial = SerialAccelerator(top_accelerator, link, led_count=max(2, count_leds(platform)),
                                    timeout_cycles=int(clock.hz * options.timeout_s))
         overrides = {"script_after_read": f"script {MEMORY_PLACEMENT_SCRIPT}",
@@ -963,8 +968,10 @@ def format_report(report: dict) -> str:
     lines.append(f"  serial link at {report['baud']} baud: {sps['serial_link']:,.0f} samples/s (what a host sees "
                  f"when the link is slower than the accelerator)")
     depth = report.get("batch_depth", 0)
-    lines.append(f"  batch buffer {depth} samples (`spikeforge run --batch N` runs them back-to-back on the board)"
-                 if depth else "  no batch buffer (no block RAM to spare, or --batch-depth 0): `spikeforge run` streams")
+    counted = (report.get("link") or {}).get("counted_layers", 0)
+    lines.append((f"  batch buffer {depth} samples (`spikeforge run --batch N` runs them back-to-back on the board)"
+                  if depth else "  no batch buffer (no block RAM to spare, or --batch-depth 0): `spikeforge run` streams")
+                 + (f"; per-layer counters for {counted} layers" if counted else "; no per-layer counters"))
     lines.append(f"  bitstream {report['bitstream']} ({report['bitstream_bytes']} bytes), built in "
                  f"{report['seconds']:.0f} s (synthesis {syn.get('seconds', 0):.0f} s, place and route "
                  f"{report['place_and_route'].get('seconds', 0):.0f} s, pack {report.get('pack_seconds', 0):.0f} s)" + (f"; weights patchable: {', '.join(report['patchable_layers'])}"

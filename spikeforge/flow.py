@@ -125,6 +125,8 @@ class FlowConfig:
     batch_depth : int, optional
         build: samples the board's on-chip batch buffer holds (default: what the spare block RAM holds, at
         most 64; 0: none).
+    layer_counters : bool, optional
+        build: per-layer performance counters on the board (default: yes, except on iCE40).
     network_dir, rtl_dir, sim_build, board_dir, report
         Where the artefacts go (defaults under ``output``: ``net``, ``rtl``, ``sim_build``, ``board``,
         ``flow.json``).
@@ -171,6 +173,7 @@ class FlowConfig:
     build_seed: int = 1
     build_clock_mhz: float | None = None
     batch_depth: int | None = None
+    layer_counters: bool | None = None
     network_dir: str | None = None
     rtl_dir: str | None = None
     sim_build: str | None = None
@@ -570,7 +573,8 @@ def step_build(state: FlowState, config: FlowConfig) -> BuildReport:
     options = BuildOptions(baud=config.baud, lanes=config.lanes, lanes_budget=config.lanes_budget,
                            scores=config.scores, patchable=config.patchable, seed=config.build_seed,
                            membrane_banks=config.membrane_banks, clock_mhz=config.build_clock_mhz,
-                           multiplier=config.multiplier, batch_depth=config.batch_depth)
+                           multiplier=config.multiplier, batch_depth=config.batch_depth,
+                           layer_counters=config.layer_counters)
     report = build_bitstream(net, config.board, config.board_path, options=options, log=state.log)
     return BuildReport(board=config.board, board_dir=str(config.board_path), status=report.get("status", ""),
                        device=report.get("device"), fmax_mhz=report.get("fmax_mhz"),

@@ -3,6 +3,7 @@ throughput report, clocked from the device PLL at the fastest frequency that mee
 a design that does not fit is refused naming the layer's memory (or the resource) that
 overflows and by how much."""
 
+import argparse
 import json
 import math
 from pathlib import Path
@@ -42,6 +43,10 @@ def add_arguments(parser):
                         help="samples the on-chip batch buffer holds, for `spikeforge run --batch` (default: as many as "
                              "the block RAM the accelerator leaves holds, at most 64; 0: no batch buffer); a depth "
                              "that does not fit is refused")
+    parser.add_argument("--layer-counters", action=argparse.BooleanOptionalAction, default=None,
+                        help="per-layer performance counters (busy, stalled, starved cycles of each layer; printed by "
+                             "`spikeforge run`) (default: yes, except on iCE40, where they cost about a third more "
+                             "LUTs on the digits MLP)")
     parser.add_argument("--seed", type=int, default=1, help="placement seed and placeholder seed (default 1)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
 
@@ -61,7 +66,7 @@ def run(args) -> int:
                         baud=args.baud, lanes=args.lanes or None,
                         lanes_budget=args.lanes_budget, scores=not args.no_scores, patchable=not args.no_patchable,
                         build_seed=args.seed, multiplier=args.multiplier, membrane_banks=args.membrane_banks, build_clock_mhz=args.clock,
-                        batch_depth=args.batch_depth)
+                        batch_depth=args.batch_depth, layer_counters=args.layer_counters)
     report = run_step("build", FlowState(), config)
     if args.json:
         print(json.dumps(report.to_json(), indent=2))

@@ -207,6 +207,11 @@ def test_a_built_board_gets_a_batch_buffer_and_its_bridges_baud(monkeypatch):
         build(net, "ulx3s-85f", "unused", options=BuildOptions(clock_mhz=50), log=lambda *_: None)
     config, = made
     assert (config.batch_depth, config.baud, config.clk_freq) == (64, 3_000_000, 50_000_000)
+    assert config.counted_layers == 3                   # per-layer counters, except on iCE40 unless asked for
+    for options, counted in ((BuildOptions(clock_mhz=12), 0), (BuildOptions(clock_mhz=12, layer_counters=True), 3)):
+        with pytest.raises(_Elaborating):
+            build(net, "icebreaker", "unused", options=options, log=lambda *_: None)
+        assert (made[-1].counted_layers, made[-1].baud) == (counted, 3_000_000)
     # The estimate counts the buffer's block RAMs (64 x 16 bytes; 64 results) on top of the accelerator's.
     accelerator = Accelerator(net, None)
     estimate = estimate_resources(accelerator.plan, board_info("ulx3s-85f").device)
