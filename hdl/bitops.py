@@ -6,6 +6,9 @@
   mask (a 64-lane producer's) through ``m & (m - 1)`` and ``(m & (m - 1)) == 0`` is two ripple chains in
   series, the slowest path of a 64-lane Fashion-MNIST design on ECP5 (65 MHz); a decoder and a log-depth
   tree of LUTs are not.
+* :func:`lowest_one_hot` — gateware: a mask's lowest set bit alone, ``m & -m`` (one carry chain); the
+  dense core registers it beside the bit's index so the walk clears the bit with one gate, not a
+  decoder in front of the next priority encoder.
 * :func:`times_constant` — gateware: a value times a constant as a sum of shifted copies: adders in
   LUTs and carry chains. yosys maps ``value * constant`` to a DSP on ECP5 (MULT18X18D), and a
   one-lane layer's weight address through one (``in_index × chunks``) was the slowest path of the
@@ -19,7 +22,7 @@ from __future__ import annotations
 
 from amaranth.hdl import Cat, Const, Mux
 
-__all__ = ["lowest_set_bit", "clear_bit", "at_most_one_set", "times_constant", "pack_lanes"]
+__all__ = ["lowest_set_bit", "lowest_one_hot", "clear_bit", "at_most_one_set", "times_constant", "pack_lanes"]
 
 
 def times_constant(value, constant: int):
@@ -52,6 +55,12 @@ def lowest_set_bit(mask):
         return Mux(low_any, low_index, high_index)[:width], low_any | high_any
     index, _ = tree(0, len(mask))
     return index
+
+
+def lowest_one_hot(mask):
+    """``mask``'s lowest set bit alone (``m & -m``: one carry chain); 0 when no bit is set. A core that
+    registers it with the mask clears that bit without a decoder (``mask & ~one_hot``)."""
+    return (mask & (-mask)[:len(mask)])[:len(mask)]
 
 
 def clear_bit(mask, index):
