@@ -358,7 +358,7 @@ def choose_batch_depth(estimate: dict, requested, in_features: int, result_bits:
         largest += 1
     if requested is None:
         depth = default_batch_depth(largest)
-    elif cost(requested) > free:
+    elif requested and cost(requested) > free:        # 0 (no buffer) always fits
         raise FitError(f"--batch-depth {requested} does not fit {board}: {requested} samples of {in_features} bytes "
                        f"and their {result_bits}-bit results need {cost(requested)} block RAMs "
                        f"({', '.join(f'{memory_what(k)} {v}' for k, v in _batch_block_rams(in_features, result_bits, requested, family).items())}), "

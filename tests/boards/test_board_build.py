@@ -221,6 +221,11 @@ def test_a_built_board_gets_a_batch_buffer_and_its_bridges_baud(monkeypatch):
     assert (link["batch"]["depth"], link["results"]["depth"]) == (64 * 16, 63)
     assert estimate["block_rams_needed"] == before + link["batch"]["block_rams_counted"] \
         + link["results"]["block_rams_counted"] > before
+    # No block RAM left over (a design that falls back to one membrane bank): 0, no buffer, is still accepted.
+    full = estimate_resources(accelerator.plan, board_info("ulx3s-85f").device)
+    full["block_rams"] = 0
+    assert choose_batch_depth(full, 0, 16, result_bits, "ulx3s-85f") == 0
+    assert choose_batch_depth(full, None, 16, result_bits, "ulx3s-85f") == 0
 
 
 def test_build_refuses_a_batch_depth_that_does_not_fit_or_is_no_count(tmp_path):
