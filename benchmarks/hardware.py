@@ -31,10 +31,10 @@ The bare accelerator out of context (:func:`out_of_context`: no board top, link 
 closes at, in minutes rather than a board build's clock search)::
 
     python -m benchmarks.hardware NET --lanes layer1=64,layer3=1 --membrane-banks 1 [--family ecp5|ice40]
-        [--multiplier dsp|logic] [--freq 100] [--seed 1] [--samples 1000] [-o build/ooc]
+        [--multiplier dsp|logic] [--freq 100] [--seed 1] [--dataset fashion-mnist --samples 1000] [-o build/ooc]
 
 prints (and writes to ``<output>/ooc.json``) cells, nextpnr's Fmax and critical path, and µs per sample at
-that Fmax from the cycle model on the first ``--samples`` Fashion-MNIST test images.
+that Fmax from the cycle model on the first ``--samples`` test samples of ``--dataset``.
 """
 
 from __future__ import annotations
@@ -733,8 +733,9 @@ def _ooc_main(argv=None) -> int:
     parser.add_argument("--family", default="ecp5", choices=tuple(OOC_PARTS))
     parser.add_argument("--freq", type=float, default=100.0, help="the constraint nextpnr places for (MHz, 100)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--dataset", default="fashion-mnist", help="test split the cycle model runs on (fashion-mnist)")
     parser.add_argument("--samples", type=int, default=1000,
-                        help="Fashion-MNIST test samples the cycle model runs for µs/sample (0: none)")
+                        help="test samples the cycle model runs for µs/sample (0: none)")
     parser.add_argument("-o", "--output", type=Path, default=Path("build/ooc"), help="work folder (relative)")
     args = parser.parse_args(argv)
     net = load(args.network)
@@ -742,7 +743,7 @@ def _ooc_main(argv=None) -> int:
     result = out_of_context(net, lanes, args.output, family=args.family, membrane_banks=args.membrane_banks,
                             multiplier=args.multiplier, freq_mhz=args.freq, seed=args.seed)
     if args.samples:
-        test = dataset("fashion-mnist", "test").head(args.samples)
+        test = dataset(args.dataset, "test").head(args.samples)
         model = predict(net, result["lanes"], test.samples, membrane_banks=args.membrane_banks)
         result["model_cycles_per_sample"] = model.cycles_per_sample
         if result["fmax_mhz"]:
