@@ -75,7 +75,12 @@ def batch_memories(in_features: int, result_bits: int, depth: int) -> dict:
     return {"batch": (8, depth * in_features), "results": (result_bits, max(2, depth) - 1)}
 
 
-def link_fifo_memories(rx_fifo_depth: int = 16, tag_fifo_depth: int = 4) -> dict:
+#: The link's FIFO depths by default (:class:`SerialAccelerator`): bytes from the UART, answer tags in flight.
+RX_FIFO_DEPTH = 16
+TAG_FIFO_DEPTH = 4
+
+
+def link_fifo_memories(rx_fifo_depth: int = RX_FIFO_DEPTH, tag_fifo_depth: int = TAG_FIFO_DEPTH) -> dict:
     """The memories of the link's own FIFOs (:class:`SerialAccelerator`'s defaults), ``name -> (width, words)``:
     received bytes and answer tags (a ``SyncFIFOBuffered`` keeps one word in its output register)."""
     return {"rx_fifo": (8, rx_fifo_depth - 1), "tag_fifo": (TagLayout.size, tag_fifo_depth - 1)}
@@ -136,7 +141,7 @@ class SerialAccelerator(wiring.Component):
     """
 
     def __init__(self, accelerator, config: LinkConfig, *, timeout_cycles: int | None = None,
-                 led_count: int = 2, rx_fifo_depth: int = 16, tag_fifo_depth: int = 4,
+                 led_count: int = 2, rx_fifo_depth: int = RX_FIFO_DEPTH, tag_fifo_depth: int = TAG_FIFO_DEPTH,
                  result_depth: int | None = None, divisor: int | None = None):
         if led_count < 2:
             raise InputError(f"led_count {led_count} must be >= 2")
