@@ -2,10 +2,9 @@
 
 * :func:`lowest_set_bit` — gateware: the index of a mask's lowest set bit, a log-depth tree; a core
   walks an event's spike mask with it, lowest bit first.
-* :func:`clear_bit` and :func:`at_most_one_set` — gateware for that walk without carry chains: a wide
-  mask (a 64-lane producer's) through ``m & (m - 1)`` and ``(m & (m - 1)) == 0`` is two ripple chains in
-  series, the slowest path of a 64-lane Fashion-MNIST design on ECP5 (65 MHz); a decoder and a log-depth
-  tree of LUTs are not.
+* :func:`at_most_one_set` — gateware for that walk without a carry chain: a wide mask (a 64-lane
+  producer's) through ``(m & (m - 1)) == 0`` is a ripple chain, on the slowest path of a 64-lane
+  Fashion-MNIST design on ECP5 (65 MHz); a log-depth tree of LUTs is not.
 * :func:`lowest_one_hot` — gateware: a mask's lowest set bit alone, ``m & -m`` (one carry chain); the
   dense core registers it beside the bit's index so the walk clears the bit with one gate, not a
   decoder in front of the next priority encoder.
@@ -20,9 +19,9 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Mux
+from amaranth.hdl import Const, Mux
 
-__all__ = ["lowest_set_bit", "lowest_one_hot", "clear_bit", "at_most_one_set", "times_constant", "pack_lanes"]
+__all__ = ["lowest_set_bit", "lowest_one_hot", "at_most_one_set", "times_constant", "pack_lanes"]
 
 
 def times_constant(value, constant: int):
@@ -61,12 +60,6 @@ def lowest_one_hot(mask):
     """``mask``'s lowest set bit alone (``m & -m``: one carry chain); 0 when no bit is set. A core that
     registers it with the mask clears that bit without a decoder (``mask & ~one_hot``)."""
     return (mask & (-mask)[:len(mask)])[:len(mask)]
-
-
-def clear_bit(mask, index):
-    """``mask`` with bit ``index`` (a Value) cleared: ``mask & (mask - 1)`` when ``index`` is the lowest
-    set bit, as a decoder (no carry chain)."""
-    return Cat(mask[i] & (index != i) for i in range(len(mask)))
 
 
 def at_most_one_set(mask):
