@@ -21,6 +21,7 @@ from amaranth.lib.wiring import In, Out
 
 from .batch import BatchBuffer
 from .counters import PerformanceCounters
+from .leds import PulseStretcher
 from .link import (MAX_CODE_BITS, CodeUnpacker, LinkConfig, LinkReceiver, LinkTransmitter, SlipDecoder,
                    SlipEncoder, TagLayout, representatives_of)
 from .uart import UARTReceiver, UARTTransmitter, baud_divisor
@@ -216,13 +217,9 @@ class SerialAccelerator(wiring.Component):
                      counters.clear.eq(transmitter.clear_counters), counters.freeze.eq(transmitter.freeze_counters),
                      transmitter.counters.eq(counters.values)]
 
-        stretch = max(2, int(cfg.clk_freq // 20))
-        activity = Signal(range(stretch + 1))
-        with m.If(transmitter.answered):
-            m.d.sync += activity.eq(stretch)
-        with m.Elif(activity != 0):
-            m.d.sync += activity.eq(activity - 1)
-        m.d.comb += [self.leds[0].eq(transmitter.error), self.leds[1].eq(activity != 0)]
+        m.submodules.activity = activity = PulseStretcher(max(1, int(cfg.clk_freq // 20)))
+        m.d.comb += activity.trigger.eq(transmitter.answered)
+        m.d.comb += [self.leds[0].eq(transmitter.error), self.leds[1].eq(activity.lit)]
         for i in range(2, self.led_count):
             if i - 2 < 8:
                 m.d.comb += self.leds[i].eq(transmitter.label[i - 2])
