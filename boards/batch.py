@@ -16,6 +16,11 @@ accelerator's ``pixels`` stream, and in the tag path from the :class:`~.link.Lin
 The host sends a batch only when the previous one's answers are back (:class:`~.host.BoardClient`),
 so the memory is never written while it is read; a batch larger than ``depth`` never gets here (the
 receiver answers ``REFUSED``), and the host splits a larger request into batches of ``depth``.
+
+``pixels`` leaves through a register stage (one cycle of latency, full rate): a deep buffer is many
+block RAMs whose read data meet in a multiplexer, and without the register that multiplexer ran on
+into the encoder's table address — the board's critical path (53.9 MHz on the ULX3S-85F with a
+64-sample buffer, against 109 MHz for the accelerator alone).
 """
 
 from amaranth.hdl import Module, Mux, Signal
@@ -83,7 +88,10 @@ class BatchBuffer(wiring.Component):
         out_valid = Signal()
         out_last = Signal()
 
-        beats, tags_in, tags_out, pixels = self.beats, self.tags_in, self.tags_out, self.pixels
+        beats, tags_in, tags_out = self.beats, self.tags_in, self.tags_out
+        # What the FSM offers; the output register below takes it when it is empty or being emptied.
+        pixels = stream.Signature(self.pixels.payload.shape()).create()
+        self._register_output(m, pixels)
         m.d.comb += [tags_out.payload.eq(tags_in.payload), write.addr.eq(write_at),
                      write.data.eq(beats.payload.data), read.addr.eq(read_at)]
 
@@ -121,3 +129,11 @@ class BatchBuffer(wiring.Component):
                     with m.Else():
                         m.next = "PASS"
         return m
+
+    def _register_output(self, m, staged):
+        """Drive ``self.pixels`` from a register loaded from ``staged`` (a pipeline stage with
+        ``ready`` passed through combinationally, so a stream at one pixel a cycle keeps its rate)."""
+        out = self.pixels
+        m.d.comb += staged.ready.eq(~out.valid | out.ready)
+        with m.If(staged.ready):
+            m.d.sync += [out.valid.eq(staged.valid), out.payload.eq(staged.payload)]
