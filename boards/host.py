@@ -231,22 +231,37 @@ class BoardClient:
             raise InputError(f"the board on {self.port_name} was built without a batch buffer (link version "
                              f"{config.version}, batch depth 0): run without --batch, or rebuild the board")
 
-    def read_counters(self, timeout: float | None = None) -> Counters | None:
+    def read_counters(self) -> Counters | None:
         """Read (and clear) the board's performance counters; ``None`` from a version 1 board or no answer."""
         if self.config.version < 2:
             return None
-        deadline = time.monotonic() + (timeout or self.answer_timeout)
-        for _ in range(2):
+        return self._await_counters(self.answer_timeout, self._parse_quietly)
+
+    def _parse_quietly(self, raw: bytes):
+        try:
+            return parse_frame(raw, self.config)
+        except LinkError:
+            return None
+
+    def _await_counters(self, silence: float, take) -> Counters | None:
+        """Send one counters request and wait for its answer; ``None`` when none comes.
+
+        The board answers in order, so every frame before the counters is something sent earlier:
+        ``take(raw)`` handles it (and returns it parsed, ``None`` if it is of no interest), and while
+        such frames come the wait goes on. After ``silence`` seconds without a frame the request is
+        sent once more, and the second wait is at least :data:`MAX_ANSWER_TIMEOUT` long: a second
+        request while the first is merely slow would leave a stale counters frame on the link.
+        """
+        for wait in (silence, max(silence, MAX_ANSWER_TIMEOUT)):
             self.serial.write(counters_request())
+            deadline = time.monotonic() + wait
             while time.monotonic() < deadline:
-                for frame in self._frames(deadline):
-                    try:
-                        answer = parse_frame(frame, self.config)
-                    except LinkError:
-                        continue
+                for raw in self._frames(min(deadline, time.monotonic() + 0.05)):
+                    answer = take(raw)
                     if isinstance(answer, Counters):
                         return answer
-            deadline = time.monotonic() + 2 * (timeout or self.answer_timeout)
+                    if answer is not None:
+                        deadline = max(deadline, time.monotonic() + wait)
         return None
 
     def classify(self, samples, on_result=None, stats: RunStats | None = None, *, compact: bool = False,
@@ -373,21 +388,13 @@ class BoardClient:
 
     def _sync_batch(self, answers: list, wanted: dict, stats) -> Counters:
         """Ask for the counters and wait for them, taking the batch's answers that come first: once they
-        come, the board has finished with the batch. One request (a second would leave a second
-        answer on the link), waited for while the board answers anything and up to
-        :data:`MAX_ANSWER_TIMEOUT` seconds of silence; asked once more only after that."""
-        for _ in range(2):
-            self.serial.write(counters_request())
-            deadline = time.monotonic() + MAX_ANSWER_TIMEOUT
-            while time.monotonic() < deadline:
-                for raw in self._frames(min(deadline, time.monotonic() + 0.05)):
-                    answer = self._batch_answer(raw, answers, wanted, stats)
-                    if isinstance(answer, Counters):
-                        return answer
-                    if answer is not None:
-                        deadline = max(deadline, time.monotonic() + MAX_ANSWER_TIMEOUT)
-        raise OSError(f"the board on {self.port_name} stopped answering (no counters within "
-                      f"{2 * MAX_ANSWER_TIMEOUT:g} s); errors so far {stats.errors}")
+        come, the board has finished with the batch."""
+        counters = self._await_counters(MAX_ANSWER_TIMEOUT,
+                                        lambda raw: self._batch_answer(raw, answers, wanted, stats))
+        if counters is None:
+            raise OSError(f"the board on {self.port_name} stopped answering (no counters within "
+                          f"{2 * MAX_ANSWER_TIMEOUT:g} s); errors so far {stats.errors}")
+        return counters
 
     def _stream(self, frames, compact, on_result, stats) -> list:
         config = self.config
