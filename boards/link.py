@@ -927,23 +927,23 @@ class LinkTransmitter(wiring.Component):
         index = Signal(range(max(len(f) for f in frames.values()) + 2))
         crc = Signal(8)
         # The byte at ``index``, registered: the frame multiplexer (kinds x bytes, the sequence number's
-        # adder) ends at a flip-flop instead of running on into the CRC and the SLIP encoder (the
-        # iCEBreaker's slowest path, 47 ns, once the activity LED's was gone). ``fetch`` is the index
-        # the next cycle will have, so ``body`` is loaded ahead and the stream keeps one byte a cycle.
+        # adder) starts and ends at flip-flops, instead of running from the SLIP encoder's ready through
+        # the CRC (the iCEBreaker's slowest path, 47 ns, once the activity LED's was gone). After each
+        # byte ``body`` takes a cycle to follow ``index`` (``fresh`` low): the UART takes a byte in tens
+        # of cycles, so the bubble costs nothing.
         body = Signal(8)
-        fetch = Signal.like(index)
+        fresh = Signal()
         fetched = Signal(8)
         body_length = Signal(range(max(len(f) for f in frames.values()) + 1))
-        m.d.comb += fetch.eq(index)
         with m.Switch(tag.kind):
             for kind, frame_bytes in frames.items():
                 with m.Case(kind):
                     m.d.comb += body_length.eq(len(frame_bytes))
-                    with m.Switch(fetch):
+                    with m.Switch(index):
                         for i, value in enumerate(frame_bytes):
                             with m.Case(i):
                                 m.d.comb += fetched.eq(value)
-        m.d.sync += [body.eq(fetched), index.eq(fetch)]
+        m.d.sync += [body.eq(fetched), fresh.eq(1)]
         active = Signal()               # a tag is being answered
         m.d.comb += self.freeze_counters.eq(active & (tag.kind == TagKind.COUNTERS))
 
@@ -966,14 +966,12 @@ class LinkTransmitter(wiring.Component):
             with m.State("OPEN"):
                 m.d.comb += [self.raw.valid.eq(1), self.raw.payload.delimiter.eq(1)]
                 with m.If(self.raw.ready):
-                    m.d.comb += fetch.eq(0)
-                    m.d.sync += crc.eq(0)
+                    m.d.sync += [index.eq(0), fresh.eq(0), crc.eq(0)]
                     m.next = "BODY"
             with m.State("BODY"):
-                m.d.comb += [self.raw.valid.eq(1), self.raw.payload.data.eq(body)]
-                with m.If(self.raw.ready):
-                    m.d.comb += fetch.eq(index + 1)
-                    m.d.sync += crc.eq(crc8_next(crc, body))
+                m.d.comb += [self.raw.valid.eq(fresh), self.raw.payload.data.eq(body)]
+                with m.If(fresh & self.raw.ready):
+                    m.d.sync += [crc.eq(crc8_next(crc, body)), index.eq(index + 1), fresh.eq(0)]
                     with m.If(index == body_length - 1):
                         m.next = "CRC"
             with m.State("CRC"):
