@@ -12,7 +12,7 @@ from spikeforge.boards.patch import PatchError, check_patchable
 from spikeforge.boards.platforms import BoardError, board_info, find_platform
 from spikeforge.cli import main
 from spikeforge.ir.network import DenseLayer, Network
-from spikeforge.ir.random_network import random_network
+from spikeforge.ir.random_network import random_conv_network, random_network
 
 #: A small network for the quick (no-tool) tests; the real iCEBreaker bitstream is the digits demo.
 SIZES = (16, 12, 8, 4)
@@ -226,6 +226,32 @@ def test_a_built_board_gets_a_batch_buffer_and_its_bridges_baud(monkeypatch):
     full["block_rams"] = 0
     assert choose_batch_depth(full, 0, 16, result_bits, "ulx3s-85f") == 0
     assert choose_batch_depth(full, None, 16, result_bits, "ulx3s-85f") == 0
+
+
+def test_an_mlp_on_ice40_gets_lanes_for_its_dsps_in_one_bank(monkeypatch):
+    """The iCE40 default for a dense network: as many lanes as the device's DSPs, balanced, one membrane bank
+    (built directly, no two-bank try); options that choose lanes or banks, CNNs and ECP5 keep the usual default."""
+    from spikeforge.boards import build as build_module
+    from spikeforge.boards.build import small_device_folding
+    made = []
+
+    class Recording(build_module.SerialAccelerator):
+        def __init__(self, accelerator, config, **kwargs):
+            made.append(accelerator)
+            raise _Elaborating
+    monkeypatch.setattr(build_module, "SerialAccelerator", Recording)
+    net = random_network(1, sizes=(64, 64, 32, 10), timesteps=8)
+    icebreaker = board_info("icebreaker")
+    folding = small_device_folding(net, icebreaker, BuildOptions())
+    assert sum(folding.values()) <= icebreaker.device.dsps == 8 and folding["fc1"] > 1
+    with pytest.raises(_Elaborating):
+        build(net, "icebreaker", "unused", options=BuildOptions(clock_mhz=12), log=lambda *_: None)
+    assert made[-1].plan.folding.config() == folding and made[-1].membrane_banks == 1
+    for options in (BuildOptions(lanes={"fc1": 2, "fc2": 1, "fc3": 1}), BuildOptions(lanes_budget=4),
+                    BuildOptions(membrane_banks=2)):
+        assert small_device_folding(net, icebreaker, options) is None
+    assert small_device_folding(net, board_info("ulx3s-85f"), BuildOptions()) is None
+    assert small_device_folding(random_conv_network(1), icebreaker, BuildOptions()) is None
 
 
 def test_build_refuses_a_batch_depth_that_does_not_fit_or_is_no_count(tmp_path):
