@@ -12,22 +12,7 @@ def test_pulse_stretcher_lights_at_least_the_time_asked_and_restarts(cycles):
     dut = PulseStretcher(cycles)
     durations = []
 
-    async def testbench(ctx):
-        for phase in range(dut.tick_cycles + 1):
-            await ctx.tick().repeat(phase + 1)
-            ctx.set(dut.trigger, 1)
-            await ctx.tick()
-            ctx.set(dut.trigger, 0)
-            lit = 0
-            while ctx.get(dut.lit):
-                lit += 1
-                await ctx.tick()
-            durations.append(lit)
-        # Retriggered half way: lit from the second trigger on for the full time again.
-        ctx.set(dut.trigger, 1)
-        await ctx.tick()
-        ctx.set(dut.trigger, 0)
-        await ctx.tick().repeat(cycles // 2 + 1)
+    async def lit_after_trigger(ctx):
         ctx.set(dut.trigger, 1)
         await ctx.tick()
         ctx.set(dut.trigger, 0)
@@ -35,7 +20,18 @@ def test_pulse_stretcher_lights_at_least_the_time_asked_and_restarts(cycles):
         while ctx.get(dut.lit):
             lit += 1
             await ctx.tick()
-        durations.append(lit)
+        return lit
+
+    async def testbench(ctx):
+        for phase in range(dut.tick_cycles + 1):
+            await ctx.tick().repeat(phase + 1)
+            durations.append(await lit_after_trigger(ctx))
+        # Retriggered half way: lit from the second trigger on for the full time again.
+        ctx.set(dut.trigger, 1)
+        await ctx.tick()
+        ctx.set(dut.trigger, 0)
+        await ctx.tick().repeat(cycles // 2 + 1)
+        durations.append(await lit_after_trigger(ctx))
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)
