@@ -89,13 +89,18 @@ CASES = (
 #: (7,539 vs 7,774 cycles/sample on Fashion-MNIST); 16x3 takes 1,200 cycles a sample off for 32 adders/DSPs.
 #: ``engine``: the verify step's engine (``"fast"``, the compiled Verilator harness, for 1,000-sample streams).
 CNN_28X28_LANES = {"conv1": "16x3", "conv2": "32x3", "fc": 2}
+#: How the 28x28 CNNs are generated and built: adders in logic (146 of them would take the DSP columns, and the
+#: DSP build's router had 8,416 wires still overused after 24 minutes), two membrane banks, no batch buffer (the
+#: membrane banks take the block RAM) and one place and route at a forced clock (a clock search would take up to
+#: four of tens of minutes each); 42 MHz is 5,310 samples/s at 7,910 cycles a sample.
+CNN_28X28_BUILD = {"multiplier": "logic", "membrane_banks": 2, "batch_depth": 0, "build_clock_mhz": 42.0}
 CNN_CASES = (
     {"network": "digits-cnn", "cnn": "digits", "board": "icebreaker", "timesteps": 4,
      "foldings": ({"lanes": 1},), "verify_samples": None},
     {"network": "fmnist-cnn", "cnn": "fmnist", "board": "ulx3s-85f", "timesteps": 4,
-     "foldings": ({"lanes": CNN_28X28_LANES},), "verify_samples": 1000, "engine": "fast"},
+     "foldings": ({"lanes": CNN_28X28_LANES},), "verify_samples": 1000, "engine": "fast", "build": CNN_28X28_BUILD},
     {"network": "mnist-cnn", "cnn": "mnist5k", "board": "ulx3s-85f", "timesteps": 4,
-     "foldings": ({"lanes": CNN_28X28_LANES},), "verify_samples": 1000, "engine": "fast"},
+     "foldings": ({"lanes": CNN_28X28_LANES},), "verify_samples": 1000, "engine": "fast", "build": CNN_28X28_BUILD},
 )
 #: The CNN case names ``--networks`` may select (see :func:`measure`).
 CNN_NAMES = tuple(case["network"] for case in CNN_CASES)
@@ -145,8 +150,9 @@ def _generator_fingerprint() -> str:
     return digest.hexdigest()[:16]
 
 
-def _board_cache_key(net, board: str, lanes: dict) -> str:
-    text = json.dumps({"net": network_fingerprint(net), "board": board, "lanes": lanes,
+def _board_cache_key(net, config: FlowConfig) -> str:
+    text = json.dumps({"net": network_fingerprint(net), "board": config.board, "lanes": config.lanes,
+                       "build": [config.multiplier, config.membrane_banks, config.batch_depth, config.build_clock_mhz],
                        "generator": _generator_fingerprint()}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -154,7 +160,7 @@ def _board_cache_key(net, board: str, lanes: dict) -> str:
 def _board_build(ctx, state: FlowState, config: FlowConfig) -> dict:
     """The flow's build step (synthesis + place and route), reusing an earlier build of exactly this design."""
     folder = config.board_path
-    key = _board_cache_key(state.network, config.board, config.lanes)
+    key = _board_cache_key(state.network, config)
     stamp = folder / "bench-cache.json"
     report_path = folder / "report.json"
     if stamp.is_file():
@@ -328,7 +334,7 @@ def _attempt(ctx, case: dict, net, test, entry: dict, how: dict) -> dict:
     config = FlowConfig(output=str(folder), dataset=entry["dataset"], split="test", samples=count,
                         lanes=lanes, board=board, rtl_dir=str(folder / "rtl"), board_dir=str(folder / "board"),
                         verify_report=str(folder / "verify.json"), sim_build=str(ctx.out_dir / "sim_build"),
-                        engine=case.get("engine", "cocotb"))
+                        engine=case.get("engine", "cocotb"), **case.get("build", {}))
     state = FlowState(network=net, spikes_in=entry["spikes_in"], log=lambda message: None)
     # Generate the Verilog.
     try:
