@@ -53,7 +53,8 @@ from amaranth.back import rtlil
 import spikeforge
 import spikeforge.boards
 import spikeforge.hdl
-from spikeforge.boards.build import ECP5_SYNTH_OVERRIDES, FitError, parse_nextpnr_report, synthesis_cells
+from spikeforge.boards.build import (ECP5_SYNTH_OVERRIDES, BuildOptions, FitError, parse_nextpnr_report,
+                                     small_device_folding, synthesis_cells)
 from spikeforge.boards.platforms import board_info
 from spikeforge.boards.tools import run_tool
 from spikeforge.flow import FlowConfig, FlowState, run_step
@@ -75,11 +76,12 @@ __all__ = ["measure", "render", "CASES", "CNN_CASES", "CNN_NAMES", "SPIKER_PLUS_
            "out_of_context", "OOC_PARTS"]
 
 #: Which network goes on which board, and how its lanes are chosen: the first folding whose bitstream
-#: fits the device is reported (a larger one that did not fit is listed with the reason).
+#: fits the device is reported (a larger one that did not fit is listed with the reason). ``board_default``:
+#: what ``spikeforge build`` picks by itself on that board (:func:`~spikeforge.boards.build.small_device_folding`
+#: on iCE40: lanes for the DSPs, one membrane bank), generated and signed off with the same folding and banks.
 CASES = (
-    {"network": "digits", "board": "icebreaker", "foldings": ({"lanes_budget": 48}, {"lanes_budget": 24},
-                                                             {"lanes_budget": 12}, {"lanes_budget": 6},
-                                                             {"lanes_budget": 3}), "verify_samples": None},
+    {"network": "digits", "board": "icebreaker", "foldings": ({"board_default": True}, {"lanes_budget": 3}),
+     "verify_samples": None},
     {"network": "fmnist", "board": "ulx3s-85f", "foldings": ({"lanes_budget": 36},), "verify_samples": 1000},
 )
 #: The convolutional networks (issue 13): which CNN (a key of the cnn_accuracy section's CNNS), its T, the
@@ -133,7 +135,12 @@ def _smallest_t(ctx, key: str, tolerance: float = 0.5):
     return None, "never within tolerance up to T = 16"
 
 
-def _folding(net, spikes_in, how: dict) -> dict:
+def _folding(net, spikes_in, how: dict, board: str) -> dict:
+    if how.get("board_default"):
+        folding = small_device_folding(net, board_info(board), BuildOptions())
+        if folding is None:
+            raise ValueError(f"{board} has no small-device default folding for this network")
+        return folding
     if isinstance(how.get("lanes"), dict):      # every layer's lanes named
         return dict(how["lanes"])
     if "lanes" in how:      # the same lanes for every folded layer
@@ -307,7 +314,7 @@ def _attempt(ctx, case: dict, net, test, entry: dict, how: dict) -> dict:
     """The flow's generate, build and verify steps on one folding of the network."""
     key, board, T = case["network"], case["board"], net.timesteps
     attempt = {}
-    lanes = _folding(net, entry["spikes_in"], how)
+    lanes = _folding(net, entry["spikes_in"], how, board)
     folder = ctx.out_dir / "hardware" / f"{key}-T{T}-{'-'.join(f'{k}{v}' for k, v in sorted(lanes.items()))}"
     attempt["folding"] = lanes
     attempt["folding_rule"] = how
@@ -334,7 +341,8 @@ def _attempt(ctx, case: dict, net, test, entry: dict, how: dict) -> dict:
     config = FlowConfig(output=str(folder), dataset=entry["dataset"], split="test", samples=count,
                         lanes=lanes, board=board, rtl_dir=str(folder / "rtl"), board_dir=str(folder / "board"),
                         verify_report=str(folder / "verify.json"), sim_build=str(ctx.out_dir / "sim_build"),
-                        engine=case.get("engine", "cocotb"), **case.get("build", {}))
+                        engine=case.get("engine", "cocotb"), **case.get("build", {}),
+                        **({"membrane_banks": 1} if how.get("board_default") else {}))
     state = FlowState(network=net, spikes_in=entry["spikes_in"], log=lambda message: None)
     # Generate the Verilog.
     try:

@@ -5,6 +5,8 @@ from types import SimpleNamespace
 import pytest
 
 from spikeforge.benchmarks import hardware, runner
+from spikeforge.boards.build import BuildOptions, small_device_folding
+from spikeforge.boards.platforms import board_info
 from spikeforge.ir.errors import InputError
 
 PREVIOUS = {"hardware": {"date": "2026-11-28T07:59:37+00:00", "result": {
@@ -55,7 +57,17 @@ def test_a_carried_case_keeps_its_first_date(measured):
 
 
 def test_explicit_lanes_of_a_case_are_used_whole():
-    assert hardware._folding(None, None, {"lanes": {"conv1": "16x3", "fc": 2}}) == {"conv1": "16x3", "fc": 2}
+    assert hardware._folding(None, None, {"lanes": {"conv1": "16x3", "fc": 2}}, "ulx3s-85f") == {"conv1": "16x3",
+                                                                                                 "fc": 2}
+
+
+def test_the_board_default_folding_is_what_the_build_picks():
+    from spikeforge.ir.random_network import random_conv_network, random_network
+    net = random_network(1, sizes=(64, 64, 32, 10), timesteps=8)
+    folding = hardware._folding(net, None, {"board_default": True}, "icebreaker")
+    assert folding == small_device_folding(net, board_info("icebreaker"), BuildOptions()) and sum(folding.values()) <= 8
+    with pytest.raises(ValueError, match="icebreaker has no small-device default folding"):
+        hardware._folding(random_conv_network(1), None, {"board_default": True}, "icebreaker")
 
 
 def test_an_unknown_network_name_is_refused_with_the_cnn_names_listed(tmp_path):
