@@ -23,15 +23,19 @@ into the encoder's table address — the board's critical path (53.9 MHz on the 
 64-sample buffer, against 109 MHz for the accelerator alone).
 """
 
-from amaranth.hdl import Module, Mux, Signal
+from amaranth.hdl import Array, Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
 
 from .link import PixelBeatLayout, PixelLayout, Status, TagKind, TagLayout
 from spikeforge.ir.errors import InputError
 
-__all__ = ["BatchBuffer"]
+__all__ = ["BatchBuffer", "BANK_BYTES"]
+
+#: Bytes per memory bank of the buffer: one ECP5 block RAM (2048 x 9), four iCE40 ones (512 x 8).
+BANK_BYTES = 2048
 
 
 class BatchBuffer(wiring.Component):
@@ -45,6 +49,8 @@ class BatchBuffer(wiring.Component):
         Samples the buffer holds (1..255).
     pixel_shape : shape
         The accelerator's pixel payload (``data``, ``last``), :data:`~.link.PixelLayout` by default.
+    bank_bytes : int
+        Bytes per memory bank (a power of two, :data:`BANK_BYTES` by default).
 
     Members
     -------
@@ -60,9 +66,12 @@ class BatchBuffer(wiring.Component):
         High while a batch runs.
     """
 
-    def __init__(self, in_features: int, depth: int, pixel_shape=PixelLayout):
+    def __init__(self, in_features: int, depth: int, pixel_shape=PixelLayout, *, bank_bytes: int = BANK_BYTES):
         if not 1 <= depth <= 255:
             raise InputError(f"batch depth {depth} is not in 1..255")
+        if bank_bytes < 2 or bank_bytes & (bank_bytes - 1):
+            raise ValueError(f"bank_bytes {bank_bytes} must be a power of two >= 2")
+        self.bank_bytes = bank_bytes
         self.in_features = in_features
         self.depth = depth
         super().__init__({
@@ -77,28 +86,45 @@ class BatchBuffer(wiring.Component):
         m = Module()
         n = self.in_features
         size = self.depth * n
-        m.submodules.memory = memory = Memory(shape=8, depth=size, init=[])
-        write = memory.write_port()
-        read = memory.read_port()
+        banks = -(-size // self.bank_bytes)
+        offset_bits = ceil_log2(self.bank_bytes)
+        writes, reads = [], []
+        for bank in range(banks):
+            memory = Memory(shape=8, depth=max(2, min(self.bank_bytes, size - bank * self.bank_bytes)), init=[])
+            m.submodules[f"memory{bank}"] = memory
+            writes.append(memory.write_port())
+            reads.append(memory.read_port())
 
         write_at = Signal(range(size + 1))
         read_at = Signal(range(size + 1))
         remaining = Signal(range(size + 1))
         position = Signal(range(n))         # of the next read pixel within its sample
-        out_valid = Signal()
-        out_last = Signal()
 
         beats, tags_in, tags_out = self.beats, self.tags_in, self.tags_out
         # What the FSM offers; the output register below takes it when it is empty or being emptied.
         pixels = stream.Signature(self.pixels.payload.shape()).create()
         self._register_output(m, pixels)
-        m.d.comb += [tags_out.payload.eq(tags_in.payload), write.addr.eq(write_at),
-                     write.data.eq(beats.payload.data), read.addr.eq(read_at)]
+        m.d.comb += tags_out.payload.eq(tags_in.payload)
+        write_en = Signal()
+        for bank, (write, read) in enumerate(zip(writes, reads)):
+            m.d.comb += [write.addr.eq(write_at[:len(write.addr)]), write.data.eq(beats.payload.data),
+                         write.en.eq(write_en & ((write_at >> offset_bits) == bank)),
+                         read.addr.eq(read_at[:len(read.addr)])]
+
+        # The replay is a three-stage pipeline that moves as one (``advance``): A, the banks' block RAMs
+        # read at ``read_at``; B, each bank's byte registered; C, the byte of the bank read, registered.
+        # So no path runs from a block RAM through the multiplexer over the banks (with 25 block RAMs in
+        # one memory that was the ULX3S board's slowest path, 61 MHz).
+        a_valid, a_last, a_bank = Signal(), Signal(), Signal(range(banks))
+        b_valid, b_last, b_bank = Signal(), Signal(), Signal(range(banks))
+        b_bytes = Array(Signal(8, name=f"b_byte{bank}") for bank in range(banks))
+        c_valid, c_last, c_byte = Signal(), Signal(), Signal(8)
+        advance = ~c_valid | pixels.ready
 
         with m.FSM():
             with m.State("PASS"):
                 with m.If(beats.payload.batch):
-                    m.d.comb += [beats.ready.eq(write_at != size), write.en.eq(beats.valid & (write_at != size))]
+                    m.d.comb += [beats.ready.eq(write_at != size), write_en.eq(beats.valid & (write_at != size))]
                     with m.If(beats.valid & (write_at != size)):
                         m.d.sync += write_at.eq(write_at + 1)
                 with m.Else():
@@ -110,24 +136,25 @@ class BatchBuffer(wiring.Component):
                           & (tags_in.payload.kind == TagKind.SAMPLE)):
                     m.d.sync += write_at.eq(0)
                     with m.If(tags_in.payload.status == Status.OK):
-                        m.d.sync += [remaining.eq(tags_in.payload.count * n), read_at.eq(0), position.eq(0),
-                                     out_valid.eq(0)]
+                        m.d.sync += [remaining.eq(tags_in.payload.count * n), read_at.eq(0), position.eq(0)]
                         m.next = "REPLAY"
             with m.State("REPLAY"):
-                # A read takes a cycle: the word read for an address comes out the next cycle, and
-                # stays while the read port is not enabled.
-                m.d.comb += [self.replaying.eq(1), pixels.valid.eq(out_valid),
-                             pixels.payload.data.eq(read.data), pixels.payload.last.eq(out_last)]
-                advance = ~out_valid | pixels.ready
-                m.d.comb += read.en.eq(advance)
+                # A read port's word comes out the cycle after its address, and stays while the port
+                # is not enabled: the pipeline stalls whole.
+                m.d.comb += [self.replaying.eq(1), pixels.valid.eq(c_valid), pixels.payload.data.eq(c_byte),
+                             pixels.payload.last.eq(c_last)]
+                m.d.comb += [read.en.eq(advance) for read in reads]
                 with m.If(advance):
-                    m.d.sync += out_valid.eq(remaining != 0)
+                    m.d.sync += [a_valid.eq(remaining != 0), a_bank.eq(read_at >> offset_bits),
+                                 b_valid.eq(a_valid), b_last.eq(a_last), b_bank.eq(a_bank),
+                                 c_valid.eq(b_valid), c_last.eq(b_last), c_byte.eq(b_bytes[b_bank])]
+                    m.d.sync += [b_bytes[bank].eq(read.data) for bank, read in enumerate(reads)]
                     with m.If(remaining != 0):
                         m.d.sync += [read_at.eq(read_at + 1), remaining.eq(remaining - 1),
-                                     out_last.eq(position == n - 1),
+                                     a_last.eq(position == n - 1),
                                      position.eq(Mux(position == n - 1, 0, position + 1))]
-                    with m.Else():
-                        m.next = "PASS"
+                with m.If((remaining == 0) & ~a_valid & ~b_valid & ~c_valid):
+                    m.next = "PASS"
         return m
 
     def _register_output(self, m, staged):
