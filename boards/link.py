@@ -933,8 +933,8 @@ class LinkTransmitter(wiring.Component):
         # The byte at ``index``, registered: the frame multiplexer (kinds x bytes, the sequence number's
         # adder) starts and ends at flip-flops, instead of running from the SLIP encoder's ready through
         # the CRC (the iCEBreaker's slowest path, 47 ns, once the activity LED's was gone). After each
-        # byte ``body`` takes a cycle to follow ``index`` (``fresh`` low): the UART takes a byte in tens
-        # of cycles, so the bubble costs nothing.
+        # byte ``body`` (and ``final``) takes a cycle to follow ``index`` (``fresh`` low): the UART takes
+        # a byte in tens of cycles, so the bubble costs nothing.
         body = Signal(8)
         fresh = Signal()
         fetched = Signal(8)
@@ -947,7 +947,10 @@ class LinkTransmitter(wiring.Component):
                         for i, value in enumerate(frame_bytes):
                             with m.Case(i):
                                 m.d.comb += fetched.eq(value)
-        m.d.sync += [body.eq(fetched), fresh.eq(1)]
+        # ``final``: ``body`` is the frame's last byte, registered with it (the compare with the kind's
+        # length is off the FSM's next-state logic).
+        final = Signal()
+        m.d.sync += [body.eq(fetched), final.eq(index == body_length - 1), fresh.eq(1)]
         active = Signal()               # a tag is being answered
         m.d.comb += self.freeze_counters.eq(active & (tag.kind == TagKind.COUNTERS))
 
@@ -976,7 +979,7 @@ class LinkTransmitter(wiring.Component):
                 m.d.comb += [self.raw.valid.eq(fresh), self.raw.payload.data.eq(body)]
                 with m.If(fresh & self.raw.ready):
                     m.d.sync += [crc.eq(crc8_next(crc, body)), index.eq(index + 1), fresh.eq(0)]
-                    with m.If(index == body_length - 1):
+                    with m.If(final):
                         m.next = "CRC"
             with m.State("CRC"):
                 m.d.comb += [self.raw.valid.eq(1), self.raw.payload.data.eq(crc)]
