@@ -12,8 +12,8 @@ ULX3S-85F (ECP5-85F), at T = 8 and at the smallest T within 0.5 points of the fl
 * derived: µs per sample and samples/s at the achieved Fmax, adder utilisation (useful additions /
   (lanes × cycles)) and the lower bound the adders set (spike-driven additions / lanes).
 
-Convolutional networks (issue 13, :data:`CNN_CASES`; they always run, whatever ``--networks`` selects
-among the MLPs): the shipped digits CNN on iCEBreaker with the board's default folding (one lane per
+Convolutional networks (issue 13, :data:`CNN_CASES`; they run with the default ``--networks`` or when
+named there): the shipped digits CNN on iCEBreaker with the board's default folding (one lane per
 layer: the fewest block RAMs and LUTs) and the Fashion-MNIST CNN of the ``cnn_accuracy`` section
 (:func:`~spikeforge.benchmarks.cnn_accuracy.trained_model`, cached under ``<out>/models``) on ULX3S-85F,
 both at T = 4, through the same steps: LUT4/FF/block RAM/DSP, Fmax, Verilator cycles per sample and
@@ -70,6 +70,7 @@ from spikeforge.reporting import fmt, markdown_table
 from .accuracy_vs_timesteps import converted, parity_point
 from .cnn_accuracy import CALIBRATION_SAMPLES, CNNS, trained_model
 from .common import NETWORKS, dataset, float_accuracy, float_model, log
+from .options import NETWORK_NAMES
 from .published import PUBLISHED, PUBLISHED_CNN, SKYDIVER_SAMPLES_PER_SECOND
 
 __all__ = ["measure", "render", "CASES", "CNN_CASES", "CNN_NAMES", "SPIKER_PLUS_US", "summary_lines",
@@ -439,14 +440,17 @@ def _previous(ctx) -> dict:
 
 
 def measure(ctx) -> dict:
-    """The MLP cases named by ``--networks`` and the CNN cases: all of them unless ``--networks`` names some
-    (``digits-cnn``, ``fmnist-cnn``, ``mnist-cnn``). A case not selected keeps its earlier result, marked
-    ``carried_over`` with the date it was measured (so ``--networks fmnist-cnn`` reruns that CNN alone)."""
+    """The MLP cases named by ``--networks`` and the CNN cases it names (``digits-cnn``, ``fmnist-cnn``,
+    ``mnist-cnn``); every CNN case when ``--networks`` is left at its default (every MLP). A case not
+    selected keeps its earlier result, marked ``carried_over`` with the date it was measured (so
+    ``--networks fmnist-cnn`` reruns that CNN alone, and ``--networks digits`` the digits MLP alone: the CNNs
+    take tens of minutes each)."""
     previous = _previous(ctx)
     cnn_named = [name for name in ctx.networks if name in CNN_NAMES]
+    every = not cnn_named and set(NETWORK_NAMES) <= set(ctx.networks)
     cases = [case for case in (CASES[:1] if ctx.quick else CASES) if case["network"] in ctx.networks]
     cnn_cases = [case for case in (CNN_CASES[:1] if ctx.quick else CNN_CASES)
-                 if not cnn_named or case["network"] in cnn_named]
+                 if every or case["network"] in cnn_named]
     results = {"cases": [], "published": list(PUBLISHED), "spiker_plus_us": SPIKER_PLUS_US,
                "spiker_plus_logic": SPIKER_PLUS_LOGIC}
     ran = {case["network"] for case in cases}

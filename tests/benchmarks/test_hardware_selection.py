@@ -41,11 +41,19 @@ def test_naming_one_cnn_runs_it_alone_and_keeps_every_other_case(measured):
     assert cnn["digits-cnn"]["carried_over"] == "2026-11-28T07:59:37+00:00"
 
 
-def test_naming_only_mlps_runs_every_cnn_as_before(measured):
-    result = hardware.measure(_ctx(("digits",), previous={}))
-    assert measured == ["digits@4", "digits@8", *hardware.CNN_NAMES]
+def test_the_default_networks_run_every_cnn(measured):
+    result = hardware.measure(_ctx(("digits", "fmnist", "fmnist-deep"), previous={}))
+    assert measured == ["digits@4", "digits@8", "fmnist@4", "fmnist@8", *hardware.CNN_NAMES]
     assert [e["network"] for e in result["cnn_cases"]] == list(hardware.CNN_NAMES)
     assert not any(e.get("carried_over") for e in result["cases"] + result["cnn_cases"])
+
+
+def test_naming_one_mlp_runs_it_alone_and_keeps_the_cnns(measured):
+    result = hardware.measure(_ctx(("digits",)))
+    assert measured == ["digits@4", "digits@8"]
+    assert [(e["network"], e.get("carried_over")) for e in result["cnn_cases"]] == [
+        ("digits-cnn", "2026-11-28T07:59:37+00:00"), ("fmnist-cnn", "2026-11-28T07:59:37+00:00"),
+        ("gone-cnn", "2026-11-28T07:59:37+00:00")]
 
 
 def test_a_carried_case_keeps_its_first_date(measured):
