@@ -622,10 +622,11 @@ def render(result: dict, ctx, commands: str = "") -> str:
              "Generated accelerators (Amaranth → Verilog), simulated cycle-accurately with Verilator over the test "
              "split (Fashion-MNIST: the first 1,000 test samples, to keep the run short) with every result checked "
              "against the golden model, then synthesised and placed and routed with YoWASP yosys/nextpnr inside the "
-             "board top (UART link included). Lanes are balanced automatically on measured spike counts within a "
-             "budget (iCEBreaker: 48 lanes in total, halved until the bitstream fits the iCE40UP5K, down to 3; ULX3S: 36). "
-             "Times at the achieved Fmax assume the accelerator is clocked at its Fmax (a PLL); the boards' own "
-             "oscillators are 12 MHz (iCEBreaker) and 25 MHz (ULX3S), and µs at that clock are given too. "
+             "board top (UART link included). iCEBreaker: the folding `spikeforge build` picks by itself (as many "
+             "lanes as DSPs, one membrane bank), signed off as built; ULX3S: lanes balanced on measured spike counts "
+             "within 36. Times at the achieved Fmax are labelled so; µs at the board clock are at the clock the "
+             "bitstream runs at (the PLL output its clock search chose; the board oscillator, 12 or 25 MHz, for "
+             "cases built before the PLL). "
              "Adder bound = spike-driven additions per sample / lanes: no folding of these lanes can beat it.", ""]
     rows = []
     for e in result["cases"]:
