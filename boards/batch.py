@@ -17,10 +17,10 @@ The host sends a batch only when the previous one's answers are back (:class:`~.
 so the memory is never written while it is read; a batch larger than ``depth`` never gets here (the
 receiver answers ``REFUSED``), and the host splits a larger request into batches of ``depth``.
 
-``pixels`` leaves through a register stage (one cycle of latency, full rate): a deep buffer is many
-block RAMs whose read data meet in a multiplexer, and without the register that multiplexer ran on
-into the encoder's table address — the board's critical path (53.9 MHz on the ULX3S-85F with a
-64-sample buffer, against 109 MHz for the accelerator alone).
+The memory is in banks of :data:`BANK_BYTES`, replayed through a pipeline that registers each bank's
+byte before choosing between banks, and ``pixels`` leaves through a register stage: no path runs
+from a block RAM through the bank multiplexer into the encoder (the ULX3S board's critical path at
+53.9 MHz when the buffer was one memory read straight into ``pixels``).
 """
 
 from amaranth.hdl import Array, Module, Mux, Signal

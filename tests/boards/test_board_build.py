@@ -184,33 +184,40 @@ def test_build_command_refuses_a_clock_before_any_work(tmp_path, capsys):
 
 
 class _Elaborating(Exception):
-    """Raised where the board's top is made: the test below stops before any tool runs."""
+    """Raised where the board's top is made: the tests below stop before any tool runs."""
 
 
-def test_a_built_board_gets_a_batch_buffer_and_its_bridges_baud(monkeypatch):
-    """Without --batch-depth the board's top has a batch buffer sized to the spare block RAM (at most 64), counted
-    in the estimate; the baud rate is the bridge's for the real clock everywhere (3 Mbaud from 50 MHz)."""
+@pytest.fixture
+def board_tops(monkeypatch):
+    """The ``(accelerator, link config)`` of each board top a build makes; the build stops there
+    (:class:`_Elaborating`), before any tool runs."""
     from spikeforge.boards import build as build_module
-    from spikeforge.boards.build import choose_batch_depth
-    from spikeforge.boards.serial import result_layout_of
-    from spikeforge.hdl import Accelerator
     made = []
 
     class Recording(build_module.SerialAccelerator):
         def __init__(self, accelerator, config, **kwargs):
-            made.append(config)
+            made.append((accelerator, config))
             raise _Elaborating
     monkeypatch.setattr(build_module, "SerialAccelerator", Recording)
+    return made
+
+
+def test_a_built_board_gets_a_batch_buffer_and_its_bridges_baud(board_tops):
+    """Without --batch-depth the board's top has a batch buffer sized to the spare block RAM (at most 64), counted
+    in the estimate; the baud rate is the bridge's for the real clock everywhere (3 Mbaud from 50 MHz)."""
+    from spikeforge.boards.build import choose_batch_depth
+    from spikeforge.boards.serial import result_layout_of
+    from spikeforge.hdl import Accelerator
     net = random_network(1, sizes=SIZES, timesteps=4)
     with pytest.raises(_Elaborating):
         build(net, "ulx3s-85f", "unused", options=BuildOptions(clock_mhz=50), log=lambda *_: None)
-    config, = made
+    (_, config), = board_tops
     assert (config.batch_depth, config.baud, config.clk_freq) == (64, 3_000_000, 50_000_000)
     assert config.counted_layers == 3                   # per-layer counters, except on iCE40 unless asked for
     for options, counted in ((BuildOptions(clock_mhz=12), 0), (BuildOptions(clock_mhz=12, layer_counters=True), 3)):
         with pytest.raises(_Elaborating):
             build(net, "icebreaker", "unused", options=options, log=lambda *_: None)
-        assert (made[-1].counted_layers, made[-1].baud) == (counted, 3_000_000)
+        assert (board_tops[-1][1].counted_layers, board_tops[-1][1].baud) == (counted, 3_000_000)
     # The estimate counts the buffer's block RAMs (64 x 16 bytes; 64 results) on top of the accelerator's.
     accelerator = Accelerator(net, None)
     estimate = estimate_resources(accelerator.plan, board_info("ulx3s-85f").device)
@@ -228,25 +235,18 @@ def test_a_built_board_gets_a_batch_buffer_and_its_bridges_baud(monkeypatch):
     assert choose_batch_depth(full, None, 16, result_bits, "ulx3s-85f") == 0
 
 
-def test_an_mlp_on_ice40_gets_lanes_for_its_dsps_in_one_bank(monkeypatch):
+def test_an_mlp_on_ice40_gets_lanes_for_its_dsps_in_one_bank(board_tops):
     """The iCE40 default for a dense network: as many lanes as the device's DSPs, balanced, one membrane bank
     (built directly, no two-bank try); options that choose lanes or banks, CNNs and ECP5 keep the usual default."""
-    from spikeforge.boards import build as build_module
     from spikeforge.boards.build import small_device_folding
-    made = []
-
-    class Recording(build_module.SerialAccelerator):
-        def __init__(self, accelerator, config, **kwargs):
-            made.append(accelerator)
-            raise _Elaborating
-    monkeypatch.setattr(build_module, "SerialAccelerator", Recording)
     net = random_network(1, sizes=(64, 64, 32, 10), timesteps=8)
     icebreaker = board_info("icebreaker")
     folding = small_device_folding(net, icebreaker, BuildOptions())
     assert sum(folding.values()) <= icebreaker.device.dsps == 8 and folding["fc1"] > 1
     with pytest.raises(_Elaborating):
         build(net, "icebreaker", "unused", options=BuildOptions(clock_mhz=12), log=lambda *_: None)
-    assert made[-1].plan.folding.config() == folding and made[-1].membrane_banks == 1
+    accelerator, _ = board_tops[-1]
+    assert accelerator.plan.folding.config() == folding and accelerator.membrane_banks == 1
     for options in (BuildOptions(lanes={"fc1": 2, "fc2": 1, "fc3": 1}), BuildOptions(lanes_budget=4),
                     BuildOptions(membrane_banks=2)):
         assert small_device_folding(net, icebreaker, options) is None
