@@ -25,10 +25,10 @@ from a block RAM through the bank multiplexer into the encoder (the ULX3S board'
 
 from amaranth.hdl import Array, Module, Mux, Signal
 from amaranth.lib import stream, wiring
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
+from .block_ram import ECP5_WORDS, RegisteredReadRAM
 from .link import PixelBeatLayout, PixelLayout, Status, TagKind, TagLayout
 from spikeforge.ir.errors import InputError
 
@@ -69,8 +69,8 @@ class BatchBuffer(wiring.Component):
     def __init__(self, in_features: int, depth: int, pixel_shape=PixelLayout, *, bank_bytes: int = BANK_BYTES):
         if not 1 <= depth <= 255:
             raise InputError(f"batch depth {depth} is not in 1..255")
-        if bank_bytes < 2 or bank_bytes & (bank_bytes - 1):
-            raise ValueError(f"bank_bytes {bank_bytes} must be a power of two >= 2")
+        if bank_bytes < 2 or bank_bytes & (bank_bytes - 1) or bank_bytes > ECP5_WORDS:
+            raise ValueError(f"bank_bytes {bank_bytes} must be a power of two in 2..{ECP5_WORDS}")
         self.bank_bytes = bank_bytes
         self.in_features = in_features
         self.depth = depth
@@ -88,12 +88,11 @@ class BatchBuffer(wiring.Component):
         size = self.depth * n
         banks = -(-size // self.bank_bytes)
         offset_bits = ceil_log2(self.bank_bytes)
-        writes, reads = [], []
+        rams = []
         for bank in range(banks):
-            memory = Memory(shape=8, depth=max(2, min(self.bank_bytes, size - bank * self.bank_bytes)), init=[])
-            m.submodules[f"memory{bank}"] = memory
-            writes.append(memory.write_port())
-            reads.append(memory.read_port())
+            ram = RegisteredReadRAM(max(2, min(self.bank_bytes, size - bank * self.bank_bytes)))
+            m.submodules[f"memory{bank}"] = ram
+            rams.append(ram)
 
         write_at = Signal(range(size + 1))
         read_at = Signal(range(size + 1))
@@ -106,20 +105,21 @@ class BatchBuffer(wiring.Component):
         self._register_output(m, pixels)
         m.d.comb += tags_out.payload.eq(tags_in.payload)
         write_en = Signal()
-        for bank, (write, read) in enumerate(zip(writes, reads)):
-            m.d.comb += [write.addr.eq(write_at[:len(write.addr)]), write.data.eq(beats.payload.data),
-                         write.en.eq(write_en & ((write_at >> offset_bits) == bank)),
-                         read.addr.eq(read_at[:len(read.addr)])]
+        for bank, ram in enumerate(rams):
+            m.d.comb += [ram.write_addr.eq(write_at[:len(ram.write_addr)]), ram.write_data.eq(beats.payload.data),
+                         ram.write_en.eq(write_en & ((write_at >> offset_bits) == bank)),
+                         ram.read_addr.eq(read_at[:len(ram.read_addr)])]
 
         # The replay is a four-stage pipeline that moves as one (``advance``): A, the banks' block RAMs
-        # read at ``read_at``; H and B, each bank's byte registered twice; C, the byte of the bank read,
-        # registered. So no path runs from a block RAM through the multiplexer over the banks (with 25
-        # block RAMs in one memory that was the ULX3S board's slowest path, 61 MHz), and the register
-        # after each block RAM can sit beside it (one register was 11.4 ns of routing away: 88 MHz).
+        # read at ``read_at``; H, each bank's byte in its RAM's output register (:class:`RegisteredReadRAM`:
+        # the DP16KD's own on the ECP5); B, each bank's byte registered again; C, the byte of the bank
+        # read, registered. So no path runs from a block RAM through the multiplexer over the banks (with
+        # 25 block RAMs in one memory that was the ULX3S board's slowest path, 61 MHz), and none from a
+        # block RAM's array to a register in logic (5.8 ns clock-to-output plus the route: 89.6 MHz).
         a_valid, a_last, a_bank = Signal(), Signal(), Signal(range(banks))
         h_valid, h_last, h_bank = Signal(), Signal(), Signal(range(banks))
         b_valid, b_last, b_bank = Signal(), Signal(), Signal(range(banks))
-        h_bytes = [Signal(8, name=f"h_byte{bank}") for bank in range(banks)]
+        h_bytes = [ram.read_data for ram in rams]
         b_bytes = Array(Signal(8, name=f"b_byte{bank}") for bank in range(banks))
         c_valid, c_last, c_byte = Signal(), Signal(), Signal(8)
         advance = ~c_valid | pixels.ready
@@ -146,13 +146,12 @@ class BatchBuffer(wiring.Component):
                 # is not enabled: the pipeline stalls whole.
                 m.d.comb += [self.replaying.eq(1), pixels.valid.eq(c_valid), pixels.payload.data.eq(c_byte),
                              pixels.payload.last.eq(c_last)]
-                m.d.comb += [read.en.eq(advance) for read in reads]
+                m.d.comb += [ram.read_en.eq(advance) for ram in rams]
                 with m.If(advance):
                     m.d.sync += [a_valid.eq(remaining != 0), a_bank.eq(read_at >> offset_bits),
                                  h_valid.eq(a_valid), h_last.eq(a_last), h_bank.eq(a_bank),
                                  b_valid.eq(h_valid), b_last.eq(h_last), b_bank.eq(h_bank),
                                  c_valid.eq(b_valid), c_last.eq(b_last), c_byte.eq(b_bytes[b_bank])]
-                    m.d.sync += [h_bytes[bank].eq(read.data) for bank, read in enumerate(reads)]
                     m.d.sync += [b_bytes[bank].eq(h_bytes[bank]) for bank in range(banks)]
                     with m.If(remaining != 0):
                         m.d.sync += [read_at.eq(read_at + 1), remaining.eq(remaining - 1),

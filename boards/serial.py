@@ -25,12 +25,16 @@ from .leds import PulseStretcher
 from .link import (MAX_CODE_BITS, CodeUnpacker, LinkConfig, LinkReceiver, LinkTransmitter, SlipDecoder,
                    SlipEncoder, TagLayout, representatives_of)
 from .uart import UARTReceiver, UARTTransmitter, baud_divisor
+from spikeforge.hdl.fifo import StreamFIFO
 from spikeforge.ir.errors import InputError
 
 __all__ = ["result_layout_of", "pixel_layout_of", "link_config_for", "SerialAccelerator", "DEFAULT_TIMEOUT_S",
            "batch_memories", "link_fifo_memories", "default_batch_depth", "MAX_DEFAULT_BATCH_DEPTH"]
 
 DEFAULT_TIMEOUT_S = 0.05
+#: Entries of the register stage between the unpacker and the accelerator when there is no batch buffer
+#: (a buffered FIFO: registered both ways, one pixel a cycle).
+PIXEL_STAGE_DEPTH = 4
 
 
 def result_layout_of(accelerator):
@@ -191,10 +195,15 @@ class SerialAccelerator(wiring.Component):
             wiring.connect(m, producer=receiver.tags, consumer=batch.tags_in)
             _connect_fifo_in(m, batch.tags_out, tag_fifo)
         else:
-            m.d.comb += [accelerator.pixels.valid.eq(unpacker.pixels.valid),
-                         accelerator.pixels.payload.data.eq(unpacker.pixels.payload.data),
-                         accelerator.pixels.payload.last.eq(unpacker.pixels.payload.last),
-                         unpacker.pixels.ready.eq(accelerator.pixels.ready)]
+            # A registered stage in both directions: without it the unpacker's code-to-byte pass ran
+            # combinationally into the accelerator's encoder and the performance counters (the ULX3S
+            # board's critical path at 86.8 MHz).
+            m.submodules.pixel_stage = stage = StreamFIFO(pixel_layout_of(accelerator), PIXEL_STAGE_DEPTH)
+            m.d.comb += [stage.w.valid.eq(unpacker.pixels.valid),
+                         stage.w.payload.data.eq(unpacker.pixels.payload.data),
+                         stage.w.payload.last.eq(unpacker.pixels.payload.last),
+                         unpacker.pixels.ready.eq(stage.w.ready)]
+            wiring.connect(m, producer=stage.r, consumer=accelerator.pixels)
             _connect_fifo_in(m, receiver.tags, tag_fifo)
         _connect_fifo_out(m, tag_fifo, transmitter.tags)
         if self.result_depth:

@@ -59,6 +59,7 @@ def test_a_batch_replays_byte_for_byte_across_banks_under_back_pressure(in_featu
     assert got == expected
 
 
-def test_bank_bytes_must_be_a_power_of_two():
-    with pytest.raises(ValueError, match="bank_bytes 12 must be a power of two >= 2"):
-        BatchBuffer(4, 2, bank_bytes=12)
+@pytest.mark.parametrize("bank_bytes", [12, 1, 4096])
+def test_bank_bytes_must_be_a_power_of_two_that_one_block_ram_holds(bank_bytes):
+    with pytest.raises(ValueError, match=f"bank_bytes {bank_bytes} must be a power of two in 2..2048"):
+        BatchBuffer(4, 2, bank_bytes=bank_bytes)
