@@ -16,14 +16,14 @@ LEDs (as many as the board has, in this order): 0 = the last answered sample had
 from __future__ import annotations
 
 from amaranth.hdl import Module, Signal
-from amaranth.lib import data, fifo, wiring
+from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .batch import BatchBuffer
 from .counters import PerformanceCounters
 from .leds import PulseStretcher
 from .link import (MAX_CODE_BITS, CodeUnpacker, LinkConfig, LinkReceiver, LinkTransmitter, SlipDecoder,
-                   SlipEncoder, TagLayout, representatives_of)
+                   SlipEncoder, PixelBeatLayout, TagLayout, representatives_of)
 from .uart import UARTReceiver, UARTTransmitter, baud_divisor
 from spikeforge.hdl.fifo import StreamFIFO
 from spikeforge.ir.errors import InputError
@@ -32,8 +32,8 @@ __all__ = ["result_layout_of", "pixel_layout_of", "link_config_for", "SerialAcce
            "batch_memories", "link_fifo_memories", "default_batch_depth", "MAX_DEFAULT_BATCH_DEPTH"]
 
 DEFAULT_TIMEOUT_S = 0.05
-#: Entries of the register stage between the unpacker and the accelerator when there is no batch buffer
-#: (a buffered FIFO: registered both ways, one pixel a cycle).
+#: Entries of the register stage after the unpacker, before the batch buffer or the accelerator (a buffered
+#: FIFO: registered both ways, one pixel a cycle).
 PIXEL_STAGE_DEPTH = 4
 
 
@@ -190,12 +190,24 @@ class SerialAccelerator(wiring.Component):
         if cfg.batch_depth:
             m.submodules.batch = batch = BatchBuffer(cfg.in_features, cfg.batch_depth,
                                                      pixel_shape=pixel_layout_of(accelerator))
-            wiring.connect(m, producer=unpacker.pixels, consumer=batch.beats)
+            # Registered both ways, as below: the receiver's FSM and the unpacker ran combinationally
+            # into the buffer's block RAM write port (91.7 MHz on the ULX3S board).
+            m.submodules.pixel_stage = stage = fifo.SyncFIFOBuffered(width=PixelBeatLayout.size,
+                                                                     depth=PIXEL_STAGE_DEPTH)
+            beats = stream.Signature(PixelBeatLayout).create()
+            _connect_fifo_in(m, unpacker.pixels, stage)
+            _connect_fifo_out(m, stage, beats)
+            wiring.connect(m, producer=beats, consumer=batch.beats)
             wiring.connect(m, producer=batch.pixels, consumer=accelerator.pixels)
-            wiring.connect(m, producer=receiver.tags, consumer=batch.tags_in)
+            # A batch's tag starts its replay, so it waits until the batch's last pixels are out of the
+            # stage and written (the tag comes after the frame's CRC byte, so it never waits long).
+            tags_in = batch.tags_in
+            m.d.comb += [tags_in.payload.eq(receiver.tags.payload),
+                         tags_in.valid.eq(receiver.tags.valid & (stage.level == 0)),
+                         receiver.tags.ready.eq(tags_in.ready & (stage.level == 0))]
             _connect_fifo_in(m, batch.tags_out, tag_fifo)
         else:
-            # A registered stage in both directions: without it the unpacker's code-to-byte pass ran
+            # A stage registered in both directions: without it the unpacker's code-to-byte pass ran
             # combinationally into the accelerator's encoder and the performance counters (the ULX3S
             # board's critical path at 86.8 MHz).
             m.submodules.pixel_stage = stage = StreamFIFO(pixel_layout_of(accelerator), PIXEL_STAGE_DEPTH)

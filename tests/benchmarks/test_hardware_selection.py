@@ -42,8 +42,9 @@ def test_naming_one_cnn_runs_it_alone_and_keeps_every_other_case(measured):
 
 
 def test_the_default_networks_run_every_cnn(measured):
+    """... and the ULX3S Fashion-MNIST build (issue 15's) only at its smallest T."""
     result = hardware.measure(_ctx(("digits", "fmnist", "fmnist-deep"), previous={}))
-    assert measured == ["digits@4", "digits@8", "fmnist@4", "fmnist@8", *hardware.CNN_NAMES]
+    assert measured == ["digits@4", "digits@8", "fmnist@4", *hardware.CNN_NAMES]
     assert [e["network"] for e in result["cnn_cases"]] == list(hardware.CNN_NAMES)
     assert not any(e.get("carried_over") for e in result["cases"] + result["cnn_cases"])
 
