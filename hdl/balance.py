@@ -17,7 +17,7 @@ from .folding import Folding, check_membrane_banks, estimate_spikes_in, resolve_
 
 __all__ = ["balanced_folding", "MEASURED_BALANCE_MARGIN"]
 
-#: A balance on measured spike counts replaces the default folding only when the cycle model, from those
+#: A balance on measured spike counts (no samples) replaces the default folding only when the cycle model, from those
 #: counts alone, says it is this much faster: from counts (no sample data) the model cannot see where in
 #: a sweep the spikes bunch, and is optimistic by a few % where the encoder's sweep nears the bottleneck
 #: (Fashion-MNIST 784-200-100-10: a balance predicted as fast as the default ran 3.5 % slower in RTL).
@@ -25,13 +25,15 @@ MEASURED_BALANCE_MARGIN = 0.05
 
 
 def balanced_folding(net, folding=None, *, lanes_budget=None, target_cycles=None, spikes_in=None,
-                     membrane_banks: int = 2) -> Folding:
+                     membrane_banks: int = 2, samples=None) -> Folding:
     """:func:`~spikeforge.hdl.folding.resolve_folding`, never slower than the default folding.
 
     With measured ``spikes_in`` and an automatic folding for a lanes budget (``folding`` empty, no
     ``target_cycles``), the measured balance is kept only when the cycle model on the measured counts
     says it beats the default folding for the same budget by :data:`MEASURED_BALANCE_MARGIN` (a tie
-    keeps the default). Otherwise this is ``resolve_folding`` itself.
+    keeps the default). With ``samples`` (the raw samples ``spikes_in`` came from) the model follows
+    them beat by beat, which is exact, and the measured balance is kept whenever it is faster at all.
+    Otherwise this is ``resolve_folding`` itself.
 
     Raises
     ------
@@ -46,7 +48,8 @@ def balanced_folding(net, folding=None, *, lanes_budget=None, target_cycles=None
     default = resolve_folding(net, None, lanes_budget=lanes_budget, membrane_banks=banks)
     if default.config() == chosen.config():
         return chosen
-    measured = estimate_spikes_in(net, spikes_in)
-    cycles = [predict(net, candidate, measured, membrane_banks=banks).cycles_per_sample
+    basis = estimate_spikes_in(net, spikes_in) if samples is None else samples
+    margin = MEASURED_BALANCE_MARGIN if samples is None else 0.0
+    cycles = [predict(net, candidate, basis, membrane_banks=banks).cycles_per_sample
               for candidate in (chosen, default)]
-    return chosen if cycles[0] < (1 - MEASURED_BALANCE_MARGIN) * cycles[1] else default
+    return chosen if cycles[0] < (1 - margin) * cycles[1] else default

@@ -88,7 +88,7 @@ def _rom_images(plan) -> dict:
 
 
 def design_report(accelerator: Accelerator, *, name: str = "spikeforge_top", spikes_in=None,
-                  network_path=None) -> dict:
+                  network_path=None, samples=None) -> dict:
     """The ``design.json`` dict of an :class:`Accelerator` or an
     :class:`~spikeforge.hdl.axis.AXIStreamAccelerator` (nothing is written).
 
@@ -98,8 +98,9 @@ def design_report(accelerator: Accelerator, *, name: str = "spikeforge_top", spi
     net, plan = accelerator.net, accelerator.plan
     estimated = spikes_in is None
     spikes = estimate_spikes_in(net, spikes_in)
-    prediction = predict(net, plan.folding, spikes, fifo_depth=accelerator.fifo_depth,
-                         membrane_banks=accelerator.membrane_banks)
+    # Raw samples are followed beat by beat (exact); spike counts alone give the per-sample form.
+    prediction = predict(net, plan.folding, spikes if samples is None else samples,
+                         fifo_depth=accelerator.fifo_depth, membrane_banks=accelerator.membrane_banks)
     layers = []
     producer_group, producer_chunks = plan.encoder_lanes, plan.encoder_chunks
     for layer in plan.layers:
@@ -175,7 +176,8 @@ def design_report(accelerator: Accelerator, *, name: str = "spikeforge_top", spi
         },
         "prediction": {
             "spikes_in": [float(s) for s in spikes],
-            "spikes_basis": "estimate: T/2 ones per input code" if estimated else "given",
+            "spikes_basis": ("estimate: T/2 ones per input code" if estimated else "given") if samples is None
+            else f"beat by beat on {len(samples)} samples",
             "cycles_per_sample": prediction.cycles_per_sample,
             "latency": prediction.latency,
             "stages": prediction.stages,
@@ -262,7 +264,7 @@ def summary(design: dict) -> str:
 
 def generate(net, out_dir, *, lanes=None, target_cycles=None, lanes_budget=None, name: str | None = None,
              spikes_in=None, fifo_depth: int = DEFAULT_FIFO_DEPTH, membrane_banks: int = 2,
-             interface: str = "stream", multiplier: str = "dsp") -> dict:
+             interface: str = "stream", multiplier: str = "dsp", samples=None) -> dict:
     """Write ``<out_dir>/<name>.v``, ``<out_dir>/rom/*.hex`` and ``<out_dir>/design.json``; return the design.
 
     Parameters
@@ -281,6 +283,10 @@ def generate(net, out_dir, *, lanes=None, target_cycles=None, lanes_budget=None,
     spikes_in : list of float, optional
         Mean input spikes per sample and layer, for the balance and the prediction (default: an
         estimate of T/2 ones per code).
+    samples : array of raw samples, optional
+        The samples ``spikes_in`` came from: the cycle model then follows them beat by beat (exact, where
+        counts alone give the per-sample form), for the prediction and for the balancer's check against
+        the default folding.
     membrane_banks : int
         2 (ping-pong, default) or 1 (compact); see :class:`~spikeforge.hdl.Accelerator`.
     interface : ``"stream"`` or ``"axis"``
@@ -315,11 +321,11 @@ def generate(net, out_dir, *, lanes=None, target_cycles=None, lanes_budget=None,
     if not isinstance(name, str) or not name.isidentifier():
         raise InputError(f"module name {name!r} is not an identifier")
     folding = balanced_folding(net, lanes, lanes_budget=lanes_budget, target_cycles=target_cycles,
-                               spikes_in=spikes_in, membrane_banks=membrane_banks)
+                               spikes_in=spikes_in, membrane_banks=membrane_banks, samples=samples)
     top = AXIStreamAccelerator if interface == "axis" else Accelerator
     accelerator = top(net, folding, fifo_depth=fifo_depth, membrane_banks=membrane_banks, multiplier=multiplier)
     text = verilog.convert(accelerator, name=name, emit_src=False)
-    design = design_report(accelerator, name=name, spikes_in=spikes_in, network_path=network_path)
+    design = design_report(accelerator, name=name, spikes_in=spikes_in, network_path=network_path, samples=samples)
 
     out_dir = Path(out_dir)
     if out_dir.exists() and not (out_dir / "design.json").is_file():

@@ -5,10 +5,12 @@ import json
 import numpy as np
 import pytest
 
+import spikeforge
 from spikeforge.datasets import load as load_dataset
 from spikeforge.demo_model import load_digits_mlp
 from spikeforge.flow import (STEPS, ConvertReport, FlowConfig, FlowConfigError, FlowState, GenerateReport, run_flow,
                              run_step)
+from spikeforge.hdl.cycle_model import predict
 from spikeforge.ir.errors import InputError
 from spikeforge.ir.network import load
 from spikeforge.ir.random_network import random_network
@@ -175,3 +177,18 @@ def test_lanes_may_be_written_as_on_the_command_line():
     assert FlowConfig.from_json({"lanes": "fc1=2"}).to_json()["lanes"] == {"fc1": 2}
     with pytest.raises(InputError, match=r"lanes entry 'fc1:8' is not NAME=INTEGER"):
         FlowConfig(lanes="fc1:8")
+
+
+def test_generate_with_spikes_from_predicts_beat_by_beat_on_those_samples(tmp_path):
+    """``spikes_from``: the folding is balanced on the dataset's measured spikes and the prediction follows
+    its first ``spike_samples`` samples beat by beat (the exact model), which design.json says."""
+    train = load_dataset("digits", "train")
+    net = spikeforge.convert(load_digits_mlp(), train.samples[:500], timesteps=4)
+    config = FlowConfig(output=str(tmp_path / "flow"), lanes_budget=6, spikes_from="digits", spike_samples=40)
+    flow = run_flow(config, start="generate", stop="generate", state=FlowState(network=net), log=lambda _: None)
+    design = json.loads((tmp_path / "flow" / "rtl" / "design.json").read_text())
+    samples = load_dataset("digits", "test").head(40).samples.reshape(40, -1)
+    assert design["prediction"]["spikes_basis"] == "beat by beat on 40 samples"
+    expected = predict(net, design["folding"], samples).cycles_per_sample
+    assert design["prediction"]["cycles_per_sample"] == pytest.approx(expected)
+    assert flow["generate"].spikes_basis == "beat by beat on 40 samples"
