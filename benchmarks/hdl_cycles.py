@@ -267,7 +267,7 @@ def fmnist_text(f: dict) -> str:
     picked = "*: what the balancer picks for the budget with --spikes-from; " \
         if any("balancer_picks" in r for r in rows) else ""
     lines.append(f"({picked}model: beat by beat from the samples; worst: the largest |result beat - predicted| "
-                 "in cycles; per-sample: the model from spike counts alone, what generate prints)")
+                 "in cycles; per-sample: the model from spike counts alone, what generate prints without --spikes-from)")
     return "\n".join(lines)
 
 
