@@ -104,8 +104,10 @@ CNN_28X28_LANES = {"conv1": "16x3", "conv2": "32x3", "fc": 2}
 #: How the 28x28 CNNs are generated and built: adders in logic (146 of them would take the DSP columns, and the
 #: DSP build's router had 8,416 wires still overused after 24 minutes), two membrane banks, no batch buffer (the
 #: membrane banks take the block RAM) and one place and route at a forced clock (a clock search would take up to
-#: four of tens of minutes each); 42 MHz is 5,310 samples/s at 7,910 cycles a sample.
-CNN_28X28_BUILD = {"multiplier": "logic", "membrane_banks": 2, "batch_depth": 0, "build_clock_mhz": 42.0}
+#: four of tens of minutes each); 42 MHz is 5,310 samples/s at 7,910 cycles a sample. nextpnr's router2: router1
+#: still had 101,644 arcs to route after 17 minutes of routing, at ~250 a second (and rising).
+CNN_28X28_BUILD = {"multiplier": "logic", "membrane_banks": 2, "batch_depth": 0, "build_clock_mhz": 42.0,
+                   "router": "router2"}
 CNN_CASES = (
     {"network": "digits-cnn", "cnn": "digits", "board": "icebreaker", "timesteps": 4,
      "foldings": ({"lanes": 1},), "verify_samples": None},
@@ -169,7 +171,8 @@ def _generator_fingerprint() -> str:
 
 def _board_cache_key(net, config: FlowConfig) -> str:
     text = json.dumps({"net": network_fingerprint(net), "board": config.board, "lanes": config.lanes,
-                       "build": [config.multiplier, config.membrane_banks, config.batch_depth, config.build_clock_mhz],
+                       "build": [config.multiplier, config.membrane_banks, config.batch_depth, config.build_clock_mhz,
+                                 config.router],
                        "generator": _generator_fingerprint()}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
