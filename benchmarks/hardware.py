@@ -105,7 +105,8 @@ CNN_28X28_LANES = {"conv1": "16x3", "conv2": "32x3", "fc": 2}
 #: DSP build's router had 8,416 wires still overused after 24 minutes), two membrane banks, no batch buffer (the
 #: membrane banks take the block RAM) and one place and route at a forced clock (a clock search would take up to
 #: four of tens of minutes each); 42 MHz is 5,310 samples/s at 7,910 cycles a sample. nextpnr's router2: router1
-#: still had 101,644 arcs to route after 17 minutes of routing, falling by ~22 a second.
+#: still had 101,644 arcs to route after 17 minutes of routing, falling by ~22 a second; router2 got to ~500
+#: overused wires in 47 iterations but did not converge (the block RAM layout is the real limit).
 CNN_28X28_BUILD = {"multiplier": "logic", "membrane_banks": 2, "batch_depth": 0, "build_clock_mhz": 42.0,
                    "router": "router2"}
 CNN_CASES = (

@@ -119,8 +119,9 @@ class BuildOptions:
     #: Per-layer performance counters (busy, stalled, starved cycles of each layer, read by ``spikeforge run``):
     #: None has them except on iCE40, where logic is scarce (+864 LUT4, +297 FF on the iCEBreaker digits MLP).
     layer_counters: bool | None = None
-    #: nextpnr's router: None for its default (router1), or one of :data:`ROUTERS`. router2 routes congested
-    #: designs (the 28x28 CNNs on the ECP5-85F, most of its block RAM in use) that router1 does not finish.
+    #: nextpnr's router: None for its default (router1), or one of :data:`ROUTERS`. router2 copes better with
+    #: congested designs (the 28x28 CNNs on the ECP5-85F, most of its block RAM in use; it got a CNN within ~500
+    #: overused wires where router1 had 101,644 arcs left, but did not finish either).
     router: str | None = None
 
 

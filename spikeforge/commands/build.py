@@ -52,8 +52,8 @@ def add_arguments(parser):
                              "`spikeforge run`) (default: yes, except on iCE40, where they cost about a third more "
                              "LUTs on the digits MLP)")
     parser.add_argument("--router", choices=ROUTERS,
-                        help="nextpnr's router (default: nextpnr's own, router1); router2 finishes congested designs "
-                             "router1 does not, such as a 28x28 CNN that fills most of the ECP5-85F's block RAM")
+                        help="nextpnr's router (default: nextpnr's own, router1); router2 copes better with congested "
+                             "designs, such as a 28x28 CNN that fills most of the ECP5-85F's block RAM")
     parser.add_argument("--seed", type=int, default=1, help="placement seed and placeholder seed (default 1)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
 
