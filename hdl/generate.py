@@ -130,7 +130,6 @@ def design_report(accelerator: Accelerator, *, name: str = "spikeforge_top", spi
             "threshold_range": [int(source.threshold.min()), int(source.threshold.max())],
         })
         producer_group, producer_chunks = layer.lanes, layer.chunks
-    has_conv = any(isinstance(layer, ConvLayerPlan) for layer in plan.layers)
     network = {"timesteps": net.timesteps, "input_shape": list(net.input_shape), **network_fingerprint(net)}
     if network_path is not None:
         network["path"] = str(network_path)
@@ -162,13 +161,13 @@ def design_report(accelerator: Accelerator, *, name: str = "spikeforge_top", spi
         "layers": layers,
         "folding": plan.folding.config(),
         "total_lanes": plan.folding.total_lanes(),
-        **({"total_adders": plan.folding.total_adders()} if has_conv else {}),
+        **({"total_adders": plan.folding.total_adders()} if net.has_conv else {}),
         "network": network,
         "cycle_model": {
             "module": "spikeforge.hdl.cycle_model",
             "stage_cycles": {"encoder load": "in + 1", "encoder emit": "T*Ce + 2",
                              "accumulate": "S_l*C_l + 4", "fire": "T*C_l + 2", "score": "C_L + 3",
-                             **(_CONV_STAGE_CYCLES if has_conv else {})},
+                             **(_CONV_STAGE_CYCLES if net.has_conv else {})},
             "membrane_banks": accelerator.membrane_banks,
             "steady_state": ("max over stages (constant workload)" if accelerator.membrane_banks == 2 else
                              "max over stages, a layer's accumulate + readout as one (one bank)")

@@ -593,6 +593,11 @@ class Network:
         return self.layers[-1]
 
     @property
+    def has_conv(self) -> bool:
+        """True when any layer is a conv2d."""
+        return any(layer.kind == "conv2d" for layer in self.layers)
+
+    @property
     def has_maps(self) -> bool:
         """True when a conv or pool layer is present (the network needs format version 2)."""
         return any(not isinstance(layer, DenseLayer) for layer in self.layers)

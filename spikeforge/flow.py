@@ -507,8 +507,8 @@ def step_generate(state: FlowState, config: FlowConfig) -> GenerateReport:
         spikes_in = spikes_in_from(net, data.samples)
         # The cycle model follows them beat by beat (exact), one flat CHW row a sample; a conv network's
         # through the literal timestep model, so fewer of them (19 s for 512 Fashion-MNIST CNN samples).
-        conv = any(layer.kind == "conv2d" for layer in net.layers)
-        samples = np.asarray(data.samples).reshape(len(data.samples), -1)[:CONV_PREDICTION_SAMPLES if conv else None]
+        keep = CONV_PREDICTION_SAMPLES if net.has_conv else None
+        samples = np.asarray(data.samples).reshape(len(data.samples), -1)[:keep]
     # Hand the generator the saved folder when there is one, so design.json records where it came from.
     source = state.network_dir if state.network_dir is not None else net
     design = generate_design(source, config.rtl_path, lanes=config.lanes, target_cycles=config.target_cycles,
