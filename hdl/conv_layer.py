@@ -14,7 +14,10 @@ Membrane banks (``plan.membrane_banks``) and column banks (``plan.taps``)
     ``(oy·Wb + ox // taps)·chunks + cc`` (``Wb = ceil(Wc / taps)``), so the up to ``taps`` consecutive
     output columns an input spike reaches in one output row are in different memories and are added
     in the same cycle. Two banks (default) ping-pong exactly as in the dense core: the accumulate half
-    fills one while the readout fires the other; with one bank they take turns. After reset every
+    fills one while the readout fires the other; with one bank they take turns: the next sample's
+    events wait until the readout is done with the bank — with a max pool (and ``T > 1``) that is the
+    end of its step 0, after which it fires from the pooled residual store, so the accumulate of
+    sample ``n+1`` overlaps steps ``1..T-1`` of sample ``n`` (*early release*). After reset every
     column bank of every bank is written with ``b + v0`` (one word per cycle, all memories at once, no
     event taken meanwhile).
 
@@ -356,6 +359,10 @@ class ConvILIF(wiring.Component):
 
         # -- event intake and hand-over ------------------------------------------------------------------
         ro_idle = Signal()
+        # One bank: the accumulate may use it (``bank_free``) while the readout is idle, or — early
+        # release, with a max pool and T > 1 — once the readout's step 0 has retired its last word.
+        early_release = p.membrane_banks == 1 and pooled and T > 1
+        bank_free = Signal()
         handover, done_with_event = Signal(), Signal()
         pipeline_empty = ~b_valid & ~c_valid & ~d_valid & ~w_busy & ~s2_valid & ~s3_valid & ~s4_valid & ~s5_valid
         m.d.comb += [
@@ -363,7 +370,7 @@ class ConvILIF(wiring.Component):
             handover.eq(cur_valid & cur_last & mask_empty & pipeline_empty & ro_idle & ~clearing),
         ]
         if p.membrane_banks == 1:
-            m.d.comb += self.events.ready.eq(~clearing & ro_idle & (~cur_valid | (done_with_event & ~cur_last)))
+            m.d.comb += self.events.ready.eq(~clearing & bank_free & (~cur_valid | (done_with_event & ~cur_last)))
         else:
             m.d.comb += self.events.ready.eq(~clearing & (~cur_valid | (done_with_event & ~cur_last) | handover))
             with m.If(handover):
@@ -450,7 +457,7 @@ class ConvILIF(wiring.Component):
         # Stage 2 of the readout: the read data is on the ports (held there until the stage moves on).
         s2r_t, s2r_out = Signal(index_shape(T)), Signal(index_shape(p.out_chunks))
         s2r_first_member, s2r_last_member = Signal(), Signal()
-        s2r_member_phase, s2r_clear, s2r_final = Signal(), Signal(), Signal()
+        s2r_member_phase, s2r_clear, s2r_final, s2r_step0_end = Signal(), Signal(), Signal(), Signal()
         s2r_addr = Signal(bank_addr_shape)
         s2r_column = Signal(index_shape(taps))
         ro_addr = Signal(bank_addr_shape)
@@ -464,12 +471,13 @@ class ConvILIF(wiring.Component):
                 s2r_member_phase.eq(member_phase),
                 s2r_clear.eq(((wy < psh) | (py == Hp - 1)) & ((wx < psw) | (px == Wp - 1))),
                 s2r_final.eq((t == T - 1) & (out_chunk == p.out_chunks - 1) & last_member),
+                s2r_step0_end.eq((t == 0) & (out_chunk == p.out_chunks - 1) & last_member),
             ]
 
         # Stage 3, the fire stage: the word, its bias and level registered (the memory's clock-to-out
         # gets a cycle of its own), then max, compare, subtract, emit and write back.
         f_t, f_out = Signal(index_shape(T)), Signal(index_shape(p.out_chunks))
-        f_first_member, f_member_phase, f_clear, f_final = Signal(), Signal(), Signal(), Signal()
+        f_first_member, f_member_phase, f_clear, f_final, f_step0_end = Signal(), Signal(), Signal(), Signal(), Signal()
         f_addr = Signal(bank_addr_shape)
         f_column = Signal(index_shape(taps))
         f_word, f_bias = Signal(membrane), Signal(data.ArrayLayout(signed(p.bias_bits), lanes))
@@ -480,7 +488,7 @@ class ConvILIF(wiring.Component):
                 f_valid.eq(1), f_t.eq(s2r_t), f_out.eq(s2r_out), f_addr.eq(s2r_addr), f_column.eq(s2r_column),
                 f_first_member.eq(s2r_first_member), f_last_member.eq(s2r_last_member),
                 f_member_phase.eq(s2r_member_phase), f_clear.eq(s2r_clear), f_final.eq(s2r_final),
-                f_bias.eq(bias_rd.data),
+                f_step0_end.eq(s2r_step0_end), f_bias.eq(bias_rd.data),
             ]
 
         # The readout's bank port (routed to the bank it owns below).
@@ -578,6 +586,17 @@ class ConvILIF(wiring.Component):
                          ro_wr_data.eq(Mux(clear_wr, clear_word,
                                            Mux(f_t == T - 1, bias_word(f_bias), Cat(residual))))]
 
+        if early_release:
+            # Busy from the hand-over until the fire stage retires step 0's last word (its write-back).
+            bank_busy = Signal()
+            with m.If(handover):
+                m.d.sync += bank_busy.eq(1)
+            with m.Elif(write & f_step0_end):
+                m.d.sync += bank_busy.eq(0)
+            m.d.comb += bank_free.eq(~bank_busy)
+        else:
+            m.d.comb += bank_free.eq(ro_idle)
+
         # -- bank routing: the readout (or the clear after reset) and the accumulate half -------------------
         # The readout writes one column bank (its fire stage's); the clear writes all of them.
         ro_writes_column = [Signal(name=f"ro_writes{b}") for b in range(taps)]
@@ -587,8 +606,8 @@ class ConvILIF(wiring.Component):
                 ro_writes = Signal(name=f"ro_or_clear_writes{b}")
                 m.d.comb += [
                     ro_writes.eq(ro_writes_column[b] | clear_wr),
-                    bank_rd.addr.eq(Mux(ro_idle, s3_addr[b], ro_addr)),
-                    bank_rd.en.eq(ro_idle | ro_rd_en),
+                    bank_rd.addr.eq(Mux(bank_free, s3_addr[b], ro_addr)),
+                    bank_rd.en.eq(bank_free | ro_rd_en),
                     bank_wr.addr.eq(Mux(clear_wr, clear_wr_addr, Mux(ro_writes_column[b], ro_wr_addr, s5_addr[b]))),
                     bank_wr.data.eq(Mux(ro_writes, ro_wr_data, acc_sum[b])),
                     bank_wr.en.eq(ro_writes | s5_en[b]),

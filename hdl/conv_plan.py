@@ -82,7 +82,8 @@ from spikeforge.ir.errors import InputError
 from spikeforge.ir.network import Conv2dLayer, MaxPool2dLayer
 
 __all__ = ["InputMap", "ConvLayerPlan", "plan_conv_layer", "event_index_to_chw", "spike_work",
-           "readout_words", "ConvSchedule", "conv_layer_schedule"]
+           "readout_words", "step0_words", "early_release", "bank_release", "ConvSchedule",
+           "conv_layer_schedule"]
 
 
 def _pack_fields(values, widths) -> int:
@@ -472,6 +473,24 @@ def readout_words(plan: ConvLayerPlan) -> int:
     return per_step * plan.window + (plan.timesteps - 1) * per_step
 
 
+def step0_words(plan: ConvLayerPlan) -> int:
+    """Words the fire sweep issues in step 0 (``P·chunks·K``): with a max pool, the bank reads."""
+    return plan.out_positions * plan.chunks * plan.window
+
+
+def early_release(plan: ConvLayerPlan) -> bool:
+    """Whether the one-bank core hands its bank back to the accumulate after the readout's step 0 (a max
+    pool and ``T > 1``: later steps fire from the pooled residual store)."""
+    return plan.membrane_banks == 1 and plan.pooled and plan.timesteps > 1
+
+
+def bank_release(plan: ConvLayerPlan, handover, readout_idle):
+    """With one bank, the first cycle the next sample's first event can be taken: step 0's last word
+    retired (issued ``step0_words`` cycles after the hand-over, fired two later) under early release,
+    else the readout idle. Without output stalls."""
+    return handover + step0_words(plan) + 3 if early_release(plan) else readout_idle
+
+
 @dataclass
 class ConvSchedule:
     """What :func:`conv_layer_schedule` returns (cycles counted from the end of reset).
@@ -543,7 +562,7 @@ def conv_layer_schedule(plan: ConvLayerPlan, samples) -> ConvSchedule:
         finals.append(final)
         issued.append(sum(flat))
         spikes.append(len(flat))
-        start = handover if plan.membrane_banks == 2 else ro_idle_at
+        start = handover if plan.membrane_banks == 2 else bank_release(plan, handover, ro_idle_at)
     spacing = (finals[-1] - finals[0]) / (len(finals) - 1) if len(finals) > 1 else finals[0] - plan.bank_words
     return ConvSchedule(handover=handovers, final_beat=finals, issued=issued, spikes=spikes,
                         cycles_per_sample=float(spacing))

@@ -20,7 +20,9 @@ hand-over ``h_l(n)`` (its readout starts on sample ``n``) waits for its accumula
 and its readout to finish ``n-1`` (the output layer: and its result register to be released, one
 more cycle). The accumulate of ``n`` starts once its membrane bank is free — with two (ping-pong)
 banks, the default, at the hand-over of ``n-1`` (``B_l(n) = h_l(n-1)``); with one bank
-(``membrane_banks=1``) only after the readout of ``n-1`` (``B_l(n) = e_l(n-1)``) — and the producer's
+(``membrane_banks=1``) only after the readout of ``n-1`` (``B_l(n) = e_l(n-1)``; a conv core with a max
+pool and ``T > 1`` releases it after the readout's step 0, ``h_l(n-1) + P·chunks·K + 3``, stretched when
+the consumer stalls that step's beats, as below) — and the producer's
 first beat is through (5 = a fire sweep's three stages and the buffered FIFO; 6 after the encoder's four
 stages, 4 after a conv core, whose fire sweep offers from its stage 2); it cannot end before the
 producer's last beat arrives::
@@ -85,7 +87,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .conv_plan import ConvLayerPlan, readout_words
+from .conv_plan import ConvLayerPlan, early_release, readout_words, step0_words
 from .folding import check_membrane_banks, resolve_folding
 from .plan import check_supported, encoder_lanes_for, plan_network
 from .top import DEFAULT_FIFO_DEPTH
@@ -367,9 +369,12 @@ def predict(net, folding=None, spike_counts_or_samples=None, *, fifo_depth: int 
 
     h = np.zeros(L + 1)          # hand-over of node j (0 = encoder) for the previous sample
     e = np.zeros(L + 1)          # end of node j's readout for the previous sample
+    free = np.zeros(L + 1)       # node j's bank free for the next sample (one bank; two: the hand-over)
+    # One bank and early release (a pooled conv, T > 1): free after the readout's step 0, not its end.
+    released = [isinstance(plan, ConvLayerPlan) and early_release(plan) for plan in layer_plans]
     for l, plan in enumerate(layer_plans):
         if isinstance(plan, ConvLayerPlan):     # a conv core clears its bank(s) after reset first
-            h[l + 1] = e[l + 1] = plan.bank_words
+            h[l + 1] = e[l + 1] = free[l + 1] = plan.bank_words
     first_byte = np.zeros(N)
     results = np.zeros(N)
     acc_time = np.zeros((N, L))
@@ -380,7 +385,7 @@ def predict(net, folding=None, spike_counts_or_samples=None, *, fifo_depth: int 
         offer = [ENCODER_OFFER] + [FIRE_OFFER] * (L - 1)
     for n in range(N):
         first_byte[n] = h[0]
-        h_new, e_new = np.zeros(L + 1), np.zeros(L + 1)
+        h_new, e_new, free_new = np.zeros(L + 1), np.zeros(L + 1), np.zeros(L + 1)
         h_new[0] = max(h[0] + n_in + 1, e[0])
         e_new[0] = h_new[0] + readout[0]
         for l in range(L):
@@ -390,7 +395,7 @@ def predict(net, folding=None, spike_counts_or_samples=None, *, fifo_depth: int 
                 positions, spikes = beats[l][n]
                 # The first beat waits for a free bank: two banks, the hand-over of n-1; one, its readout.
                 o, w, r, issue_end, _ = links[l].sample(h_new[j - 1] + offer[l] - 1, positions, spikes, chunks[l],
-                                                        h[j] if banks == 2 else e[j])
+                                                        h[j] if banks == 2 else free[j])
                 # The producer's sweep is idle once its final position is in the stage that offers it.
                 e_new[j - 1] = o
                 h_new[j] = max(r + 1, issue_end + drain[l], e[j] + (RESULT_RELEASE if j == L else 0))
@@ -398,22 +403,30 @@ def predict(net, folding=None, spike_counts_or_samples=None, *, fifo_depth: int 
                 work = work_all[n, l]
                 acc_time[n, l] = work + decode[l] + drain[l]
                 # Two banks: the hand-over of n-1 frees the other bank at once; one bank: the readout of
-                # n-1 must be done.
+                # n-1 must be done (early release: its step 0).
                 # A conv core's fire sweep offers its beats one stage earlier than the encoder and dense ones.
                 # The producer's first beat is offered ``offer`` cycles after its hand-over; its last is
                 # taken two cycles after its sweep ends (one after a conv core's, which ends a cycle later).
                 conv_producer = l > 0 and isinstance(layer_plans[l - 1], ConvLayerPlan)
                 extra = (CONV_FIRE_OFFER if conv_producer else ENCODER_OFFER if l == 0 else FIRE_OFFER) - FIRE_OFFER
-                start = max(h[j] if banks == 2 else e[j], h_new[j - 1] + FIFO_LATENCY + extra)
+                start = max(h[j] if banks == 2 else free[j], h_new[j - 1] + FIFO_LATENCY + extra)
                 a = max(start + decode[l] + work, e_new[j - 1] + (1 if conv_producer else 2) + decode[l]) + drain[l]
                 count = _beats(None if steps is None else steps[l][n], S[n, l], T, producer_chunks[l])
                 if count > fifo_depth:
                     # The producer's sweep stalls on the full FIFO until the consumer has D beats left.
                     e_new[j - 1] = max(e_new[j - 1], start + (count - fifo_depth) * work / count)
+                if l > 0 and released[l - 1] and steps is not None and S[n, l] > 0:
+                    # The same for the producer's step 0 (its bank reads) and the consumer's share of it.
+                    row = steps[l][n]
+                    count0 = float(min(row[0], producer_chunks[l]))
+                    if count0 > fifo_depth:
+                        free_new[j - 1] = max(free_new[j - 1],
+                                              start + (count0 - fifo_depth) * work * row[0] / S[n, l] / count0)
                 h_new[j] = max(a, e[j] + (RESULT_RELEASE if j == L else 0))
             e_new[j] = h_new[j] + readout[j]
+            free_new[j] = h_new[j] + step0_words(layer_plans[l]) + 3 if released[l] else e_new[j]
         results[n] = h_new[L] + chunks[-1] + 3
-        h, e = h_new, e_new
+        h, e, free = h_new, e_new, free_new
 
     stages = {"encoder.load": float(n_in + 1), "encoder.emit": float(readout[0])}
     cycles = float((results[-1] - results[0]) / (N - 1)) if N > 1 else None
@@ -433,8 +446,9 @@ def predict(net, folding=None, spike_counts_or_samples=None, *, fifo_depth: int 
     useful = sum(layer["useful_additions"] for layer in layers)
     total_lanes = folding.total_adders()
     slowest = max(stages.values())
-    if banks == 1:      # a layer's accumulate and readout take turns on its one bank: one stage
-        slowest = max([slowest] + [acc_time[:, l].mean() + readout[l + 1] for l in range(L)])
+    if banks == 1:      # a layer's accumulate and readout (early release: its step 0) take turns on its bank
+        slowest = max([slowest] + [acc_time[:, l].mean() + (step0_words(layer_plans[l]) + 3 if released[l]
+                                                            else readout[l + 1]) for l in range(L)])
     slowest = float(slowest)
     sum_of_stages = float(sum(acc_time.mean(axis=0)) + sum(readout[1:]) + n_in + 1)
     return CyclePrediction(cycles_per_sample=cycles, latency=float(results[0] - first_byte[0]),

@@ -188,29 +188,37 @@ def test_cycles_equal_the_schedule(shape, conv, pool, lanes, timesteps, group, d
     assert model.cycles_per_sample == pytest.approx(measured_spacing, rel=0.05)
 
 
-def _second_sample_inputs(banks):
+def _second_sample_inputs(banks, pool=True):
     shape, T = (1, 6, 6), 4
-    net = _net(3, shape, (4, 3, 1, 1), (2, 2), T)
+    net = _net(3, shape, (4, 3, 1, 1), (2, 2) if pool else None, T)
     plan = plan_conv_layer(net.layers[0], lanes=4, timesteps=T, input_map=InputMap.chw(shape, 6),
-                           pool=net.layers[1], membrane_banks=banks)
+                           pool=net.layers[1] if pool else None, membrane_banks=banks)
     codes = np.full((2, 36), (1 << T) - 1)
     samples = _samples_beats(plan, codes, shape, T)
     accepted = []
     spikes = _simulate(plan, samples, accepted=accepted)
-    np.testing.assert_array_equal(_decode(plan, spikes), golden.run_codes(net, codes).codes[2])
+    np.testing.assert_array_equal(_decode(plan, spikes), golden.run_codes(net, codes).codes[2 if pool else 1])
     end0 = len(samples[0])
     first_out, last_out = spikes[0][0], next(cycle for cycle, beat in spikes if beat[3])
-    return first_out, last_out, accepted[end0:end0 + len(samples[1])]
+    last_step0 = max(cycle for cycle, beat in spikes if beat[2] == 0 and cycle <= last_out)
+    return first_out, last_out, last_step0, accepted[end0:end0 + len(samples[1])]
 
 
 def test_ping_pong_accumulates_next_sample_while_firing():
-    first_out, last_out, in_sample1 = _second_sample_inputs(banks=2)
+    first_out, last_out, _, in_sample1 = _second_sample_inputs(banks=2)
     assert in_sample1[0] < first_out
     assert any(first_out <= cycle <= last_out for cycle in in_sample1)
 
 
-def test_one_bank_takes_next_sample_after_the_fire_sweep():
-    first_out, last_out, in_sample1 = _second_sample_inputs(banks=1)
+def test_one_bank_with_a_pool_takes_next_sample_after_the_fire_sweeps_step_0():
+    """Early release: steps 1..T-1 fire from the pooled residual store, so the bank is free after step 0."""
+    _, last_out, last_step0, in_sample1 = _second_sample_inputs(banks=1)
+    assert in_sample1 and all(cycle > last_step0 for cycle in in_sample1)
+    assert in_sample1[0] < last_out
+
+
+def test_one_bank_without_a_pool_takes_next_sample_after_the_fire_sweep():
+    _, last_out, _, in_sample1 = _second_sample_inputs(banks=1, pool=False)
     assert in_sample1 and all(cycle > last_out for cycle in in_sample1)
 
 
