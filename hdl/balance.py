@@ -31,8 +31,9 @@ def balanced_folding(net, folding=None, *, lanes_budget=None, target_cycles=None
     With measured ``spikes_in`` and an automatic folding for a lanes budget (``folding`` empty, no
     ``target_cycles``), the measured balance is kept only when the cycle model on the measured counts
     says it beats the default folding for the same budget by :data:`MEASURED_BALANCE_MARGIN` (a tie
-    keeps the default). With ``samples`` (the raw samples ``spikes_in`` came from) the model follows
-    them beat by beat, which is exact, and the measured balance is kept whenever it is faster at all.
+    keeps the default). With ``samples`` (the raw samples ``spikes_in`` came from, or the golden model's
+    result on them, as :func:`~spikeforge.hdl.cycle_model.predict` takes them) the model follows them beat
+    by beat, which is exact, and the measured balance is kept whenever it is faster at all.
     Otherwise this is ``resolve_folding`` itself.
 
     Raises

@@ -28,6 +28,7 @@ from pathlib import Path
 from amaranth.back import verilog
 from amaranth.hdl import Shape
 
+from spikeforge.ir import golden
 from spikeforge.ir.network import Network, load
 from spikeforge.ir.atomic import staged_directory
 from spikeforge.ir.fingerprint import identity
@@ -98,7 +99,8 @@ def design_report(accelerator: Accelerator, *, name: str = "spikeforge_top", spi
     net, plan = accelerator.net, accelerator.plan
     estimated = spikes_in is None
     spikes = estimate_spikes_in(net, spikes_in)
-    # Raw samples are followed beat by beat (exact); spike counts alone give the per-sample form.
+    # Raw samples (or the golden model's result on them) are followed beat by beat (exact); spike counts alone
+    # give the per-sample form.
     prediction = predict(net, plan.folding, spikes if samples is None else samples,
                          fifo_depth=accelerator.fifo_depth, membrane_banks=accelerator.membrane_banks)
     layers = []
@@ -176,7 +178,7 @@ def design_report(accelerator: Accelerator, *, name: str = "spikeforge_top", spi
         "prediction": {
             "spikes_in": [float(s) for s in spikes],
             "spikes_basis": ("estimate: T/2 ones per input code" if estimated else "given") if samples is None
-            else f"beat by beat on {len(samples)} samples",
+            else f"beat by beat on {_sample_count(samples)} samples",
             "cycles_per_sample": prediction.cycles_per_sample,
             "latency": prediction.latency,
             "stages": prediction.stages,
@@ -184,6 +186,11 @@ def design_report(accelerator: Accelerator, *, name: str = "spikeforge_top", spi
             "adder_utilisation": prediction.adder_utilisation,
         },
     }
+
+
+def _sample_count(samples) -> int:
+    """How many samples ``samples`` (raw samples or a golden result on them) holds."""
+    return len(samples.labels) if isinstance(samples, golden.GoldenResult) else len(samples)
 
 
 def _conv_entry(layer: ConvLayerPlan, source, event_bits: int, fifo_depth: int) -> dict:
@@ -282,10 +289,13 @@ def generate(net, out_dir, *, lanes=None, target_cycles=None, lanes_budget=None,
     spikes_in : list of float, optional
         Mean input spikes per sample and layer, for the balance and the prediction (default: an
         estimate of T/2 ones per code).
-    samples : array of raw samples, optional
+    samples : array of raw samples or a golden result, optional
         The samples ``spikes_in`` came from: the cycle model then follows them beat by beat (exact, where
         counts alone give the per-sample form), for the prediction and for the balancer's check against
-        the default folding.
+        the default folding. The golden model's result on them (:func:`spikeforge.ir.golden.run_timesteps`'
+        for a conv network, :func:`spikeforge.ir.golden.run`'s for a dense one; see
+        :func:`~spikeforge.hdl.cycle_model.predict`) does the same without running the model again for
+        each of those predictions.
     membrane_banks : int
         2 (ping-pong, default) or 1 (compact); see :class:`~spikeforge.hdl.Accelerator`.
     interface : ``"stream"`` or ``"axis"``

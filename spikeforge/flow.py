@@ -442,7 +442,11 @@ def _dataset(name: str, split: str) -> Dataset:
 
 def spikes_in_from(net: Network, samples) -> list[float]:
     """Mean input spikes per sample and layer on ``samples`` (golden model): the folding's basis."""
-    return [float(s.mean()) for s in golden.run(net, samples).input_spikes()]
+    return _mean_input_spikes(golden.run(net, samples))
+
+
+def _mean_input_spikes(result: golden.GoldenResult) -> list[float]:
+    return [float(s.mean()) for s in result.input_spikes()]
 
 
 def convert_network(model, config: FlowConfig) -> Network:
@@ -504,11 +508,17 @@ def step_generate(state: FlowState, config: FlowConfig) -> GenerateReport:
     spikes_in, samples = state.spikes_in, None
     if spikes_in is None and config.spikes_from:
         data = _dataset(config.spikes_from, "test").head(config.spike_samples)
-        spikes_in = spikes_in_from(net, data.samples)
-        # The cycle model follows them beat by beat (exact), one flat CHW row a sample; a conv network's
-        # through the literal timestep model, so fewer of them (19 s for 512 Fashion-MNIST CNN samples).
-        keep = CONV_PREDICTION_SAMPLES if net.has_conv else None
-        samples = np.asarray(data.samples).reshape(len(data.samples), -1)[:keep]
+        result = golden.run(net, data.samples)
+        spikes_in = _mean_input_spikes(result)
+        # The cycle model follows the samples beat by beat (exact) on the golden model's result, computed once
+        # here for the balancer and the prediction: a dense network's is the closed form's above (every layer's
+        # codes); a conv network's the literal timestep model's (per-timestep counts), so on fewer of them (19 s
+        # for 512 Fashion-MNIST CNN samples).
+        if net.has_conv:
+            flat = np.asarray(data.samples).reshape(len(data.samples), -1)
+            samples = golden.run_timesteps(net, flat[:CONV_PREDICTION_SAMPLES])
+        else:
+            samples = result
     # Hand the generator the saved folder when there is one, so design.json records where it came from.
     source = state.network_dir if state.network_dir is not None else net
     design = generate_design(source, config.rtl_path, lanes=config.lanes, target_cycles=config.target_cycles,

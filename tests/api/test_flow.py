@@ -8,12 +8,13 @@ import pytest
 import spikeforge
 from spikeforge.datasets import load as load_dataset
 from spikeforge.demo_model import load_digits_mlp
-from spikeforge.flow import (STEPS, ConvertReport, FlowConfig, FlowConfigError, FlowState, GenerateReport, run_flow,
-                             run_step)
+from spikeforge.flow import (CONV_PREDICTION_SAMPLES, STEPS, ConvertReport, FlowConfig, FlowConfigError, FlowState,
+                             GenerateReport, run_flow, run_step)
 from spikeforge.hdl.cycle_model import predict
+from spikeforge.ir import golden as golden_model
 from spikeforge.ir.errors import InputError
 from spikeforge.ir.network import load
-from spikeforge.ir.random_network import random_network
+from spikeforge.ir.random_network import random_conv_network, random_network
 
 
 def _steps(path):
@@ -179,16 +180,46 @@ def test_lanes_may_be_written_as_on_the_command_line():
         FlowConfig(lanes="fc1:8")
 
 
-def test_generate_with_spikes_from_predicts_beat_by_beat_on_those_samples(tmp_path):
+def _count_golden_runs(monkeypatch) -> dict:
+    """Count the golden model's runs (closed form and literal timestep model) from here on."""
+    calls = {"run": 0, "run_timesteps": 0}
+    for name in calls:
+        def counted(*args, _name=name, _original=getattr(golden_model, name), **kwargs):
+            calls[_name] += 1
+            return _original(*args, **kwargs)
+        monkeypatch.setattr(golden_model, name, counted)
+    return calls
+
+
+def test_generate_with_spikes_from_predicts_beat_by_beat_on_those_samples(tmp_path, monkeypatch):
     """``spikes_from``: the folding is balanced on the dataset's measured spikes and the prediction follows
-    its first ``spike_samples`` samples beat by beat (the exact model), which design.json says."""
+    its first ``spike_samples`` samples beat by beat (the exact model), which design.json says. The golden
+    model runs once on them, for the balance, the balancer's check and the prediction."""
     train = load_dataset("digits", "train")
     net = spikeforge.convert(load_digits_mlp(), train.samples[:500], timesteps=4)
     config = FlowConfig(output=str(tmp_path / "flow"), lanes_budget=6, spikes_from="digits", spike_samples=40)
+    calls = _count_golden_runs(monkeypatch)
     flow = run_flow(config, start="generate", stop="generate", state=FlowState(network=net), log=lambda _: None)
+    assert calls == {"run": 1, "run_timesteps": 0}
     design = json.loads((tmp_path / "flow" / "rtl" / "design.json").read_text())
     samples = load_dataset("digits", "test").head(40).samples.reshape(40, -1)
     assert design["prediction"]["spikes_basis"] == "beat by beat on 40 samples"
     expected = predict(net, design["folding"], samples).cycles_per_sample
     assert design["prediction"]["cycles_per_sample"] == pytest.approx(expected)
     assert flow["generate"].spikes_basis == "beat by beat on 40 samples"
+
+
+def test_generate_with_spikes_from_runs_a_conv_networks_timestep_model_once(tmp_path, monkeypatch):
+    """A conv network: the closed form once on all ``spike_samples`` (the balance) and the literal timestep
+    model once on the first CONV_PREDICTION_SAMPLES of them, shared by the balancer's check of the measured
+    balance against the default folding (budget 12: they differ here) and the prediction."""
+    net = random_conv_network(0, classes=10)
+    config = FlowConfig(output=str(tmp_path / "flow"), lanes_budget=12, spikes_from="digits", spike_samples=200)
+    calls = _count_golden_runs(monkeypatch)
+    run_flow(config, start="generate", stop="generate", state=FlowState(network=net), log=lambda _: None)
+    assert calls == {"run": 1, "run_timesteps": 1}
+    design = json.loads((tmp_path / "flow" / "rtl" / "design.json").read_text())
+    samples = load_dataset("digits", "test").head(200).samples.reshape(200, -1)
+    assert design["prediction"]["spikes_basis"] == f"beat by beat on {CONV_PREDICTION_SAMPLES} samples"
+    expected = predict(net, design["folding"], samples[:CONV_PREDICTION_SAMPLES]).cycles_per_sample
+    assert design["prediction"]["cycles_per_sample"] == pytest.approx(expected)
