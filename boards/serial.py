@@ -187,17 +187,16 @@ class SerialAccelerator(wiring.Component):
         _connect_fifo_out(m, rx_fifo, slip_decoder.line)
         wiring.connect(m, producer=slip_decoder.decoded, consumer=receiver.decoded)
         wiring.connect(m, producer=receiver.bytes, consumer=unpacker.bytes)
+        # The unpacker's pixels go through a stage registered in both directions before the batch buffer
+        # or the accelerator: without it the unpacker's code-to-byte pass ran combinationally into the
+        # encoder and the performance counters (86.8 MHz on the ULX3S board), or into the batch buffer's
+        # block RAM write port (91.7 MHz).
+        m.submodules.pixel_stage = stage = StreamFIFO(PixelBeatLayout, PIXEL_STAGE_DEPTH)
+        wiring.connect(m, producer=unpacker.pixels, consumer=stage.w)
         if cfg.batch_depth:
             m.submodules.batch = batch = BatchBuffer(cfg.in_features, cfg.batch_depth,
                                                      pixel_shape=pixel_layout_of(accelerator))
-            # Registered both ways, as below: the receiver's FSM and the unpacker ran combinationally
-            # into the buffer's block RAM write port (91.7 MHz on the ULX3S board).
-            m.submodules.pixel_stage = stage = fifo.SyncFIFOBuffered(width=PixelBeatLayout.size,
-                                                                     depth=PIXEL_STAGE_DEPTH)
-            beats = stream.Signature(PixelBeatLayout).create()
-            _connect_fifo_in(m, unpacker.pixels, stage)
-            _connect_fifo_out(m, stage, beats)
-            wiring.connect(m, producer=beats, consumer=batch.beats)
+            wiring.connect(m, producer=stage.r, consumer=batch.beats)
             wiring.connect(m, producer=batch.pixels, consumer=accelerator.pixels)
             # A batch's tag starts its replay, so it waits until the batch's last pixels are out of the
             # stage and written (the tag comes after the frame's CRC byte, so it never waits long).
@@ -207,15 +206,10 @@ class SerialAccelerator(wiring.Component):
                          receiver.tags.ready.eq(tags_in.ready & (stage.level == 0))]
             _connect_fifo_in(m, batch.tags_out, tag_fifo)
         else:
-            # A stage registered in both directions: without it the unpacker's code-to-byte pass ran
-            # combinationally into the accelerator's encoder and the performance counters (the ULX3S
-            # board's critical path at 86.8 MHz).
-            m.submodules.pixel_stage = stage = StreamFIFO(pixel_layout_of(accelerator), PIXEL_STAGE_DEPTH)
-            m.d.comb += [stage.w.valid.eq(unpacker.pixels.valid),
-                         stage.w.payload.data.eq(unpacker.pixels.payload.data),
-                         stage.w.payload.last.eq(unpacker.pixels.payload.last),
-                         unpacker.pixels.ready.eq(stage.w.ready)]
-            wiring.connect(m, producer=stage.r, consumer=accelerator.pixels)
+            m.d.comb += [accelerator.pixels.valid.eq(stage.r.valid),
+                         accelerator.pixels.payload.data.eq(stage.r.payload.data),
+                         accelerator.pixels.payload.last.eq(stage.r.payload.last),
+                         stage.r.ready.eq(accelerator.pixels.ready)]
             _connect_fifo_in(m, receiver.tags, tag_fifo)
         _connect_fifo_out(m, tag_fifo, transmitter.tags)
         if self.result_depth:

@@ -26,11 +26,14 @@ class StreamFIFO(wiring.Component):
         Beats in.
     r : Out(stream.Signature(layout))
         The same beats, in order.
+    level : Out(range(depth + 1))
+        Beats held (0: empty).
     """
 
     def __init__(self, layout, depth: int):
         self.layout, self.depth = layout, depth
-        super().__init__({"w": In(stream.Signature(layout)), "r": Out(stream.Signature(layout))})
+        super().__init__({"w": In(stream.Signature(layout)), "r": Out(stream.Signature(layout)),
+                          "level": Out(range(depth + 1))})
 
     def elaborate(self, platform):
         m = Module()
@@ -38,5 +41,6 @@ class StreamFIFO(wiring.Component):
         m.d.comb += [
             fifo.w_data.eq(self.w.payload), fifo.w_en.eq(self.w.valid), self.w.ready.eq(fifo.w_rdy),
             self.r.payload.eq(fifo.r_data), self.r.valid.eq(fifo.r_rdy), fifo.r_en.eq(self.r.ready),
+            self.level.eq(fifo.level),
         ]
         return m
