@@ -65,8 +65,10 @@ Fire (with or without a max pool)
     ``ox`` kept as the pair ``(ox // taps, ox mod taps)``, stepped without a divider; the data on the
     memory port, the column bank's selected; the *fire stage*, which
     registers the word, its bias and level and then computes — the block RAM's clock-to-out gets a
-    cycle of its own), each stage moving on when the next is free or moving; the fire stage stalls on
-    ``spikes.ready`` at each word that may emit. With ``level = θ·2^(T-1-t)``: ``d = V - level``,
+    cycle of its own), each stage moving on when the next is free or moving; then the *emit stage*,
+    a register holding the beat offered on ``spikes`` (so the compare and max chains do not reach the
+    next layer's FIFO in the same cycle). The fire stage stalls at each word that may emit while the
+    emit stage holds a beat that is not taken. With ``level = θ·2^(T-1-t)``: ``d = V - level``,
     ``spike = d >= 0``, ``V ← spike ? d : V`` (restoring division, as in the dense core).
 
     * Without a pool ``V`` is the bank word itself: written back each step, ``b + v0`` at the last.
@@ -82,7 +84,7 @@ Fire (with or without a max pool)
 
     A chunk with any spike (and the very last word, with ``last``) is one event whose ``chunk`` is the
     position-major ``p·chunks + cc``. The readout takes ``P·chunks·K + (T-1)·P·chunks`` cycles
-    (``K`` = window size, 1 without a pool) plus three of pipeline, and stalls from ``spikes.ready``.
+    (``K`` = window size, 1 without a pool) plus four of pipeline, and stalls from ``spikes.ready``.
 
     A word is written back in its fire stage, two cycles after its read was issued. A map of more than
     two words is read again only after that write has landed; with two words the re-read comes in the
@@ -412,15 +414,19 @@ class ConvILIF(wiring.Component):
         last_member = Signal()
         s2r_valid, s2r_move, advance, issue = Signal(), Signal(), Signal(), Signal()
         f_valid, f_last_member = Signal(), Signal()
+        # The emit stage: a beat registered off the fire stage (its compare and max chains do not reach
+        # the next layer's FIFO and the performance counters in the same cycle); free or being taken.
+        e_valid, e_ready = Signal(), Signal()
+        m.d.comb += e_ready.eq(~e_valid | self.spikes.ready)
         m.d.comb += [
             member_phase.eq(Const(int(pooled), 1) & (t == 0)),
             last_member.eq(~member_phase | ((wy == pkh - 1) & (wx == pkw - 1))),
             # The fire stage retires (its beat, if any, is taken); stage 2 moves on into it; a word is
             # issued when stage 2 is empty or moving on.
-            advance.eq(~f_last_member | self.spikes.ready),
+            advance.eq(~f_last_member | e_ready),
             s2r_move.eq(s2r_valid & (~f_valid | advance)),
             issue.eq(ro_busy & (~s2r_valid | s2r_move)),
-            ro_idle.eq(~ro_busy & ~s2r_valid & ~f_valid),
+            ro_idle.eq(~ro_busy & ~s2r_valid & ~f_valid & ~e_valid),
         ]
         with m.If(handover):
             m.d.sync += ro_busy.eq(1)
@@ -565,15 +571,14 @@ class ConvILIF(wiring.Component):
             with m.If(s2r_move):
                 m.d.sync += f_word.eq(port_word)
         mask, emit = Signal(lanes), Signal()
-        m.d.comb += [
-            mask.eq(Cat(fired)),
-            emit.eq(f_last_member & ((mask != 0) | f_final)),
-            self.spikes.valid.eq(f_valid & emit),
-            self.spikes.payload.mask.eq(mask),
-            self.spikes.payload.chunk.eq(f_out),
-            self.spikes.payload.step.eq(f_t),
-            self.spikes.payload.last.eq(f_final),
-        ]
+        m.d.comb += [mask.eq(Cat(fired)), emit.eq(f_last_member & ((mask != 0) | f_final))]
+        e_payload = Signal(spike_event_layout(lanes, p.out_chunks, T))
+        with m.If(self.spikes.valid & self.spikes.ready):
+            m.d.sync += e_valid.eq(0)
+        with m.If(write & emit):
+            m.d.sync += [e_valid.eq(1), e_payload.mask.eq(mask), e_payload.chunk.eq(f_out),
+                         e_payload.step.eq(f_t), e_payload.last.eq(f_final)]
+        m.d.comb += [self.spikes.valid.eq(e_valid), self.spikes.payload.eq(e_payload)]
         if pooled:
             # Step 0 clears each bank word at its last read; the residual goes to the pooled store.
             m.d.comb += [ro_wr_en.eq(write & f_member_phase & f_clear), ro_wr_addr.eq(f_addr),

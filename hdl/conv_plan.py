@@ -66,7 +66,7 @@ Cycle model
     max-plus recurrence (:mod:`spikeforge.hdl.cycle_model`) a conv layer is a stage with accumulate work
     ``Σ words × chunks`` (:func:`spike_work`) instead of ``S·C``, three more cycles of decode latency
     before its first word (stages B-D), a 5-cycle drain after its last (one more than the dense core's)
-    word, and readout ``readout_words + 3`` instead of ``T·C + 2``.
+    word, and readout ``readout_words + 4`` instead of ``T·C + 2``.
 """
 
 from __future__ import annotations
@@ -527,8 +527,8 @@ def conv_layer_schedule(plan: ConvLayerPlan, samples) -> ConvSchedule:
     free or moving; the walker takes a descriptor in the cycle it issues its previous spike's last word
     and issues ``words × chunks`` words; the hand-over comes five cycles after the last word is issued
     (four write stages, then the hand-over itself) once the readout is idle; the readout issues one
-    word per cycle from the next cycle and offers a sample's final beat two cycles after issuing its
-    last word (the read and the fire stage), and is idle the cycle after that. After reset the banks are cleared (``Hc·Wc·chunks``
+    word per cycle from the next cycle and offers a sample's final beat three cycles after issuing its
+    last word (the read, the fire stage and the emit stage), and is idle the cycle after that. After reset the banks are cleared (``Hc·Wc·chunks``
     cycles) before the first event is taken.
     """
     R = readout_words(plan)
@@ -556,7 +556,7 @@ def conv_layer_schedule(plan: ConvLayerPlan, samples) -> ConvSchedule:
         if last_issue is not None:
             end = max(end, last_issue + 5)
         handover = max(end, ro_idle_at)
-        final = handover + R + 2
+        final = handover + R + 3
         ro_idle_at = final + 1
         handovers.append(handover)
         finals.append(final)

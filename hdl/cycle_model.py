@@ -24,7 +24,7 @@ banks, the default, at the hand-over of ``n-1`` (``B_l(n) = h_l(n-1)``); with on
 pool and ``T > 1`` releases it after the readout's step 0, ``h_l(n-1) + P·chunks·K + 3``, stretched when
 the consumer stalls that step's beats, as below) — and the producer's
 first beat is through (5 = a fire sweep's three stages and the buffered FIFO; 6 after the encoder's four
-stages, 4 after a conv core, whose fire sweep offers from its stage 2); it cannot end before the
+stages, 5 after a conv core, whose fire sweep offers from its emit stage); it cannot end before the
 producer's last beat arrives::
 
     h_0(n)   = max(h_0(n-1) + in + 1, e_0(n-1))                      h_0(-1) = 0, e(-1) = 0
@@ -69,7 +69,7 @@ spikes (``words = ny·ceil(nx / taps)``, :meth:`~spikeforge.hdl.conv_plan.ConvLa
 reached times column groups of ``taps`` tap lanes; :func:`~spikeforge.hdl.conv_plan.spike_work`; from
 per-feature input codes, so the golden model's CHW codes of the layer's input), the first word comes
 :data:`CONV_DECODE` cycles later (decode stages B-D) and the drain is :data:`CONV_DRAIN` cycles; the
-readout is :func:`~spikeforge.hdl.conv_plan.readout_words` ``+ 3``. Given only a count per layer, a
+readout is :func:`~spikeforge.hdl.conv_plan.readout_words` ``+ 4``. Given only a count per layer, a
 conv's work is the count times the mean words over its input positions times ``C_l``.
 
 Adders and utilisation: a layer has ``lanes × taps`` adders (taps = 1 for dense layers); a conv's useful
@@ -104,10 +104,10 @@ FIFO_LATENCY = 5
 #: Cycles from a hand-over to the sweep's first position being offered on the stream: a dense fire sweep
 #: offers from its stage 3 (issue, data on the port and compared, the event registered), the encoder
 #: from its fourth (issue, the code word registered, bit select into a register, offer), a conv core's
-#: fire sweep from its stage 2.
+#: fire sweep from its emit stage (issue, data on the port, the fire stage, the beat registered).
 FIRE_OFFER = 3
 ENCODER_OFFER = 4
-CONV_FIRE_OFFER = 2
+CONV_FIRE_OFFER = 3
 #: Cycles from a beat written into a (buffered) FIFO to the consumer taking it, the FIFO empty.
 FIFO_THROUGH = 2
 #: Cycles from the output layer's bank being free to its next readout (the result register).
@@ -362,7 +362,7 @@ def predict(net, folding=None, spike_counts_or_samples=None, *, fifo_depth: int 
     enc_chunks = math.ceil(n_in / enc_lanes)
     out_chunks = [plan.out_chunks if isinstance(plan, ConvLayerPlan) else c for plan, c in zip(layer_plans, chunks)]
     producer_chunks = [enc_chunks] + out_chunks[:-1]
-    readout = [T * enc_chunks + 3] + [readout_words(plan) + 3 if isinstance(plan, ConvLayerPlan) else T * c + 2
+    readout = [T * enc_chunks + 3] + [readout_words(plan) + 4 if isinstance(plan, ConvLayerPlan) else T * c + 2
                                       for plan, c in zip(layer_plans[:-1], chunks[:-1])] + [chunks[-1] + 2]
     decode = [CONV_DECODE if isinstance(plan, ConvLayerPlan) else 0 for plan in layer_plans]
     drain = [CONV_DRAIN if isinstance(plan, ConvLayerPlan) else ACCUMULATE_DRAIN for plan in layer_plans]
