@@ -70,7 +70,7 @@ def _finetuned(ctx, key, model, train, test, timesteps, normalization, images=Fa
         own = np.concatenate([result.model.eval()(torch.from_numpy(inputs[i:i + 1000])).argmax(1).numpy()
                               for i in range(0, len(inputs), 1000)])
     differ = np.flatnonzero(own != run.labels)
-    conv = any(layer.kind == "conv2d" for layer in net.layers)     # conv fan-out depends on the position
+    conv = net.has_conv     # conv fan-out depends on the position
     additions = golden.spike_driven_additions(net, run.input_spikes(per_feature=True) if conv else run.input_spikes())
     return {"timesteps": timesteps, "accuracy": float(np.mean(run.labels == test.labels)),
             "model_accuracy": float(np.mean(own == test.labels)), "agreement": float(np.mean(own == run.labels)),

@@ -312,7 +312,7 @@ def predict(net, folding=None, spike_counts_or_samples=None, *, fifo_depth: int 
     check_supported(net)
     banks = check_membrane_banks(membrane_banks)
     folding = resolve_folding(net, folding, membrane_banks=banks)
-    has_conv = any(layer.kind == "conv2d" for layer in net.layers)
+    has_conv = net.has_conv
     counts = spike_counts_or_samples
     if has_conv and isinstance(counts, np.ndarray) and counts.dtype.kind in "iu" \
             and counts.shape[1:] in (net.input_shape, (net.in_features,)):
