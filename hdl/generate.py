@@ -178,7 +178,9 @@ def design_report(accelerator: Accelerator, *, name: str = "spikeforge_top", spi
         "prediction": {
             "spikes_in": [float(s) for s in spikes],
             "spikes_basis": ("estimate: T/2 ones per input code" if estimated else "given") if samples is None
-            else f"beat by beat on {_sample_count(samples)} samples",
+            # A conv network's samples drive the per-sample recurrence (each sample's own work), a dense
+            # network's every FIFO beat by beat.
+            else f"{'sample by sample' if net.has_conv else 'beat by beat'} on {_sample_count(samples)} samples",
             "cycles_per_sample": prediction.cycles_per_sample,
             "latency": prediction.latency,
             "stages": prediction.stages,

@@ -220,6 +220,6 @@ def test_generate_with_spikes_from_runs_a_conv_networks_timestep_model_once(tmp_
     assert calls == {"run": 1, "run_timesteps": 1}
     design = json.loads((tmp_path / "flow" / "rtl" / "design.json").read_text())
     samples = load_dataset("digits", "test").head(200).samples.reshape(200, -1)
-    assert design["prediction"]["spikes_basis"] == f"beat by beat on {CONV_PREDICTION_SAMPLES} samples"
+    assert design["prediction"]["spikes_basis"] == f"sample by sample on {CONV_PREDICTION_SAMPLES} samples"
     expected = predict(net, design["folding"], samples[:CONV_PREDICTION_SAMPLES]).cycles_per_sample
     assert design["prediction"]["cycles_per_sample"] == pytest.approx(expected)
