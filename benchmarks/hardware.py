@@ -100,7 +100,8 @@ CASES = (
 #: at its most (every output channel, every kernel column) and conv1 at one tap lane (16) was within 3 % of it
 #: (7,539 vs 7,774 cycles/sample on Fashion-MNIST); 16x3 takes 1,200 cycles a sample off for 32 adders/DSPs.
 #: ``engine``: the verify step's engine (``"fast"``, the compiled Verilator harness: the cocotb path took 26 minutes
-#: for the digits CNN's 540 samples; its stall sign-off is the hdl_cycles section's and the test suite's).
+#: for the one-lane digits CNN's 540 samples of ~70,000 cycles each; its stall sign-off is ``benchmarks.hdl_cycles
+#: --conv``'s and the test suite's).
 CNN_28X28_LANES = {"conv1": "16x3", "conv2": "32x3", "fc": 2}
 #: How the 28x28 CNNs are generated and built: adders in logic (146 of them would take the DSP columns, and the
 #: DSP build's router had 8,416 wires still overused after 24 minutes), one membrane bank, no batch buffer (the
@@ -111,7 +112,8 @@ CNN_28X28_LANES = {"conv1": "16x3", "conv2": "32x3", "fc": 2}
 #: store, so the next sample accumulates meanwhile) frees 69 of them for 2.8 % more cycles (8,001 vs 7,780
 #: predicted on Fashion-MNIST). That build routed in 16 minutes at 40.3 MHz (asked 42): its critical path ran
 #: from conv2's fire stage through the max, the compare and the spike mask into fc's FIFO and the performance
-#: counters, now cut by the conv core's emit register; 44 MHz is 5,450 samples/s at 8,080 cycles.
+#: counters, now cut by the conv core's emit register. With it: 43.75 MHz from the PLL for 44 asked, timing met
+#: (Fmax 48.0), 8,074 cycles/sample, 5,418 samples/s.
 CNN_28X28_BUILD = {"multiplier": "logic", "membrane_banks": 1, "batch_depth": 0, "build_clock_mhz": 44.0,
                    "router": "router2"}
 #: The digits CNN on the iCEBreaker: one membrane bank, what the build falls back to by itself (two need 31 of

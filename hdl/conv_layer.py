@@ -101,7 +101,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .bitops import lowest_set_bit
-from .conv_plan import ConvLayerPlan
+from .conv_plan import ConvLayerPlan, early_release as plan_early_release
 from .layouts import index_shape, spike_event_layout
 from spikeforge.ir.errors import InputError
 
@@ -363,7 +363,7 @@ class ConvILIF(wiring.Component):
         ro_idle = Signal()
         # One bank: the accumulate may use it (``bank_free``) while the readout is idle, or — early
         # release, with a max pool and T > 1 — once the readout's step 0 has retired its last word.
-        early_release = p.membrane_banks == 1 and pooled and T > 1
+        early_release = plan_early_release(p)
         bank_free = Signal()
         handover, done_with_event = Signal(), Signal()
         pipeline_empty = ~b_valid & ~c_valid & ~d_valid & ~w_busy & ~s2_valid & ~s3_valid & ~s4_valid & ~s5_valid

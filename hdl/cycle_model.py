@@ -28,7 +28,7 @@ stages, 5 after a conv core, whose fire sweep offers from its emit stage); it ca
 producer's last beat arrives::
 
     h_0(n)   = max(h_0(n-1) + in + 1, e_0(n-1))                      h_0(-1) = 0, e(-1) = 0
-    s_l(n)   = max(B_l(n), h_{l-1}(n) + 5 [+ 1 after the encoder, - 1 after a conv core])
+    s_l(n)   = max(B_l(n), h_{l-1}(n) + 5 [+ 1 after the encoder])
     a_l(n)   = max(s_l(n) + S_l(n)·C_l, e_{l-1}(n) + 2 [- 1 after a conv core]) + 4
     h_l(n)   = max(a_l(n), e_l(n-1) [+ 1 for the output layer])
     e_l(n)   = h_l(n) + R_l                    R = T·Ce+3 (encoder), T·C_l+2 (hidden), C_L+2 (output)
@@ -404,9 +404,9 @@ def predict(net, folding=None, spike_counts_or_samples=None, *, fifo_depth: int 
                 acc_time[n, l] = work + decode[l] + drain[l]
                 # Two banks: the hand-over of n-1 frees the other bank at once; one bank: the readout of
                 # n-1 must be done (early release: its step 0).
-                # A conv core's fire sweep offers its beats one stage earlier than the encoder and dense ones.
-                # The producer's first beat is offered ``offer`` cycles after its hand-over; its last is
-                # taken two cycles after its sweep ends (one after a conv core's, which ends a cycle later).
+                # The producer's first beat is offered ``offer`` cycles after its hand-over (a conv core's
+                # emit stage as late as a dense sweep's); its last is taken two cycles after its sweep ends
+                # (one after a conv core's, which ends a cycle later).
                 conv_producer = l > 0 and isinstance(layer_plans[l - 1], ConvLayerPlan)
                 extra = (CONV_FIRE_OFFER if conv_producer else ENCODER_OFFER if l == 0 else FIRE_OFFER) - FIRE_OFFER
                 start = max(h[j] if banks == 2 else free[j], h_new[j - 1] + FIFO_LATENCY + extra)
@@ -424,7 +424,13 @@ def predict(net, folding=None, spike_counts_or_samples=None, *, fifo_depth: int 
                                               start + (count0 - fifo_depth) * work * row[0] / S[n, l] / count0)
                 h_new[j] = max(a, e[j] + (RESULT_RELEASE if j == L else 0))
             e_new[j] = h_new[j] + readout[j]
-            free_new[j] = h_new[j] + step0_words(layer_plans[l]) + 3 if released[l] else e_new[j]
+            if released[l]:
+                free_new[j] = h_new[j] + step0_words(layer_plans[l]) + 3
+        # Otherwise one bank is free when the readout ends, which the consumer's FIFO may have stretched
+        # in the next layer's iteration: taken once every layer is done.
+        for l in range(L):
+            if not released[l]:
+                free_new[l + 1] = e_new[l + 1]
         results[n] = h_new[L] + chunks[-1] + 3
         h, e, free = h_new, e_new, free_new
 

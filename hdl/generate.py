@@ -55,7 +55,7 @@ DEFAULT_NAMES = {"stream": "spikeforge_top", "axis": "spikeforge_axis"}
 #: so a dense design's ``design.json`` is unchanged).
 _CONV_STAGE_CYCLES = {"conv accumulate": "sum over input spikes of ny*ceil(nx/taps)*C_l (ny x nx kept outputs "
                                          "reached, taps = tap lanes), + 3 decode + 5 drain",
-                      "conv fire": "P*C_l*K + (T-1)*P*C_l + 3 (K: pool window, 1 without a pool)"}
+                      "conv fire": "P*C_l*K + (T-1)*P*C_l + 4 (K: pool window, 1 without a pool)"}
 
 
 def network_fingerprint(net: Network) -> dict:
@@ -172,7 +172,8 @@ def design_report(accelerator: Accelerator, *, name: str = "spikeforge_top", spi
                              **(_CONV_STAGE_CYCLES if net.has_conv else {})},
             "membrane_banks": accelerator.membrane_banks,
             "steady_state": ("max over stages (constant workload)" if accelerator.membrane_banks == 2 else
-                             "max over stages, a layer's accumulate + readout as one (one bank)")
+                             "max over stages, a layer's accumulate + readout as one (one bank; a pooled "
+                             "conv's accumulate + its readout's step 0)")
                             + "; predict() runs the per-sample recurrence",
         },
         "prediction": {

@@ -512,8 +512,8 @@ def step_generate(state: FlowState, config: FlowConfig) -> GenerateReport:
         spikes_in = _mean_input_spikes(result)
         # The cycle model follows the samples beat by beat (exact) on the golden model's result, computed once
         # here for the balancer and the prediction: a dense network's is the closed form's above (every layer's
-        # codes); a conv network's the literal timestep model's (per-timestep counts), so on fewer of them (19 s
-        # for 512 Fashion-MNIST CNN samples).
+        # codes); a conv network's the literal timestep model's (per-timestep counts), so on fewer of them
+        # (CONV_PREDICTION_SAMPLES: it took 19 s for 512 Fashion-MNIST CNN samples).
         if net.has_conv:
             flat = np.asarray(data.samples).reshape(len(data.samples), -1)
             samples = golden.run_timesteps(net, flat[:CONV_PREDICTION_SAMPLES])

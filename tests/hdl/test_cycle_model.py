@@ -30,6 +30,7 @@ def test_sweep_beats_counts_each_chunks_spikes_step_by_step_msb_first():
 @pytest.mark.parametrize("lanes, banks, depth", [
     ({"fc1": 1, "fc2": 4}, 2, 2),        # a 36-position fire sweep into a 2-deep FIFO: it fills and stalls
     ({"fc1": 12, "fc2": 1}, 1, 4),       # one bank: each layer's readout follows its accumulate
+    ({"fc1": 1, "fc2": 4}, 1, 2),        # one bank, and the readout stalls on the full FIFO before it frees it
     ({"fc1": 3, "fc2": 2}, 2, 16),
 ])
 def test_every_result_lands_on_its_predicted_cycle(lanes, banks, depth):
