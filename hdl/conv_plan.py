@@ -469,8 +469,7 @@ def spike_work(plan: ConvLayerPlan, beats) -> list:
 
 def readout_words(plan: ConvLayerPlan) -> int:
     """Words the fire sweep issues per sample: ``P·chunks·K`` in step 0, ``P·chunks`` in each later step."""
-    per_step = plan.out_positions * plan.chunks
-    return per_step * plan.window + (plan.timesteps - 1) * per_step
+    return step0_words(plan) + (plan.timesteps - 1) * plan.out_positions * plan.chunks
 
 
 def step0_words(plan: ConvLayerPlan) -> int:

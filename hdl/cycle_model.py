@@ -87,7 +87,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .conv_plan import ConvLayerPlan, early_release, readout_words, step0_words
+from .conv_plan import ConvLayerPlan, bank_release, early_release, readout_words
 from .folding import check_membrane_banks, resolve_folding
 from .plan import check_supported, encoder_lanes_for, plan_network
 from .top import DEFAULT_FIFO_DEPTH
@@ -97,17 +97,15 @@ from spikeforge.ir.errors import InputError
 __all__ = ["CyclePrediction", "predict", "spike_counts_per_layer", "sweep_beats", "FIFO_LATENCY"]
 
 #: Cycles from a dense fire sweep's hand-over to its first beat being taken by the consumer (issue, data
-#: on the port, the event registered and offered, then two through the buffered FIFO); other producers
-#: offer :data:`ENCODER_OFFER` or :data:`CONV_FIRE_OFFER` cycles after their hand-over instead of
-#: :data:`FIRE_OFFER`.
+#: on the port, the event registered and offered, then two through the buffered FIFO; a conv core's
+#: too); the encoder offers :data:`ENCODER_OFFER` cycles after its hand-over instead of :data:`FIRE_OFFER`.
 FIFO_LATENCY = 5
 #: Cycles from a hand-over to the sweep's first position being offered on the stream: a dense fire sweep
-#: offers from its stage 3 (issue, data on the port and compared, the event registered), the encoder
-#: from its fourth (issue, the code word registered, bit select into a register, offer), a conv core's
-#: fire sweep from its emit stage (issue, data on the port, the fire stage, the beat registered).
+#: offers from its stage 3 (issue, data on the port and compared, the event registered), and so does a conv
+#: core's (issue, data on the port, the fire stage, then its emit stage); the encoder from its fourth (issue,
+#: the code word registered, bit select into a register, offer).
 FIRE_OFFER = 3
 ENCODER_OFFER = 4
-CONV_FIRE_OFFER = 3
 #: Cycles from a beat written into a (buffered) FIFO to the consumer taking it, the FIFO empty.
 FIFO_THROUGH = 2
 #: Cycles from the output layer's bank being free to its next readout (the result register).
@@ -408,7 +406,7 @@ def predict(net, folding=None, spike_counts_or_samples=None, *, fifo_depth: int 
                 # emit stage as late as a dense sweep's); its last is taken two cycles after its sweep ends
                 # (one after a conv core's, which ends a cycle later).
                 conv_producer = l > 0 and isinstance(layer_plans[l - 1], ConvLayerPlan)
-                extra = (CONV_FIRE_OFFER if conv_producer else ENCODER_OFFER if l == 0 else FIRE_OFFER) - FIRE_OFFER
+                extra = ENCODER_OFFER - FIRE_OFFER if l == 0 else 0
                 start = max(h[j] if banks == 2 else free[j], h_new[j - 1] + FIFO_LATENCY + extra)
                 a = max(start + decode[l] + work, e_new[j - 1] + (1 if conv_producer else 2) + decode[l]) + drain[l]
                 count = _beats(None if steps is None else steps[l][n], S[n, l], T, producer_chunks[l])
@@ -425,7 +423,7 @@ def predict(net, folding=None, spike_counts_or_samples=None, *, fifo_depth: int 
                 h_new[j] = max(a, e[j] + (RESULT_RELEASE if j == L else 0))
             e_new[j] = h_new[j] + readout[j]
             if released[l]:
-                free_new[j] = h_new[j] + step0_words(layer_plans[l]) + 3
+                free_new[j] = bank_release(layer_plans[l], h_new[j], e_new[j])
         # Otherwise one bank is free when the readout ends, which the consumer's FIFO may have stretched
         # in the next layer's iteration: taken once every layer is done.
         for l in range(L):
@@ -453,7 +451,7 @@ def predict(net, folding=None, spike_counts_or_samples=None, *, fifo_depth: int 
     total_lanes = folding.total_adders()
     slowest = max(stages.values())
     if banks == 1:      # a layer's accumulate and readout (early release: its step 0) take turns on its bank
-        slowest = max([slowest] + [acc_time[:, l].mean() + (step0_words(layer_plans[l]) + 3 if released[l]
+        slowest = max([slowest] + [acc_time[:, l].mean() + (bank_release(layer_plans[l], 0, None) if released[l]
                                                             else readout[l + 1]) for l in range(L)])
     slowest = float(slowest)
     sum_of_stages = float(sum(acc_time.mean(axis=0)) + sum(readout[1:]) + n_in + 1)
