@@ -806,6 +806,7 @@ def _build(net, board, out_dir, options, log, membrane_banks: int, fallback) -> 
         "toolchain": info.toolchain, "clock_mhz": info.clock_hz / 1e6, "board_clock_mhz": info.clock_hz / 1e6,
         "pll": None, "baud": baud, "scores": options.scores, "batch_depth": batch_depth,
         "folding": real_plan.folding.config(), "membrane_banks": membrane_banks, "multiplier": multiplier, "router": options.router or "router1",
+        "seed": options.seed,
         "membrane_banks_fallback": fallback, "link": dataclasses.asdict(config),
         "network": design["network"], "in_features": net.in_features, "classes": net.num_classes,
         "timesteps": net.timesteps, "score_bits": real_plan.score_bits,
