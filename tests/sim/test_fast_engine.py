@@ -61,6 +61,21 @@ def test_run_fast_decodes_through_the_layout_and_shards_agree(demo_net, demo_rtl
 
 
 @pytest.mark.verilator
+def test_skipping_the_input_region_on_quiet_cycles_changes_no_cycle(demo_rtl, digits_test, fast_build, tmp_path):
+    # The default harness skips Verilator's input-combinational region when no input changed; the plain one
+    # runs Verilator's whole scheduler on both edges. Same results on the same cycles, beat for beat.
+    assert fast_build.fast_clock
+    plain = fast_engine.build_fast(demo_rtl, tmp_path, fast_clock=False)
+    assert not plain.fast_clock and plain.executable != fast_build.executable
+    samples = digits_test.samples[:80]
+    fast, slow = run_fast(demo_rtl, samples, build=fast_build), run_fast(demo_rtl, samples, build=plain)
+    assert fast.received == slow.received == 80 and fast.cycles == slow.cycles
+    assert fast.latency_cycles == slow.latency_cycles
+    for name in ("labels", "scores", "first_beat", "result_cycle"):
+        np.testing.assert_array_equal(getattr(fast, name), getattr(slow, name))
+
+
+@pytest.mark.verilator
 def test_a_deadlock_is_reported_not_hung(demo_rtl, digits_test, fast_build, signoff_build_root):
     result = run_fast(demo_rtl, digits_test.samples[:3], build_root=signoff_build_root, idle_limit=3)
     assert result.error is not None and "deadlock" in result.error and result.received < 3
