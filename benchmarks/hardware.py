@@ -197,7 +197,7 @@ def _generator_fingerprint() -> str:
 def _board_cache_key(net, config: FlowConfig) -> str:
     text = json.dumps({"net": network_fingerprint(net), "board": config.board, "lanes": config.lanes,
                        "build": [config.multiplier, config.membrane_banks, config.batch_depth, config.build_clock_mhz,
-                                 config.router, config.build_seed],
+                                 config.router, *([config.build_seed] if config.build_seed != 1 else [])],
                        "generator": _generator_fingerprint()}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

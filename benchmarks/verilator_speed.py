@@ -168,6 +168,8 @@ def measure_fast(ctx, work: Path) -> dict:
         "latency_cycles": warm["timing"].get("latency_cycles"),
         "simulation_seconds": warm["simulation"]["seconds"],
         "cycles_per_second": fast_rate,
+        # Whether the harness skipped the input-combinational region on quiet cycles, and on how many.
+        "fast_clock": warm["simulation"].get("fast_clock"), "quiet_cycles": warm["simulation"].get("quiet_cycles"),
         "verify_seconds": verify_wall,
         "harness_cpu_seconds": harness_cpu,
         "cycles_per_cpu_second": warm["simulation"]["cycles"] / harness_cpu if harness_cpu else None,

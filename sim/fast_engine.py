@@ -228,15 +228,25 @@ def _unity_sources(obj: Path):
     (obj / "spikeforge_slow.cpp").write_text("".join(f'#include "{name}.cpp"\n' for name in slow))
 
 
+#: The scheduler's triggers the harness's quiet-cycle skip allows: the input-combinational region's first-iteration
+#: trigger and the clock's rising edge (as Verilator names them in its generated trigger dumps), and the settle
+#: region's, which runs once, in the first eval.
+_FAST_CLOCK_TRIGGERS = {"Internal 'ico' trigger - first iteration", "@(posedge clk)"}
+_SETTLE_TRIGGER = "Internal 'stl' trigger - first iteration"
+
+
 def _fast_clock(obj: Path) -> bool:
     """Whether the harness may skip Verilator's input-combinational region on a cycle whose inputs did not change
-    (``SF_FAST_CLOCK``): the generated scheduler has its active and NBA phases as functions, and the clock's rising
-    edge is its only trigger (``__Vtrigprevexpr___TOP__clk__0`` the only edge detector). Otherwise the harness
-    calls the whole scheduler on both edges, as Verilator's own ``eval()`` does."""
+    (``SF_FAST_CLOCK``): the generated scheduler's triggers are exactly the input region's first iteration and the
+    clock's rising edge (no falling edge, no logic on the clock's level; read from its trigger dumps), its one edge
+    detector is the clock's (``__Vtrigprevexpr___TOP__clk__0``) and its active and NBA phases are functions.
+    Otherwise (or where a Verilator names them otherwise) the harness calls the whole scheduler on both edges, as
+    Verilator's own ``eval()`` does."""
     header = (obj / "Vtop___024root.h").read_text()
     detectors = re.findall(r"\b(__Vtrigprevexpr\w*)\s*;", header)
     code = "".join(path.read_text() for path in sorted(obj.glob("Vtop___024root__*.cpp")))
-    return (detectors == ["__Vtrigprevexpr___TOP__clk__0"]
+    triggers = set(re.findall(r"region trigger index \d+ is active: (.*?)\\n", code))
+    return (detectors == ["__Vtrigprevexpr___TOP__clk__0"] and triggers - {_SETTLE_TRIGGER} == _FAST_CLOCK_TRIGGERS
             and all(f"bool Vtop___024root___eval_phase__{phase}(Vtop___024root* vlSelf) {{" in code
                     for phase in ("act", "nba")))
 
@@ -364,6 +374,9 @@ class FastResult:
     stray: int
     error: str | None = None
     build: FastBuild | None = field(default=None, repr=False)
+    #: Cycles whose inputs did not change, on which the harness skipped Verilator's input-combinational region
+    #: (:attr:`FastBuild.fast_clock`; 0 for the plain harness).
+    quiet_cycles: int = 0
 
     @property
     def sample_cycles(self) -> np.ndarray:
@@ -469,8 +482,11 @@ def run_fast(design, samples, *, build_root=None, alone: bool = True, progress: 
             except OSError as error:
                 raise verilator.SimulatorError(f"cannot run the harness {build.executable}: {error}") from None
             with process:
+                quiet_cycles = 0
                 for line in process.stdout:
                     parts = line.split()
+                    if len(parts) == 2 and parts[0] == "Q":
+                        quiet_cycles = int(parts[1])
                     if len(parts) == 3 and parts[0] == "P":
                         done, cycle = int(parts[1]), int(parts[2])
                         bar.update(done - bar.n)
@@ -504,8 +520,8 @@ def run_fast(design, samples, *, build_root=None, alone: bool = True, progress: 
     error = (stderr.strip() or "the harness reported a deadlock") if failed else None
     latency = int(alone_result - alone_first) if alone and alone_result else None
     return FastResult(labels=labels, scores=scores, first_beat=first_beat, result_cycle=result_cycle,
-                      latency_cycles=latency, cycles=int(cycles), seconds=seconds, received=int(received), stray=int(stray), error=error,
-                      build=build)
+                      latency_cycles=latency, cycles=int(cycles), seconds=seconds, received=int(received),
+                      stray=int(stray), error=error, build=build, quiet_cycles=quiet_cycles)
 
 
 # -- sharded sign-off --------------------------------------------------------------------------------
@@ -653,7 +669,8 @@ def verify_fast(net: Network, rtl_dir, samples, labels=None, *, build_root=None,
                        "cycles": int(cycles), "seconds": wall, "simulator_seconds": sim_seconds,
                        "cycles_per_second": cycles / wall if wall else None,
                        "cycles_per_second_per_simulator": cycles / sim_seconds if sim_seconds else None,
-                       "build_seconds": build.seconds, "build_reused": build.reused, "build_dir": str(build.build_dir)},
+                       "build_seconds": build.seconds, "build_reused": build.reused, "build_dir": str(build.build_dir),
+                       "fast_clock": build.fast_clock, "quiet_cycles": int(sum(r.quiet_cycles for r in results))},
         "waves": None,
     }
     try:

@@ -15,7 +15,8 @@
 // OUT (little endian): "SFFAST01", then u64 words_per_result, u64 N, u64 alone_first_beat,
 // u64 alone_result_cycle, u64 cycles, u64 received, u64 stray, u64 status (0 ok, 1 deadlock),
 // then per received stream result: u64 first_beat, u64 result_cycle, u32 x words_per_result payload
-// (LSB word first). Progress lines "P <results> <cycle>" go to stdout every S seconds.
+// (LSB word first). Progress lines "P <results> <cycle>" go to stdout every S seconds; at the end
+// "Q <cycles>" counts the cycles whose falling edge skipped the scheduler (SF_FAST_CLOCK; 0 without it).
 
 // Verilator spells a double underscore in a port name as ___05F (pixels__valid -> pixels___05Fvalid).
 //
@@ -81,6 +82,7 @@ struct Sim {
     Vtop* top;
     Vtop___024root* root;
     uint64_t cycle = 0;
+    uint64_t quiet = 0;     // cycles whose falling edge skipped the scheduler (SF_FAST_CLOCK)
     // The inputs the model last settled on (its combinational logic is up to date for them), or none.
     bool settled = false;
     bool last_valid = false, last_ready = false;
@@ -100,6 +102,7 @@ struct Sim {
         // level for the edge detector. The rising edge then runs the active and NBA regions alone.
         if (settled && valid == last_valid && ready == last_ready && payload == last_payload) {
             root->__Vtrigprevexpr___TOP__clk__0 = 0;
+            ++quiet;
         } else {
             top->pixels___05Fvalid = valid;
             top->pixels___05Fpayload = payload;
@@ -301,6 +304,7 @@ int main(int argc, char** argv) {
         return 2;
     }
     std::printf("P %llu %llu\n", (unsigned long long)received, (unsigned long long)sim.cycle);
+    std::printf("Q %llu\n", (unsigned long long)sim.quiet);
     delete top;
     return status == 0 ? 0 : 1;
 }

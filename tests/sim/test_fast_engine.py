@@ -61,16 +61,20 @@ def test_run_fast_decodes_through_the_layout_and_shards_agree(demo_net, demo_rtl
 
 
 @pytest.mark.verilator
-def test_skipping_the_input_region_on_quiet_cycles_changes_no_cycle(demo_rtl, digits_test, fast_build, tmp_path):
+def test_skipping_the_input_region_on_quiet_cycles_changes_no_cycle(demo_rtl, digits_test, fast_build,
+                                                                     signoff_build_root):
     # The default harness skips Verilator's input-combinational region when no input changed; the plain one
     # runs Verilator's whole scheduler on both edges. Same results on the same cycles, beat for beat.
     assert fast_build.fast_clock
-    plain = fast_engine.build_fast(demo_rtl, tmp_path, fast_clock=False)
+    plain = fast_engine.build_fast(demo_rtl, signoff_build_root, fast_clock=False)
     assert not plain.fast_clock and plain.executable != fast_build.executable
     samples = digits_test.samples[:80]
     fast, slow = run_fast(demo_rtl, samples, build=fast_build), run_fast(demo_rtl, samples, build=plain)
+    # The skip ran (most cycles: the fire phases and the gaps between samples move no input) and only there.
+    assert fast.quiet_cycles > fast.cycles // 2 and slow.quiet_cycles == 0
     assert fast.received == slow.received == 80 and fast.cycles == slow.cycles
-    assert fast.latency_cycles == slow.latency_cycles
+    assert fast.latency_cycles == slow.latency_cycles and fast.stray == slow.stray == 0
+    assert fast.error is None and slow.error is None
     for name in ("labels", "scores", "first_beat", "result_cycle"):
         np.testing.assert_array_equal(getattr(fast, name), getattr(slow, name))
 
@@ -99,6 +103,32 @@ def test_cli_engine_fast_shards_on_an_embedded_dask_cluster(demo_rtl, fast_build
 
 
 # -- without a simulator -----------------------------------------------------------------------------
+
+def _scheduler(tmp_path, triggers, detectors=("__Vtrigprevexpr___TOP__clk__0",), phases=("act", "nba")):
+    """A stand-in for Verilator's output: the root header's edge detectors, the trigger dumps, the phase functions."""
+    obj = tmp_path / "obj"
+    obj.mkdir(exist_ok=True)
+    (obj / "Vtop___024root.h").write_text("".join(f"        CData/*0:0*/ {name};\n" for name in detectors))
+    dumps = "".join(f'    VL_DBG_MSGS("         \'" + tag + "\' region trigger index {i} is active: {t}\\n");\n'
+                    for i, t in enumerate(triggers))
+    functions = "".join(f"bool Vtop___024root___eval_phase__{p}(Vtop___024root* vlSelf) {{\n}}\n" for p in phases)
+    (obj / "Vtop___024root__0.cpp").write_text(functions)
+    (obj / "Vtop___024root__1__Slow.cpp").write_text(dumps)
+    return obj
+
+
+def test_the_quiet_cycle_skip_is_only_built_for_a_rising_edge_only_scheduler(tmp_path):
+    ico, stl, rise = ("Internal 'ico' trigger - first iteration", "Internal 'stl' trigger - first iteration",
+                      "@(posedge clk)")
+    assert fast_engine._fast_clock(_scheduler(tmp_path, [stl, ico, rise]))
+    # A falling edge, logic on the clock's level, another clock, a phase Verilator no longer names so: the plain
+    # scheduler on both edges.
+    for triggers in ([stl, ico, rise, "@(negedge clk)"], [ico, rise, "@( clk)"], [ico, "@(posedge other)"], [ico]):
+        assert not fast_engine._fast_clock(_scheduler(tmp_path, triggers)), triggers
+    assert not fast_engine._fast_clock(_scheduler(tmp_path, [ico, rise], detectors=(
+        "__Vtrigprevexpr___TOP__clk__0", "__Vtrigprevexpr___TOP__rst__0")))
+    assert not fast_engine._fast_clock(_scheduler(tmp_path, [ico, rise], phases=("nba",)))
+
 
 def test_decode_results_reads_the_layout_fields_of_any_width():
     layout = result_layout(3, 37)
