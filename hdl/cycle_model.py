@@ -234,7 +234,9 @@ class _Link:
 
     The recurrence, per beat ``g`` (position ``q``, ``k`` spikes) in stream order: the producer offers
     it at ``o`` (its previous beat left ``dq`` positions earlier, one position a cycle; a fire sweep
-    also holds every position while the FIFO is full, the encoder only a beat), writes it at
+    also holds every empty position between while the FIFO is full, the encoder only a beat; a beat at
+    the next position, ``dq = 1``, is offered as soon as the previous one is written, full FIFO or not:
+    that is when a fire sweep's final beat frees its bank), writes it at
     ``w = max(o, ir[g-D+1] + 1)`` (the inner FIFO of ``D-1`` words has room), the FIFO moves it to its
     output register at ``ir = max(w + 1, r[g-1])`` and the consumer takes it at
     ``r = max(ir + 1, ready)``; a beat with ``k`` spikes keeps the consumer ``k × chunks`` cycles (it
@@ -261,7 +263,9 @@ class _Link:
             dq = q - prev_q
             room = inner[0] + 1 if len(inner) == full else -math.inf
             o = prev_w + dq
-            if fire and room + dq - 1 > o:
+            # The empty positions before the beat wait for room; the beat itself enters the offering stage
+            # as the previous position leaves it.
+            if fire and dq > 1 and room + dq - 1 > o:
                 o = room + dq - 1
             w = o if o >= room else room
             moved = w + 1 if w + 1 > r_prev else r_prev         # max() costs a call per beat
