@@ -141,8 +141,9 @@ CNN_CASES = (
                  "on another machine: 339 iterations, 12 to ~100 wires still overused)",
      "one_bank": CNN_28X28_ONE_BANK},
 )
-#: The CNN case names ``--networks`` may select (see :func:`measure`).
-CNN_NAMES = tuple(case["network"] for case in CNN_CASES)
+#: The CNN cases by name; the names ``--networks`` may select (see :func:`measure`).
+CNN_CASES_BY_NAME = {case["network"]: case for case in CNN_CASES}
+CNN_NAMES = tuple(CNN_CASES_BY_NAME)
 #: Spiker+'s MNIST latency (arXiv 2401.01141); the goal is 10× faster on Fashion-MNIST 784-128-10.
 SPIKER_PLUS_US = 780.0
 SPIKER_PLUS_LOGIC = 7612
@@ -646,12 +647,13 @@ def _render_cnn(result: dict) -> list:
         if b.get("timing_met") is False:
             notes.append(f"* {e['network']}: timing NOT met at the bitstream's {b.get('clock_mhz'):.4g} MHz (Fmax "
                          f"{b.get('fmax_mhz'):.1f} MHz): only the figure at Fmax holds for it")
+        case = CNN_CASES_BY_NAME.get(e["network"], {})
         if b.get("seed") not in (None, 1):
-            why = next((case.get("seed_why") for case in CNN_CASES if case["network"] == e["network"]), None)
+            why = case.get("seed_why")
             notes.append(f"* {e['network']}: placed and routed from seed {b['seed']} (`spikeforge build --seed "
                          f"{b['seed']}`)" + (f": {why}" if why else ""))
         if b.get("membrane_banks") == 1:
-            why = next((case.get("one_bank") for case in CNN_CASES if case["network"] == e["network"]), None)
+            why = case.get("one_bank")
             notes.append(f"* {e['network']}: one membrane bank per layer" + (f" ({why})" if why else ""))
     if notes:
         lines += ["Notes:", "", *notes, ""]

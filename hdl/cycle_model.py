@@ -455,7 +455,7 @@ def predict(net, folding=None, spike_counts_or_samples=None, *, fifo_depth: int 
     total_lanes = folding.total_adders()
     slowest = max(stages.values())
     if banks == 1:      # a layer's accumulate and readout (early release: its step 0) take turns on its bank
-        slowest = max([slowest] + [acc_time[:, l].mean() + (bank_release(layer_plans[l], 0, None) if released[l]
+        slowest = max([slowest] + [acc_time[:, l].mean() + (bank_release(layer_plans[l], 0, readout[l + 1]) if released[l]
                                                             else readout[l + 1]) for l in range(L)])
     slowest = float(slowest)
     sum_of_stages = float(sum(acc_time.mean(axis=0)) + sum(readout[1:]) + n_in + 1)

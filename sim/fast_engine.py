@@ -310,7 +310,8 @@ def build_fast(design, build_root=None, *, force: bool = False, jobs: int | None
         if not jobs:
             cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
             jobs = max(1, min(4, cores))
-        _run(["make", "-C", obj, "-f", "spikeforge.mk", f"-j{jobs}", f"SF_OPT_FAST={_OPT_RUN}{' -DSF_FAST_CLOCK' if fast_clock else ''}",
+        opt_fast = f"{_OPT_RUN} -DSF_FAST_CLOCK" if fast_clock else _OPT_RUN
+        _run(["make", "-C", obj, "-f", "spikeforge.mk", f"-j{jobs}", f"SF_OPT_FAST={opt_fast}",
               f"SF_OPT_SLOW={_OPT_SLOW}", f"OPT_GLOBAL={_OPT_RUNTIME}", "harness"], staging, env,
              f"compiling the harness for {design.top}", log)
         built = obj / "harness"

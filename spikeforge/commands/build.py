@@ -54,9 +54,10 @@ def add_arguments(parser):
     parser.add_argument("--router", choices=ROUTERS,
                         help="nextpnr's router (default: nextpnr's own, router1); router2 copes better with congested "
                              "designs, such as a 28x28 CNN that fills most of the ECP5-85F's block RAM")
-    parser.add_argument("--seed", type=int, default=1, help="nextpnr's placement seed (default 1; report.json: seed): another seed places the same netlist "
-                             "differently, worth a try when routing does not converge; on iCE40 it also seeds the "
-                             "placeholder weights patch-weights replaces")
+    parser.add_argument("--seed", type=int, default=1,
+                        help="nextpnr's placement seed (default 1; report.json: seed): another seed places the same "
+                             "netlist differently, worth a try when routing does not converge; on iCE40 it also seeds "
+                             "the placeholder weights patch-weights replaces")
     parser.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
 
 
