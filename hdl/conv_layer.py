@@ -134,16 +134,21 @@ class ConvILIF(wiring.Component):
         bit ``k`` = channel ``cc·lanes + k`` at emitted position ``p = y·Wout + x``; ``last`` on the
         final beat of a sample.
 
+    membrane : list, optional
+        The membrane (column) banks' ``(read, write)`` ports, ``membrane[s][b]``, when they live outside
+        the core (:class:`~spikeforge.hdl.single_port.HalfRateLayer`); None: the core builds them in block RAM.
+
     Raises
     ------
     InputError
         For a plan that is not a :class:`ConvLayerPlan`.
     """
 
-    def __init__(self, plan: ConvLayerPlan):
+    def __init__(self, plan: ConvLayerPlan, *, membrane=None):
         if not isinstance(plan, ConvLayerPlan):
             raise InputError(f"ConvILIF takes a ConvLayerPlan, got {type(plan).__name__}")
         self.plan = plan
+        self.membrane = membrane
         T = plan.timesteps
         super().__init__({
             "events": In(stream.Signature(spike_event_layout(plan.input_map.group, plan.input_map.chunks, T))),
@@ -180,8 +185,8 @@ class ConvILIF(wiring.Component):
         # banks[s][b]: membrane bank s (ping-pong), column bank b (outputs with ox mod taps = b).
         taps = p.taps
         names = iter(p.membrane_names())
-        banks = []
-        for index in range(p.membrane_banks):
+        banks = [list(columns) for columns in self.membrane] if self.membrane is not None else []
+        for index in range(p.membrane_banks if self.membrane is None else 0):
             columns = []
             for column in range(taps):
                 bank = Memory(shape=unsigned(word_bits), depth=max(2, bank_depth), init=[])

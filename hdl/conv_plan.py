@@ -77,6 +77,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .bitops import pack_lanes
+from .folding import HALF_RATE_MEMORIES
 from .layouts import signed_bits
 from spikeforge.ir.errors import InputError
 from spikeforge.ir.network import Conv2dLayer, MaxPool2dLayer
@@ -199,6 +200,9 @@ class ConvLayerPlan:
     multiplier
         How an adder scales its weight by ``2^(T-1-t)``: ``dsp`` (a multiply by a one-hot factor: a DSP
         per adder where the device has them) or ``logic`` (a shift in LUTs, no DSP).
+    membrane_memory
+        Where the membrane (column) banks live: ``block`` or ``spram`` (single-port, half rate), as for the
+        dense plan.
     weight_words, bias_words, threshold_words, in_map_words, row_words, col_words
         ROM images; field widths in ``in_map_fields``, ``row_fields``, ``col_fields``.
     """
@@ -236,6 +240,12 @@ class ConvLayerPlan:
     col_words: list
     col_fields: tuple
     multiplier: str = "dsp"
+    membrane_memory: str = "block"
+
+    @property
+    def half_rate(self) -> bool:
+        """The layer runs at half rate: its membrane banks take one access a cycle."""
+        return self.membrane_memory in HALF_RATE_MEMORIES
 
     @property
     def pooled(self) -> bool:
@@ -306,8 +316,8 @@ class ConvLayerPlan:
         out += [{"name": "in_map", "kind": "rom", "width": sum(self.in_map_fields), "depth": len(self.in_map_words)},
                 {"name": "rows", "kind": "rom", "width": sum(self.row_fields), "depth": len(self.row_words)},
                 {"name": "cols", "kind": "rom", "width": sum(self.col_fields), "depth": len(self.col_words)}]
-        out += [{"name": name, "kind": "ram", "width": word, "depth": self.bank_words}
-                for name in self.membrane_names()]
+        out += [{"name": name, "kind": "spram" if self.membrane_memory == "spram" else "ram", "width": word,
+                 "depth": self.bank_words} for name in self.membrane_names()]
         if self.pooled and self.timesteps > 1:
             out.append({"name": "pooled", "kind": "ram", "width": word, "depth": self.out_chunks})
         return out
@@ -345,7 +355,7 @@ def _unpack(word: int, widths) -> list:
 
 def plan_conv_layer(layer: Conv2dLayer, *, lanes: int, timesteps: int, input_map: InputMap,
                     pool: MaxPool2dLayer | None = None, membrane_banks: int = 2, taps: int = 1,
-                    multiplier: str = "dsp") -> ConvLayerPlan:
+                    multiplier: str = "dsp", membrane_memory: str = "block") -> ConvLayerPlan:
     """Derive the widths, ROM images and address maps of ``layer`` folded to ``lanes`` channel lanes and
     ``taps`` tap lanes (column banks, see the module docstring).
 
@@ -445,7 +455,7 @@ def plan_conv_layer(layer: Conv2dLayer, *, lanes: int, timesteps: int, input_map
         threshold_words=pack_lanes(threshold, threshold_bits),
         in_map_words=in_words, in_map_fields=in_fields,
         row_words=row_words, row_fields=row_fields, col_words=col_words, col_fields=col_fields,
-        multiplier=multiplier,
+        multiplier=multiplier, membrane_memory=membrane_memory,
     )
 
 

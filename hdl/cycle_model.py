@@ -325,7 +325,8 @@ def predict(net, folding=None, spike_counts_or_samples=None, *, fifo_depth: int 
     per_feature = counts.input_spikes(per_feature=True) if has_conv and isinstance(counts, golden.GoldenResult) \
         else None
     # Dense networks with every layer's codes: the FIFOs beat by beat (:class:`_Link`).
-    layer_codes = counts.codes if not has_conv and isinstance(counts, golden.GoldenResult) else None
+    layer_codes = counts.codes if not has_conv and isinstance(counts, golden.GoldenResult) \
+        and not any(folding.half_rate(layer.name) for layer in net.layers if layer.kind != "maxpool2d") else None
     S_all, steps_all = spike_counts_per_layer(net, counts)
     # One stage per folded layer (a max pool is fused into its conv).
     kept = [i for i, layer in enumerate(net.layers) if layer.kind != "maxpool2d"]
@@ -368,6 +369,14 @@ def predict(net, folding=None, spike_counts_or_samples=None, *, fifo_depth: int 
                                       for plan, c in zip(layer_plans[:-1], chunks[:-1])] + [chunks[-1] + 2]
     decode = [CONV_DECODE if isinstance(plan, ConvLayerPlan) else 0 for plan in layer_plans]
     drain = [CONV_DRAIN if isinstance(plan, ConvLayerPlan) else ACCUMULATE_DRAIN for plan in layer_plans]
+    # A layer at half rate (membrane banks in single-port RAM, hdl/single_port.py) runs its core on every
+    # other cycle: its accumulate, drain and readout take twice the cycles.
+    rate = [2 if folding.half_rate(layer.name) else 1 for layer in stage_layers]
+    for l, factor in enumerate(rate):
+        work_all[:, l] *= factor
+        decode[l] *= factor
+        drain[l] *= factor
+        readout[l + 1] *= factor
 
     h = np.zeros(L + 1)          # hand-over of node j (0 = encoder) for the previous sample
     e = np.zeros(L + 1)          # end of node j's readout for the previous sample
@@ -426,8 +435,8 @@ def predict(net, folding=None, spike_counts_or_samples=None, *, fifo_depth: int 
                                               start + (count0 - fifo_depth) * work * row[0] / S[n, l] / count0)
                 h_new[j] = max(a, e[j] + (RESULT_RELEASE if j == L else 0))
             e_new[j] = h_new[j] + readout[j]
-            if released[l]:
-                free_new[j] = bank_release(layer_plans[l], h_new[j], e_new[j])
+            if released[l]:     # step 0's words, at the layer's rate
+                free_new[j] = h_new[j] + rate[l] * (bank_release(layer_plans[l], h_new[j], e_new[j]) - h_new[j])
         # Otherwise one bank is free when the readout ends, which the consumer's FIFO may have stretched
         # in the next layer's iteration: taken once every layer is done.
         for l in range(L):
@@ -455,8 +464,8 @@ def predict(net, folding=None, spike_counts_or_samples=None, *, fifo_depth: int 
     total_lanes = folding.total_adders()
     slowest = max(stages.values())
     if banks == 1:      # a layer's accumulate and readout (early release: its step 0) take turns on its bank
-        slowest = max([slowest] + [acc_time[:, l].mean() + (bank_release(layer_plans[l], 0, readout[l + 1]) if released[l]
-                                                            else readout[l + 1]) for l in range(L)])
+        slowest = max([slowest] + [acc_time[:, l].mean() + (rate[l] * bank_release(layer_plans[l], 0, readout[l + 1])
+                                                            if released[l] else readout[l + 1]) for l in range(L)])
     slowest = float(slowest)
     sum_of_stages = float(sum(acc_time.mean(axis=0)) + sum(readout[1:]) + n_in + 1)
     return CyclePrediction(cycles_per_sample=cycles, latency=float(results[0] - first_byte[0]),

@@ -42,12 +42,20 @@ from spikeforge.ir.errors import InputError
 
 __all__ = ["FoldingError", "Folding", "parse_lanes", "estimate_spikes_in", "auto_folding",
            "resolve_folding", "DEFAULT_LANES_BUDGET", "layer_cycles", "MEMBRANE_BANKS", "check_membrane_banks",
-           "max_lanes", "max_taps", "tap_choices", "split_entry", "folded_layers", "pool_after"]
+           "max_lanes", "max_taps", "tap_choices", "split_entry", "split_memory", "folded_layers", "pool_after",
+           "MEMBRANE_MEMORIES", "HALF_RATE_MEMORIES"]
 
 #: Lanes budget of the automatic default (``Accelerator(net)`` / ``spikeforge generate`` without options).
 DEFAULT_LANES_BUDGET = 64
 #: Membrane banks per layer: 2 (ping-pong, the default) or 1 (compact, no accumulate/readout overlap).
 MEMBRANE_BANKS = (2, 1)
+#: Where a layer's membrane banks live: ``block`` (block RAM or logic, dual-port: a word read and another
+#: written each cycle; the default) or ``spram`` (single-port RAM, the iCE40UP5K's 4 x 256 kbit SPRAM:
+#: one access a cycle, so the layer runs at half rate, see :mod:`spikeforge.hdl.single_port`). Written
+#: ``conv1=2:spram`` (``NAME=LANES[xTAPS][:MEMORY]``).
+MEMBRANE_MEMORIES = ("block", "spram")
+#: The memories whose layers run at half rate (one bank access a cycle).
+HALF_RATE_MEMORIES = ("spram",)
 
 
 def check_membrane_banks(membrane_banks) -> int:
@@ -105,10 +113,25 @@ def _conv_cost(net, index: int, lanes: int, spikes: float, taps: int = 1):
     return accumulate, sweep
 
 
+def split_memory(name: str, value) -> tuple:
+    """A folding value -> ``(value without its memory, memory)``: ``"2x3:spram"`` -> ``("2x3", "spram")``;
+    a value without ``:MEMORY`` has ``block``. An unknown memory is a :class:`FoldingError` naming the layer."""
+    if not isinstance(value, str) or ":" not in value:
+        return value, "block"
+    lanes, _, memory = value.partition(":")
+    memory = memory.strip().lower()
+    if memory not in MEMBRANE_MEMORIES:
+        raise FoldingError(f"layer {name!r}: membrane memory {memory!r} in {value!r} is not one of "
+                           f"{', '.join(MEMBRANE_MEMORIES)} (write e.g. {name}=2:spram)")
+    return lanes.strip(), memory
+
+
 def split_entry(name: str, value) -> tuple:
     """A folding value -> ``(lanes, taps)``: an int (one tap lane), a ``(lanes, taps)`` pair, or the
-    string ``"LxT"`` / ``"L"`` (a malformed string is a :class:`FoldingError` naming the layer; the
-    numbers are checked by :meth:`Folding.for_network`)."""
+    string ``"LxT"`` / ``"L"``, with or without a ``:MEMORY`` suffix (:func:`split_memory`; a malformed
+    string is a :class:`FoldingError` naming the layer; the numbers are checked by
+    :meth:`Folding.for_network`)."""
+    value, _memory = split_memory(name, value)
     if isinstance(value, str):
         text = value.strip().lower()
         parts = text.split("x")
@@ -136,16 +159,20 @@ class Folding:
         ``1 <= lanes <= out_features`` (a conv layer: ``1..out_channels``).
     taps : dict of str -> int
         Tap lanes per layer (``1..kw`` for a conv layer, 1 for a dense one); missing layers have 1.
+    memory : dict of str -> str
+        Membrane memory per layer (:data:`MEMBRANE_MEMORIES`); missing layers have ``block``.
 
     Raises
     ------
     FoldingError
-        On an unknown layer name, a max pool's name, a missing layer, or a lanes or tap lanes value out
-        of range (tap lanes on a dense layer included).
+        On an unknown layer name, a max pool's name, a missing layer, a lanes or tap lanes value out
+        of range (tap lanes on a dense layer included), an unknown membrane memory, or ``spram`` for the
+        output layer (its bank is a few words: it stays in block RAM).
     """
 
     lanes: dict
     taps: dict = field(default_factory=dict)
+    memory: dict = field(default_factory=dict)
 
     @classmethod
     def for_network(cls, net, config) -> "Folding":
@@ -153,12 +180,18 @@ class Folding:
         ``(lanes, taps)`` pair or ``"LxT"``, see :func:`split_entry`)."""
         config = dict(config)
         names = [layer.name for layer in folded_layers(net)]
-        split = {}
+        split, memories = {}, {}
         for name, value in config.items():
             if name not in names:
                 _refuse_pool_key(net, name)
                 raise FoldingError(f"folding names layer {name!r}, which does not exist; layers: {', '.join(names)}")
             layer = net.layer(name)
+            _, memory = split_memory(name, value)
+            if memory != "block" and not layer.fires:
+                raise FoldingError(f"layer {name!r}: the output layer's membrane bank ({layer.out_features} "
+                                   f"potentials) stays in block RAM; {memory} is for hidden layers' banks")
+            if memory != "block":
+                memories[name] = memory
             lanes, taps = split_entry(name, value)
             if not _whole(lanes) or not 1 <= lanes <= max_lanes(layer):
                 what = "its output channels" if layer.kind == "conv2d" else "its out_features"
@@ -175,7 +208,8 @@ class Folding:
         if missing:
             raise FoldingError(f"folding does not give lanes for layer(s) {', '.join(missing)}")
         return cls({name: split[name][0] for name in names},
-                   {name: split[name][1] for name in names if split[name][1] != 1})
+                   {name: split[name][1] for name in names if split[name][1] != 1},
+                   {name: memories[name] for name in names if name in memories})
 
     def __getitem__(self, name: str) -> int:
         return self.lanes[name]
@@ -183,6 +217,14 @@ class Folding:
     def tap_lanes(self, name: str) -> int:
         """Tap lanes of layer ``name`` (1 unless given)."""
         return self.taps.get(name, 1)
+
+    def membrane_memory(self, name: str) -> str:
+        """Where layer ``name``'s membrane banks live (:data:`MEMBRANE_MEMORIES`; ``block`` unless given)."""
+        return self.memory.get(name, "block")
+
+    def half_rate(self, name: str) -> bool:
+        """Layer ``name`` runs at half rate: its membrane memory takes one access a cycle (``spram``)."""
+        return self.membrane_memory(name) in HALF_RATE_MEMORIES
 
     def adders(self, name: str) -> int:
         """Membrane adders of layer ``name``: ``lanes × taps``."""
@@ -197,10 +239,13 @@ class Folding:
         return sum(self.adders(name) for name in self.lanes)
 
     def config(self) -> dict:
-        """``{name: lanes}``, or ``"LxT"`` for a layer with tap lanes: what :meth:`for_network` takes back
-        and ``design.json`` records."""
-        return {name: (f"{lanes}x{self.taps[name]}" if name in self.taps else lanes)
-                for name, lanes in self.lanes.items()}
+        """``{name: lanes}``, or ``"LxT"`` for a layer with tap lanes and ``"L[xT]:MEMORY"`` for one whose
+        membrane banks are not in block RAM: what :meth:`for_network` takes back and ``design.json`` records."""
+        out = {}
+        for name, lanes in self.lanes.items():
+            value = f"{lanes}x{self.taps[name]}" if name in self.taps else lanes
+            out[name] = f"{value}:{self.memory[name]}" if name in self.memory else value
+        return out
 
     def chunks(self, net) -> dict:
         return {layer.name: math.ceil(max_lanes(layer) / self.lanes[layer.name]) for layer in folded_layers(net)}
@@ -217,20 +262,28 @@ def _refuse_pool_key(net, name: str) -> None:
 
 
 def parse_lanes(text: str) -> dict:
-    """``"fc1=8,conv2=32x3"`` -> ``{"fc1": 8, "conv2": "32x3"}`` (``LxT``: channel lanes × tap lanes, conv
-    layers only, kept as the string :class:`Folding` takes and ``design.json`` records); a malformed entry
-    is a :class:`FoldingError`."""
+    """``"fc1=8,conv2=32x3,conv1=2:spram"`` -> ``{"fc1": 8, "conv2": "32x3", "conv1": "2:spram"}`` (``LxT``:
+    channel lanes × tap lanes, conv layers only; ``:MEMORY``: where the membrane banks live,
+    :data:`MEMBRANE_MEMORIES`; kept as the strings :class:`Folding` takes and ``design.json`` records); a
+    malformed entry is a :class:`FoldingError`."""
     config = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         name, sep, value = item.partition("=")
         name, value = name.strip(), value.strip()
+        value, colon, memory = value.partition(":")
         lanes, x, taps = value.lower().partition("x")
-        lanes, taps = lanes.strip(), taps.strip()
-        if not sep or not name or not lanes.lstrip("-").isdigit() or (x and not taps.lstrip("-").isdigit()):
-            raise FoldingError(f"lanes entry {item!r} is not NAME=INTEGER or NAME=LANESxTAPS (e.g. fc1=8,conv2=32x3)")
+        lanes, taps, memory = lanes.strip(), taps.strip(), memory.strip().lower()
+        if not sep or not name or not lanes.lstrip("-").isdigit() or (x and not taps.lstrip("-").isdigit()) \
+                or (colon and not memory):
+            raise FoldingError(f"lanes entry {item!r} is not NAME=LANES, NAME=LANESxTAPS or either with :MEMORY "
+                               f"(e.g. fc1=8,conv2=32x3,conv1=2:spram)")
         if name in config:
             raise FoldingError(f"lanes entry for layer {name!r} is given twice")
-        config[name] = f"{int(lanes)}x{int(taps)}" if x else int(lanes)
+        entry = f"{int(lanes)}x{int(taps)}" if x else int(lanes)
+        if colon:
+            split_memory(name, f"{entry}:{memory}")         # an unknown memory is refused here
+            entry = f"{entry}:{memory}" if memory != "block" else entry
+        config[name] = entry
     return config
 
 
@@ -244,8 +297,10 @@ def estimate_spikes_in(net, spikes_in=None) -> list:
     return spikes_in
 
 
-def layer_cycles(net, index: int, lanes: int, spikes_in: list, membrane_banks: int = 2, taps: int = 1) -> float:
-    """Estimated cycles per sample of layer ``index`` with ``lanes`` (and ``taps`` tap lanes, conv only).
+def layer_cycles(net, index: int, lanes: int, spikes_in: list, membrane_banks: int = 2, taps: int = 1,
+                 half_rate: bool = False) -> float:
+    """Estimated cycles per sample of layer ``index`` with ``lanes`` (and ``taps`` tap lanes, conv only);
+    twice as many for a layer at half rate (``half_rate``: its membrane banks in single-port RAM).
 
     Two membrane banks: the larger of accumulate and fire (or score) sweep, which overlap on
     consecutive samples. One bank: their sum, the readout sweep follows the accumulate phase.
@@ -253,11 +308,12 @@ def layer_cycles(net, index: int, lanes: int, spikes_in: list, membrane_banks: i
     layer = net.layers[index]
     if layer.kind == "conv2d":
         accumulate, sweep = _conv_cost(net, index, lanes, spikes_in[index], taps)
-        return max(accumulate, sweep) if check_membrane_banks(membrane_banks) == 2 else accumulate + sweep
-    chunks = math.ceil(layer.out_features / lanes)
-    accumulate = spikes_in[index] * chunks
-    sweep = net.timesteps * chunks if layer.fires else chunks
-    return max(accumulate, sweep) if check_membrane_banks(membrane_banks) == 2 else accumulate + sweep
+    else:
+        chunks = math.ceil(layer.out_features / lanes)
+        accumulate = spikes_in[index] * chunks
+        sweep = net.timesteps * chunks if layer.fires else chunks
+    cycles = max(accumulate, sweep) if check_membrane_banks(membrane_banks) == 2 else accumulate + sweep
+    return 2 * cycles if half_rate else cycles
 
 
 _layer_cost = layer_cycles
@@ -400,8 +456,9 @@ def resolve_folding(net, folding=None, *, lanes_budget=None, target_cycles=None,
     spikes = estimate_spikes_in(net, spikes_in)
     all_names = [layer.name for layer in net.layers]
     if target_cycles is None and lanes_budget is None:
-        given = {name: split_entry(name, value) for name, value in folding.items()}
-        target_cycles = max(_layer_cost(net, all_names.index(name), lanes, spikes, membrane_banks, taps)
-                            for name, (lanes, taps) in given.items())
+        given = {name: (*split_entry(name, value), split_memory(name, value)[1]) for name, value in folding.items()}
+        target_cycles = max(_layer_cost(net, all_names.index(name), lanes, spikes, membrane_banks, taps,
+                                        memory in HALF_RATE_MEMORIES)
+                            for name, (lanes, taps, memory) in given.items())
     return auto_folding(net, lanes_budget=lanes_budget, target_cycles=target_cycles, spikes_in=spikes_in,
                         fixed=folding, membrane_banks=membrane_banks)

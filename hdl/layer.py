@@ -145,8 +145,11 @@ class MembranePort(wiring.Signature):
 class _AccumulatingLayer(wiring.Component):
     """The accumulate half and the membrane bank; subclasses add ``_elaborate_readout``."""
 
-    def __init__(self, plan: LayerPlan, members: dict):
+    def __init__(self, plan: LayerPlan, members: dict, membrane=None):
         self.plan = plan
+        #: The membrane banks' ``(read, write)`` ports (``membrane[s][0]``) when they live outside the core
+        #: (:class:`~spikeforge.hdl.single_port.HalfRateLayer`); None: the core builds them in block RAM.
+        self.membrane = membrane
         members = {"events": In(stream.Signature(spike_event_layout(plan.in_group, plan.in_chunks,
                                                                      plan.timesteps))), **members}
         super().__init__(members)
@@ -164,8 +167,8 @@ class _AccumulatingLayer(wiring.Component):
                                               init=p.bias_words)
         weight_rd = weights.read_port()
         bias_rd = biases.read_port()
-        banks = []
-        for index in range(p.membrane_banks):
+        banks = [columns[0] for columns in self.membrane] if self.membrane is not None else []
+        for index in range(p.membrane_banks if self.membrane is None else 0):
             bank = Memory(shape=unsigned(lanes * p.membrane_bits), depth=max(2, chunks), init=[])
             m.submodules["membrane" if p.membrane_banks == 1 else f"membrane{index}"] = bank
             wr = bank.write_port()
@@ -337,6 +340,9 @@ class DenseILIF(_AccumulatingLayer):
     ----------
     plan : LayerPlan
         Widths, folding and ROM images (``plan.fires`` must be true).
+    membrane : list, optional
+        The membrane banks' ``(read, write)`` ports (``membrane[s][0]``) when they live outside the core
+        (:class:`~spikeforge.hdl.single_port.HalfRateLayer`); None: the core builds them in block RAM.
 
     Members
     -------
@@ -346,11 +352,12 @@ class DenseILIF(_AccumulatingLayer):
         This layer's spikes, step by step, ``last`` on the final beat of a sample.
     """
 
-    def __init__(self, plan: LayerPlan):
+    def __init__(self, plan: LayerPlan, *, membrane=None):
         if not plan.fires:
             raise InputError(f"layer {plan.name!r} does not fire; use OutputLayer")
         super().__init__(plan, {"spikes": Out(stream.Signature(spike_event_layout(plan.lanes, plan.chunks,
-                                                                                    plan.timesteps)))})
+                                                                                    plan.timesteps)))},
+                         membrane)
 
     def _elaborate_readout(self, m, *, start, may_start, busy, bank, bias, bias_issue, clear_wr):
         p = self.plan

@@ -36,9 +36,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from .bitops import pack_lanes
-from .folding import Folding, check_membrane_banks, estimate_spikes_in, layer_cycles, pool_after
+from .folding import HALF_RATE_MEMORIES, Folding, check_membrane_banks, estimate_spikes_in, layer_cycles, pool_after
 from .conv_plan import ConvLayerPlan, InputMap, event_index_to_chw, plan_conv_layer
 from .layouts import label_bits, signed_bits
+from .single_port import SPRAM_WORDS, membrane_bank_shapes
 from spikeforge.ir.errors import InputError
 
 __all__ = ["LayerPlan", "AcceleratorPlan", "plan_network", "check_dense", "signed_bits", "ENCODER_MAX_LANES",
@@ -179,6 +180,9 @@ class LayerPlan:
         the readout follows the accumulate phase.
     multiplier
         How the lanes scale a weight by ``2^(T-1-t)``: ``dsp`` or ``logic`` (:data:`MULTIPLIERS`).
+    membrane_memory
+        Where the membrane banks live: ``block`` (dual-port block RAM) or ``spram`` (single-port: the
+        layer runs at half rate, :mod:`~spikeforge.hdl.single_port`).
     weight_words, bias_words, threshold_words
         ROM images (lists of ints).
     """
@@ -203,6 +207,12 @@ class LayerPlan:
     uniform_threshold: int | None = None
     membrane_banks: int = 2
     multiplier: str = "dsp"
+    membrane_memory: str = "block"
+
+    @property
+    def half_rate(self) -> bool:
+        """The layer runs at half rate: its membrane banks take one access a cycle."""
+        return self.membrane_memory in HALF_RATE_MEMORIES
 
     @property
     def padded_features(self) -> int:
@@ -296,7 +306,8 @@ def plan_network(net, folding: Folding, membrane_banks: int = 2, multiplier: str
                 input_map = InputMap.position_major(previous.out_shape, previous.lanes)
             conv = plan_conv_layer(layer, lanes=lanes, timesteps=T, input_map=input_map,
                                    pool=pool_after(net, index), membrane_banks=banks,
-                                   taps=folding.tap_lanes(layer.name), multiplier=multiplier)
+                                   taps=folding.tap_lanes(layer.name), multiplier=multiplier,
+                                   membrane_memory=folding.membrane_memory(layer.name))
             layers.append(conv)
             group, group_chunks = conv.lanes, conv.out_chunks
             continue
@@ -326,10 +337,16 @@ def plan_network(net, folding: Folding, membrane_banks: int = 2, multiplier: str
             threshold_bits=threshold_bits,
             weight_words=pack_lanes(weight_rows, layer.weight_bits),
             bias_words=pack_lanes(bias, bias_bits), bias_bits=bias_bits, uniform_threshold=uniform,
-            membrane_banks=banks, multiplier=multiplier,
+            membrane_banks=banks, multiplier=multiplier, membrane_memory=folding.membrane_memory(layer.name),
             threshold_words=pack_lanes(threshold, threshold_bits) if layer.fires else [],
         ))
         group, group_chunks = lanes, chunks
+    for layer_plan in layers:
+        deepest = max(depth for columns in membrane_bank_shapes(layer_plan) for _width, depth in columns)
+        if layer_plan.half_rate and deepest > SPRAM_WORDS:
+            raise InputError(f"layer {layer_plan.name!r}: a membrane bank of {deepest} words does not fit one "
+                             f"{layer_plan.membrane_memory} block ({SPRAM_WORDS} words); give it more lanes or "
+                             f"keep its banks in block RAM")
     return AcceleratorPlan(timesteps=T, in_features=net.in_features, input_lut=[int(v) for v in net.input_lut],
                            encoder_lanes=encoder_lanes, encoder_chunks=math.ceil(net.in_features / encoder_lanes),
                            layers=layers, classes=net.num_classes, folding=folding,

@@ -28,6 +28,7 @@ from .folding import check_membrane_banks, resolve_folding
 from .layer import DenseILIF, OutputLayer
 from .layouts import pixel_layout, result_layout
 from .plan import check_multiplier, check_supported, plan_network
+from .single_port import HalfRateLayer
 from spikeforge.ir.errors import InputError
 
 __all__ = ["Accelerator", "DEFAULT_FIFO_DEPTH", "StageProbeLayout"]
@@ -127,13 +128,10 @@ class Accelerator(wiring.Component):
             fifo = StreamFIFO(producer.payload.shape(), self.fifo_depth)
             m.submodules[f"{layer_plan.name}_fifo"] = fifo
             wiring.connect(m, producer, fifo.w)
-            if isinstance(layer_plan, ConvLayerPlan):
-                core = ConvILIF(layer_plan)
-                m.submodules[layer_plan.name] = core
-                wiring.connect(m, fifo.r, core.events)
-                producer = core.spikes
-            elif layer_plan.fires:
-                core = DenseILIF(layer_plan)
+            if layer_plan.fires:
+                core_class = ConvILIF if isinstance(layer_plan, ConvLayerPlan) else DenseILIF
+                # Membrane banks in single-port RAM: the core at half rate (hdl/single_port.py).
+                core = HalfRateLayer(core_class, layer_plan) if layer_plan.half_rate else core_class(layer_plan)
                 m.submodules[layer_plan.name] = core
                 wiring.connect(m, fifo.r, core.events)
                 producer = core.spikes
