@@ -46,6 +46,7 @@ from spikeforge.hdl.folding import folded_layers, resolve_folding
 from spikeforge.hdl.generate import design_report
 from spikeforge.hdl.layouts import spike_event_layout
 from spikeforge.hdl.plan import check_supported, choose_multiplier
+from spikeforge.hdl.single_port import SPRAM_WORDS, sprams_for
 from spikeforge.hdl.top import DEFAULT_FIFO_DEPTH
 from spikeforge.ir.atomic import copy_file, write_json
 from spikeforge.ir.errors import InputError
@@ -162,6 +163,8 @@ class MemoryEstimate:
     width: int
     depth: int
     rom: bool
+    #: A membrane bank in single-port RAM (``LAYER=LANES:spram``): SPRAMs, not block RAM.
+    spram: bool = False
 
     @property
     def bits(self) -> int:
@@ -196,8 +199,8 @@ def plan_memories(plan, fifo_depth: int = DEFAULT_FIFO_DEPTH) -> list:
                 MemoryEstimate("encoder", "buffer", plan.encoder_lanes * T, 2 * plan.encoder_chunks, False)]
     group, chunks_in = plan.encoder_lanes, plan.encoder_chunks
 
-    def add(owner, name, width, depth, rom):
-        memories.append(MemoryEstimate(owner, name, int(width), max(2, int(depth)), rom))
+    def add(owner, name, width, depth, rom, spram=False):
+        memories.append(MemoryEstimate(owner, name, int(width), max(2, int(depth)), rom, spram))
 
     for layer in plan.layers:
         L, C, MB = layer.lanes, layer.chunks, layer.membrane_bits
@@ -205,7 +208,8 @@ def plan_memories(plan, fifo_depth: int = DEFAULT_FIFO_DEPTH) -> list:
         own = getattr(layer, "memories", None)
         if callable(own):       # the plan lists its core's memories itself
             for memory in own():
-                add(layer.name, memory["name"], memory["width"], memory["depth"], memory["kind"] == "rom")
+                add(layer.name, memory["name"], memory["width"], memory["depth"], memory["kind"] == "rom",
+                    memory["kind"] == "spram")
             group, chunks_in = L, layer.out_chunks if isinstance(layer, ConvLayerPlan) else C
             continue
         add(layer.name, "weights", L * layer.weight_bits, len(layer.weight_words), True)
@@ -222,7 +226,8 @@ def plan_memories(plan, fifo_depth: int = DEFAULT_FIFO_DEPTH) -> list:
             depth = C
             group, chunks_in = L, C
         for bank in range(layer.membrane_banks):
-            add(layer.name, "membrane" if layer.membrane_banks == 1 else f"membrane{bank}", L * MB, depth, False)
+            add(layer.name, "membrane" if layer.membrane_banks == 1 else f"membrane{bank}", L * MB, depth, False,
+                layer.membrane_memory == "spram")
         if isinstance(layer, ConvLayerPlan) and layer.pooled and T > 1:
             add(layer.name, "pooled", L * MB, layer.out_chunks, False)
     return memories
@@ -244,8 +249,14 @@ def estimate_resources(plan, device, fifo_depth: int = DEFAULT_FIFO_DEPTH) -> di
     family = device.family
     rom_bits = sum(m.bits for m in memories if m.rom)
     weight_ebrs = sum(ebrs_for(m.width, m.depth, family) for m in memories if m.name == "weights")
-    layers, needed = {}, 0
+    layers, needed, sprams = {}, 0, 0
     for m in memories:
+        if m.spram:
+            sprams += sprams_for(m.width, m.depth)
+            layers.setdefault(m.owner, {})[m.name] = {"width": m.width, "depth": m.depth, "bits": m.bits,
+                                                     "rom": False, "sprams": sprams_for(m.width, m.depth),
+                                                     "block_rams_at_best": 0, "block_rams_counted": 0}
+            continue
         ebrs = ebrs_for(m.width, m.depth, family)
         counted = 0 if m.may_be_logic() else ebrs
         needed += counted
@@ -258,6 +269,7 @@ def estimate_resources(plan, device, fifo_depth: int = DEFAULT_FIFO_DEPTH) -> di
     logic = sum(3 * _adders(layer) * layer.membrane_bits for layer in plan.layers)
     return {"rom_bits": rom_bits, "block_ram_bits": device.block_rams * device.block_ram_bits,
             "weight_rom_block_rams": weight_ebrs, "block_rams_needed": needed, "block_rams": device.block_rams,
+            "sprams_needed": sprams, "sprams": device.sprams,
             "block_ram_kbits": device.block_ram_bits // 1024, "family": family,
             "logic_lower_bound": logic, "logic": device.logic,
             "lanes": sum(layer.lanes for layer in plan.layers),
@@ -288,15 +300,30 @@ def _block_ram_problems(estimate: dict) -> list:
             if counted:
                 per_layer.append(f"{owner} {sum(counted.values())} ("
                                  + ", ".join(f"{memory_what(k)} {v}" for k, v in counted.items()) + ")")
-        note = ""
-        if estimate.get("family") == "ice40" and any(name.startswith("membrane") for ms in estimate["layers"].values()
-                                                     for name in ms):
-            note = ("; SPRAM (iCE40UP5K) cannot take a membrane bank: it is single-port, and the cores read "
-                    "and write a bank in the same cycle")
         problems.append(f"the memories need at least {needed} block RAMs of {size}, the device has {available} "
                         f"({needed - available} over); the device runs out at {where}; per layer: "
-                        + "; ".join(per_layer) + note)
+                        + "; ".join(per_layer) + _spram_note(estimate))
     return problems
+
+
+def _spram_note(estimate: dict) -> str:
+    """On a device with SPRAM, which layer's membrane banks would move there (the one with the most block
+    RAMs in membrane banks, of those whose banks fit the free SPRAMs), and how to ask for it."""
+    free = estimate.get("sprams", 0) - estimate.get("sprams_needed", 0)
+    best = None
+    for owner, memories in estimate["layers"].items():
+        banks = {name: m for name, m in memories.items() if _MEMBRANE_RE.match(name) and not m.get("sprams")}
+        if not banks or any(m["depth"] > SPRAM_WORDS for m in banks.values()):
+            continue
+        sprams = sum(sprams_for(m["width"], m["depth"]) for m in banks.values())
+        saved = sum(m["block_rams_counted"] for m in banks.values())
+        if sprams <= free and saved and (best is None or saved > best[0]):
+            best = (saved, owner, sprams)
+    if best is None:
+        return ""
+    saved, owner, sprams = best
+    return (f"; {owner}'s membrane banks could go to SPRAM ({sprams} of {estimate['sprams']} SPRAMs, {saved} "
+            f"block RAMs saved, the layer at half rate): --lanes {owner}=LANES:spram")
 
 
 def check_estimate(estimate: dict, board: str):
@@ -309,6 +336,14 @@ def check_estimate(estimate: dict, board: str):
                         f"{estimate['block_rams']} ({estimate['weight_rom_block_rams'] - estimate['block_rams']} over)")
     if "layers" in estimate:
         problems += _block_ram_problems(estimate)
+    if estimate.get("sprams_needed", 0) > estimate.get("sprams", 0):
+        where = [f"{owner} {sum(m.get('sprams', 0) for m in memories.values())}"
+                 for owner, memories in estimate["layers"].items() if any(m.get("sprams") for m in memories.values())]
+        problems.append(f"membrane banks in SPRAM ({', '.join(where)}) need {estimate['sprams_needed']} SPRAMs of "
+                        f"16,384 x 16 bits, the device has {estimate.get('sprams', 0)}"
+                        + (f" ({estimate['sprams_needed'] - estimate['sprams']} over): use fewer lanes, one membrane bank "
+                           f"(--membrane-banks 1) or block RAM for some of them" if estimate.get("sprams")
+                           else ": drop :spram from --lanes (SPRAM is the iCE40 UltraPlus's)"))
     if estimate["logic_lower_bound"] > estimate["logic"]:
         problems.append(f"{estimate.get('adders', estimate['lanes'])} adders need at least "
                         f"{estimate['logic_lower_bound']} LUTs, the device "
@@ -387,8 +422,10 @@ def choose_batch_depth(estimate: dict, requested, in_features: int, result_bits:
 
 
 _CELLS = {
-    "ice40": {"luts": ("SB_LUT4",), "ffs": ("SB_DFF",), "block_rams": ("SB_RAM40_4K",), "dsps": ("SB_MAC16",)},
-    "ecp5": {"luts": ("LUT4",), "ffs": ("TRELLIS_FF",), "block_rams": ("DP16KD",), "dsps": ("MULT18X18D",)},
+    "ice40": {"luts": ("SB_LUT4",), "ffs": ("SB_DFF",), "block_rams": ("SB_RAM40_4K",), "dsps": ("SB_MAC16",),
+              "sprams": ("SB_SPRAM256KA",)},
+    "ecp5": {"luts": ("LUT4",), "ffs": ("TRELLIS_FF",), "block_rams": ("DP16KD",), "dsps": ("MULT18X18D",),
+             "sprams": ()},
 }
 
 
@@ -421,7 +458,7 @@ def check_synthesis(cells: dict, device, board: str, placement: dict | None = No
     unit = "logic cells" if device.family == "ice40" else "LUTs"
     for what, needed, have in ((unit, logic_needed, device.logic), ("flip-flops", cells["ffs"], device.flip_flops),
                                ("block RAMs", cells["block_rams"], device.block_rams),
-                               ("DSPs", cells["dsps"], device.dsps)):
+                               ("DSPs", cells["dsps"], device.dsps), ("SPRAMs", cells.get("sprams", 0), device.sprams)):
         if needed > have:
             problems.append(f"{what}: needs {needed}, the device has {have} ({needed - have} over)")
             if what == "block RAMs" and placement:
@@ -993,7 +1030,8 @@ def format_report(report: dict) -> str:
     for row in rows:
         lines.append("  " + "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
     syn = report["synthesis"]
-    lines.append(f"  synthesis: {syn['luts']} LUT4, {syn['ffs']} FF, {syn['block_rams']} block RAM, {syn['dsps']} DSP")
+    lines.append(f"  synthesis: {syn['luts']} LUT4, {syn['ffs']} FF, {syn['block_rams']} block RAM, {syn['dsps']} DSP"
+                 + (f", {syn['sprams']} SPRAM (membrane banks at half rate)" if syn.get("sprams") else ""))
     by_layer = memories_by_layer(report.get("memories") or {})
     if by_layer:
         lines.append("  block RAMs by layer (at best): " + ", ".join(

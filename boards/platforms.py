@@ -43,11 +43,12 @@ class Device:
     block_rams: int     # iCE40: 4 kbit EBRs; ECP5: 18 kbit DP16KD
     block_ram_bits: int
     dsps: int
+    sprams: int = 0     # iCE40 UltraPlus: 16,384 x 16-bit single-port RAMs (SB_SPRAM256KA)
 
 
 DEVICES = {
-    "iCE40UP5K": Device("ice40", 5280, 5280, 30, 4096, 8),
-    "iCE40UP3K": Device("ice40", 2800, 2800, 20, 4096, 4),
+    "iCE40UP5K": Device("ice40", 5280, 5280, 30, 4096, 8, 4),
+    "iCE40UP3K": Device("ice40", 2800, 2800, 20, 4096, 4, 4),
     "iCE40HX8K": Device("ice40", 7680, 7680, 32, 4096, 0),
     "iCE40HX4K": Device("ice40", 3520, 3520, 20, 4096, 0),
     "iCE40HX1K": Device("ice40", 1280, 1280, 16, 4096, 0),

@@ -123,9 +123,10 @@ def design_report(accelerator: Accelerator, *, name: str = "spikeforge_top", spi
             "threshold_bits": layer.threshold_bits if layer.fires else None,
             "weight_rom_bits": layer.weight_rom_bits, "rom_bits": layer.rom_bits,
             "membrane_memory_bits": layer.membrane_memory_bits, "membrane_banks": layer.membrane_banks,
+            **_membrane_memory_entry(layer),
             "input_event_bits": event_bits, "input_fifo_depth": accelerator.fifo_depth,
-            "cycles_per_input_spike": layer.chunks,
-            "cycles_per_fire_step": layer.chunks if layer.fires else None,
+            "cycles_per_input_spike": layer.chunks * _rate(layer),
+            "cycles_per_fire_step": layer.chunks * _rate(layer) if layer.fires else None,
             "cycles_per_score_sweep": None if layer.fires else layer.chunks,
             "roms": {"weight": f"rom/{layer.name}.weight.hex", "bias": f"rom/{layer.name}.bias.hex",
                      **({"threshold": f"rom/{layer.name}.threshold.hex"} if layer.fires else {})},
@@ -196,6 +197,17 @@ def _sample_count(samples) -> int:
     return len(samples.labels) if isinstance(samples, golden.GoldenResult) else len(samples)
 
 
+def _rate(layer) -> int:
+    """Cycles per core cycle: 2 for a layer at half rate (membrane banks in single-port RAM), else 1."""
+    return 2 if layer.half_rate else 1
+
+
+def _membrane_memory_entry(layer) -> dict:
+    """Where a layer's membrane banks live, and what that does to its clock enable (``design.json``)."""
+    return {"membrane_memory": layer.membrane_memory,
+            "core_rate": "half (membrane banks in single-port RAM: one access a cycle)" if layer.half_rate else "full"}
+
+
 def _conv_entry(layer: ConvLayerPlan, source, event_bits: int, fifo_depth: int) -> dict:
     """A conv layer's ``design.json`` entry (the dense keys where they mean the same, plus shapes and memories)."""
     memory = layer.memory_bits
@@ -219,12 +231,13 @@ def _conv_entry(layer: ConvLayerPlan, source, event_bits: int, fifo_depth: int) 
         "weight_rom_bits": memory["weight"], "rom_bits": rom_bits,
         "membrane_memory_bits": memory["membrane"] + memory["pooled_residual"],
         "membrane_banks": layer.membrane_banks, "memory_bits": memory, "memories": layer.memories(),
+        **_membrane_memory_entry(layer),
         "input_event_bits": event_bits, "input_fifo_depth": fifo_depth,
         "cycles_per_input_spike": max(layer.words(y, x) for y in range(layer.in_shape[1])
-                                      for x in range(layer.in_shape[2])) * layer.chunks,
-        "cycles_per_input_spike_note": "at most: kernel rows reached x ceil(kernel columns reached / taps) x chunks; "
-                                       "border spikes cost less",
-        "cycles_per_fire_step": layer.out_positions * layer.chunks,
+                                      for x in range(layer.in_shape[2])) * layer.chunks * _rate(layer),
+        "cycles_per_input_spike_note": "at most: kernel rows reached x ceil(kernel columns reached / taps) x chunks"
+                                       + (" x 2 (half rate)" if layer.half_rate else "") + "; border spikes cost less",
+        "cycles_per_fire_step": layer.out_positions * layer.chunks * _rate(layer),
         "cycles_per_score_sweep": None,
         "readout_words": readout_words(layer),
         "roms": roms,
@@ -256,7 +269,9 @@ def summary(design: dict) -> str:
         f"{design['total_lanes']} lanes in total"
         + (f" ({design['total_adders']} adders with tap lanes)" if design.get("total_adders", design["total_lanes"])
            != design["total_lanes"] else "")
-        + f", {design['membrane_banks']} membrane bank(s) per layer",
+        + f", {design['membrane_banks']} membrane bank(s) per layer"
+        + "".join(f"; {layer['name']}'s in {layer['membrane_memory']} (half rate)" for layer in design["layers"]
+                  if layer.get("membrane_memory", "block") != "block"),
         f"predicted: {pred['cycles_per_sample']:.0f} cycles/sample (bottleneck {pred['bottleneck']}), "
         f"latency {pred['latency']:.0f} cycles, adder utilisation {100 * pred['adder_utilisation']:.0f} % "
         f"[{pred['spikes_basis']}]",

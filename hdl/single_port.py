@@ -28,7 +28,7 @@ SPRAM's data output is not held through a write (it changes in a write cycle), s
 word read in a register and shows it until the next read's data arrives (``rd_data`` holds while no read
 is issued, as a block RAM read port's does).
 
-On an iCE40UP device (``platform.family == "ice40"``, device ``iCE40UP*``) a bank of ``W`` bits is
+On an iCE40UP device (``platform.family`` ``iCE40``, device ``iCE40UP*``) a bank of ``W`` bits is
 ``ceil(W / 16)`` ``SB_SPRAM256KA`` instances side by side, at most 16,384 words deep. Elsewhere (Verilog for
 simulation and sign-off, other devices) it is an :class:`amaranth.lib.memory.Memory` used the same way:
 one access a cycle, written in the enabled cycle, read in the next.
@@ -65,7 +65,8 @@ def sprams_for(width: int, depth: int) -> int:
 
 def uses_spram_primitive(platform) -> bool:
     """Whether banks elaborated for ``platform`` are ``SB_SPRAM256KA`` instances (an iCE40UP device)."""
-    return getattr(platform, "family", None) == "ice40" and str(getattr(platform, "device", "")).startswith("iCE40UP")
+    family, device = str(getattr(platform, "family", "")), str(getattr(platform, "device", ""))
+    return family.lower() == "ice40" and device.startswith("iCE40UP")
 
 
 def membrane_bank_shapes(plan) -> list:
@@ -148,8 +149,10 @@ class SinglePortBank(wiring.Component):
         else:
             m.submodules.memory = memory = Memory(shape=unsigned(self.width), depth=self.depth, init=[])
             wr, rd = memory.write_port(), memory.read_port()
+            # Like SPRAM's output, ``raw`` is defined only in the cycle after a read (here: zero otherwise), so
+            # simulation shows any use of it outside that cycle; after ``rd_data``'s mux this costs no logic.
             m.d.comb += [wr.addr.eq(addr), wr.data.eq(self.wr_data), wr.en.eq(writing),
-                         rd.addr.eq(addr), rd.en.eq(reading), raw.eq(rd.data)]
+                         rd.addr.eq(addr), rd.en.eq(reading), raw.eq(Mux(fresh, rd.data, 0))]
         return m
 
 

@@ -27,8 +27,9 @@ def add_arguments(parser):
                                                  "at the design's clock, e.g. 3000000 on icebreaker at 12 MHz and on "
                                                  "ulx3s-85f from 46 MHz, else 115200)")
     parser.add_argument("--lanes", metavar="NAME=N,...",
-                        help="lanes per layer, NAME=LxT for a conv with T tap lanes (conv2=32x3) (default on iCE40: as "
-                             "many lanes as DSPs for a dense network, in one membrane bank, 1 each for a CNN; "
+                        help="lanes per layer, NAME=LxT for a conv with T tap lanes (conv2=32x3), NAME=L:spram for "
+                             "a layer whose membrane banks go to the iCE40UP5K's SPRAM (half rate) (default on iCE40: "
+                             "as many lanes as DSPs for a dense network, in one membrane bank, 1 each for a CNN; "
                              "automatic elsewhere)")
     parser.add_argument("--lanes-budget", type=int, metavar="N", help="choose lanes automatically within N in total")
     parser.add_argument("--no-scores", action="store_true", help="answer with the label only")

@@ -13,7 +13,8 @@ def add_arguments(parser):
     parser.add_argument("-o", "--output", type=Path, required=True, help="design directory to write")
     parser.add_argument("--lanes", metavar="NAME=N,...",
                         help="lanes per layer, e.g. fc1=8,fc2=4 (layers left out are balanced to the slowest "
-                             "named one)")
+                             "named one); NAME=LxT for a conv with T tap lanes (conv2=32x3); NAME=L:spram puts the "
+                             "layer's membrane banks in single-port RAM (iCE40UP5K SPRAM; the layer runs at half rate)")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--target-cycles", type=int, metavar="N",
                        help="choose lanes automatically: the fewest that keep every layer within N cycles/sample")

@@ -85,7 +85,12 @@ def test_block_ram_total_refusal_says_where_it_runs_out():
     with pytest.raises(FitError, match=r"the memories need at least 32 block RAMs of 4 kbit, the device has 30 "
                                        r"\(2 over\); the device runs out at c2's membrane bank 0 \(512 words x 17 "
                                        r"bits\): 11; per layer: c1 21 \(weight ROM 9, membrane bank 0 12\); c2 11 "
-                                       r".*SPRAM \(iCE40UP5K\) cannot take a membrane bank"):
+                                       r"\(membrane bank 0 11\)$"):
+        check_estimate(estimate, "icebreaker")
+    # On a device with free SPRAM the refusal says which layer's banks to move there, and how.
+    estimate.update(sprams=4, sprams_needed=0)
+    with pytest.raises(FitError, match=r"c1's membrane banks could go to SPRAM \(1 of 4 SPRAMs, 12 block RAMs "
+                                       r"saved, the layer at half rate\): --lanes c1=LANES:spram$"):
         check_estimate(estimate, "icebreaker")
 
 
