@@ -44,7 +44,7 @@ from spikeforge.reporting import fmt, markdown_table
 
 from .common import best_time, dataset, log
 
-__all__ = ["measure", "render", "summary_lines", "CNNS", "trained_model", "TARGETS"]
+__all__ = ["measure", "render", "summary_lines", "CNNS", "CnnSpec", "trained_model", "TARGETS"]
 
 
 @dataclass(frozen=True)

@@ -69,7 +69,7 @@ from spikeforge.ir.network import load
 from spikeforge.reporting import fmt, markdown_table
 
 from .accuracy_vs_timesteps import converted, parity_point
-from .cnn_accuracy import CALIBRATION_SAMPLES, CNNS, trained_model
+from .cnn_accuracy import CALIBRATION_SAMPLES, CNNS, CnnSpec, trained_model
 from .common import NETWORKS, dataset, float_accuracy, float_model, log
 from .options import NETWORK_NAMES
 from .published import PUBLISHED, PUBLISHED_CNN, SKYDIVER_SAMPLES_PER_SECOND
@@ -127,6 +127,13 @@ MNIST_CNN_SEED = 3
 #: The digits CNN on the iCEBreaker: one membrane bank, what the build falls back to by itself (two need 31 of
 #: the 30 EBR), named here so that the Verilator sign-off measures the same design as the bitstream.
 DIGITS_CNN_BUILD = {"membrane_banks": 1}
+#: A Fashion-MNIST CNN small enough for the iCEBreaker's logic (1x28x28 -> conv 4 -> pool -> conv 8 -> pool -> 10).
+#: Its membrane banks hold 28x28 and 14x14 maps: in block RAM they need 62 of the 30 EBR (41 with one bank), so
+#: they go to the iCE40UP5K's SPRAM (``:spram``, the layers at half rate); not a cnn_accuracy network.
+ICE_CNNS = {"fmnist-tiny": CnnSpec("fmnist-tiny", "Fashion-MNIST tiny CNN", "fashion-mnist", channels=(4, 8),
+                                   epochs=6)}
+#: Its folding: 2 channel lanes a conv (13-16-bit potentials: two SPRAMs a bank), one bank each (four SPRAMs).
+ICE_CNN_LANES = {"conv1": "2:spram", "conv2": "2:spram", "fc": 1}
 CNN_CASES = (
     {"network": "digits-cnn", "cnn": "digits", "board": "icebreaker", "timesteps": 4,
      "foldings": ({"lanes": 1},), "verify_samples": None, "engine": "fast", "build": DIGITS_CNN_BUILD,
@@ -140,6 +147,10 @@ CNN_CASES = (
      "seed_why": "from nextpnr's default seed 1, router2 did not converge on an earlier build of this CNN (trained "
                  "on another machine: 339 iterations, 12 to ~100 wires still overused)",
      "one_bank": CNN_28X28_ONE_BANK},
+    {"network": "fmnist-cnn-ice", "cnn": "fmnist-tiny", "board": "icebreaker", "timesteps": 4,
+     "foldings": ({"lanes": ICE_CNN_LANES},), "verify_samples": 1000, "engine": "fast",
+     "build": {"membrane_banks": 1, "batch_depth": 0},
+     "one_bank": "the four SPRAMs hold one bank of each conv", "spram": "conv1, conv2 (half rate)"},
 )
 #: The CNN cases by name; the names ``--networks`` may select (see :func:`measure`).
 CNN_CASES_BY_NAME = {case["network"]: case for case in CNN_CASES}
@@ -325,7 +336,7 @@ def _cnn_case(ctx, case: dict) -> dict:
     # Function-level: the CNNs need torch, an optional heavy dependency.
     from spikeforge.cnn_models import float_accuracy as cnn_float_accuracy
 
-    spec = CNNS[case["cnn"]]
+    spec = CNNS.get(case["cnn"]) or ICE_CNNS[case["cnn"]]
     T = case["timesteps"]
     model, training = trained_model(ctx, spec)
     train = dataset(spec.dataset, "train")

@@ -176,7 +176,7 @@ def test_a_flow_that_would_fail_late_is_refused_before_it_starts(tmp_path):
 def test_lanes_may_be_written_as_on_the_command_line():
     assert FlowConfig(lanes="fc1=8, fc2=4").lanes == {"fc1": 8, "fc2": 4}
     assert FlowConfig.from_json({"lanes": "fc1=2"}).to_json()["lanes"] == {"fc1": 2}
-    with pytest.raises(InputError, match=r"lanes entry 'fc1:8' is not NAME=INTEGER"):
+    with pytest.raises(InputError, match=r"lanes entry 'fc1:8' is not NAME=LANES"):
         FlowConfig(lanes="fc1:8")
 
 

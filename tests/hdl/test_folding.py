@@ -38,9 +38,9 @@ def test_missing_layer_in_full_folding(net):
 def test_parse_lanes():
     assert parse_lanes("fc1=8, fc2=4") == {"fc1": 8, "fc2": 4}
     assert parse_lanes("conv2=32x3,fc=2") == {"conv2": "32x3", "fc": 2}
-    with pytest.raises(FoldingError, match=r"lanes entry 'c=4x' is not NAME=INTEGER or NAME=LANESxTAPS"):
+    with pytest.raises(FoldingError, match=r"lanes entry 'c=4x' is not NAME=LANES, NAME=LANESxTAPS"):
         parse_lanes("c=4x")
-    with pytest.raises(FoldingError, match=r"lanes entry 'fc1:8' is not NAME=INTEGER"):
+    with pytest.raises(FoldingError, match=r"lanes entry 'fc1:8' is not NAME=LANES"):
         parse_lanes("fc1:8")
     with pytest.raises(FoldingError, match="given twice"):
         parse_lanes("fc1=1,fc1=2")

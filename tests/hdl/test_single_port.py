@@ -116,7 +116,7 @@ def test_the_output_layer_and_too_deep_banks_are_refused():
 
 
 @pytest.mark.parametrize("folding,banks", [
-    ({"c1": "3:spram", "c3": 4, "d5": 2}, 2),
+    pytest.param({"c1": "3:spram", "c3": 4, "d5": 2}, 2, marks=pytest.mark.slow),
     ({"c1": 3, "c3": "4x3:spram", "d5": "2:spram"}, 1),      # tap lanes: three column banks a bank
     pytest.param({"c1": "1:spram", "c3": "6:spram", "d5": 1}, 1, marks=pytest.mark.slow),   # one bank, early release
 ])
