@@ -45,7 +45,7 @@ from spikeforge.hdl.conv_plan import ConvLayerPlan
 from spikeforge.hdl.folding import folded_layers, resolve_folding
 from spikeforge.hdl.generate import design_report
 from spikeforge.hdl.layouts import spike_event_layout
-from spikeforge.hdl.plan import check_supported, choose_multiplier
+from spikeforge.hdl.plan import check_supported, choose_multiplier, plan_network
 from spikeforge.hdl.single_port import SPRAM_WORDS, sprams_for
 from spikeforge.hdl.top import DEFAULT_FIFO_DEPTH
 from spikeforge.ir.atomic import copy_file, write_json
@@ -61,7 +61,7 @@ from .uart import BaudError, baud_divisor, board_baud
 __all__ = ["FitError", "ToolError", "BuildOptions", "ROUTERS", "nextpnr_command", "build", "estimate_resources", "check_estimate",
            "plan_memories", "MemoryEstimate", "format_report", "tool_env", "ebrs_for", "ClockChoice",
            "forced_clock", "search_clock", "pll_capable", "parse_nextpnr_report", "critical_path", "CLOCK_STEP", "PATCHABLE_MIN_DEPTH", "MEMORY_PLACEMENT_SCRIPT",
-           "check_batch_depth", "choose_batch_depth", "MAX_BATCH_DEPTH"]
+           "check_batch_depth", "choose_batch_depth", "MAX_BATCH_DEPTH", "spram_lanes"]
 
 REPORT_FORMAT = "spikeforge-board-build"
 #: A try of the clock search that misses timing is followed by one this fraction below the lowest Fmax
@@ -677,7 +677,10 @@ def build(net, board: str, out_dir, *, options: BuildOptions | None = None, log=
     network on an iCE40 gets :func:`small_device_folding` (one bank) unless the options choose lanes or
     banks; when that does not fit, the usual default (one lane a layer).
     ``report.json`` records ``membrane_banks`` and, after a fall-back, why. ``options.membrane_banks``
-    forces one choice.
+    forces one choice. When one bank does not fit either, on a device with SPRAM (iCE40 UltraPlus), the
+    membrane banks of the layers that take the most block RAM go to SPRAM (:func:`spram_lanes`; those layers
+    run at half rate) and it is built once more; ``report.json``'s ``folding`` then names them (``"2:spram"``),
+    as ``spikeforge generate --lanes`` takes it for the sign-off of the same design.
 
     Returns the report dict (also written to ``<out_dir>/report.json``).
 
@@ -710,7 +713,50 @@ def build(net, board: str, out_dir, *, options: BuildOptions | None = None, log=
             raise
         log(f"[build] two membrane banks per layer do not fit: {error}")
         log("[build] falling back to one membrane bank per layer")
-        return _build(net, board, out_dir, options, log, 1, str(error))
+        try:
+            return _build(net, board, out_dir, options, log, 1, str(error))
+        except FitError as one_bank:
+            lanes = spram_lanes(net, board_info(board), options, 1)
+            if lanes is None:
+                raise
+            moved = [name for name, value in lanes.items() if str(value).endswith(":spram")]
+            log(f"[build] one membrane bank per layer does not fit either: {one_bank}")
+            log(f"[build] falling back to SPRAM for the membrane banks of {', '.join(moved)} (half rate): "
+                f"--lanes {','.join(f'{k}={v}' for k, v in lanes.items())}")
+            return _build(net, board, out_dir, dataclasses.replace(options, lanes=lanes), log, 1,
+                          f"{error}; with one bank: {one_bank}")
+
+
+def spram_lanes(net, info, options, membrane_banks: int) -> dict | None:
+    """The folding with the membrane banks of the layers that take the most block RAM moved to SPRAM, as many
+    as the device's SPRAMs hold (largest first); ``None`` when the device has no SPRAM, the options already put
+    a layer there, or no layer's banks fit.
+
+    The folding is the one the build would use (``options.lanes``, or one lane a layer on iCE40), in the form
+    ``--lanes`` takes (``{"conv1": "2:spram", ...}``): what ``spikeforge generate`` needs for the same design.
+    """
+    device = info.device
+    if device is None or not device.sprams or options.lanes_budget is not None:
+        return None
+    lanes = options.lanes or ({layer.name: 1 for layer in folded_layers(net)} if info.family == "ice40" else None)
+    folding = resolve_folding(net, lanes, membrane_banks=membrane_banks)
+    if folding.memory:
+        return None
+    plan = plan_network(net, folding, membrane_banks=membrane_banks)
+    estimate = estimate_resources(plan, device)
+    config, used = folding.config(), 0
+    candidates = []
+    for layer in plan.layers:
+        banks = {name: m for name, m in estimate["layers"][layer.name].items() if _MEMBRANE_RE.match(name)}
+        if not layer.fires or any(m["depth"] > SPRAM_WORDS for m in banks.values()):
+            continue
+        candidates.append((-sum(m["block_rams_counted"] for m in banks.values()), layer.name,
+                           sum(sprams_for(m["width"], m["depth"]) for m in banks.values())))
+    for saved, name, sprams in sorted(candidates):
+        if saved < 0 and used + sprams <= device.sprams:
+            config[name] = f"{config[name]}:spram"
+            used += sprams
+    return config if used else None
 
 
 def small_device_folding(net, info, options) -> dict | None:

@@ -7,10 +7,12 @@ import json
 
 import pytest
 
-from spikeforge.boards.build import BuildOptions, FitError, build, check_estimate, estimate_resources
+import spikeforge.boards.build as build_module
+from spikeforge.boards.build import (BuildOptions, FitError, build, check_estimate, estimate_resources,
+                                     spram_lanes)
 from spikeforge.boards.platforms import board_info
 from spikeforge.cli import main
-from spikeforge.hdl.folding import Folding
+from spikeforge.hdl.folding import Folding, resolve_folding
 from spikeforge.hdl.plan import plan_network
 from spikeforge.ir.random_network import random_conv_network
 
@@ -66,3 +68,45 @@ def test_icebreaker_build_puts_the_banks_in_spram(tmp_path, monkeypatch, capsys)
     assert report["place_and_route"]["utilisation"]["ICESTORM_SPRAM"]["used"] == report["synthesis"]["sprams"]
     # No block RAM holds c1's banks.
     assert not any("c1.membrane" in name for name in report["memories"])
+
+
+def _big_net():
+    """1x28x28 -> conv 4 -> pool -> conv 8 -> pool -> 10: its membrane banks need 62 of the iCE40UP5K's 30 block RAMs
+    with two banks, 41 with one."""
+    return random_conv_network(1, input_shape=(1, 28, 28), stack=(("conv", 4, 3, 1, 1), ("pool", 2, 2),
+                                                                   ("conv", 8, 3, 1, 1), ("pool", 2, 2)),
+                               classes=10, timesteps=4, weight_bits=6, threshold_range=(50, 600),
+                               bias_range=(-300, 300))
+
+
+def test_spram_lanes_moves_the_largest_banks_while_the_sprams_hold_them():
+    net = _big_net()
+    info = board_info("icebreaker")
+    assert spram_lanes(net, info, BuildOptions(), 1) == {"c1": "1:spram", "c3": "1:spram", "d5": 1}
+    assert spram_lanes(net, info, BuildOptions(lanes={"c1": 2, "c3": 2, "d5": 1}), 1) == \
+        {"c1": "2:spram", "c3": "2:spram", "d5": 1}
+    # Two banks of conv1 at 2 lanes take all four SPRAMs: conv3 stays in block RAM.
+    assert spram_lanes(net, info, BuildOptions(lanes={"c1": 2, "c3": 2, "d5": 1}), 2) == \
+        {"c1": "2:spram", "c3": 2, "d5": 1}
+    assert spram_lanes(net, board_info("ulx3s-85f"), BuildOptions(), 1) is None             # no SPRAM
+    assert spram_lanes(net, info, BuildOptions(lanes={"c1": "1:spram", "c3": 1, "d5": 1}), 1) is None  # chosen
+
+
+def test_build_falls_back_to_spram_when_one_bank_does_not_fit(tmp_path, monkeypatch):
+    """The fall-back chain, with the tools replaced: two banks, one bank, then SPRAM for the largest banks."""
+    tried = []
+
+    def fake_build(net, board, out_dir, options, log, membrane_banks, fallback):
+        tried.append((membrane_banks, dict(options.lanes or {}), fallback is not None))
+        folding = resolve_folding(net, options.lanes, membrane_banks=membrane_banks)
+        check_estimate(estimate_resources(plan_network(net, folding, membrane_banks=membrane_banks),
+                                          board_info(board).device), board)
+        return {"folding": folding.config(), "membrane_banks": membrane_banks}
+
+    monkeypatch.setattr(build_module, "_build", fake_build)
+    lines = []
+    report = build(_big_net(), "icebreaker", tmp_path / "ib", log=lines.append)
+    assert report == {"folding": {"c1": "1:spram", "c3": "1:spram", "d5": 1}, "membrane_banks": 1}
+    assert [t[0] for t in tried] == [2, 1, 1] and tried[-1][2]
+    assert any("falling back to SPRAM for the membrane banks of c1, c3 (half rate): --lanes "
+               "c1=1:spram,c3=1:spram,d5=1" in line for line in lines)
