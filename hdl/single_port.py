@@ -139,7 +139,8 @@ class SinglePortBank(wiring.Component):
             m.d.comb += address.eq(addr)
             for index in range(math.ceil(self.width / SPRAM_BITS)):
                 low, high = index * SPRAM_BITS, min(self.width, (index + 1) * SPRAM_BITS)
-                data_in, data_out = Signal(SPRAM_BITS, name=f"spram{index}_in"), Signal(SPRAM_BITS, name=f"spram{index}_out")
+                data_in = Signal(SPRAM_BITS, name=f"spram{index}_in")
+                data_out = Signal(SPRAM_BITS, name=f"spram{index}_out")
                 m.d.comb += [data_in.eq(self.wr_data[low:high]), raw[low:high].eq(data_out[:high - low])]
                 m.submodules[f"spram{index}"] = Instance(
                     "SB_SPRAM256KA", i_ADDRESS=address,
