@@ -1,7 +1,7 @@
 # amaranth: UnusedElaboratable=no
 """Conv networks on boards: the analytic estimate by layer and memory, fit refusals that name the layer's
 memory, placeholders for conv weight ROMs, patch-weights refusals by layer, and (marked ``synth``) one small
-conv network built for each FPGA family."""
+conv network built for each FPGA family (on the iCE40UP5K with its conv's membrane banks in SPRAM)."""
 
 import json
 
@@ -171,28 +171,36 @@ def test_patch_check_takes_other_conv_weights_and_refuses_by_layer():
 
 @pytest.mark.slow
 @pytest.mark.synth
-def test_icebreaker_conv_bitstream_and_patch_weights(tmp_path, monkeypatch, capsys):
-    """A small conv network on the iCE40UP5K: built with placeholder conv ROMs, patched with other weights
-    (bit for bit the bitstream a full build of those weights gives), another shape refused by layer."""
+def test_icebreaker_conv_bitstream_with_spram_banks_and_patch_weights(tmp_path, monkeypatch, capsys):
+    """A small conv network on the iCE40UP5K, its conv's membrane banks in SPRAM (``c1=1:spram``, the layer at
+    half rate, SB_SPRAM256KA primitives): built with placeholder conv ROMs, patched with other weights (bit for
+    bit the bitstream a full build of those weights gives), another shape refused by layer."""
     monkeypatch.chdir(tmp_path)
     net = small_net(4, stack=PATCHABLE)
     net_dir = net.save(tmp_path / "net")
+    lanes = ["--lanes", "c1=1:spram,d3=1,d4=1"]
     # The oscillator's 12 MHz, no clock search (one place and route a build; the search is covered by the MLP's
     # iCEBreaker build): the rebuild below places exactly as this build does.
-    assert main(["build", str(net_dir), "--board", "icebreaker", "-o", "ib", "--clock", "12"]) == 0
+    assert main(["build", str(net_dir), "--board", "icebreaker", "-o", "ib", "--clock", "12", *lanes]) == 0
     out = capsys.readouterr().out
     assert "block RAMs by layer" in out and "synthesis" in out
+    assert "SPRAM (membrane banks at half rate)" in out and "ICESTORM_SPRAM" in out
     report = json.loads((tmp_path / "ib" / "report.json").read_text())
     assert report["status"] == "built" and report["timing_met"]
+    assert report["folding"]["c1"] == "1:spram"
     assert report["estimate"]["layers"]["c1"]["weights"]["depth"] == 9 * 8
     assert "c1" in report["patchable_layers"]
-    assert any(name.endswith("c1.membrane0") or name.endswith("c1.membrane") for name in report["memories"])
+    # c1's two banks are SPRAMs (none in block RAM), as the estimate said; d3's are in block RAM.
+    assert report["synthesis"]["sprams"] == report["estimate"]["sprams_needed"] == 2
+    assert report["place_and_route"]["utilisation"]["ICESTORM_SPRAM"]["used"] == 2
+    assert not any("c1.membrane" in name for name in report["memories"])
+    assert any(name.endswith("d3.membrane0") or name.endswith("d3.membrane") for name in report["memories"])
     assert report["synthesis"]["seconds"] > 0 and report["pack_seconds"] >= 0
 
     other = _other_weights(net, 5)
     other_dir = other.save(tmp_path / "other")
     assert main(["patch-weights", "ib/top.bin", str(other_dir), "-o", "patched.bin"]) == 0
-    assert main(["build", str(other_dir), "--board", "icebreaker", "-o", "ib2", "--clock", "12"]) == 0
+    assert main(["build", str(other_dir), "--board", "icebreaker", "-o", "ib2", "--clock", "12", *lanes]) == 0
     assert (tmp_path / "ib2" / "top.bin").read_bytes() == (tmp_path / "patched.bin").read_bytes()
     capsys.readouterr()
 

@@ -1,9 +1,7 @@
 # amaranth: UnusedElaboratable=no
 """Membrane banks in the iCE40UP5K's SPRAM (``LAYER=LANES:spram``): the fit check counts SPRAMs, names the layer
-that overflows them, refuses SPRAM on a device without it, and (marked ``synth``) a small conv network builds for
-the iCEBreaker with its first layer's banks in SB_SPRAM256KA primitives."""
-
-import json
+that overflows them, refuses SPRAM on a device without it, and falls back to it when block RAM runs out. The
+iCEBreaker conv build in ``test_board_build_conv.py`` puts a conv's banks in SB_SPRAM256KA primitives."""
 
 import pytest
 
@@ -11,7 +9,6 @@ import spikeforge.boards.build as build_module
 from spikeforge.boards.build import (BuildOptions, FitError, build, check_estimate, estimate_resources,
                                      spram_lanes)
 from spikeforge.boards.platforms import board_info
-from spikeforge.cli import main
 from spikeforge.hdl.folding import Folding, resolve_folding
 from spikeforge.hdl.plan import plan_network
 from spikeforge.ir.random_network import random_conv_network
@@ -48,26 +45,6 @@ def test_too_many_sprams_and_a_device_without_spram_are_refused_by_layer(tmp_pat
         build(net, "ulx3s-85f", tmp_path / "ulx3s", options=BuildOptions(lanes={"c1": "1:spram"}),
               log=lambda line: None)
     assert not (tmp_path / "ib").exists() and not (tmp_path / "ulx3s").exists()
-
-
-@pytest.mark.slow
-@pytest.mark.synth
-def test_icebreaker_build_puts_the_banks_in_spram(tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
-    net = _net()
-    net_dir = net.save(tmp_path / "net")
-    # The oscillator's 12 MHz (one place and route), no placeholder ROMs: what is under test is the SPRAM.
-    assert main(["build", str(net_dir), "--board", "icebreaker", "-o", "ib", "--clock", "12", "--no-patchable",
-                 "--lanes", "c1=2:spram,d3=1,d4=1"]) == 0
-    out = capsys.readouterr().out
-    assert "SPRAM (membrane banks at half rate)" in out and "ICESTORM_SPRAM" in out
-    report = json.loads((tmp_path / "ib" / "report.json").read_text())
-    assert report["status"] == "built" and report["timing_met"]
-    assert report["folding"]["c1"] == "2:spram"
-    assert report["synthesis"]["sprams"] == report["estimate"]["sprams_needed"] >= 2
-    assert report["place_and_route"]["utilisation"]["ICESTORM_SPRAM"]["used"] == report["synthesis"]["sprams"]
-    # No block RAM holds c1's banks.
-    assert not any("c1.membrane" in name for name in report["memories"])
 
 
 def _big_net():
