@@ -366,7 +366,9 @@ def _attempt(ctx, case: dict, net, test, entry: dict, how: dict) -> dict:
     key, board, T = case["network"], case["board"], net.timesteps
     attempt = {}
     lanes = _folding(net, entry["spikes_in"], how, board)
-    folder = ctx.out_dir / "hardware" / f"{key}-T{T}-{'-'.join(f'{k}{v}' for k, v in sorted(lanes.items()))}"
+    # ``:`` (a ``:spram`` entry) is not allowed in Windows paths.
+    folder = ctx.out_dir / "hardware" / (f"{key}-T{T}-{'-'.join(f'{k}{v}' for k, v in sorted(lanes.items()))}"
+                                         .replace(":", "-"))
     attempt["folding"] = lanes
     attempt["folding_rule"] = how
     # Adders: lanes × tap lanes summed over the layers (lanes alone for dense layers).

@@ -269,7 +269,7 @@ def estimate_resources(plan, device, fifo_depth: int = DEFAULT_FIFO_DEPTH) -> di
     logic = sum(3 * _adders(layer) * layer.membrane_bits for layer in plan.layers)
     return {"rom_bits": rom_bits, "block_ram_bits": device.block_rams * device.block_ram_bits,
             "weight_rom_block_rams": weight_ebrs, "block_rams_needed": needed, "block_rams": device.block_rams,
-            "sprams_needed": sprams, "sprams": device.sprams,
+            "sprams_needed": sprams, "sprams": device.sprams, "output_layer": plan.layers[-1].name,
             "block_ram_kbits": device.block_ram_bits // 1024, "family": family,
             "logic_lower_bound": logic, "logic": device.logic,
             "lanes": sum(layer.lanes for layer in plan.layers),
@@ -285,7 +285,8 @@ def _block_ram_problems(estimate: dict) -> list:
             if m["block_rams_counted"] > available:
                 label = MemoryEstimate(owner, name, m["width"], m["depth"], m["rom"]).label
                 problems.append(f"{label} alone needs {m['block_rams_counted']} block RAMs of {size}, the device "
-                                f"has {available} ({m['block_rams_counted'] - available} over)")
+                                f"has {available} ({m['block_rams_counted'] - available} over)"
+                                + (_spram_note(estimate) if _MEMBRANE_RE.match(name) else ""))
     needed = estimate.get("block_rams_needed", 0)
     if needed > available and not problems:
         running, where = 0, None
@@ -313,7 +314,7 @@ def _spram_note(estimate: dict) -> str:
     best = None
     for owner, memories in estimate["layers"].items():
         banks = {name: m for name, m in memories.items() if _MEMBRANE_RE.match(name) and not m.get("sprams")}
-        if not banks or any(m["depth"] > SPRAM_WORDS for m in banks.values()):
+        if not banks or owner == estimate.get("output_layer") or any(m["depth"] > SPRAM_WORDS for m in banks.values()):
             continue
         sprams = sum(sprams_for(m["width"], m["depth"]) for m in banks.values())
         saved = sum(m["block_rams_counted"] for m in banks.values())
@@ -590,7 +591,7 @@ def place_memories(build_dir: Path, family: str, patched_layers, block_rams: int
         ebrs = ebrs_for(width, depth, family)
         entry = {"width": width, "depth": depth, "bits": bits, "block_rams_at_best": ebrs, "placement": "block RAM"}
         placement[full] = entry
-        if name == "weights" and module.rsplit(".", 1)[-1] in patched_layers:
+        if name == "weights" and _layer_of(module) in patched_layers:
             entry["placement"] = "block RAM (patchable)"
             commands.append(f"setattr -set ram_block 1 {module}/m:{name}")
         elif name in _ROM_NAMES and depth <= YOSYS_LOGIC_ROM_DEPTH:
@@ -609,6 +610,13 @@ def place_memories(build_dir: Path, family: str, patched_layers, block_rams: int
     (build_dir / MEMORY_PLACEMENT_SCRIPT).write_text(
         "# memory placement by spikeforge.boards.build.place_memories\n" + "".join(f"{c}\n" for c in commands))
     return placement
+
+
+def _layer_of(module: str) -> str:
+    """The layer a memory's module belongs to: ``top.serial.accelerator.fc1`` -> ``fc1``; a half-rate layer's
+    core (:class:`~spikeforge.hdl.single_port.HalfRateLayer`) is one level down: ``...accelerator.fc1.core`` -> ``fc1``."""
+    parts = module.split(".")
+    return parts[-2] if parts[-1] == "core" and len(parts) > 1 else parts[-1]
 
 
 class _Timer:
@@ -716,7 +724,8 @@ def build(net, board: str, out_dir, *, options: BuildOptions | None = None, log=
         try:
             return _build(net, board, out_dir, options, log, 1, str(error))
         except FitError as one_bank:
-            lanes = spram_lanes(net, board_info(board), options, 1)
+            # SPRAM only helps when block RAM is what overflows (not logic: the half-rate layers add some).
+            lanes = spram_lanes(net, board_info(board), options, 1) if "block RAM" in str(one_bank) else None
             if lanes is None:
                 raise
             moved = [name for name, value in lanes.items() if str(value).endswith(":spram")]

@@ -138,7 +138,8 @@ def split_entry(name: str, value) -> tuple:
         if len(parts) in (1, 2) and all(part.strip().isdigit() for part in parts):
             value = tuple(int(part) for part in parts) if len(parts) == 2 else int(parts[0])
         else:
-            raise FoldingError(f"layer {name!r}: lanes {value!r} is not LANES or LANESxTAPS (e.g. 32 or 32x3)")
+            raise FoldingError(f"layer {name!r}: lanes {value!r} is not LANES or LANESxTAPS, with or without :MEMORY "
+                               f"(e.g. 32, 32x3 or 2:spram)")
     if isinstance(value, (tuple, list)) and len(value) == 2:
         return tuple(value)
     return value, 1
@@ -200,7 +201,8 @@ class Folding:
             if not _whole(taps) or not 1 <= taps <= max_taps(layer):
                 if layer.kind != "conv2d":
                     raise FoldingError(f"layer {name!r}: tap lanes {taps!r} given for a {layer.kind} layer; only "
-                                       f"conv layers take tap lanes (write {name}={lanes})")
+                                       f"conv layers take tap lanes (write {name}={lanes}"
+                                       + (f":{memory})" if memory != "block" else ")"))
                 raise FoldingError(f"layer {name!r}: tap lanes {taps!r} is not in 1..{max_taps(layer)} "
                                    f"(its kernel width)")
             split[name] = (lanes, taps)

@@ -107,7 +107,7 @@ def encoder_lanes_for(net, folding, spikes_in=None, membrane_banks: int = 2) -> 
     T, n_in = net.timesteps, net.in_features
     spikes = estimate_spikes_in(net, spikes_in)
     slowest = max([n_in + 1] + [layer_cycles(net, i, folding[layer.name], spikes, membrane_banks,
-                                             folding.tap_lanes(layer.name))
+                                             folding.tap_lanes(layer.name), folding.half_rate(layer.name))
                                 for i, layer in enumerate(net.layers) if layer.kind != "maxpool2d"])
     # A fraction of the estimate: the estimate assumes T/2 ones per code, real inputs (digits: about 2.3
     # of 8) are sparser, and the encoder's sweep costs the same whatever the data.

@@ -509,11 +509,14 @@ def run_point(task: dict) -> dict:
                                "timing_met": built.get("timing_met"), "membrane_banks": built.get("membrane_banks"),
                                "seconds": built.get("seconds")}
             done()
-            if built.get("membrane_banks") not in (None, generated.membrane_banks):
-                # The board fell back to one membrane bank: its cycles are those of that design.
-                cycles = float(predict(net, folding, regression.samples,
+            board_folding = built.get("folding") or folding
+            if built.get("membrane_banks") not in (None, generated.membrane_banks) or board_folding != folding:
+                # The board fell back to one membrane bank (and maybe SPRAM banks at half rate, ``:spram`` in its
+                # folding): its cycles are those of that design.
+                cycles = float(predict(net, board_folding, regression.samples,
                                        membrane_banks=built["membrane_banks"]).cycles_per_sample)
                 cycles_basis = "cycle model (the board's membrane banks)"
+                result["build"]["folding"] = board_folding
             if built.get("fmax_mhz"):
                 clock, clock_basis = float(built["fmax_mhz"]), "Fmax"
         result.update(cycles_per_sample=cycles, cycles_basis=cycles_basis, clock_mhz=clock, clock_basis=clock_basis,

@@ -6,8 +6,8 @@ iCEBreaker conv build in ``test_board_build_conv.py`` puts a conv's banks in SB_
 import pytest
 
 import spikeforge.boards.build as build_module
-from spikeforge.boards.build import (BuildOptions, FitError, build, check_estimate, estimate_resources,
-                                     spram_lanes)
+from spikeforge.boards.build import (MEMORY_PLACEMENT_SCRIPT, BuildOptions, FitError, build, check_estimate,
+                                     estimate_resources, place_memories, spram_lanes)
 from spikeforge.boards.platforms import board_info
 from spikeforge.hdl.folding import Folding, resolve_folding
 from spikeforge.hdl.plan import plan_network
@@ -87,3 +87,17 @@ def test_build_falls_back_to_spram_when_one_bank_does_not_fit(tmp_path, monkeypa
     assert [t[0] for t in tried] == [2, 1, 1] and tried[-1][2]
     assert any("falling back to SPRAM for the membrane banks of c1, c3 (half rate): --lanes "
                "c1=1:spram,c3=1:spram,d5=1" in line for line in lines)
+
+
+def test_a_half_rate_layers_placeholder_weight_rom_stays_pinned_in_block_ram(tmp_path):
+    """A half-rate layer's ROMs live one module down (``<layer>.core``): its placeholder weight ROM must still be
+    kept in block RAM, where icebram finds it, even when block RAM is short and small memories go to logic."""
+    (tmp_path / "top.il").write_text(
+        "module \\top.serial.accelerator.c1.core\n  memory width 6 size 72 \\weights\n  memory width 6 size 72 \\biases\n"
+        "end\nmodule \\top.serial.accelerator.d3\n  memory width 6 size 96 \\weights\nend\n")
+    placement = place_memories(tmp_path, "ice40", ["c1", "d3"], block_rams=1)
+    assert placement["top.serial.accelerator.c1.core.weights"]["placement"] == "block RAM (patchable)"
+    assert placement["top.serial.accelerator.d3.weights"]["placement"] == "block RAM (patchable)"
+    assert placement["top.serial.accelerator.c1.core.biases"]["placement"] == "logic"
+    script = (tmp_path / MEMORY_PLACEMENT_SCRIPT).read_text()
+    assert "setattr -set ram_block 1 top.serial.accelerator.c1.core/m:weights" in script

@@ -113,7 +113,7 @@ def test_tap_lanes_validated_by_layer(cnn, net):
         Folding.for_network(cnn, {"c1": 1, "c3": "1x4", "d4": 1})
     with pytest.raises(FoldingError, match=r"layer 'd4': tap lanes 2 given for a dense layer"):
         Folding.for_network(cnn, {"c1": 1, "c3": 1, "d4": (1, 2)})
-    with pytest.raises(FoldingError, match=r"layer 'c1': lanes '4y3' is not LANES or LANESxTAPS"):
+    with pytest.raises(FoldingError, match=r"layer 'c1': lanes '4y3' is not LANES or LANESxTAPS, with or without :MEMORY"):
         Folding.for_network(cnn, {"c1": "4y3", "c3": 1, "d4": 1})
 
 
