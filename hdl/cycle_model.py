@@ -72,6 +72,11 @@ per-feature input codes, so the golden model's CHW codes of the layer's input), 
 readout is :func:`~spikeforge.hdl.conv_plan.readout_words` ``+ 4``. Given only a count per layer, a
 conv's work is the count times the mean words over its input positions times ``C_l``.
 
+A layer at half rate (its membrane banks in single-port RAM, ``NAME=LANES:spram``,
+:mod:`spikeforge.hdl.single_port`) runs its core on every other cycle: its accumulate work, decode, drain and
+readout count twice (its FIFOs run at full rate). A network with such a layer takes the per-sample form, not the
+beat-by-beat one.
+
 Adders and utilisation: a layer has ``lanes × taps`` adders (taps = 1 for dense layers); a conv's useful
 additions are ``Σ ny·nx × Co`` over its input spikes (the outputs each spike reaches, padding channels
 and the idle column banks of border groups not counted). ``adder_utilisation`` is the useful additions
