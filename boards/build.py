@@ -225,9 +225,8 @@ def plan_memories(plan, fifo_depth: int = DEFAULT_FIFO_DEPTH) -> list:
         else:
             depth = C
             group, chunks_in = L, C
-        for bank in range(layer.membrane_banks):
-            add(layer.name, "membrane" if layer.membrane_banks == 1 else f"membrane{bank}", L * MB, depth, False,
-                layer.membrane_memory == "spram")
+        for name in layer.membrane_names():
+            add(layer.name, name, L * MB, depth, False, layer.membrane_memory == "spram")
         if isinstance(layer, ConvLayerPlan) and layer.pooled and T > 1:
             add(layer.name, "pooled", L * MB, layer.out_chunks, False)
     return memories
@@ -252,9 +251,10 @@ def estimate_resources(plan, device, fifo_depth: int = DEFAULT_FIFO_DEPTH) -> di
     layers, needed, sprams = {}, 0, 0
     for m in memories:
         if m.spram:
-            sprams += sprams_for(m.width, m.depth)
+            count = sprams_for(m.width, m.depth)
+            sprams += count
             layers.setdefault(m.owner, {})[m.name] = {"width": m.width, "depth": m.depth, "bits": m.bits,
-                                                     "rom": False, "sprams": sprams_for(m.width, m.depth),
+                                                     "rom": False, "sprams": count,
                                                      "block_rams_at_best": 0, "block_rams_counted": 0}
             continue
         ebrs = ebrs_for(m.width, m.depth, family)
@@ -307,19 +307,26 @@ def _block_ram_problems(estimate: dict) -> list:
     return problems
 
 
+def _spram_candidates(estimate: dict) -> list:
+    """``(block RAMs saved, layer, SPRAMs taken)`` for every hidden layer whose membrane banks are in block RAM
+    and would fit SPRAM (each bank at most :data:`~spikeforge.hdl.single_port.SPRAM_WORDS` deep), the most block
+    RAMs saved first."""
+    candidates = []
+    for owner, memories in estimate["layers"].items():
+        banks = [m for name, m in memories.items() if _MEMBRANE_RE.match(name) and not m.get("sprams")]
+        if not banks or owner == estimate.get("output_layer") or any(m["depth"] > SPRAM_WORDS for m in banks):
+            continue
+        saved = sum(m["block_rams_counted"] for m in banks)
+        if saved:
+            candidates.append((saved, owner, sum(sprams_for(m["width"], m["depth"]) for m in banks)))
+    return sorted(candidates, key=lambda candidate: -candidate[0])
+
+
 def _spram_note(estimate: dict) -> str:
     """On a device with SPRAM, which layer's membrane banks would move there (the one with the most block
     RAMs in membrane banks, of those whose banks fit the free SPRAMs), and how to ask for it."""
     free = estimate.get("sprams", 0) - estimate.get("sprams_needed", 0)
-    best = None
-    for owner, memories in estimate["layers"].items():
-        banks = {name: m for name, m in memories.items() if _MEMBRANE_RE.match(name) and not m.get("sprams")}
-        if not banks or owner == estimate.get("output_layer") or any(m["depth"] > SPRAM_WORDS for m in banks.values()):
-            continue
-        sprams = sum(sprams_for(m["width"], m["depth"]) for m in banks.values())
-        saved = sum(m["block_rams_counted"] for m in banks.values())
-        if sprams <= free and saved and (best is None or saved > best[0]):
-            best = (saved, owner, sprams)
+    best = next((candidate for candidate in _spram_candidates(estimate) if candidate[2] <= free), None)
     if best is None:
         return ""
     saved, owner, sprams = best
@@ -591,7 +598,7 @@ def place_memories(build_dir: Path, family: str, patched_layers, block_rams: int
         ebrs = ebrs_for(width, depth, family)
         entry = {"width": width, "depth": depth, "bits": bits, "block_rams_at_best": ebrs, "placement": "block RAM"}
         placement[full] = entry
-        if name == "weights" and _layer_of(module) in patched_layers:
+        if name == "weights" and memory_label(module).split(".")[0] in patched_layers:     # <layer>[.core]
             entry["placement"] = "block RAM (patchable)"
             commands.append(f"setattr -set ram_block 1 {module}/m:{name}")
         elif name in _ROM_NAMES and depth <= YOSYS_LOGIC_ROM_DEPTH:
@@ -610,13 +617,6 @@ def place_memories(build_dir: Path, family: str, patched_layers, block_rams: int
     (build_dir / MEMORY_PLACEMENT_SCRIPT).write_text(
         "# memory placement by spikeforge.boards.build.place_memories\n" + "".join(f"{c}\n" for c in commands))
     return placement
-
-
-def _layer_of(module: str) -> str:
-    """The layer a memory's module belongs to: ``top.serial.accelerator.fc1`` -> ``fc1``; a half-rate layer's
-    core (:class:`~spikeforge.hdl.single_port.HalfRateLayer`) is one level down: ``...accelerator.fc1.core`` -> ``fc1``."""
-    parts = module.split(".")
-    return parts[-2] if parts[-1] == "core" and len(parts) > 1 else parts[-1]
 
 
 class _Timer:
@@ -751,18 +751,10 @@ def spram_lanes(net, info, options, membrane_banks: int) -> dict | None:
     folding = resolve_folding(net, lanes, membrane_banks=membrane_banks)
     if folding.memory:
         return None
-    plan = plan_network(net, folding, membrane_banks=membrane_banks)
-    estimate = estimate_resources(plan, device)
+    estimate = estimate_resources(plan_network(net, folding, membrane_banks=membrane_banks), device)
     config, used = folding.config(), 0
-    candidates = []
-    for layer in plan.layers:
-        banks = {name: m for name, m in estimate["layers"][layer.name].items() if _MEMBRANE_RE.match(name)}
-        if not layer.fires or any(m["depth"] > SPRAM_WORDS for m in banks.values()):
-            continue
-        candidates.append((-sum(m["block_rams_counted"] for m in banks.values()), layer.name,
-                           sum(sprams_for(m["width"], m["depth"]) for m in banks.values())))
-    for saved, name, sprams in sorted(candidates):
-        if saved < 0 and used + sprams <= device.sprams:
+    for _saved, name, sprams in _spram_candidates(estimate):
+        if used + sprams <= device.sprams:
             config[name] = f"{config[name]}:spram"
             used += sprams
     return config if used else None

@@ -331,7 +331,7 @@ def predict(net, folding=None, spike_counts_or_samples=None, *, fifo_depth: int 
         else None
     # Dense networks with every layer's codes: the FIFOs beat by beat (:class:`_Link`).
     layer_codes = counts.codes if not has_conv and isinstance(counts, golden.GoldenResult) \
-        and not any(folding.half_rate(layer.name) for layer in net.layers if layer.kind != "maxpool2d") else None
+        and not any(folding.half_rate(name) for name in folding.lanes) else None
     S_all, steps_all = spike_counts_per_layer(net, counts)
     # One stage per folded layer (a max pool is fused into its conv).
     kept = [i for i, layer in enumerate(net.layers) if layer.kind != "maxpool2d"]

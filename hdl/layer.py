@@ -168,9 +168,9 @@ class _AccumulatingLayer(wiring.Component):
         weight_rd = weights.read_port()
         bias_rd = biases.read_port()
         banks = [columns[0] for columns in self.membrane] if self.membrane is not None else []
-        for index in range(p.membrane_banks if self.membrane is None else 0):
+        for name in p.membrane_names() if self.membrane is None else ():
             bank = Memory(shape=unsigned(lanes * p.membrane_bits), depth=max(2, chunks), init=[])
-            m.submodules["membrane" if p.membrane_banks == 1 else f"membrane{index}"] = bank
+            m.submodules[name] = bank
             wr = bank.write_port()
             # With two or more chunks a word is never read in the cycle after it was written (a spike
             # or a sweep step walks all chunks first), so its write has landed: transparency (a bypass

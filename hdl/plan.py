@@ -214,6 +214,11 @@ class LayerPlan:
         """The layer runs at half rate: its membrane banks take one access a cycle."""
         return self.membrane_memory in HALF_RATE_MEMORIES
 
+    def membrane_names(self) -> list:
+        """Instance names of the membrane banks (``membrane`` with one bank, ``membrane0``, ``membrane1``
+        with two), as :meth:`~spikeforge.hdl.conv_plan.ConvLayerPlan.membrane_names` gives a conv core's."""
+        return ["membrane"] if self.membrane_banks == 1 else [f"membrane{i}" for i in range(self.membrane_banks)]
+
     @property
     def padded_features(self) -> int:
         return self.lanes * self.chunks
@@ -341,9 +346,9 @@ def plan_network(net, folding: Folding, membrane_banks: int = 2, multiplier: str
             threshold_words=pack_lanes(threshold, threshold_bits) if layer.fires else [],
         ))
         group, group_chunks = lanes, chunks
-    for layer_plan in layers:
+    for layer_plan in filter(lambda plan: plan.half_rate, layers):
         deepest = max(depth for columns in membrane_bank_shapes(layer_plan) for _width, depth in columns)
-        if layer_plan.half_rate and deepest > SPRAM_WORDS:
+        if deepest > SPRAM_WORDS:
             raise InputError(f"layer {layer_plan.name!r}: a membrane bank of {deepest} words does not fit one "
                              f"{layer_plan.membrane_memory} block ({SPRAM_WORDS} words); give it more lanes or "
                              f"keep its banks in block RAM")

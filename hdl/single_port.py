@@ -185,10 +185,7 @@ class HalfRateLayer(wiring.Component):
         m.d.sync += phase.eq(~phase)
         # The reset reaches the core whatever the phase.
         m.submodules.core = EnableInserter(phase | ResetSignal())(self.core)
-        if isinstance(self.plan, ConvLayerPlan):
-            names = iter(self.plan.membrane_names())
-        else:
-            names = iter(["membrane"] if len(self.banks) == 1 else [f"membrane{i}" for i in range(len(self.banks))])
+        names = iter(self.plan.membrane_names())
         for columns in self.banks:
             for bank in columns:
                 m.submodules[next(names)] = bank
