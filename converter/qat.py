@@ -300,6 +300,14 @@ class QuantizedNetwork(nn.Module):
         with torch.no_grad():
             return self._run(None)[1]
 
+    def scores_and_additions(self, x):
+        """``(scores · scale, additions)``: the forward, and per sample the spike-driven additions of the integer
+        network (every layer's input spikes times their fan-out, as
+        :func:`spikeforge.ir.golden.spike_driven_additions` counts them). In training the count carries a
+        gradient (a code ``q`` stands for ``q · T / (2^T - 1)`` spikes), so a loss can ask for fewer spikes."""
+        scores, _, additions = self._run(x, count=True)
+        return scores, additions
+
     def _layer_shape(self, index, shape):
         module = self.layers[index]
         if isinstance(module, nn.Linear):
@@ -315,9 +323,10 @@ class QuantizedNetwork(nn.Module):
     def forward(self, x):
         return self._run(x)[0]
 
-    def _run(self, x):
-        """``(scores · scale, integers)``; with ``x = None`` only the integers. Static Python control flow only
-        (the plan, the layer kinds, ``per_channel``), so torch.fx and torch.export trace it."""
+    def _run(self, x, count: bool = False):
+        """``(scores · scale, integers, additions)``; with ``x = None`` only the integers, ``additions`` only with
+        ``count``. Static Python control flow only (the plan, the layer kinds, ``per_channel``), so torch.fx and
+        torch.export trace it."""
         step_in = self.input_step()
         codes = None
         if x is not None:
@@ -330,6 +339,7 @@ class QuantizedNetwork(nn.Module):
         shape = self.input_shape
         per_feature = False                  # whether step_in holds one value per channel / feature
         integers = []
+        additions = None
         last = len(self.layers) - 1
         for entry in self.plan:
             if entry[0] == "flatten":
@@ -359,6 +369,9 @@ class QuantizedNetwork(nn.Module):
             if codes is None:
                 step_in, per_feature = (step_out, self.per_channel) if fires else (step_in, per_feature)
                 continue
+            if count:
+                layer_additions = (_spikes(codes, self.timesteps, self.code_max) * _fanout(module, codes)).flatten(1)
+                additions = layer_additions.sum(1) if additions is None else additions + layer_additions.sum(1)
             # The integer path carries no gradient (its value is exact); the float path below carries it.
             potential = self._apply(module, codes.detach() if self.training else codes, integer.weight, integer.bias)
             soft = None
@@ -366,13 +379,13 @@ class QuantizedNetwork(nn.Module):
                 soft = self._apply(module, codes * (step_in.reshape((1, -1, 1, 1)) if conv else step_in), weight, bias)
             if not fires:
                 scores = potential * integer.scale
-                return (_surrogate(scores, soft) if self.training else scores), integers
+                return (_surrogate(scores, soft) if self.training else scores), integers, additions
             codes = fire(potential, self._per_channel_view(integer.threshold, conv),
                          self._per_channel_view(integer.v0, conv), self.code_max, step_out.detach())
             if self.training:
                 codes = _surrogate(codes, soft / self._per_channel_view(step_out, conv), -0.5, self.code_max + 0.5)
             step_in, per_feature = step_out, self.per_channel
-        return None, integers
+        return None, integers, None
 
     @staticmethod
     def _apply(module, x, weight, bias):
@@ -401,6 +414,28 @@ class QuantizedNetwork(nn.Module):
         return out
 
 
+def _spikes(codes: torch.Tensor, timesteps: int, code_max: int) -> torch.Tensor:
+    """The spikes of each code (its 1 bits) in value; the gradient of ``codes · T / (2^T - 1)``."""
+    hard = codes.detach()
+    bits = sum(torch.remainder(torch.floor(hard / (1 << bit)), 2) for bit in range(timesteps))
+    return bits + (codes - hard) * (timesteps / code_max)
+
+
+def _fanout(module, codes: torch.Tensor) -> torch.Tensor:
+    """Additions one input spike causes, shaped against ``codes``: a dense layer's outputs; for a conv, its output
+    channels times the kernel taps whose output lies inside the map (:func:`spikeforge.ir.golden.spike_fanout`)."""
+    if isinstance(module, nn.Linear):
+        return torch.tensor(float(module.out_features))
+    size = codes.shape[-2:]
+    kernel, stride, padding = module.kernel_size, module.stride, module.padding
+    out = [(n + 2 * p - k) // st + 1 for n, k, st, p in zip(size, kernel, stride, padding)]
+    # Every output position's window spread back onto the input positions it covers: the taps each input reaches.
+    taps = F.conv_transpose2d(torch.ones((1, 1, *out)), torch.ones((1, 1, *kernel)), stride=stride, padding=padding,
+                              output_padding=tuple(n - ((o - 1) * st - 2 * p + k)
+                                                   for n, o, k, st, p in zip(size, out, kernel, stride, padding)))
+    return taps * module.out_channels
+
+
 def _pooled(shape, kernel, stride):
     channels, height, width = shape
     return (channels,) + tuple((size - k) // s + 1 for size, k, s in zip((height, width), kernel, stride))
@@ -416,7 +451,8 @@ class FinetuneResult:
         The fine-tuned network (eval mode), at its best validation epoch.
     history : list of dict
         Per epoch (0 = the calibrated start, before any training): ``epoch``, ``loss`` (mean training
-        loss, ``None`` at 0), ``validation_accuracy``, ``seconds``.
+        loss, ``None`` at 0), ``validation_accuracy``, ``validation_loss``, ``additions`` (mean spike-driven
+        additions per validation sample), ``seconds``.
     best_epoch : int
     train_samples, validation_samples : int
     seconds : float
@@ -462,16 +498,19 @@ def accuracy(model: nn.Module, inputs: np.ndarray, labels: np.ndarray, batch: in
 
 
 def _validate(model, inputs, labels, batch: int = 1000) -> dict:
-    """Eval-mode accuracy and mean cross-entropy on the validation split."""
+    """Eval-mode accuracy, mean cross-entropy and mean spike-driven additions on the validation split."""
     model.eval()
-    correct, total = 0, 0.0
+    correct, total, additions = 0, 0.0, 0.0
     with torch.no_grad():
         for start in range(0, len(inputs), batch):
-            scores = model(torch.as_tensor(inputs[start:start + batch], dtype=torch.float32))
+            scores, counted = model.scores_and_additions(torch.as_tensor(inputs[start:start + batch],
+                                                                         dtype=torch.float32))
             target = torch.as_tensor(labels[start:start + batch], dtype=torch.int64)
             correct += int((scores.argmax(1) == target).sum())
             total += float(F.cross_entropy(scores, target, reduction="sum"))
-    return {"validation_accuracy": correct / len(inputs), "validation_loss": total / len(inputs)}
+            additions += float(counted.sum())
+    return {"validation_accuracy": correct / len(inputs), "validation_loss": total / len(inputs),
+            "additions": additions / len(inputs)}
 
 
 def finetune(model: nn.Module, images, labels, *, timesteps: int, weight_bits=8, epochs: int = 5,
@@ -479,7 +518,7 @@ def finetune(model: nn.Module, images, labels, *, timesteps: int, weight_bits=8,
              validation: float = 0.1, batch: int = 128, lr: float = 1e-3, seed: int = 0, percentile: float = 99.9,
              calibration_samples: int = 5000, distill: float = 1.0, step_lr: float = 1.0,
              input_table: bool = True, table_lr: float = 10.0, select: str = "validation",
-             threads: int | None = None, progress=None) -> FinetuneResult:
+             spike_penalty: float = 0.0, threads: int | None = None, progress=None) -> FinetuneResult:
     """Fine-tune ``model`` for T-timestep iLIF: the returned network computes the integer network exactly.
 
     Parameters
@@ -520,6 +559,11 @@ def finetune(model: nn.Module, images, labels, *, timesteps: int, weight_bits=8,
     select : str
         ``"validation"``: keep the epoch with the best validation accuracy (ties: the lower validation loss);
         ``"last"``: keep the last epoch (the validation split is still measured and reported).
+    spike_penalty : float
+        Weight of an activity term: the batch's spike-driven additions (every layer's input spikes times
+        their fan-out, the event-driven hardware's accumulate work) relative to the calibrated network's on
+        the validation split, ``loss += spike_penalty · additions / additions_0``; 0 (default) = off. It
+        trades accuracy for sparsity; the history records the validation additions of every epoch.
     threads : int, optional
         torch CPU threads while training (restored afterwards).
     progress : callable, optional
@@ -534,9 +578,10 @@ def finetune(model: nn.Module, images, labels, *, timesteps: int, weight_bits=8,
     for name, value in (("learning rate", lr), ("step_lr", step_lr), ("table_lr", table_lr)):
         if not (isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 and math.isfinite(value)):
             raise ConversionError(f"{name} {value!r} must be a positive number")
-    if not (isinstance(distill, (int, float)) and not isinstance(distill, bool) and distill >= 0
-            and math.isfinite(distill)):
-        raise ConversionError(f"distill {distill!r} must be a number >= 0")
+    for name, value in (("distill", distill), ("spike_penalty", spike_penalty)):
+        if not (isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+                and math.isfinite(value)):
+            raise ConversionError(f"{name} {value!r} must be a number >= 0")
     if select not in SELECT_MODES:
         raise ConversionError(f"select {select!r} is not one of {', '.join(map(repr, SELECT_MODES))}")
     raw = to_numpy_raw(images)
@@ -578,6 +623,7 @@ def finetune(model: nn.Module, images, labels, *, timesteps: int, weight_bits=8,
                     "seconds": time.perf_counter() - start}]
         if progress is not None:
             progress(history[0])
+        reference_additions = max(history[0]["additions"], 1.0)
         best_state, best_epoch = copy.deepcopy(network.state_dict()), 0
         if epochs:
             generator = torch.Generator().manual_seed(seed)
@@ -596,8 +642,13 @@ def finetune(model: nn.Module, images, labels, *, timesteps: int, weight_bits=8,
                 for begin in range(0, len(x_train), batch):
                     rows = permutation[begin:begin + batch]
                     optimizer.zero_grad()
-                    logits = network(x_train[rows])
+                    if spike_penalty:
+                        logits, additions = network.scores_and_additions(x_train[rows])
+                    else:
+                        logits = network(x_train[rows])
                     loss = F.cross_entropy(logits, y_train[rows])
+                    if spike_penalty:
+                        loss = loss + spike_penalty * additions.mean() / reference_additions
                     if teacher is not None:
                         loss = loss + distill * F.kl_div(F.log_softmax(logits, 1), F.log_softmax(teacher[rows], 1),
                                                          reduction="batchmean", log_target=True)

@@ -32,6 +32,10 @@ def add_arguments(parser):
                         help="weight of the distillation term (KL from the float model's outputs; 0 = labels only; 1)")
     parser.add_argument("--input-table", choices=["learn", "uniform"], default="learn",
                         help="learn the input LUT's byte -> code table (default) or keep round(raw / step)")
+    parser.add_argument("--spike-penalty", type=float, default=0.0,
+                        help="weight of an activity term: fewer spikes, so fewer spike-driven additions and accumulate "
+                             "cycles, for some accuracy (the loss adds it times the additions relative to the "
+                             "calibrated network's; 0 = off, 0.1 is mild)")
     parser.add_argument("--select", choices=["validation", "last"], default="validation",
                         help="keep the epoch with the best validation accuracy (default) or the last one")
     parser.add_argument("--seed", type=int, default=0, help="seed of the validation split and batch order (0)")
@@ -58,19 +62,20 @@ def run(args) -> int:
                                            mean=args.input_mean, std=args.input_std)
     print(f"fine-tuning for T = {args.timesteps}, {args.weight_bits}-bit weights on {args.dataset}/train, "
           f"{args.epochs} epoch(s)")
-    print(f"  {'epoch':>5}  {'loss':>8}  {'validation':>10}  {'time':>7}")
+    print(f"  {'epoch':>5}  {'loss':>8}  {'validation':>10}  {'additions':>9}  {'time':>7}")
 
     def progress(record):
         loss = "-" if record["loss"] is None else f"{record['loss']:.4f}"
         note = "  (steps from calibration, before training)" if record["epoch"] == 0 else ""
         print(f"  {record['epoch']:>5}  {loss:>8}  {100 * record['validation_accuracy']:>9.2f}%  "
-              f"{record['seconds']:>6.1f}s{note}", flush=True)
+              f"{record['additions']:>9,.0f}  {record['seconds']:>6.1f}s{note}", flush=True)
 
     start = time.perf_counter()
     result = finetune(model, args.dataset, timesteps=args.timesteps, weight_bits=args.weight_bits,
                       epochs=args.epochs, samples=args.samples, normalization=normalization,
                       per_channel=args.per_channel, validation=args.validation, lr=args.lr, batch=args.batch,
                       distill=args.distill, input_table=args.input_table == "learn", select=args.select,
+                      spike_penalty=args.spike_penalty,
                       seed=args.seed, threads=args.threads, progress=progress)
     seconds = time.perf_counter() - start
     print(f"validation split: {result.validation_samples} of {result.validation_samples + result.train_samples} "

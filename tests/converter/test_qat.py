@@ -16,6 +16,7 @@ from spikeforge.converter.quantize import quantize_layers
 from spikeforge.converter.torch_import import FloatLayer
 from spikeforge.datasets import load as load_dataset
 from spikeforge.demo_model import load_digits_mlp
+from spikeforge.ir import golden
 
 SCALE = InputNormalization(scale=255.0)
 
@@ -126,6 +127,44 @@ def test_a_learned_input_table_converts_exactly(digits):
     assert agree == 1.0
 
 
+@pytest.mark.parametrize("kind, timesteps", [("mlp", 2), ("mlp", 3), ("cnn", 2)])
+def test_the_networks_count_of_additions_is_the_golden_models(digits, kind, timesteps):
+    """The differentiable count the spike penalty trains on equals golden.spike_driven_additions, sample by
+    sample: popcounts of the codes, a dense layer's outputs and a conv's in-map taps times channels."""
+    train, test = digits
+    model, images, normalization = ((load_digits_mlp(), train.samples, SCALE) if kind == "mlp"
+                                    else (load_digits_cnn(), train.images, InputNormalization()))
+    tuned = finetune(model, images[:200], train.labels[:200], timesteps=timesteps, epochs=1, batch=50,
+                     normalization=normalization).model
+    net = convert(tuned, images[:50], timesteps=timesteps, normalization=normalization)
+    samples = test.samples if kind == "mlp" else test.images
+    run = net.run(samples)
+    expected = golden.spike_driven_additions(net, run.input_spikes(per_feature=True))
+    with torch.no_grad():
+        scores, additions = tuned.scores_and_additions(torch.tensor(normalization.apply(samples), dtype=torch.float32))
+    assert np.array_equal(additions.numpy(), expected.astype(np.float32))
+    assert np.array_equal(scores.argmax(1).numpy(), run.labels)
+
+
+def test_a_spike_penalty_trades_additions_for_nothing_else_and_is_recorded(digits):
+    """Same seed and recipe, with and without the penalty: the penalised network makes fewer spike-driven
+    additions (validation and test), and still converts exactly."""
+    train, test = digits
+    runs = {}
+    for penalty in (0.0, 3.0):
+        result = finetune(load_digits_mlp(), train.samples[:400], train.labels[:400], timesteps=2, epochs=4,
+                          normalization=SCALE, batch=32, lr=5e-3, select="last", spike_penalty=penalty)
+        assert all("additions" in record for record in result.history)
+        assert result.history[0]["additions"] > 0
+        net = convert(result.model, train.samples[:50], timesteps=2, normalization=SCALE)
+        agree, _, run = _agreement(result.model, net, test.samples, SCALE)
+        assert agree == 1.0
+        runs[penalty] = (result.history[-1]["additions"],
+                         golden.spike_driven_additions(net, run.input_spikes()).mean())
+    assert runs[3.0][0] < 0.8 * runs[0.0][0]            # validation additions
+    assert runs[3.0][1] < 0.8 * runs[0.0][1]            # the integer network on the test split
+
+
 def test_finetuned_network_refuses_another_t_or_fewer_weight_bits(digits):
     train, _ = digits
     model = finetune(load_digits_mlp(), train.samples[:100], train.labels[:100], timesteps=2, epochs=0,
@@ -194,6 +233,8 @@ def test_finetune_refuses_bad_arguments(digits):
         finetune(model, train.samples[:50], train.labels[:50], timesteps=2, step_lr=0)
     with pytest.raises(ConversionError, match=r"distill -1 must be a number >= 0"):
         finetune(model, train.samples[:50], train.labels[:50], timesteps=2, distill=-1)
+    with pytest.raises(ConversionError, match=r"spike_penalty nan must be a number >= 0"):
+        finetune(model, train.samples[:50], train.labels[:50], timesteps=2, spike_penalty=float("nan"))
     with pytest.raises(ConversionError, match=r"a fine-tuned model is saved as \.pt2"):
         save(finetune(model, train.samples[:50], train.labels[:50], timesteps=2, epochs=0).model, "x.onnx")
 
@@ -206,10 +247,12 @@ def test_finetune_command_prints_epochs_and_writes_a_model_convert_takes(tmp_pat
     factory.write_text("from spikeforge.demo_model import load_digits_mlp\n\ndef make():\n    return load_digits_mlp()\n")
     out = tmp_path / "qat.pt"
     status = cli.main(["finetune", f"{factory}:make", "--dataset", "digits", "-T", "2", "--epochs", "1",
-                       "--samples", "200", "--threads", "1", "--distill", "0.5", "--select", "last", "-o", str(out)])
+                       "--samples", "200", "--threads", "1", "--distill", "0.5", "--select", "last", "--spike-penalty", "0.1",
+                       "-o", str(out)])
     printed = capsys.readouterr().out
     assert status == 0, printed
     assert "(steps from calibration, before training)" in printed
+    assert "epoch      loss  validation  additions" in printed
     assert "validation split: 20 of 200 training samples held out (seed 0)" in printed
     assert "test accuracy on digits/test (540 samples): float 97.96 %, fine-tuned T = 2" in printed
     assert "next: spikeforge convert" in printed and out.is_file()
@@ -217,3 +260,8 @@ def test_finetune_command_prints_epochs_and_writes_a_model_convert_takes(tmp_pat
     assert "finetuned" in (tmp_path / "net" / "network.json").read_text()
     assert cli.main(["finetune", f"{factory}:make", "--dataset", "digits", "-T", "2", "-o",
                      str(tmp_path / "x.onnx")]) == 2
+    capsys.readouterr()
+    assert cli.main(["finetune", f"{factory}:make", "--dataset", "digits", "-T", "2", "--spike-penalty", "-1", "-o",
+                     str(tmp_path / "y.pt")]) == 2
+    assert "spike_penalty -1.0 must be a number >= 0" in capsys.readouterr().err
+    assert not (tmp_path / "y.pt").exists()
