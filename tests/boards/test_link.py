@@ -119,6 +119,7 @@ DAMAGE = {
 }
 
 
+@pytest.mark.slow     # the board link simulated through a dozen damaged frames: ~6 s
 def test_recovers_from_damaged_frames():
     good = bytes(range(10, 10 + IN_FEATURES))
     stream = []
@@ -262,6 +263,7 @@ def test_cli_refuses_bad_link_options_before_any_work(argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.slow     # the real accelerator behind the link: ~5 s
 def test_the_real_accelerator_behind_a_compact_batch_is_bit_exact():
     """A random dense network's Accelerator behind the link: a compact batch, the counters, a compact and a raw
     sample; every label and score equals the golden model's, and the counters count the batch alone."""

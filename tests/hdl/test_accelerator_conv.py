@@ -47,8 +47,8 @@ def _spacing(cycles):
 
 @pytest.mark.parametrize("seed,folding,banks", [
     (3, {"c1": 3, "c3": 4, "d5": 2}, 2),
-    (4, {"c1": 4, "c3": 1, "d5": 5}, 2),
-    (5, {"c1": 1, "c3": 6, "d5": 1}, 1),
+    pytest.param(4, {"c1": 4, "c3": 1, "d5": 5}, 2, marks=pytest.mark.slow),     # ~8 s each
+    pytest.param(5, {"c1": 1, "c3": 6, "d5": 1}, 1, marks=pytest.mark.slow),
 ])
 def test_random_conv_pool_conv_pool_dense_is_bit_exact_and_on_the_cycle_model(seed, folding, banks):
     net = _random_net(seed)
@@ -64,7 +64,7 @@ def test_random_conv_pool_conv_pool_dense_is_bit_exact_and_on_the_cycle_model(se
 
 @pytest.mark.parametrize("seed,folding,banks", [
     (9, {"c1": "4x3", "c3": "3x2", "d5": 2}, 2),
-    (10, {"c1": (2, 2), "c3": "6x3", "d5": 1}, 1),
+    pytest.param(10, {"c1": (2, 2), "c3": "6x3", "d5": 1}, 1, marks=pytest.mark.slow),
 ])
 def test_tap_lanes_in_the_pipeline_are_bit_exact_and_on_the_cycle_model(seed, folding, banks):
     """Conv cores with column banks in the whole pipeline; the model's adders count lanes x taps."""

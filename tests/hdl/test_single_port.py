@@ -117,7 +117,7 @@ def test_the_output_layer_and_too_deep_banks_are_refused():
 
 @pytest.mark.parametrize("folding,banks", [
     pytest.param({"c1": "3:spram", "c3": 4, "d5": 2}, 2, marks=pytest.mark.slow),
-    ({"c1": 3, "c3": "4x3:spram", "d5": "2:spram"}, 1),      # tap lanes: three column banks a bank
+    pytest.param({"c1": 3, "c3": "4x3:spram", "d5": "2:spram"}, 1, marks=pytest.mark.slow),  # tap lanes: 3 column banks
     pytest.param({"c1": "1:spram", "c3": "6:spram", "d5": 1}, 1, marks=pytest.mark.slow),   # one bank, early release
 ])
 def test_conv_layers_at_half_rate_are_bit_exact_under_stalls_and_on_the_cycle_model(folding, banks):
@@ -138,8 +138,9 @@ def test_conv_layers_at_half_rate_are_bit_exact_under_stalls_and_on_the_cycle_mo
 
 @pytest.mark.parametrize("seed,folding,banks", [
     (0, {"fc1": "3:spram", "fc2": 2, "fc3": 2}, 2),
-    (1, {"fc1": "1:spram", "fc2": "9:spram", "fc3": 1}, 1),
-    (2, {"fc1": "12:spram", "fc2": "1:spram", "fc3": 1}, 2),  # one chunk: a word re-read in the cycle of its write
+    pytest.param(1, {"fc1": "1:spram", "fc2": "9:spram", "fc3": 1}, 1, marks=pytest.mark.slow),
+    # one chunk: a word re-read in the cycle of its write
+    pytest.param(2, {"fc1": "12:spram", "fc2": "1:spram", "fc3": 1}, 2, marks=pytest.mark.slow),
 ])
 def test_dense_layers_at_half_rate_are_bit_exact_under_stalls_and_on_the_cycle_model(seed, folding, banks):
     net = random_network(seed, sizes=(20, 12, 9, 4), timesteps=3)
@@ -153,6 +154,7 @@ def test_dense_layers_at_half_rate_are_bit_exact_under_stalls_and_on_the_cycle_m
     assert model.cycles_per_sample == pytest.approx(_spacing(clean.result_cycles), rel=0.005)
 
 
+@pytest.mark.slow     # two accelerators simulated: ~7 s
 def test_a_half_rate_layer_takes_twice_the_cycles_of_the_same_layer_in_block_ram():
     net = random_network(4, sizes=(20, 12, 9, 4), timesteps=3)
     samples = np.random.default_rng(4).integers(0, 256, size=(8, net.in_features))
