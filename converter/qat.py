@@ -303,7 +303,8 @@ class QuantizedNetwork(nn.Module):
     def scores_and_additions(self, x):
         """``(scores · scale, additions)``: the forward, and per sample the spike-driven additions of the integer
         network (every layer's input spikes times their fan-out, as
-        :func:`spikeforge.ir.golden.spike_driven_additions` counts them). In training the count carries a
+        :func:`spikeforge.ir.golden.spike_driven_additions` counts them; float32, exact while a sample's count is
+        below 2^24). In training the count carries a
         gradient (a code ``q`` stands for ``q · T / (2^T - 1)`` spikes), so a loss can ask for fewer spikes."""
         scores, _, additions = self._run(x, count=True)
         return scores, additions
@@ -370,8 +371,8 @@ class QuantizedNetwork(nn.Module):
                 step_in, per_feature = (step_out, self.per_channel) if fires else (step_in, per_feature)
                 continue
             if count:
-                layer_additions = (_spikes(codes, self.timesteps, self.code_max) * _fanout(module, codes)).flatten(1)
-                additions = layer_additions.sum(1) if additions is None else additions + layer_additions.sum(1)
+                layer_additions = _additions(codes, self.timesteps, self.code_max, _fanout(module, codes))
+                additions = layer_additions if additions is None else additions + layer_additions
             # The integer path carries no gradient (its value is exact); the float path below carries it.
             potential = self._apply(module, codes.detach() if self.training else codes, integer.weight, integer.bias)
             soft = None
@@ -414,23 +415,28 @@ class QuantizedNetwork(nn.Module):
         return out
 
 
-def _spikes(codes: torch.Tensor, timesteps: int, code_max: int) -> torch.Tensor:
-    """The spikes of each code (its 1 bits) in value; the gradient of ``codes · T / (2^T - 1)``."""
+def _additions(codes: torch.Tensor, timesteps: int, code_max: int, fanout: torch.Tensor) -> torch.Tensor:
+    """Per sample, the additions the codes' spikes cause: exact in float32 while a sample's count stays below
+    2^24 (16.7 million). Its gradient is that of ``codes · T / (2^T - 1)`` spikes: a code stands for its mean
+    number of 1 bits."""
     hard = codes.detach()
     bits = sum(torch.remainder(torch.floor(hard / (1 << bit)), 2) for bit in range(timesteps))
-    return bits + (codes - hard) * (timesteps / code_max)
+    spikes = bits + (codes - hard) * (timesteps / code_max)         # the popcount in value
+    return (spikes * fanout).flatten(1).sum(1)
 
 
 def _fanout(module, codes: torch.Tensor) -> torch.Tensor:
     """Additions one input spike causes, shaped against ``codes``: a dense layer's outputs; for a conv, its output
     channels times the kernel taps whose output lies inside the map (:func:`spikeforge.ir.golden.spike_fanout`)."""
     if isinstance(module, nn.Linear):
-        return torch.tensor(float(module.out_features))
+        return torch.tensor(float(module.out_features), device=codes.device)
     size = codes.shape[-2:]
     kernel, stride, padding = module.kernel_size, module.stride, module.padding
     out = [(n + 2 * p - k) // st + 1 for n, k, st, p in zip(size, kernel, stride, padding)]
     # Every output position's window spread back onto the input positions it covers: the taps each input reaches.
-    taps = F.conv_transpose2d(torch.ones((1, 1, *out)), torch.ones((1, 1, *kernel)), stride=stride, padding=padding,
+    ones = {"device": codes.device, "dtype": codes.dtype}
+    taps = F.conv_transpose2d(torch.ones((1, 1, *out), **ones), torch.ones((1, 1, *kernel), **ones), stride=stride,
+                              padding=padding,
                               output_padding=tuple(n - ((o - 1) * st - 2 * p + k)
                                                    for n, o, k, st, p in zip(size, out, kernel, stride, padding)))
     return taps * module.out_channels
@@ -508,7 +514,7 @@ def _validate(model, inputs, labels, batch: int = 1000) -> dict:
             target = torch.as_tensor(labels[start:start + batch], dtype=torch.int64)
             correct += int((scores.argmax(1) == target).sum())
             total += float(F.cross_entropy(scores, target, reduction="sum"))
-            additions += float(counted.sum())
+            additions += float(counted.double().sum())
     return {"validation_accuracy": correct / len(inputs), "validation_loss": total / len(inputs),
             "additions": additions / len(inputs)}
 
@@ -564,7 +570,9 @@ def finetune(model: nn.Module, images, labels, *, timesteps: int, weight_bits=8,
         Weight of an activity term: the batch's spike-driven additions (every layer's input spikes times
         their fan-out, the event-driven hardware's accumulate work) relative to the calibrated network's on
         the validation split, ``loss += spike_penalty · additions / additions_0``; 0 (default) = off. It
-        trades accuracy for sparsity; the history records the validation additions of every epoch.
+        trades accuracy for sparsity; the history records the validation additions of every epoch (and the
+        training loss includes the term). With ``select="validation"`` only epochs trained with the penalty
+        are candidates.
     penalty_start : float
         The fraction of the epochs trained before the spike penalty starts (0 <= it < 1; default 0: from the
         first). Starting it halfway lets the network fit first and then shed spikes at the lower learning
@@ -636,6 +644,10 @@ def finetune(model: nn.Module, images, labels, *, timesteps: int, weight_bits=8,
             progress(history[0])
         reference_additions = max(history[0]["additions"], 1.0)
         best_state, best_epoch = copy.deepcopy(network.state_dict()), 0
+        # The first epoch trained with the spike penalty (beyond the last when there is none). Only it and later
+        # ones may be kept: an earlier one would quietly drop the penalty the user asked for.
+        first_penalised = math.floor(penalty_start * epochs + 1e-9) + 1 if spike_penalty > 0 else epochs + 1
+        eligible = first_penalised if spike_penalty > 0 else 0
         if epochs:
             generator = torch.Generator().manual_seed(seed)
             groups = [{"params": list(network.layers.parameters()), "lr": lr},
@@ -648,7 +660,7 @@ def finetune(model: nn.Module, images, labels, *, timesteps: int, weight_bits=8,
             for epoch in range(1, epochs + 1):
                 began = time.perf_counter()
                 network.train()
-                penalised = spike_penalty > 0 and epoch > penalty_start * epochs
+                penalised = epoch >= first_penalised
                 total, count = 0.0, 0
                 permutation = torch.randperm(len(x_train), generator=generator)
                 for begin in range(0, len(x_train), batch):
@@ -674,8 +686,9 @@ def finetune(model: nn.Module, images, labels, *, timesteps: int, weight_bits=8,
                 history.append(record)
                 best = history[best_epoch]
                 # Small validation splits saturate: equal accuracy goes to the lower validation loss.
-                if select == "last" or (record["validation_accuracy"], -record["validation_loss"]) > \
-                        (best["validation_accuracy"], -best["validation_loss"]):
+                if select == "last" or (epoch >= eligible and (best_epoch < eligible or (
+                        record["validation_accuracy"], -record["validation_loss"]) >
+                        (best["validation_accuracy"], -best["validation_loss"]))):
                     best_state, best_epoch = copy.deepcopy(network.state_dict()), epoch
                 if progress is not None:
                     progress(record)

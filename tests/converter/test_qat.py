@@ -142,8 +142,25 @@ def test_the_networks_count_of_additions_is_the_golden_models(digits, kind, time
     expected = golden.spike_driven_additions(net, run.input_spikes(per_feature=True))
     with torch.no_grad():
         scores, additions = tuned.scores_and_additions(torch.tensor(normalization.apply(samples), dtype=torch.float32))
-    assert np.array_equal(additions.numpy(), expected.astype(np.float32))
+    assert np.array_equal(additions.numpy(), expected)
     assert np.array_equal(scores.argmax(1).numpy(), run.labels)
+
+
+@pytest.mark.parametrize("size, kernel, stride, padding", [
+    ((8, 8), (3, 3), (1, 1), (1, 1)), ((9, 7), (3, 2), (2, 3), (1, 0)), ((5, 6), (2, 3), (3, 2), (0, 2)),
+    ((4, 4), (5, 5), (4, 4), (4, 4)), ((1, 9), (1, 4), (1, 2), (0, 3)),
+])
+def test_the_conv_fanout_is_the_golden_models(size, kernel, stride, padding):
+    """Stride, non-square kernels, padding up to the kernel: each input position's in-map taps times channels."""
+    from types import SimpleNamespace
+    from spikeforge.converter.qat import _fanout
+
+    conv = nn.Conv2d(2, 3, kernel, stride, padding)
+    out = conv(torch.zeros((1, 2) + size)).shape[1:]
+    layer = SimpleNamespace(kind="conv2d", in_shape=(2,) + size, out_shape=tuple(out), kernel=kernel, stride=stride,
+                            padding=padding, out_channels=3)
+    fanout = _fanout(conv, torch.zeros((1, 2) + size)).expand((1, 2) + size)
+    assert np.array_equal(fanout.reshape(-1).numpy(), golden.spike_fanout(layer))
 
 
 def test_a_spike_penalty_trades_additions_and_starts_when_asked(digits):
@@ -167,6 +184,10 @@ def test_a_spike_penalty_trades_additions_and_starts_when_asked(digits):
     assert penalised[1] < 0.8 * plain[1]                                      # the integer network on the test split
     assert [r["additions"] for r in late[0][:3]] == [r["additions"] for r in plain[0][:3]]   # epochs 1-2: no penalty
     assert late[0][-1]["additions"] < plain[0][-1]["additions"]
+    # Choosing by validation accuracy keeps an epoch trained with the penalty, never one from before it.
+    kept = finetune(load_digits_mlp(), train.samples[:400], train.labels[:400], timesteps=2, epochs=4,
+                    normalization=SCALE, batch=32, lr=5e-3, spike_penalty=3.0, penalty_start=0.5)
+    assert kept.best_epoch >= 3
 
 
 def test_finetuned_network_refuses_another_t_or_fewer_weight_bits(digits):
