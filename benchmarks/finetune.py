@@ -38,7 +38,7 @@ __all__ = ["measure", "render", "summary_lines", "RECIPES"]
 #: digits: 160 epochs. On this machine's 8 retrained seeds (T = 2, 540 test samples) the gap to float shrank with
 #: the epochs: 40 epochs -1.04 points on average (3 of 8 within 1 point), 80 -0.84 (6), 120 -0.72 (6), 160 -0.40
 #: (8 of 8); a lower learning rate, no distillation, smaller steps' learning rate, a smaller validation split or
-#: a larger batch did worse. Each seed takes about half a minute.
+#: a larger batch did worse. Each seed takes about half a minute (and as much again with the spike penalty).
 #: fmnist-cnn: 8 epochs on the whole split at lr 4e-3 (about 11 minutes). Measured here (T = 2, 10,000 test images):
 #: 1 epoch on 12,000 images -3.09 points, 3 epochs -2.07, 8 epochs at lr 1e-3 / 2e-3 / 4e-3 -1.32 / -1.23 / -1.19,
 #: 14 epochs at 1e-3 -1.72; per-channel thresholds did not help (3 epochs -2.23, 8 epochs -2.06).
@@ -55,7 +55,8 @@ RECIPES = {
     "fmnist": {"epochs": 6, "lr": 1e-3, "batch": 128, "distill": 1.0, "input_table": True, "samples": None},
     "fmnist-cnn": {"epochs": 8, "lr": 4e-3, "batch": 64, "distill": 1.0, "input_table": True, "samples": None},
 }
-QUICK = {"digits": {"epochs": 5}, "digits-sparse": {"epochs": 5}, "fmnist": {"epochs": 1, "samples": 5000}, "fmnist-cnn": {"epochs": 1, "samples": 1000}}
+QUICK = {"digits": {"epochs": 5}, "digits-sparse": {"epochs": 5}, "fmnist": {"epochs": 1, "samples": 5000},
+         "fmnist-cnn": {"epochs": 1, "samples": 1000}}
 #: The Fashion-MNIST CNN the cnn_accuracy section trains (its recipe's digest), in ``<output>/../bench-cnn/models``.
 CNN_MODEL = "cnn-fmnist-609fbb2bc6.pt"
 TOLERANCE = 1.0          # points below float
@@ -262,7 +263,8 @@ def render(result: dict, ctx=None) -> str:
                   f"the epochs."]
     lines += ["", markdown_table(header, rows), "",
               f"*ratio*: the classic rate-coded IF baseline's spike-driven additions (spike input) at its own 1-point "
-              f"parity over the fine-tuned network's; *minutes*: both fine-tunings.", "",
+              f"parity over the fine-tuned network's" + ("; *minutes*: both fine-tunings." if sparse["seeds"] else "."),
+              "",
               f"Without the penalty: within 1 point of the seed's float model at T = 2 on **{counts['within']} of "
               f"{counts['seeds']}** seeds, ≥ 4× fewer additions on **{counts['four_times']} of {counts['seeds']}**, "
               f"both on {counts['both']}."]
