@@ -30,7 +30,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadscope --durations=15
 
 # The inner loop: no slow, Verilator or synthesis test (markers in pyproject.toml), on two workers
-# (pytest-xdist); the tier is ~160 s of CPU in all.
+# (pytest-xdist); the tier is ~230 s of CPU, about 2 minutes here.
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -m "not slow and not verilator and not synth"
 

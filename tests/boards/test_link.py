@@ -133,6 +133,7 @@ def test_recovers_from_damaged_frames():
         assert after == Result(seq=2 * i + 1, status=Status.OK, label=label, scores=scores), name
 
 
+@pytest.mark.slow     # waits out the link's timeouts in simulation: ~4 s
 def test_lost_end_and_silence():
     good = bytes(range(IN_FEATURES))
     first = sample_frame(1, good)[:-1]          # its closing END is lost ...

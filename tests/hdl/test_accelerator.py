@@ -71,7 +71,7 @@ def test_negative_and_tied_scores():
     assert not (run.labels == 2).any()          # a tie with class 0 goes to class 0
 
 
-@pytest.mark.parametrize("weight_bits", [2, 12])
+@pytest.mark.parametrize("weight_bits", [pytest.param(2, marks=pytest.mark.slow), 12])
 def test_saturation_with_extreme_weights(weight_bits):
     """All-255 inputs through the most positive / most negative weights: widths hold, codes clip."""
     T = 8

@@ -201,6 +201,7 @@ def test_conv_tap_lanes_in_design_json_and_the_cli(tmp_path, capsys):
     assert again["folding"] == design["folding"]
 
 
+@pytest.mark.slow     # two designs generated: ~4 s
 def test_axis_design_records_its_interface_and_tdata_layout(net, tmp_path, capsys):
     """``--axis``: the AXI4-Stream ports in the Verilog (with Vivado's interface attributes), ``interface`` and
     the byte layout in design.json, a summary line; the stream top's design.json has no ``interface`` key."""
