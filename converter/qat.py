@@ -644,10 +644,9 @@ def finetune(model: nn.Module, images, labels, *, timesteps: int, weight_bits=8,
             progress(history[0])
         reference_additions = max(history[0]["additions"], 1.0)
         best_state, best_epoch = copy.deepcopy(network.state_dict()), 0
-        # The first epoch trained with the spike penalty (beyond the last when there is none). Only it and later
-        # ones may be kept: an earlier one would quietly drop the penalty the user asked for.
-        first_penalised = math.floor(penalty_start * epochs + 1e-9) + 1 if spike_penalty > 0 else epochs + 1
-        eligible = first_penalised if spike_penalty > 0 else 0
+        # The first epoch trained with the spike penalty (0 without one). Only it and later ones may be kept: an
+        # earlier one would quietly drop the penalty the user asked for.
+        first_penalised = math.floor(penalty_start * epochs + 1e-9) + 1 if spike_penalty > 0 else 0
         if epochs:
             generator = torch.Generator().manual_seed(seed)
             groups = [{"params": list(network.layers.parameters()), "lr": lr},
@@ -660,7 +659,7 @@ def finetune(model: nn.Module, images, labels, *, timesteps: int, weight_bits=8,
             for epoch in range(1, epochs + 1):
                 began = time.perf_counter()
                 network.train()
-                penalised = epoch >= first_penalised
+                penalised = spike_penalty > 0 and epoch >= first_penalised
                 total, count = 0.0, 0
                 permutation = torch.randperm(len(x_train), generator=generator)
                 for begin in range(0, len(x_train), batch):
@@ -686,7 +685,7 @@ def finetune(model: nn.Module, images, labels, *, timesteps: int, weight_bits=8,
                 history.append(record)
                 best = history[best_epoch]
                 # Small validation splits saturate: equal accuracy goes to the lower validation loss.
-                if select == "last" or (epoch >= eligible and (best_epoch < eligible or (
+                if select == "last" or (epoch >= first_penalised and (best_epoch < first_penalised or (
                         record["validation_accuracy"], -record["validation_loss"]) >
                         (best["validation_accuracy"], -best["validation_loss"]))):
                     best_state, best_epoch = copy.deepcopy(network.state_dict()), epoch
