@@ -45,6 +45,7 @@ import torch.nn.functional as F
 
 from .calibrate import InputNormalization, calibrate, fold_normalization, to_numpy_raw
 from .quant_ops import EXACT_FLOAT32, encode, fire, quant_relu
+from spikeforge.ir import golden
 from spikeforge.ir.atomic import copy_file
 from spikeforge.ir.network import MAX_TIMESTEPS
 from .torch_import import LINEAR_KINDS, ConversionError, float_forward, import_model, model_input_shape
@@ -236,6 +237,10 @@ class QuantizedNetwork(nn.Module):
             bias_gain = float(np.abs(layer.bias).max()) or 1.0
             module.register_buffer("weight_gain", torch.tensor(weight_gain))
             module.register_buffer("bias_gain", torch.tensor(bias_gain))
+            # Additions one input spike causes, shaped as one sample's input: the golden model's count, so the
+            # spike penalty and the additions column count what the hardware does. Derived, so not saved.
+            module.register_buffer("fanout", torch.from_numpy(golden.spike_fanout(layer).reshape(
+                tuple(layer.in_shape)).astype(np.float32)), persistent=False)
             with torch.no_grad():
                 module.weight.copy_(torch.from_numpy(layer.weight / weight_gain))
                 module.bias.copy_(torch.from_numpy(layer.bias / bias_gain))
@@ -371,7 +376,7 @@ class QuantizedNetwork(nn.Module):
                 step_in, per_feature = (step_out, self.per_channel) if fires else (step_in, per_feature)
                 continue
             if count:
-                layer_additions = _additions(codes, self.timesteps, self.code_max, _fanout(module, codes))
+                layer_additions = _additions(codes, self.timesteps, self.code_max, module.fanout)
                 additions = layer_additions if additions is None else additions + layer_additions
             # The integer path carries no gradient (its value is exact); the float path below carries it.
             potential = self._apply(module, codes.detach() if self.training else codes, integer.weight, integer.bias)
@@ -423,23 +428,6 @@ def _additions(codes: torch.Tensor, timesteps: int, code_max: int, fanout: torch
     bits = sum(torch.remainder(torch.floor(hard / (1 << bit)), 2) for bit in range(timesteps))
     spikes = bits + (codes - hard) * (timesteps / code_max)         # the popcount in value
     return (spikes * fanout).flatten(1).sum(1)
-
-
-def _fanout(module, codes: torch.Tensor) -> torch.Tensor:
-    """Additions one input spike causes, shaped against ``codes``: a dense layer's outputs; for a conv, its output
-    channels times the kernel taps whose output lies inside the map (:func:`spikeforge.ir.golden.spike_fanout`)."""
-    if isinstance(module, nn.Linear):
-        return torch.tensor(float(module.out_features), device=codes.device)
-    size = codes.shape[-2:]
-    kernel, stride, padding = module.kernel_size, module.stride, module.padding
-    out = [(n + 2 * p - k) // st + 1 for n, k, st, p in zip(size, kernel, stride, padding)]
-    # Every output position's window spread back onto the input positions it covers: the taps each input reaches.
-    ones = {"device": codes.device, "dtype": codes.dtype}
-    taps = F.conv_transpose2d(torch.ones((1, 1, *out), **ones), torch.ones((1, 1, *kernel), **ones), stride=stride,
-                              padding=padding,
-                              output_padding=tuple(n - ((o - 1) * st - 2 * p + k)
-                                                   for n, o, k, st, p in zip(size, out, kernel, stride, padding)))
-    return taps * module.out_channels
 
 
 def _pooled(shape, kernel, stride):
@@ -524,8 +512,8 @@ def finetune(model: nn.Module, images, labels, *, timesteps: int, weight_bits=8,
              validation: float = 0.1, batch: int = 128, lr: float = 1e-3, seed: int = 0, percentile: float = 99.9,
              calibration_samples: int = 5000, distill: float = 1.0, step_lr: float = 1.0,
              input_table: bool = True, table_lr: float = 10.0, select: str = "validation",
-             spike_penalty: float = 0.0, penalty_start: float = 0.0, threads: int | None = None,
-             progress=None) -> FinetuneResult:
+             spike_penalty: float = 0.0, penalty_start: float = 0.0, shift: int = 0, flip: bool = False,
+             threads: int | None = None, progress=None) -> FinetuneResult:
     """Fine-tune ``model`` for T-timestep iLIF: the returned network computes the integer network exactly.
 
     Parameters
@@ -579,6 +567,12 @@ def finetune(model: nn.Module, images, labels, *, timesteps: int, weight_bits=8,
         rate of the cosine schedule's second half: on the 8 digits seeds at T = 2, penalty 0.2 from halfway
         kept all 8 within 1 point of float with 30 % fewer additions, where penalties from the start lost
         more than a point on 2-3 seeds for the same saving.
+    shift : int
+        Augment the training images ((H, W) or (C, H, W)) with random translations by up to this many pixels each way (a
+        fresh draw per sample and epoch; the vacated border holds the raw byte 0); 0 (default) = none.
+    flip : bool
+        Augment the training images with random left-right mirroring (for datasets where a mirrored sample keeps
+        its label: clothes, not digits).
     threads : int, optional
         torch CPU threads while training (restored afterwards).
     progress : callable, optional
@@ -603,6 +597,10 @@ def finetune(model: nn.Module, images, labels, *, timesteps: int, weight_bits=8,
                               f"the spike penalty starts")
     if select not in SELECT_MODES:
         raise ConversionError(f"select {select!r} is not one of {', '.join(map(repr, SELECT_MODES))}")
+    if not (isinstance(shift, (int, np.integer)) and not isinstance(shift, bool) and 0 <= shift <= 8):
+        raise ConversionError(f"shift {shift!r} is not an integer in 0..8 (pixels)")
+    if not isinstance(flip, bool):
+        raise ConversionError(f"flip {flip!r} must be True or False")
     raw = to_numpy_raw(images)
     labels = np.asarray(labels).reshape(-1).astype(np.int64)
     if raw.ndim < 2 or len(raw) != len(labels):
@@ -619,6 +617,9 @@ def finetune(model: nn.Module, images, labels, *, timesteps: int, weight_bits=8,
         held = max(1, int(round(validation * len(raw))))
         valid_rows, train_rows = order[:held], order[held:]
         input_shape = model_input_shape(model, raw.shape[1:], input_shape)
+        if (shift or flip) and len(input_shape) not in (2, 3):
+            raise ConversionError(f"shift and flip augment images, (H, W) or (C, H, W); the model's input has shape "
+                                  f"{tuple(input_shape)}")
         float_layers = import_model(model, input_shape)
         folded = fold_normalization(float_layers, normalization, input_shape)
         calibration_rows = train_rows[:calibration_samples]
@@ -637,6 +638,7 @@ def finetune(model: nn.Module, images, labels, *, timesteps: int, weight_bits=8,
         x_train, y_train = torch.from_numpy(inputs[train_rows]), torch.from_numpy(labels[train_rows])
         x_valid, y_valid = inputs[valid_rows], labels[valid_rows]
         teacher = torch.from_numpy(float_forward(folded, raw[train_rows]).astype(np.float32)) if distill else None
+        background = torch.from_numpy(normalization.apply(np.zeros((1,) + tuple(input_shape))).astype(np.float32))
         initial_steps = network.steps()
         history = [{"epoch": 0, "loss": None, **_validate(network, x_valid, y_valid),
                     "seconds": time.perf_counter() - start}]
@@ -665,10 +667,11 @@ def finetune(model: nn.Module, images, labels, *, timesteps: int, weight_bits=8,
                 for begin in range(0, len(x_train), batch):
                     rows = permutation[begin:begin + batch]
                     optimizer.zero_grad()
+                    x = _augment(x_train[rows], shift, flip, background, generator) if shift or flip else x_train[rows]
                     if penalised:
-                        logits, additions = network.scores_and_additions(x_train[rows])
+                        logits, additions = network.scores_and_additions(x)
                     else:
-                        logits = network(x_train[rows])
+                        logits = network(x)
                     loss = F.cross_entropy(logits, y_train[rows])
                     if penalised:
                         loss = loss + spike_penalty * additions.mean() / reference_additions
@@ -702,6 +705,27 @@ def finetune(model: nn.Module, images, labels, *, timesteps: int, weight_bits=8,
     return FinetuneResult(model=network, history=history, best_epoch=best_epoch, train_samples=len(train_rows),
                           validation_samples=len(valid_rows), seconds=time.perf_counter() - start,
                           steps=network.steps(), initial_steps=initial_steps, normalization=normalization)
+
+
+def _augment(x: torch.Tensor, shift: int, flip: bool, background: torch.Tensor, generator) -> torch.Tensor:
+    """Images ``x`` (N, [C,] H, W) randomly mirrored left-right (with ``flip``) and translated by up to ``shift``
+    pixels each way, the vacated border filled with ``background`` (1, [C,] H, W): the model input of the raw
+    byte 0."""
+    count = x.shape[0]
+    if flip:
+        mirrored = (torch.rand(count, generator=generator) < 0.5).reshape((-1,) + (1,) * (x.dim() - 1))
+        x = torch.where(mirrored, x.flip(-1), x)
+    if shift:
+        height, width = x.shape[-2:]
+        padded = F.pad(x - background, (shift, shift, shift, shift))
+        offsets = torch.randint(0, 2 * shift + 1, (2, count), generator=generator)
+        moved = torch.empty_like(x)
+        for dy in range(2 * shift + 1):
+            for dx in range(2 * shift + 1):
+                rows = (offsets[0] == dy) & (offsets[1] == dx)
+                moved[rows] = padded[rows, ..., dy:dy + height, dx:dx + width]
+        x = moved + background
+    return x
 
 
 def save(network: QuantizedNetwork, path) -> Path:

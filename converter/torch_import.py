@@ -144,6 +144,14 @@ class FloatLayer:
     def out_channels(self) -> int:
         return self.weight.shape[0]
 
+    @property
+    def in_features(self) -> int:
+        return self.weight.shape[1]
+
+    @property
+    def out_features(self) -> int:
+        return self.weight.shape[0]
+
     def forward(self, x: np.ndarray) -> np.ndarray:
         z = self.quantized.encode(x) @ self.weight.T + self.bias
         return self.quantized.activate(z, self.relu, None)

@@ -42,8 +42,8 @@ def finetune(model, data, *, timesteps: int, weight_bits=8, epochs: int = 5, sam
              normalization: InputNormalization | None = None, input_shape=None, **options) -> FinetuneResult:
     """Fine-tune ``model`` so its T-timestep iLIF network reaches the float accuracy (see
     :func:`spikeforge.converter.qat.finetune` for ``options``: ``per_channel``, ``validation``, ``batch``,
-    ``lr``, ``distill``, ``input_table``, ``select``, ``step_lr``, ``spike_penalty``, ``penalty_start``, ``seed``,
-    ``threads``, ``progress``).
+    ``lr``, ``distill``, ``input_table``, ``select``, ``step_lr``, ``spike_penalty``, ``penalty_start``, ``shift``,
+    ``flip``, ``seed``, ``threads``, ``progress``).
 
     ``data`` is a dataset name or MNIST-format directory, or ``(raw_samples, labels)``; ``samples``
     keeps only the first N training samples.

@@ -39,6 +39,10 @@ def add_arguments(parser):
     parser.add_argument("--penalty-start", type=float, default=0.0,
                         help="fraction of the epochs trained before the spike penalty starts (0 = from the first; "
                              "0.5 = the second half, gentler on accuracy)")
+    parser.add_argument("--shift", type=int, default=0,
+                        help="augment image inputs with random translations of up to N pixels each way (0 = none)")
+    parser.add_argument("--flip", action="store_true",
+                        help="augment image inputs with random left-right mirroring (clothes yes, digits no)")
     parser.add_argument("--select", choices=["validation", "last"], default="validation",
                         help="keep the epoch with the best validation accuracy (default) or the last one")
     parser.add_argument("--seed", type=int, default=0, help="seed of the validation split and batch order (0)")
@@ -78,7 +82,8 @@ def run(args) -> int:
                       epochs=args.epochs, samples=args.samples, normalization=normalization,
                       per_channel=args.per_channel, validation=args.validation, lr=args.lr, batch=args.batch,
                       distill=args.distill, input_table=args.input_table == "learn", select=args.select,
-                      spike_penalty=args.spike_penalty, penalty_start=args.penalty_start,
+                      spike_penalty=args.spike_penalty, penalty_start=args.penalty_start, shift=args.shift,
+                      flip=args.flip,
                       seed=args.seed, threads=args.threads, progress=progress)
     seconds = time.perf_counter() - start
     print(f"validation split: {result.validation_samples} of {result.validation_samples + result.train_samples} "

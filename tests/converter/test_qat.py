@@ -127,40 +127,36 @@ def test_a_learned_input_table_converts_exactly(digits):
     assert agree == 1.0
 
 
-@pytest.mark.parametrize("kind, timesteps", [("mlp", 2), ("mlp", 3), ("cnn", 2)])
+def _strided_cnn():
+    """Stride, a non-square kernel, padding on one axis and padding beyond the kernel's reach: border pixels reach
+    few taps. 1x8x8 -> 4x4x7 -> 6x3x5 -> 10."""
+    torch.manual_seed(3)
+    return nn.Sequential(nn.Conv2d(1, 4, (3, 2), stride=(2, 1), padding=(1, 0)), nn.ReLU(),
+                         nn.Conv2d(4, 6, 3, stride=2, padding=2), nn.ReLU(), nn.Flatten(), nn.Linear(90, 10))
+
+
+@pytest.mark.parametrize("kind, timesteps", [("mlp", 2), ("mlp", 3), ("cnn", 2), ("strided-cnn", 3)])
 def test_the_networks_count_of_additions_is_the_golden_models(digits, kind, timesteps):
     """The differentiable count the spike penalty trains on equals golden.spike_driven_additions, sample by
     sample: popcounts of the codes, a dense layer's outputs and a conv's in-map taps times channels."""
     train, test = digits
-    model, images, normalization = ((load_digits_mlp(), train.samples, SCALE) if kind == "mlp"
-                                    else (load_digits_cnn(), train.images, InputNormalization()))
+    model, images, normalization = {
+        "mlp": lambda: (load_digits_mlp(), train.samples, SCALE),
+        "cnn": lambda: (load_digits_cnn(), train.images, InputNormalization()),
+        "strided-cnn": lambda: (_strided_cnn(), train.images, InputNormalization(scale=255.0)),
+    }[kind]()
     tuned = finetune(model, images[:200], train.labels[:200], timesteps=timesteps, epochs=1, batch=50,
                      normalization=normalization).model
     net = convert(tuned, images[:50], timesteps=timesteps, normalization=normalization)
     samples = test.samples if kind == "mlp" else test.images
     run = net.run(samples)
+    assert kind != "strided-cnn" or (run.input_spikes(per_feature=True)[0].sum() > 0 and
+                                     golden.spike_fanout(net.layers[1]).min() < golden.spike_fanout(net.layers[1]).max())
     expected = golden.spike_driven_additions(net, run.input_spikes(per_feature=True))
     with torch.no_grad():
         scores, additions = tuned.scores_and_additions(torch.tensor(normalization.apply(samples), dtype=torch.float32))
     assert np.array_equal(additions.numpy(), expected)
     assert np.array_equal(scores.argmax(1).numpy(), run.labels)
-
-
-@pytest.mark.parametrize("size, kernel, stride, padding", [
-    ((8, 8), (3, 3), (1, 1), (1, 1)), ((9, 7), (3, 2), (2, 3), (1, 0)), ((5, 6), (2, 3), (3, 2), (0, 2)),
-    ((4, 4), (5, 5), (4, 4), (4, 4)), ((1, 9), (1, 4), (1, 2), (0, 3)),
-])
-def test_the_conv_fanout_is_the_golden_models(size, kernel, stride, padding):
-    """Stride, non-square kernels, padding up to the kernel: each input position's in-map taps times channels."""
-    from types import SimpleNamespace
-    from spikeforge.converter.qat import _fanout
-
-    conv = nn.Conv2d(2, 3, kernel, stride, padding)
-    out = conv(torch.zeros((1, 2) + size)).shape[1:]
-    layer = SimpleNamespace(kind="conv2d", in_shape=(2,) + size, out_shape=tuple(out), kernel=kernel, stride=stride,
-                            padding=padding, out_channels=3)
-    fanout = _fanout(conv, torch.zeros((1, 2) + size)).expand((1, 2) + size)
-    assert np.array_equal(fanout.reshape(-1).numpy(), golden.spike_fanout(layer))
 
 
 def test_a_spike_penalty_trades_additions_and_starts_when_asked(digits):
@@ -243,6 +239,40 @@ def test_a_positive_scale_of_the_scores_is_allowed_and_changes_nothing(digits):
         assert np.array_equal(a.weight, b.weight) and np.array_equal(a.bias, b.bias)
 
 
+def test_augmentation_moves_and_mirrors_each_image_and_fills_with_the_background():
+    from spikeforge.converter.qat import _augment
+
+    images = torch.arange(1, 6 * 2 * 5 * 4 + 1, dtype=torch.float32).reshape(6, 2, 5, 4)
+    background = torch.tensor([-1.0, -2.0]).reshape(1, 2, 1, 1).expand(1, 2, 5, 4)
+    moved = _augment(images, 2, True, background, torch.Generator().manual_seed(0))
+    padded = torch.cat([background.expand(6, 2, 5, 4)] * 3, 2)
+    padded = torch.cat([padded] * 3, 3)
+    seen = set()
+    for index, (image, out) in enumerate(zip(images, moved)):
+        matches = []
+        for mirrored, source in ((False, image), (True, image.flip(-1))):
+            canvas = padded[index].clone()
+            canvas[:, 5:10, 4:8] = source
+            matches += [(mirrored, dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
+                        if torch.equal(canvas[:, 5 - dy:10 - dy, 4 - dx:8 - dx], out)]
+        assert len(matches) == 1, matches               # exactly one mirroring and translation
+        seen.add(matches[0])
+    assert len(seen) > 2                                # a fresh draw per sample
+
+
+@pytest.mark.slow     # fine-tunes the digits CNN with augmentation and converts: ~5 s
+def test_an_augmented_cnn_converts_exactly(digits):
+    train, test = digits
+    result = finetune(load_digits_cnn(), train.images[:300], train.labels[:300], timesteps=2, epochs=2, batch=50,
+                      shift=1, flip=True, select="last")
+    net = convert(result.model, train.images[:50], timesteps=2)
+    agree, _, _ = _agreement(result.model, net, test.images, InputNormalization())
+    assert agree == 1.0
+    plain = finetune(load_digits_cnn(), train.images[:300], train.labels[:300], timesteps=2, epochs=2, batch=50,
+                     select="last")
+    assert plain.history[-1]["loss"] != result.history[-1]["loss"]      # the augmentation reached the training
+
+
 def test_finetune_refuses_bad_arguments(digits):
     train, _ = digits
     model = load_digits_mlp()
@@ -262,6 +292,13 @@ def test_finetune_refuses_bad_arguments(digits):
         finetune(model, train.samples[:50], train.labels[:50], timesteps=2, spike_penalty=float("nan"))
     with pytest.raises(ConversionError, match=r"penalty_start 1 is not in \[0, 1\)"):
         finetune(model, train.samples[:50], train.labels[:50], timesteps=2, spike_penalty=0.1, penalty_start=1)
+    with pytest.raises(ConversionError, match=r"shift -1 is not an integer in 0\.\.8 \(pixels\)"):
+        finetune(model, train.samples[:50], train.labels[:50], timesteps=2, shift=-1)
+    with pytest.raises(ConversionError, match=r"flip 1 must be True or False"):
+        finetune(model, train.samples[:50], train.labels[:50], timesteps=2, flip=1)
+    with pytest.raises(ConversionError, match=r"shift and flip augment images, \(H, W\) or \(C, H, W\); the model's "
+                                              r"input has shape \(64,\)"):
+        finetune(model, train.samples[:50].reshape(50, 64), train.labels[:50], timesteps=2, shift=1)
     with pytest.raises(ConversionError, match=r"a fine-tuned model is saved as \.pt2"):
         save(finetune(model, train.samples[:50], train.labels[:50], timesteps=2, epochs=0).model, "x.onnx")
 
@@ -291,4 +328,8 @@ def test_finetune_command_prints_epochs_and_writes_a_model_convert_takes(tmp_pat
     assert cli.main(["finetune", f"{factory}:make", "--dataset", "digits", "-T", "2", "--spike-penalty", "-1", "-o",
                      str(tmp_path / "y.pt")]) == 2
     assert "spike_penalty -1.0 must be a number >= 0" in capsys.readouterr().err
+    assert not (tmp_path / "y.pt").exists()
+    assert cli.main(["finetune", f"{factory}:make", "--dataset", "digits", "-T", "2", "--shift", "9", "-o",
+                     str(tmp_path / "y.pt")]) == 2
+    assert "shift 9 is not an integer in 0..8 (pixels)" in capsys.readouterr().err
     assert not (tmp_path / "y.pt").exists()
