@@ -48,6 +48,7 @@ import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
 from spikeforge.ir.errors import InputError
+from spikeforge.ir.network import DenseShapes
 from .quant_ops import ENCODE, FIRE, QUANT_RELU
 
 __all__ = ["ConversionError", "FloatLayer", "FloatConv", "FloatMaxPool", "import_model", "fold_input_affine",
@@ -119,7 +120,7 @@ def _per_feature(values, features: int, out_shape) -> np.ndarray:
 
 
 @dataclass
-class FloatLayer:
+class FloatLayer(DenseShapes):
     """A dense layer of the float model after folding: ``z = weight @ x + bias``, then ReLU if ``relu``.
 
     ``forward`` takes and returns flat ``(N, features)`` float64 arrays, as every float layer does.
@@ -131,26 +132,6 @@ class FloatLayer:
     relu: bool
     kind: str = field(default="dense", init=False)
     quantized: Quantized = field(default_factory=lambda: Quantized())
-
-    @property
-    def in_shape(self) -> tuple:
-        return (self.weight.shape[1],)
-
-    @property
-    def out_shape(self) -> tuple:
-        return (self.weight.shape[0],)
-
-    @property
-    def out_channels(self) -> int:
-        return self.weight.shape[0]
-
-    @property
-    def in_features(self) -> int:
-        return self.weight.shape[1]
-
-    @property
-    def out_features(self) -> int:
-        return self.weight.shape[0]
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         z = self.quantized.encode(x) @ self.weight.T + self.bias

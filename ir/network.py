@@ -38,7 +38,7 @@ from .errors import InputError
 
 __all__ = [
     "FORMAT", "VERSION", "AMPLIFICATION", "MAX_TIMESTEPS", "NetworkFormatError",
-    "READ_VERSIONS", "DenseLayer", "Conv2dLayer", "MaxPool2dLayer", "LAYER_KINDS", "Network", "load",
+    "READ_VERSIONS", "DenseShapes", "DenseLayer", "Conv2dLayer", "MaxPool2dLayer", "LAYER_KINDS", "Network", "load",
     "raw_samples", "VALUE_BOUND", "INPUT_SCALE_HINT",
 ]
 
@@ -224,8 +224,34 @@ def _check_window(name: str, in_shape, kernel, stride, padding):
     return in_shape, kernel, stride, padding, out_hw
 
 
+class DenseShapes:
+    """The shapes of a dense layer, read off its ``(out, in)`` weight matrix (shared by the IR's
+    :class:`DenseLayer` and the converter's float layer)."""
+
+    @property
+    def in_features(self) -> int:
+        return self.weight.shape[1]
+
+    @property
+    def out_features(self) -> int:
+        return self.weight.shape[0]
+
+    @property
+    def out_channels(self) -> int:
+        return self.weight.shape[0]
+
+    @property
+    def in_shape(self) -> tuple[int]:
+        """``(in_features,)``: a dense layer sees its input flattened (CHW order after a conv)."""
+        return (self.in_features,)
+
+    @property
+    def out_shape(self) -> tuple[int]:
+        return (self.out_features,)
+
+
 @dataclass(eq=False)
-class DenseLayer:
+class DenseLayer(DenseShapes):
     """A fully connected layer of iLIF neurons (``fires=True``) or the output layer (``fires=False``).
 
     Parameters
@@ -264,23 +290,6 @@ class DenseLayer:
             raise NetworkFormatError(f"layer {self.name!r}: empty weight matrix of shape {weight.shape}")
         self.weight = _as_int_array(weight, f"layer {self.name!r}: weight", weight.shape)
         _check_neuron_arrays(self, out_features)
-
-    @property
-    def in_features(self) -> int:
-        return self.weight.shape[1]
-
-    @property
-    def out_features(self) -> int:
-        return self.weight.shape[0]
-
-    @property
-    def in_shape(self) -> tuple[int]:
-        """``(in_features,)``: a dense layer sees its input flattened (CHW order after a conv)."""
-        return (self.in_features,)
-
-    @property
-    def out_shape(self) -> tuple[int]:
-        return (self.out_features,)
 
     def rom_words(self) -> np.ndarray:
         """Weights in ROM order: address ``in_index * out_features + out_index``."""
