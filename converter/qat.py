@@ -568,8 +568,10 @@ def finetune(model: nn.Module, images, labels, *, timesteps: int, weight_bits=8,
         kept all 8 within 1 point of float with 30 % fewer additions, where penalties from the start lost
         more than a point on 2-3 seeds for the same saving.
     shift : int
-        Augment the training images ((H, W) or (C, H, W)) with random translations by up to this many pixels each way (a
-        fresh draw per sample and epoch; the vacated border holds the raw byte 0); 0 (default) = none.
+        Augment the training images ((H, W) or (C, H, W)) with random translations by up to this many pixels
+        each way (a fresh draw per sample and epoch; the vacated border holds the raw byte 0); 0 (default) = none.
+        The distillation targets stay the float model's outputs on the image as it was. Use the augmentation the
+        float model was trained with: on a Fashion-MNIST CNN trained without it, ``shift=1`` cost 0.6 points.
     flip : bool
         Augment the training images with random left-right mirroring (for datasets where a mirrored sample keeps
         its label: clothes, not digits).

@@ -150,8 +150,9 @@ def test_the_networks_count_of_additions_is_the_golden_models(digits, kind, time
     net = convert(tuned, images[:50], timesteps=timesteps, normalization=normalization)
     samples = test.samples if kind == "mlp" else test.images
     run = net.run(samples)
-    assert kind != "strided-cnn" or (run.input_spikes(per_feature=True)[0].sum() > 0 and
-                                     golden.spike_fanout(net.layers[1]).min() < golden.spike_fanout(net.layers[1]).max())
+    if kind == "strided-cnn":       # spikes reach the second conv, whose border inputs reach fewer taps
+        fanout = golden.spike_fanout(net.layers[1])
+        assert run.input_spikes(per_feature=True)[1].sum() > 0 and fanout.min() < fanout.max()
     expected = golden.spike_driven_additions(net, run.input_spikes(per_feature=True))
     with torch.no_grad():
         scores, additions = tuned.scores_and_additions(torch.tensor(normalization.apply(samples), dtype=torch.float32))
