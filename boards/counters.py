@@ -24,6 +24,9 @@ layer:
 * ``busy``: the rest: the layer accumulates (it takes a beat, or is not ready for the next because it
   works on this one), drains, waits to hand over to its fire phase, or fires.
 
+A layer at half rate (its membrane banks in single-port RAM) has its handshakes held off every other cycle
+(the probe's ``gated``); such a cycle takes the class of the cycle before, when the layer's core last ran.
+
 So ``busy + stalled + starved`` is the top-level ``busy`` for each layer, and in a back-to-back run the
 slowest layer is the one that is busy nearly all the time. A beat with ``k`` spikes keeps a dense layer
 ``k · ceil(out / lanes)`` cycles, so a layer's busy cycles per sample are about the cycle model's
@@ -34,7 +37,7 @@ accelerator, samples held by each layer) is tracked all the time, also while the
 held still for a reading.
 """
 
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -110,8 +113,15 @@ class PerformanceCounters(wiring.Component):
             gave_last = probe.out_valid & probe.out_ready & probe.out_last
             m.d.sync += held.eq(held + took_last - gave_last)
             stalled, starved = Signal(name=f"stalled{index}"), Signal(name=f"starved{index}")
-            m.d.comb += [stalled.eq(probe.out_valid & ~probe.out_ready),
-                         starved.eq(~stalled & probe.in_ready & ~probe.in_valid & (held == 0))]
+            seen_stalled = probe.out_valid & ~probe.out_ready
+            seen_starved = ~seen_stalled & probe.in_ready & ~probe.in_valid & (held == 0)
+            # A gated cycle (a half-rate layer's core idle, its handshakes held off) repeats the class of the last
+            # cycle the core ran.
+            was_stalled, was_starved = Signal(name=f"was_stalled{index}"), Signal(name=f"was_starved{index}")
+            with m.If(~probe.gated):
+                m.d.sync += [was_stalled.eq(seen_stalled), was_starved.eq(seen_starved)]
+            m.d.comb += [stalled.eq(Mux(probe.gated, was_stalled, seen_stalled)),
+                         starved.eq(Mux(probe.gated, was_starved, seen_starved))]
             kinds.append((stalled, starved))
 
         with m.If(self.clear):

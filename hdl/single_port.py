@@ -170,6 +170,10 @@ class HalfRateLayer(wiring.Component):
     Members
     -------
     The core's own (``events`` in, ``spikes`` out): a beat moves only in the core's enabled cycles.
+    enabled : Out(1)
+        High in the cycles the core runs (every other one). In the others both streams' handshakes are gated
+        off, so what they show then is not the core's state: a watcher (the performance counters) takes the
+        enabled cycle before.
     """
 
     def __init__(self, core_class, plan):
@@ -177,12 +181,13 @@ class HalfRateLayer(wiring.Component):
         self.banks = [[SinglePortBank(width, depth) for width, depth in columns]
                       for columns in membrane_bank_shapes(plan)]
         self.core = core_class(plan, membrane=[[(bank.read, bank.write) for bank in columns] for columns in self.banks])
-        super().__init__(dict(self.core.signature.members))
+        super().__init__({**self.core.signature.members, "enabled": Out(1)})
 
     def elaborate(self, platform):
         m = Module()
         phase = Signal()                # high in the core's enabled cycles
         m.d.sync += phase.eq(~phase)
+        m.d.comb += self.enabled.eq(phase)
         # The reset reaches the core whatever the phase.
         m.submodules.core = EnableInserter(phase | ResetSignal())(self.core)
         names = iter(self.plan.membrane_names())

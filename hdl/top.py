@@ -39,9 +39,11 @@ DEFAULT_FIFO_DEPTH = 16
 
 #: One layer's handshakes, as :meth:`Accelerator.stage_probes` shows them: its input events (from the FIFO in
 #: front of it: ``valid``, ``ready``, ``last`` of the beat offered) and its output (spike events, or the output
-#: layer's results, where every beat is a sample's last).
+#: layer's results, where every beat is a sample's last). ``gated``: the layer's core does not run this cycle (a
+#: half-rate layer's other cycle, :class:`~spikeforge.hdl.single_port.HalfRateLayer`): its handshakes are held
+#: off, so they do not show what the layer is doing.
 StageProbeLayout = data.StructLayout({"in_valid": 1, "in_ready": 1, "in_last": 1,
-                                      "out_valid": 1, "out_ready": 1, "out_last": 1})
+                                      "out_valid": 1, "out_ready": 1, "out_last": 1, "gated": 1})
 
 
 class Accelerator(wiring.Component):
@@ -148,4 +150,6 @@ class Accelerator(wiring.Component):
                 m.d.comb += [probe.in_valid.eq(fifo.r.valid), probe.in_ready.eq(fifo.r.ready),
                              probe.in_last.eq(fifo.r.payload.last), probe.out_valid.eq(output.valid),
                              probe.out_ready.eq(output.ready), probe.out_last.eq(last)]
+                if isinstance(core, HalfRateLayer):
+                    m.d.comb += probe.gated.eq(~core.enabled)
         return m

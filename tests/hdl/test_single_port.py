@@ -186,7 +186,7 @@ def test_bank_shapes_follow_the_core():
     assert membrane_bank_shapes(d5) == [[(2 * d5.membrane_bits, d5.chunks)]] * 2
     layer = HalfRateLayer(ConvILIF, c3)
     assert [[(bank.width, bank.depth) for bank in columns] for columns in layer.banks] == membrane_bank_shapes(c3)
-    assert set(layer.signature.members) == {"events", "spikes"}
+    assert set(layer.signature.members) == {"events", "spikes", "enabled"}     # the core's, and when it runs
     # Elaborated, so its banks and core (built in hdl/single_port.py, which does not silence the lint) count as
     # used: else their UnusedElaboratable warning fires at garbage collection, in whatever test runs then.
     Fragment.get(layer, None)
