@@ -43,7 +43,9 @@ __all__ = ["measure", "render", "summary_lines", "RECIPES"]
 #: a larger batch did worse. Each seed takes about half a minute (and as much again with the spike penalty).
 #: fmnist-cnn: 8 epochs on the whole split at lr 4e-3 (about 11 minutes). Measured here (T = 2, 10,000 test images):
 #: 1 epoch on 12,000 images -3.09 points, 3 epochs -2.07, 8 epochs at lr 1e-3 / 2e-3 / 4e-3 -1.32 / -1.23 / -1.19,
-#: 14 epochs at 1e-3 -1.72; per-channel thresholds did not help (3 epochs -2.23, 8 epochs -2.06).
+#: 14 epochs at 1e-3 -1.72; per-channel thresholds did not help (3 epochs -2.23, 8 epochs -2.06), nor did seed 1
+#: (-1.22), batch 32 (-1.28), a uniform input table (-1.28), step_lr 0.3 (-1.72) or shift/flip augmentation (-1.80,
+#: -1.77). The byte-input diagnostic below shows why: the 2-bit input code alone costs about 0.9 points.
 #: digits-sparse: the same with the spike penalty from halfway, for the additions target. Fine-tuning without it
 #: raises the additions above the calibrated network's (4,300 vs 3,360 a sample on seed 5), and the rate-coded
 #: baseline reaches its 1-point parity at T = 8 on some seeds, so 4x needs about 30 % fewer spikes there. Tried on
