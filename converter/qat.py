@@ -37,6 +37,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -239,8 +240,7 @@ class QuantizedNetwork(nn.Module):
             module.register_buffer("bias_gain", torch.tensor(bias_gain))
             # Additions one input spike causes, shaped as one sample's input: the golden model's count, so the
             # spike penalty and the additions column count what the hardware does. Derived, so not saved.
-            module.register_buffer("fanout", torch.from_numpy(golden.spike_fanout(layer).reshape(
-                tuple(layer.in_shape)).astype(np.float32)), persistent=False)
+            module.register_buffer("fanout", _fanout(module, layer.in_shape), persistent=False)
             with torch.no_grad():
                 module.weight.copy_(torch.from_numpy(layer.weight / weight_gain))
                 module.bias.copy_(torch.from_numpy(layer.bias / bias_gain))
@@ -283,6 +283,21 @@ class QuantizedNetwork(nn.Module):
         names = list(names) if names else [f"layer{i + 1}" for i in range(len(layers))]
         return cls(plan, first_shape, timesteps, bits, per_channel, 1.0 / a, -b / a, input_step, steps, layers,
                    names)
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        # A network pickled before the fan-out buffers existed: derive them, as the constructor does.
+        shape = self.input_shape
+        for entry in self.plan:
+            if entry[0] == "flatten":
+                shape = (int(np.prod(shape)),)
+            elif entry[0] == "maxpool":
+                shape = _pooled(shape, entry[1], entry[2])
+            else:
+                module = self.layers[entry[1]]
+                if "fanout" not in module._buffers:
+                    module.register_buffer("fanout", _fanout(module, shape), persistent=False)
+                shape = self._layer_shape(entry[1], shape)
 
     # -- the forward
 
@@ -379,10 +394,12 @@ class QuantizedNetwork(nn.Module):
                 layer_additions = _additions(codes, self.timesteps, self.code_max, module.fanout)
                 additions = layer_additions if additions is None else additions + layer_additions
             # The integer path carries no gradient (its value is exact); the float path below carries it.
-            potential = self._apply(module, codes.detach() if self.training else codes, integer.weight, integer.bias)
+            potential = self._layer_op(module, codes.detach() if self.training else codes, integer.weight,
+                                       integer.bias)
             soft = None
             if self.training:
-                soft = self._apply(module, codes * (step_in.reshape((1, -1, 1, 1)) if conv else step_in), weight, bias)
+                scaled = codes * (step_in.reshape((1, -1, 1, 1)) if conv else step_in)
+                soft = self._layer_op(module, scaled, weight, bias)
             if not fires:
                 scores = potential * integer.scale
                 return (_surrogate(scores, soft) if self.training else scores), integers, additions
@@ -394,7 +411,7 @@ class QuantizedNetwork(nn.Module):
         return None, integers, None
 
     @staticmethod
-    def _apply(module, x, weight, bias):
+    def _layer_op(module, x, weight, bias):
         if isinstance(module, nn.Linear):
             return F.linear(x, weight, bias)
         return F.conv2d(x, weight, bias, module.stride, module.padding)
@@ -428,6 +445,21 @@ def _additions(codes: torch.Tensor, timesteps: int, code_max: int, fanout: torch
     bits = sum(torch.remainder(torch.floor(hard / (1 << bit)), 2) for bit in range(timesteps))
     spikes = bits + (codes - hard) * (timesteps / code_max)         # the popcount in value
     return (spikes * fanout).flatten(1).sum(1)
+
+
+def _fanout(module, in_shape) -> torch.Tensor:
+    """:func:`spikeforge.ir.golden.spike_fanout` of an ``nn.Linear`` or ``nn.Conv2d`` seeing ``in_shape``, shaped as
+    one sample's input (float32)."""
+    in_shape = tuple(int(d) for d in in_shape)
+    if isinstance(module, nn.Linear):
+        layer = SimpleNamespace(kind="dense", in_features=module.in_features, out_features=module.out_features)
+    else:
+        out = tuple((size + 2 * p - k) // s + 1 for size, k, s, p in zip(in_shape[1:], module.kernel_size,
+                                                                        module.stride, module.padding))
+        layer = SimpleNamespace(kind="conv2d", in_shape=in_shape, out_shape=(module.out_channels,) + out,
+                                kernel=tuple(module.kernel_size), stride=tuple(module.stride),
+                                padding=tuple(module.padding), out_channels=module.out_channels)
+    return torch.from_numpy(golden.spike_fanout(layer).reshape(in_shape).astype(np.float32))
 
 
 def _pooled(shape, kernel, stride):
@@ -570,8 +602,9 @@ def finetune(model: nn.Module, images, labels, *, timesteps: int, weight_bits=8,
     shift : int
         Augment the training images ((H, W) or (C, H, W)) with random translations by up to this many pixels
         each way (a fresh draw per sample and epoch; the vacated border holds the raw byte 0); 0 (default) = none.
-        The distillation targets stay the float model's outputs on the image as it was. Use the augmentation the
-        float model was trained with: on a Fashion-MNIST CNN trained without it, ``shift=1`` cost 0.6 points.
+        Images are channels first, as PyTorch's. The distillation targets stay the float model's outputs on the
+        image as it was. Use the augmentation the float model was trained with: on a Fashion-MNIST CNN trained
+        without it, ``shift=1`` cost 0.6 points (part of that may be the targets of the unshifted image).
     flip : bool
         Augment the training images with random left-right mirroring (for datasets where a mirrored sample keeps
         its label: clothes, not digits).
